@@ -1,0 +1,11 @@
+//! Message headers Relais sets. Type and version are duplicated from the payload so that tools
+//! can filter without decoding; the payload stays the truth.
+
+/// The event type name.
+pub const EVENT_TYPE: &str = "Relais-Type";
+/// The schema version of the data.
+pub const SCHEMA_VERSION: &str = "Relais-Schema-Version";
+/// W3C trace context.
+pub const TRACEPARENT: &str = "traceparent";
+/// W3C trace state.
+pub const TRACESTATE: &str = "tracestate";

@@ -1,0 +1,20 @@
+//! The event log on NATS JetStream. Only this crate (and the binary's test helpers) speaks NATS.
+//!
+//! - [`connect`]: connects and refuses a server older than [`MIN_SERVER_VERSION`].
+//! - [`ensure_stream`]: creates the stream or checks that an existing one is fit to keep
+//!   history forever (file storage, no limits, atomic batches allowed, no deletes).
+//! - [`EventLog::append`]: publishes one event as a plain publish, or several as one atomic
+//!   batch (ADR-50), each with its event id as `Nats-Msg-Id`.
+//! - [`subjects`]: the subject scheme `relais.ev.<org>.<kind>.<id>`.
+//! - [`reader`]: durable consumers for projections and ordered reads for replays.
+
+pub mod headers;
+pub mod reader;
+pub mod subjects;
+pub mod trace;
+
+mod publish;
+mod server;
+
+pub use publish::{AppendError, Appended, EventLog, Outgoing};
+pub use server::{ConnectError, MIN_SERVER_VERSION, StreamSettings, connect, ensure_stream, parse_version};

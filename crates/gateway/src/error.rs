@@ -1,0 +1,162 @@
+//! Problem details (RFC 9457): every error the API answers.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// An error answered to a client. Internal causes are logged, never echoed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    title: &'static str,
+    detail: String,
+    pointer: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    problem_type: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pointer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError<'a>>,
+}
+
+#[derive(Serialize)]
+struct FieldError<'a> {
+    pointer: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
+        Self { status, kind, title, detail: detail.into(), pointer: None }
+    }
+
+    /// 400: the request or an event in it is invalid; `pointer` is a JSON pointer into the body.
+    pub fn invalid(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { pointer: Some(pointer.into()), ..Self::new(StatusCode::BAD_REQUEST, "invalid-event", "Invalid event", detail) }
+    }
+
+    /// 400: a query parameter is invalid.
+    pub fn invalid_parameter(name: &str, detail: impl Into<String>) -> Self {
+        Self {
+            pointer: Some(format!("?{name}")),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid parameter", detail)
+        }
+    }
+
+    /// 401: no token, or an unknown or revoked one.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+            "send a valid bearer token in the Authorization header",
+        )
+    }
+
+    /// 403: the token may not do this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
+    }
+
+    /// 403 for an event whose source is not the token's organisation.
+    pub fn wrong_source(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { pointer: Some(pointer.into()), ..Self::new(StatusCode::FORBIDDEN, "wrong-organisation", "Wrong organisation", detail) }
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// 409: the case moved on since `expectedversion`.
+    pub fn version_conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "version-conflict", "Version conflict", detail)
+    }
+
+    /// 409: the client was erased; nothing new can be recorded about them.
+    pub fn client_erased(pointer: impl Into<String>) -> Self {
+        Self {
+            pointer: Some(pointer.into()),
+            ..Self::new(StatusCode::CONFLICT, "client-erased", "Client erased", "this client was erased; record nothing more about them")
+        }
+    }
+
+    /// 413.
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", detail)
+    }
+
+    /// 415.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+    }
+
+    /// 503: the event log (or the database) is unavailable; nothing was stored.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
+    }
+
+    /// 500, after logging the cause.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "an internal error occurred; it was logged")
+    }
+
+    /// Prefixes the pointer (for an event inside a batch: `/3`).
+    pub fn within(mut self, prefix: &str) -> Self {
+        if let Some(p) = self.pointer.take() {
+            self.pointer = Some(format!("{prefix}{p}"));
+        }
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::error!(error = %e, "database unavailable");
+                Self::unavailable("the database is unavailable; retry later")
+            }
+            e => Self::internal(&e),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let errors = match &self.pointer {
+            Some(p) => vec![FieldError { pointer: p, detail: &self.detail }],
+            None => Vec::new(),
+        };
+        let body = Problem {
+            problem_type: format!("urn:relais:problem:{}", self.kind),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            pointer: self.pointer.as_deref(),
+            errors,
+        };
+        let mut response = (self.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        response
+    }
+}
+
+/// Answers unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}

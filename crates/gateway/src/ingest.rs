@@ -1,0 +1,235 @@
+//! `POST /v1/events`: CloudEvents in, stored once in the log, answered with their sequences.
+
+use crate::{AppState, auth::Authenticated, error::ApiError};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use rand::RngCore;
+use relais_domain::envelope::Envelope;
+use relais_domain::seal;
+use relais_domain::{StoredEvent, events::PersonalFields};
+use relais_eventlog::{AppendError, Outgoing, subjects};
+use relais_projections::{KeyError, Role, ledger};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Media type of one CloudEvent in structured mode.
+pub const SINGLE: &str = "application/cloudevents+json";
+/// Media type of a batch of CloudEvents.
+pub const BATCH: &str = "application/cloudevents-batch+json";
+
+#[derive(Serialize)]
+struct Stored {
+    id: Uuid,
+    sequence: u64,
+    duplicate: bool,
+}
+
+#[derive(Serialize)]
+struct Answer {
+    events: Vec<Stored>,
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(ct.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// Publishes one event or an all-or-nothing batch.
+#[tracing::instrument(name = "ingest", skip_all, fields(org = %auth.0.org, events = tracing::field::Empty))]
+pub async fn post_events(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let principal = &auth.0;
+    if principal.role != Role::Org {
+        return Err(ApiError::forbidden(format!("role {} cannot publish events", principal.role.as_str())));
+    }
+    let batch = match media_type(&headers).as_deref() {
+        Some(SINGLE) => false,
+        Some(BATCH) => true,
+        _ => return Err(ApiError::unsupported_media_type(format!("send {SINGLE} or {BATCH}"))),
+    };
+    let limit = state.settings.max_body_bytes;
+    let body: Bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(format!("the body is limited to {limit} bytes")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid("", format!("not JSON: {e}")))?;
+    let items: Vec<(String, serde_json::Value)> = if batch {
+        let serde_json::Value::Array(items) = value else {
+            return Err(ApiError::invalid("", "a batch is a JSON array of CloudEvents"));
+        };
+        if items.is_empty() {
+            return Err(ApiError::invalid("", "a batch holds at least one event"));
+        }
+        if items.len() > state.settings.max_batch_events {
+            return Err(ApiError::too_large(format!("a batch holds at most {} events", state.settings.max_batch_events)));
+        }
+        items.into_iter().enumerate().map(|(i, v)| (format!("/{i}"), v)).collect()
+    } else {
+        vec![(String::new(), value)]
+    };
+    tracing::Span::current().record("events", items.len());
+
+    // Parse and check everything before anything is stored.
+    let now = Utc::now();
+    let actor = format!("token:{}", principal.token_id);
+    let mut parsed: Vec<(String, Envelope, Option<u64>)> = Vec::with_capacity(items.len());
+    let mut ids = HashSet::new();
+    let mut expected_subjects = HashSet::new();
+    let mut seen_subjects = HashSet::new();
+    for (prefix, item) in items {
+        // The source is checked first: a forged source is refused as such, whatever else.
+        let source = item.get("source").and_then(|s| s.as_str()).unwrap_or_default();
+        if source.starts_with("/orgs/") && source != format!("/orgs/{}", principal.org) {
+            return Err(ApiError::wrong_source(
+                format!("{prefix}/source"),
+                format!("this token publishes only as /orgs/{}", principal.org),
+            ));
+        }
+        let (envelope, expected) = Envelope::from_cloud_event(item, now, &actor).map_err(|e| match e {
+            relais_domain::EnvelopeError::Invalid { pointer, detail } => ApiError::invalid(format!("{prefix}{pointer}"), detail),
+            other => ApiError::invalid(prefix.clone(), other.to_string()),
+        })?;
+        if !ids.insert(envelope.id) {
+            return Err(ApiError::invalid(format!("{prefix}/id"), "the same id appears twice in the batch"));
+        }
+        let subject = envelope.subject.to_string();
+        if expected.is_some() && (seen_subjects.contains(&subject) || !expected_subjects.insert(subject.clone())) {
+            return Err(ApiError::invalid(
+                format!("{prefix}/expectedversion"),
+                "expectedversion may be given only on the first event of a subject in a batch",
+            ));
+        }
+        seen_subjects.insert(subject);
+        parsed.push((prefix, envelope, expected));
+    }
+
+    // Idempotency beyond the broker's window: ids the log already holds are answered as
+    // duplicates with their original sequence.
+    let all_ids: Vec<Uuid> = parsed.iter().map(|(_, e, _)| e.id).collect();
+    let known = ledger::find(state.db.pool(), &all_ids).await?;
+    let fresh: Vec<&(String, Envelope, Option<u64>)> = parsed.iter().filter(|(_, e, _)| !known.contains_key(&e.id)).collect();
+    let outgoing = seal_all(&state, &fresh).await?;
+    let appended = append_resolving_duplicates(&state, outgoing).await?;
+
+    let mut answer = Vec::with_capacity(parsed.len());
+    let (mut new_ids, mut new_seqs) = (Vec::new(), Vec::new());
+    for (_, e, _) in &parsed {
+        let (sequence, duplicate) = match known.get(&e.id) {
+            Some(seq) => (*seq, true),
+            None => match appended.get(&e.id) {
+                Some(a) => {
+                    if !a.duplicate {
+                        new_ids.push(e.id);
+                        new_seqs.push(a.sequence as i64);
+                    }
+                    (a.sequence, a.duplicate)
+                }
+                None => return Err(ApiError::internal(&"an appended event has no acknowledgement")),
+            },
+        };
+        answer.push(Stored { id: e.id, sequence, duplicate });
+    }
+    // The validator records these too; recording now closes the gap for immediate retries.
+    let orgs = vec![principal.org.to_string(); new_ids.len()];
+    if !new_ids.is_empty() {
+        if let Ok(mut conn) = state.db.pool().acquire().await {
+            if let Err(e) = ledger::record(&mut conn, &new_ids, &new_seqs, &orgs).await {
+                tracing::warn!(error = %e, "ledger not updated; the validator will record these ids");
+            }
+        }
+    }
+    let status = if answer.iter().all(|s| s.duplicate) { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, axum::Json(Answer { events: answer })).into_response())
+}
+
+/// Seals personal fields with each client's data key and encodes the stored bytes.
+async fn seal_all(state: &AppState, events: &[&(String, Envelope, Option<u64>)]) -> Result<Vec<Outgoing>, ApiError> {
+    let trace_headers = relais_eventlog::trace::current_headers();
+    let mut keys: HashMap<String, (Uuid, seal::DataKey)> = HashMap::new();
+    let mut out = Vec::with_capacity(events.len());
+    for (prefix, envelope, expected) in events {
+        let (mut stored, personal): (_, PersonalFields) = envelope.split_for_storage();
+        if !personal.is_empty() {
+            let client_ref = envelope
+                .data
+                .client_ref()
+                .ok_or_else(|| ApiError::internal(&"an event type with personal fields has no client_ref"))?;
+            let (key_id, key) = match keys.get(client_ref) {
+                Some(k) => k.clone(),
+                None => {
+                    let k = state.keys.key_for_client(&envelope.org, client_ref).await.map_err(|e| match e {
+                        KeyError::ClientErased => ApiError::client_erased(format!("{prefix}/data/client_ref")),
+                        other => ApiError::internal(&other),
+                    })?;
+                    keys.insert(client_ref.to_owned(), k.clone());
+                    k
+                }
+            };
+            let mut nonce = [0u8; 24];
+            rand::rng().fill_bytes(&mut nonce);
+            stored.sealed = Some(seal::seal(&key, key_id, envelope.id, nonce, &personal));
+        }
+        out.push(Outgoing {
+            subject: subjects::event_subject(&envelope.org, &envelope.subject),
+            event_id: envelope.id,
+            event_type: envelope.data.event_type(),
+            schema_version: envelope.data.spec().version,
+            payload: Bytes::from(StoredEvent::V1(stored).encode()),
+            expected_last_subject_sequence: *expected,
+            trace_headers: trace_headers.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Appends, and when the broker refuses a batch because an id in it is already stored (a
+/// concurrent or direct publish within its window), waits for the ledger to learn those ids,
+/// answers them as duplicates and appends the rest.
+async fn append_resolving_duplicates(
+    state: &AppState,
+    mut outgoing: Vec<Outgoing>,
+) -> Result<HashMap<Uuid, relais_eventlog::Appended>, ApiError> {
+    let mut result = HashMap::new();
+    for attempt in 0..20 {
+        if outgoing.is_empty() {
+            return Ok(result);
+        }
+        match state.log.append(&outgoing).await {
+            Ok(appended) => {
+                for (o, a) in outgoing.iter().zip(appended) {
+                    result.insert(o.event_id, a);
+                }
+                return Ok(result);
+            }
+            Err(AppendError::DuplicateInBatch) => {
+                let ids: Vec<Uuid> = outgoing.iter().map(|o| o.event_id).collect();
+                let known = ledger::find(state.db.pool(), &ids).await?;
+                for (id, seq) in &known {
+                    result.insert(*id, relais_eventlog::Appended { sequence: *seq, duplicate: true });
+                }
+                outgoing.retain(|o| !known.contains_key(&o.event_id));
+                if known.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
+                }
+            }
+            Err(AppendError::Conflict(detail)) => return Err(ApiError::version_conflict(detail)),
+            Err(AppendError::TooLarge) => return Err(ApiError::too_large("the batch is larger than the log accepts")),
+            Err(AppendError::Unavailable(detail)) => {
+                tracing::error!(%detail, "event log unavailable");
+                return Err(ApiError::unavailable("the event log is unavailable; nothing was stored, retry with the same ids"));
+            }
+            Err(e @ AppendError::Rejected { .. }) => return Err(ApiError::internal(&e)),
+        }
+    }
+    Err(ApiError::unavailable("an id of the batch is being stored concurrently; retry with the same ids"))
+}

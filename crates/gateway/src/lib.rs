@@ -1,0 +1,77 @@
+//! The HTTP API of Relais (axum). Only this crate knows HTTP.
+//!
+//! Invariant: a request either changes nothing or stores exactly what it was answered for;
+//! every error is `application/problem+json` (RFC 9457) with a stable `type`.
+
+mod auth;
+mod catalogue;
+mod error;
+mod ingest;
+mod openapi;
+mod views;
+
+pub use auth::Authenticated;
+pub use error::ApiError;
+
+use axum::Router;
+use axum::routing::{get, post};
+use relais_eventlog::EventLog;
+use relais_projections::{Database, KeyStore, TokenStore};
+use std::sync::Arc;
+use tower_http::trace::TraceLayer;
+
+/// Limits of the ingest endpoint.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one batch (the broker's atomic batch limit is 1000).
+    pub max_batch_events: usize,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self { max_body_bytes: 4 * 1024 * 1024, max_batch_events: 1000 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub db: Database,
+    /// Tokens.
+    pub tokens: TokenStore,
+    /// Client data keys.
+    pub keys: KeyStore,
+    /// The event log (append side).
+    pub log: EventLog,
+    /// Settings.
+    pub settings: Arc<GatewaySettings>,
+}
+
+/// The router of the whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(views::healthz))
+        .route("/readyz", get(views::readyz))
+        .route("/openapi.json", get(openapi::openapi))
+        .route("/v1/catalogue", get(catalogue::catalogue))
+        .route("/v1/catalogue/{event_type}/{version}", get(catalogue::schema))
+        .route("/v1/events", post(ingest::post_events))
+        .route("/v1/orgs/{org}/cases", get(views::list_cases))
+        .route("/v1/orgs/{org}/cases/{case}", get(views::get_case))
+        .fallback(error::not_found)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str().to_owned())
+                    .unwrap_or_else(|| "unmatched".into());
+                // The path template, never the raw path: raw paths hold client and case ids.
+                tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty)
+            }),
+        )
+        .with_state(state)
+}

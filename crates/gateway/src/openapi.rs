@@ -1,0 +1,95 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of the HTTP API.
+
+use axum::Json;
+use serde_json::{Value, json};
+
+fn problem(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } } })
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> Json<Value> {
+    let org_param = json!({ "name": "org", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[a-z0-9-]{1,32}$" } });
+    Json(json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Relais",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Event-sourced coordination backend of the Brussels justice-welfare services. Events are CloudEvents 1.0; the catalogue lists every type with its JSON Schema."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail"],
+                    "properties": {
+                        "type": { "type": "string", "format": "uri-reference" },
+                        "title": { "type": "string" },
+                        "status": { "type": "integer" },
+                        "detail": { "type": "string" },
+                        "pointer": { "type": "string", "description": "JSON pointer to the offending field of the request body" },
+                        "errors": { "type": "array", "items": { "type": "object", "properties": { "pointer": { "type": "string" }, "detail": { "type": "string" } } } }
+                    }
+                },
+                "CloudEvent": {
+                    "type": "object",
+                    "required": ["specversion", "id", "source", "type", "subject", "data"],
+                    "properties": {
+                        "specversion": { "const": "1.0" },
+                        "id": { "type": "string", "format": "uuid", "description": "Idempotency key: the same id is stored once" },
+                        "source": { "type": "string", "pattern": "^/orgs/[a-z0-9-]{1,32}$" },
+                        "type": { "type": "string", "description": "An event type of GET /v1/catalogue" },
+                        "subject": { "type": "string", "pattern": "^(cases|referrals|activities|signals|clients)/[A-Za-z0-9_-]{1,64}$" },
+                        "time": { "type": "string", "format": "date-time" },
+                        "datacontenttype": { "const": "application/json" },
+                        "dataschema": { "type": "string" },
+                        "schemaversion": { "type": "integer", "minimum": 1 },
+                        "actor": { "type": "string", "maxLength": 128 },
+                        "correlationid": { "type": "string", "maxLength": 128 },
+                        "causationid": { "type": "string", "maxLength": 128 },
+                        "expectedversion": { "type": "integer", "minimum": 0, "description": "Stream sequence of the subject's last event (0: no event yet); 409 on mismatch" },
+                        "data": { "type": "object" }
+                    }
+                },
+                "Stored": {
+                    "type": "object",
+                    "properties": { "events": { "type": "array", "items": { "type": "object", "properties": {
+                        "id": { "type": "string", "format": "uuid" }, "sequence": { "type": "integer" }, "duplicate": { "type": "boolean" } } } } }
+                }
+            }
+        },
+        "security": [{ "bearer": [] }],
+        "paths": {
+            "/healthz": { "get": { "summary": "The process is alive", "security": [], "responses": { "200": { "description": "alive" } } } },
+            "/readyz": { "get": { "summary": "NATS and PostgreSQL are reachable", "security": [], "responses": { "200": { "description": "ready" }, "503": problem("not ready") } } },
+            "/v1/catalogue": { "get": { "summary": "Every event type with titles, JSON Schema, field classes and an example", "security": [], "responses": { "200": { "description": "the catalogue" } } } },
+            "/v1/catalogue/{event_type}/{version}": { "get": { "summary": "The JSON Schema of an event type's data", "security": [],
+                "parameters": [ { "name": "event_type", "in": "path", "required": true, "schema": { "type": "string" } }, { "name": "version", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^v[0-9]+$" } } ],
+                "responses": { "200": { "description": "JSON Schema 2020-12" }, "404": problem("unknown type or version") } } },
+            "/v1/events": { "post": {
+                "summary": "Publish one event or an all-or-nothing batch",
+                "requestBody": { "required": true, "content": {
+                    "application/cloudevents+json": { "schema": { "$ref": "#/components/schemas/CloudEvent" } },
+                    "application/cloudevents-batch+json": { "schema": { "type": "array", "maxItems": 1000, "items": { "$ref": "#/components/schemas/CloudEvent" } } } } },
+                "responses": {
+                    "201": { "description": "stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Stored" } } } },
+                    "200": { "description": "every event was already stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Stored" } } } },
+                    "400": problem("invalid event; nothing stored"), "401": problem("no or unknown token"), "403": problem("wrong organisation or role"),
+                    "409": problem("version conflict or erased client; nothing stored"), "413": problem("too large"), "415": problem("wrong media type"),
+                    "503": problem("event log unavailable; retry with the same ids") } } },
+            "/v1/orgs/{org}/cases": { "get": {
+                "summary": "The organisation's caseload, most recently active first",
+                "parameters": [ org_param.clone(),
+                    { "name": "status", "in": "query", "schema": { "enum": ["requested", "open", "declined", "closed", "after_care"] } },
+                    { "name": "in_detention", "in": "query", "schema": { "type": "boolean" } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 } },
+                    { "name": "cursor", "in": "query", "schema": { "type": "string" } } ],
+                "responses": { "200": { "description": "a page of cases" }, "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("another organisation") } } },
+            "/v1/orgs/{org}/cases/{case}": { "get": {
+                "summary": "One case of the organisation's caseload",
+                "parameters": [ org_param, { "name": "case", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                "responses": { "200": { "description": "the case" }, "401": problem("no or unknown token"), "403": problem("another organisation"), "404": problem("no such case") } } }
+        }
+    }))
+}

@@ -1,0 +1,100 @@
+//! Health, readiness and the organisation views.
+
+use crate::{AppState, auth::Authenticated, error::ApiError};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use relais_projections::caseload::{self, CaseFilter, CaseRow};
+use serde::{Deserialize, Serialize};
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: NATS and PostgreSQL are reachable.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let nats = state.log.client().connection_state() == async_nats::connection::State::Connected;
+    let db = state.db.is_ready().await;
+    if nats && db {
+        Ok(Json(serde_json::json!({ "nats": "ok", "postgres": "ok" })))
+    } else {
+        Err(ApiError::unavailable(format!(
+            "nats: {}, postgres: {}",
+            if nats { "ok" } else { "unreachable" },
+            if db { "ok" } else { "unreachable" }
+        )))
+    }
+}
+
+/// Query of the caseload listing.
+#[derive(Debug, Deserialize)]
+pub struct CaseQuery {
+    status: Option<String>,
+    in_detention: Option<bool>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+const STATUSES: &[&str] = &["requested", "open", "declined", "closed", "after_care"];
+
+fn encode_cursor(at: DateTime<Utc>, id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(c: &str) -> Option<(DateTime<Utc>, String)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (micros, id) = text.split_once('|')?;
+    Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, id.to_owned()))
+}
+
+/// `GET /v1/orgs/{org}/cases`: the organisation's caseload, most recently active first.
+pub async fn list_cases(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(org): Path<String>,
+    Query(q): Query<CaseQuery>,
+) -> Result<Json<Page<CaseRow>>, ApiError> {
+    let org = auth.require_org(&org)?;
+    if let Some(s) = &q.status {
+        if !STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::invalid_parameter("status", format!("one of {}", STATUSES.join(", "))));
+        }
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid_parameter("limit", "between 1 and 500"));
+    }
+    let after = match &q.cursor {
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::invalid_parameter("cursor", "not a cursor of this listing"))?),
+        None => None,
+    };
+    let filter = CaseFilter { status: q.status, in_detention: q.in_detention, after, limit };
+    let items = caseload::list(state.db.pool(), &org, &filter).await?;
+    let next_cursor = if items.len() as i64 == limit {
+        items.last().map(|r| encode_cursor(r.last_event_at, &r.case_id))
+    } else {
+        None
+    };
+    Ok(Json(Page { items, next_cursor }))
+}
+
+/// `GET /v1/orgs/{org}/cases/{case}`: one case of the organisation's caseload.
+pub async fn get_case(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path((org, case)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<CaseRow>), ApiError> {
+    let org = auth.require_org(&org)?;
+    let row = caseload::get(state.db.pool(), &org, &case).await?.ok_or_else(|| ApiError::not_found("no such case"))?;
+    Ok((StatusCode::OK, Json(row)))
+}

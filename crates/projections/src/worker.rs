@@ -1,0 +1,428 @@
+//! The projection workers.
+//!
+//! The first worker, the **validator** (`ledger`), reads every message in order and decides
+//! whether it is an event the views may apply: it decodes it, checks that its subject and
+//! payload agree, that personal fields are sealed with a key that opens them, that its id is
+//! new (the idempotency ledger, beyond the broker's window) and that it keeps its aggregate's
+//! rules. A message that fails is quarantined with its sequence and reason; none is dropped
+//! silently and none stops the worker.
+//!
+//! The **views** each have their own durable consumer and checkpoint. A view applies a batch
+//! only once the validator has judged it (its checkpoint is at least the batch's last
+//! sequence) and skips quarantined sequences, so every view applies exactly the same events
+//! on every run. View changes and checkpoint commit in one transaction.
+
+use crate::db::Database;
+use crate::keys::{KeyLookup, KeyStore};
+use async_nats::jetstream::stream::Stream;
+use futures::future::BoxFuture;
+use relais_domain::envelope::{Envelope, StoredEventV1};
+use relais_domain::{StoredEvent, seal};
+use relais_eventlog::reader::{self, LogMessage};
+use relais_eventlog::subjects;
+use sqlx::{PgConnection, PgPool};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Name of the validator's checkpoint.
+pub const VALIDATOR: &str = "ledger";
+
+/// One event as a view receives it: decoded, personal fields opened when the key exists.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Stream sequence.
+    pub seq: u64,
+    /// The event.
+    pub envelope: Envelope,
+    /// The client's data key id, when the event has sealed personal fields.
+    pub key_id: Option<Uuid>,
+}
+
+/// A view built from the log.
+pub trait View: Send + Sync + 'static {
+    /// The view's name: its checkpoint and durable consumer are named after it.
+    fn name(&self) -> &'static str;
+    /// Applies a batch of events, in order, inside the caller's transaction.
+    fn apply<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Applied]) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
+/// Settings of the projection workers.
+#[derive(Debug, Clone)]
+pub struct ProjectorSettings {
+    /// Most events applied in one transaction.
+    pub batch_size: usize,
+    /// Prefix of the durable consumers' names, so that two deployments (or tests) projecting
+    /// the same stream into different databases do not share consumers.
+    pub consumer_prefix: String,
+}
+
+impl Default for ProjectorSettings {
+    fn default() -> Self {
+        Self { batch_size: 1000, consumer_prefix: "relais".into() }
+    }
+}
+
+/// Why a batch could not be applied; the worker logs it, waits and resumes from its checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// PostgreSQL failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// The key store failed.
+    #[error("key store: {0}")]
+    Keys(#[from] crate::keys::KeyError),
+    /// Reading the log failed.
+    #[error("event log: {0}")]
+    Log(#[from] reader::ReadError),
+    /// Shut down while waiting.
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// The projection workers of one process.
+#[derive(Clone)]
+pub struct Projector {
+    db: Database,
+    keys: KeyStore,
+    stream: Stream,
+    settings: ProjectorSettings,
+    views: Vec<Arc<dyn View>>,
+}
+
+/// Reads a projection's checkpoint (0 when it never ran).
+pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE projection = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, $2)
+         ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()",
+    )
+    .bind(name)
+    .bind(seq as i64)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The default views of Relais.
+pub fn default_views() -> Vec<Arc<dyn View>> {
+    vec![Arc::new(crate::caseload::Caseload)]
+}
+
+impl Projector {
+    /// Projection workers over the stream, with the default views.
+    pub fn new(db: Database, keys: KeyStore, stream: Stream, settings: ProjectorSettings) -> Self {
+        Self { db, keys, stream, settings, views: default_views() }
+    }
+
+    /// Runs the validator and every view until `shutdown`; a failing worker is restarted from
+    /// its checkpoint after a pause, never taking the others down.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let initial = checkpoint(self.db.pool(), VALIDATOR).await.unwrap_or(0);
+        let (validated_tx, validated_rx) = watch::channel(initial);
+        let mut tasks = tokio::task::JoinSet::new();
+        {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                this.supervise(VALIDATOR, shutdown.clone(), |p| {
+                    let tx = validated_tx.clone();
+                    let shutdown = shutdown.clone();
+                    Box::pin(async move { p.run_validator(&tx, &shutdown).await })
+                })
+                .await
+            });
+        }
+        for view in self.views.clone() {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            let rx = validated_rx.clone();
+            tasks.spawn(async move {
+                let name = view.name();
+                this.supervise(name, shutdown.clone(), move |p| {
+                    let view = view.clone();
+                    let rx = rx.clone();
+                    let shutdown = shutdown.clone();
+                    Box::pin(async move { p.run_view(view.as_ref(), rx, &shutdown).await })
+                })
+                .await
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn supervise<F>(&self, name: &'static str, shutdown: CancellationToken, run: F)
+    where
+        F: Fn(Projector) -> BoxFuture<'static, Result<(), WorkerError>>,
+    {
+        let mut pause = Duration::from_millis(200);
+        loop {
+            match run(self.clone()).await {
+                Ok(()) | Err(WorkerError::Shutdown) => return,
+                Err(e) => {
+                    tracing::error!(projection = name, error = %e, "projection worker failed; resuming from its checkpoint");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn next_batch(
+        consumer: &mut reader::ProjectionConsumer,
+        max: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<LogMessage>, WorkerError> {
+        tokio::select! {
+            _ = shutdown.cancelled() => Err(WorkerError::Shutdown),
+            b = consumer.next_batch(max) => Ok(b?),
+        }
+    }
+
+    async fn run_validator(&self, validated: &watch::Sender<u64>, shutdown: &CancellationToken) -> Result<(), WorkerError> {
+        let pool = self.db.pool();
+        let mut done = checkpoint(pool, VALIDATOR).await?;
+        validated.send_replace(done);
+        let mut consumer = reader::open_projection_consumer(
+            &self.stream,
+            &self.settings.durable_name(VALIDATOR),
+            &subjects::all_events(),
+            done,
+            self.settings.batch_size,
+        )
+        .await?;
+        loop {
+            let batch = Self::next_batch(&mut consumer, self.settings.batch_size, shutdown).await?;
+            let batch: Vec<LogMessage> = batch.into_iter().filter(|m| m.sequence > done).collect();
+            let Some(last) = batch.last().map(|m| m.sequence) else {
+                consumer.ack_delivered().await?;
+                continue;
+            };
+            let span = tracing::info_span!("projection.validate", events = batch.len(), last_seq = last);
+            let _entered = span.enter();
+            let verdicts = self.judge(&batch).await?;
+            let mut tx = pool.begin().await?;
+            let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (m, verdict) in batch.iter().zip(verdicts) {
+                match verdict {
+                    Verdict::Accept { id, org } => {
+                        ids.push(id);
+                        seqs.push(m.sequence as i64);
+                        orgs.push(org);
+                    }
+                    Verdict::Quarantine { reason, detail } => {
+                        tracing::warn!(seq = m.sequence, subject = %m.subject, reason, %detail, "event quarantined");
+                        q_seq.push(m.sequence as i64);
+                        q_subject.push(m.subject.clone());
+                        q_reason.push(reason.to_owned());
+                        q_detail.push(detail);
+                        q_payload.push(m.payload.to_vec());
+                    }
+                }
+            }
+            crate::ledger::record(&mut tx, &ids, &seqs, &orgs).await?;
+            if !q_seq.is_empty() {
+                sqlx::query(
+                    "INSERT INTO quarantine (seq, subject, reason, detail, payload)
+                     SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+                     ON CONFLICT (seq) DO NOTHING",
+                )
+                .bind(&q_seq)
+                .bind(&q_subject)
+                .bind(&q_reason)
+                .bind(&q_detail)
+                .bind(&q_payload)
+                .execute(&mut *tx)
+                .await?;
+            }
+            set_checkpoint(&mut tx, VALIDATOR, last).await?;
+            tx.commit().await?;
+            consumer.ack_delivered().await?;
+            done = last;
+            validated.send_replace(done);
+        }
+    }
+
+    /// Judges a batch: accept or quarantine each message, in order. Duplicate ids are found
+    /// against the ledger and within the batch.
+    async fn judge(&self, batch: &[LogMessage]) -> Result<Vec<Verdict>, WorkerError> {
+        let mut decoded: Vec<Result<(StoredEventV1, Envelope), Verdict>> = batch.iter().map(decode_checked).collect();
+        // Sealed fields must open with the client's key (or the key was destroyed).
+        let key_ids: Vec<Uuid> =
+            decoded.iter().filter_map(|d| d.as_ref().ok()?.0.sealed.as_ref().map(|s| s.key_id)).collect();
+        let keys = self.keys.lookup_many(&key_ids).await?;
+        for d in decoded.iter_mut() {
+            let Ok((stored, envelope)) = d else { continue };
+            // The rules of a single event are checked on the whole data: opened when sealed.
+            // An erased client's fields cannot be checked any more; its statistical part
+            // decoded above, which is all anyone will ever read of it.
+            let full = match &stored.sealed {
+                None => Some(envelope.data.clone()),
+                Some(sealed) => match keys.get(&sealed.key_id) {
+                    Some(KeyLookup::Key(k)) => match seal::open(k, stored.id, sealed) {
+                        Ok(fields) => {
+                            let mut data = envelope.data.clone();
+                            data.put_personal(fields);
+                            Some(data)
+                        }
+                        Err(e) => {
+                            *d = Err(Verdict::Quarantine { reason: "undecryptable", detail: e.to_string() });
+                            continue;
+                        }
+                    },
+                    Some(KeyLookup::Erased) => None,
+                    Some(KeyLookup::Unknown) | None => {
+                        let detail = format!("unknown data key {}", sealed.key_id);
+                        *d = Err(Verdict::Quarantine { reason: "undecryptable", detail });
+                        continue;
+                    }
+                },
+            };
+            if let Some(Err(e)) = full.map(|data| data.validate()) {
+                *d = Err(Verdict::Quarantine { reason: "invalid", detail: format!("/data{}: {}", e.pointer, e.detail) });
+            }
+        }
+        let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
+        let known = crate::ledger::find(self.db.pool(), &ids).await?;
+        let mut seen_here: HashMap<Uuid, u64> = HashMap::new();
+        let mut out = Vec::with_capacity(batch.len());
+        for (m, d) in batch.iter().zip(decoded) {
+            out.push(match d {
+                Err(v) => v,
+                Ok((stored, envelope)) => {
+                    let first = known.get(&stored.id).copied().or_else(|| seen_here.get(&stored.id).copied());
+                    match first {
+                        Some(seq) if seq != m.sequence => Verdict::Quarantine {
+                            reason: "duplicate",
+                            detail: format!("event id {} was first stored at sequence {seq}", stored.id),
+                        },
+                        _ => {
+                            seen_here.insert(stored.id, m.sequence);
+                            Verdict::Accept { id: stored.id, org: envelope.org.to_string() }
+                        }
+                    }
+                }
+            });
+        }
+        Ok(out)
+    }
+
+    async fn run_view(&self, view: &dyn View, mut validated: watch::Receiver<u64>, shutdown: &CancellationToken) -> Result<(), WorkerError> {
+        let pool = self.db.pool();
+        let name = view.name();
+        let mut done = checkpoint(pool, name).await?;
+        let mut consumer =
+            reader::open_projection_consumer(&self.stream, &self.settings.durable_name(name), &subjects::all_events(), done, self.settings.batch_size)
+                .await?;
+        loop {
+            let batch = Self::next_batch(&mut consumer, self.settings.batch_size, shutdown).await?;
+            let batch: Vec<LogMessage> = batch.into_iter().filter(|m| m.sequence > done).collect();
+            let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence)) else {
+                consumer.ack_delivered().await?;
+                continue;
+            };
+            // Apply only what the validator has judged.
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(WorkerError::Shutdown),
+                r = validated.wait_for(|v| *v >= last) => { r.map_err(|_| WorkerError::Shutdown)?; }
+            }
+            let quarantined: HashSet<i64> =
+                sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq BETWEEN $1 AND $2")
+                    .bind(first as i64)
+                    .bind(last as i64)
+                    .fetch_all(pool)
+                    .await?
+                    .into_iter()
+                    .collect();
+            let batch: Vec<&LogMessage> = batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
+            let spans: Vec<tracing::Span> = batch
+                .iter()
+                .filter_map(|m| {
+                    let tp = m.traceparent.as_deref()?;
+                    let span = tracing::info_span!("projection.apply", projection = name, seq = m.sequence);
+                    relais_eventlog::trace::set_remote_parent(&span, tp);
+                    Some(span)
+                })
+                .collect();
+            let applied = self.open_all(&batch).await?;
+            let mut tx = pool.begin().await?;
+            view.apply(&mut tx, &applied).await?;
+            set_checkpoint(&mut tx, name, last).await?;
+            tx.commit().await?;
+            drop(spans);
+            consumer.ack_delivered().await?;
+            done = last;
+        }
+    }
+
+    /// Decodes validated messages and opens their personal fields where the key exists.
+    async fn open_all(&self, batch: &[&LogMessage]) -> Result<Vec<Applied>, WorkerError> {
+        let stored: Vec<(u64, StoredEventV1)> = batch
+            .iter()
+            .filter_map(|m| Some((m.sequence, StoredEvent::decode(&m.payload).ok()?.into_v1())))
+            .collect();
+        let key_ids: Vec<Uuid> = stored.iter().filter_map(|(_, s)| s.sealed.as_ref().map(|x| x.key_id)).collect();
+        let keys = self.keys.lookup_many(&key_ids).await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(seq, s)| {
+                let key_id = s.sealed.as_ref().map(|x| x.key_id);
+                let personal = s.sealed.as_ref().and_then(|sealed| match keys.get(&sealed.key_id) {
+                    Some(KeyLookup::Key(k)) => seal::open(k, s.id, sealed).ok(),
+                    _ => None,
+                });
+                // Validated events decode; a failure here would be a bug, and the event was
+                // judged by the same code, so skipping cannot diverge between runs.
+                let envelope = s.open(personal).ok()?;
+                Some(Applied { seq, envelope, key_id })
+            })
+            .collect())
+    }
+}
+
+impl ProjectorSettings {
+    fn durable_name(&self, projection: &str) -> String {
+        format!("{}-{projection}", self.consumer_prefix)
+    }
+}
+
+enum Verdict {
+    Accept { id: Uuid, org: String },
+    Quarantine { reason: &'static str, detail: String },
+}
+
+/// Decodes a message and checks everything that needs no database: subject scheme, envelope,
+/// data, agreement of subject and payload, and that personal fields are not in the clear.
+fn decode_checked(m: &LogMessage) -> Result<(StoredEventV1, Envelope), Verdict> {
+    let q = |reason: &'static str, detail: String| Verdict::Quarantine { reason, detail };
+    let (org, aggregate) =
+        subjects::parse_event_subject(&m.subject).ok_or_else(|| q("subject", "not a relais.ev.<org>.<kind>.<id> subject".into()))?;
+    let stored = StoredEvent::decode(&m.payload).map_err(|e| q("undecodable", e.to_string()))?.into_v1();
+    let envelope = stored.open(None).map_err(|e| q("invalid", e.to_string()))?;
+    if envelope.org != org || envelope.subject != aggregate {
+        return Err(q(
+            "mismatch",
+            format!("payload says {} {} but subject is {}", envelope.org, envelope.subject, m.subject),
+        ));
+    }
+    let mut data = envelope.data.clone();
+    if stored.sealed.is_none() && !data.take_personal().is_empty() {
+        return Err(q("personal-data-in-clear", "personal fields must be sealed with the client's data key".into()));
+    }
+    Ok((stored, envelope))
+}

@@ -1,0 +1,146 @@
+//! The command line: `relais serve | token | demo | status`.
+
+use crate::config::Settings;
+use crate::startup::{Application, Infra, ServeRole};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use relais_domain::OrgId;
+use relais_projections::{Role, TokenStore};
+use std::process::ExitCode;
+
+/// Relais: event-sourced coordination backend of the Brussels justice-welfare services.
+#[derive(Debug, Parser)]
+#[command(name = "relais", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the HTTP gateway and the projection workers (or one of them).
+    Serve {
+        /// Which part to run in this process.
+        #[arg(long, value_enum, default_value = "all")]
+        role: ServeRole,
+    },
+    /// Manages API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Starts NATS (the pinned server), Relais and loads a year of synthetic history.
+    Demo(crate::demo::DemoArgs),
+    /// Shows each projection's checkpoint, lag and quarantined count.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Creates a token and prints it, and nothing else, on stdout. It is shown only once.
+    Create {
+        /// The organisation id.
+        #[arg(long)]
+        org: String,
+        /// org, coordinator, auditor or admin.
+        #[arg(long)]
+        role: String,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// Lists tokens (never their secrets).
+    List,
+    /// Revokes a token by id; it is refused at once.
+    Revoke {
+        /// The token id (from `token list`).
+        id: uuid::Uuid,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let default_filter = match cli.command {
+        Command::Serve { .. } => "info,sqlx=warn",
+        _ => "warn",
+    };
+    let _telemetry = runtime.block_on(async { crate::telemetry::init("relais", default_filter) });
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { role } => {
+            let settings = Settings::from_env()?;
+            let app = Application::build(&settings, role).await?;
+            if let Some(port) = app.port() {
+                tracing::info!(port, "gateway listening");
+            }
+            app.run_until_stopped().await
+        }
+        Command::Token { command } => {
+            let settings = Settings::from_env()?;
+            let db = Infra::database(&settings).await?;
+            let tokens = TokenStore::new(db.pool().clone());
+            match command {
+                TokenCommand::Create { org, role, label } => {
+                    let org = OrgId::parse(&org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
+                    let role = Role::parse(&role)
+                        .with_context(|| format!("--role must be one of org, coordinator, auditor, admin, not {role:?}"))?;
+                    let (_, secret) = tokens.create(&org, role, &label).await?;
+                    println!("{secret}");
+                }
+                TokenCommand::List => {
+                    println!("{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  label", "id", "org", "role", "created", "state");
+                    for t in tokens.list().await? {
+                        let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                        println!(
+                            "{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  {}",
+                            t.id,
+                            t.org,
+                            t.role,
+                            t.created_at.format("%Y-%m-%d %H:%M:%S"),
+                            state,
+                            t.label
+                        );
+                    }
+                }
+                TokenCommand::Revoke { id } => {
+                    if tokens.revoke(id).await? {
+                        println!("revoked {id}");
+                    } else {
+                        anyhow::bail!("no active token {id}");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Status => {
+            let settings = Settings::from_env()?;
+            let infra = Infra::connect(&settings, "relais-status").await?;
+            let status = relais_projections::status::projection_status(infra.db.pool(), &infra.stream).await?;
+            println!("stream last sequence: {}", status.last_sequence);
+            println!("{:<12}  {:>12}  {:>10}", "projection", "checkpoint", "lag");
+            for p in &status.projections {
+                println!("{:<12}  {:>12}  {:>10}", p.name, p.checkpoint, p.lag);
+            }
+            println!("quarantined events: {}", status.quarantined);
+            Ok(())
+        }
+    }
+}

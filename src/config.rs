@@ -1,0 +1,164 @@
+//! Typed configuration, read once from the environment at start-up.
+
+use base64::Engine;
+use relais_domain::reference::{Organisation, default_organisations};
+use relais_projections::Kek;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable has a value that cannot be used.
+    #[error("{name}: {detail}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything Relais is configured with.
+#[derive(Clone)]
+pub struct Settings {
+    /// `RELAIS_NATS_URL`.
+    pub nats_url: String,
+    /// `RELAIS_DATABASE_URL`.
+    pub database_url: String,
+    /// `RELAIS_LISTEN`.
+    pub listen: SocketAddr,
+    /// `RELAIS_STREAM` (default `RELAIS`).
+    pub stream: relais_eventlog::StreamSettings,
+    /// The key-encryption key and client reference pepper (`RELAIS_KEK`,
+    /// `RELAIS_CLIENT_REF_PEPPER`: base64 of 32 bytes each).
+    pub kek: Kek,
+    /// The organisations registry (`RELAIS_ORGANISATIONS`: a JSON file; default the seven
+    /// services and the coordinators).
+    pub organisations: Vec<Organisation>,
+    /// Projection batch size (`RELAIS_PROJECTION_BATCH`).
+    pub projection_batch: usize,
+    /// Prefix of the projections' durable consumer names (`RELAIS_CONSUMER_PREFIX`).
+    pub consumer_prefix: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("nats_url", &"(set)")
+            .field("database_url", &"(set)")
+            .field("listen", &self.listen)
+            .field("stream", &self.stream)
+            .field("kek", &self.kek)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default NATS URL.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default database URL.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/relais";
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn secret32(name: &'static str, value: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|e| ConfigError::Invalid { name, detail: format!("not base64: {e}") })?;
+    bytes.try_into().map_err(|_| ConfigError::Invalid { name, detail: "must decode to exactly 32 bytes".into() })
+}
+
+/// Reads or creates a local secret file (development only: production sets the variables).
+fn local_secret(dir: &Path, file: &str) -> Result<[u8; 32], ConfigError> {
+    let path = dir.join(file);
+    let io = |source| ConfigError::Io { path: path.clone(), source };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return secret32("RELAIS_STATE_DIR", &text);
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut raw = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
+        f.write_all(encoded.as_bytes()).map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&path, &encoded).map_err(io)?;
+    tracing::warn!(path = %path.display(), "generated a local secret; production must set it in the environment");
+    Ok(raw)
+}
+
+impl Settings {
+    /// Reads the settings from the environment, with defaults that work on a development
+    /// machine.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let listen_text = var("RELAIS_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen_text
+            .parse()
+            .map_err(|e| ConfigError::Invalid { name: "RELAIS_LISTEN", detail: format!("{listen_text}: {e}") })?;
+        let state_dir = PathBuf::from(var("RELAIS_STATE_DIR").unwrap_or_else(|| ".relais".into()));
+        let kek_key = match var("RELAIS_KEK") {
+            Some(v) => secret32("RELAIS_KEK", &v)?,
+            None => local_secret(&state_dir, "kek")?,
+        };
+        let pepper = match var("RELAIS_CLIENT_REF_PEPPER") {
+            Some(v) => secret32("RELAIS_CLIENT_REF_PEPPER", &v)?,
+            None => local_secret(&state_dir, "client-ref-pepper")?,
+        };
+        let organisations = match var("RELAIS_ORGANISATIONS") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| ConfigError::Io { path: PathBuf::from(&path), source })?;
+                serde_json::from_str(&text)
+                    .map_err(|e| ConfigError::Invalid { name: "RELAIS_ORGANISATIONS", detail: e.to_string() })?
+            }
+            None => default_organisations(),
+        };
+        let mut stream = relais_eventlog::StreamSettings::default();
+        if let Some(name) = var("RELAIS_STREAM") {
+            stream.name = name;
+        }
+        if let Some(secs) = var("RELAIS_DUPLICATE_WINDOW_SECS") {
+            let secs: u64 = secs.parse().map_err(|_| ConfigError::Invalid {
+                name: "RELAIS_DUPLICATE_WINDOW_SECS",
+                detail: "a number of seconds".into(),
+            })?;
+            stream.duplicate_window = Duration::from_secs(secs);
+        }
+        let projection_batch = match var("RELAIS_PROJECTION_BATCH") {
+            Some(v) => v.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or(ConfigError::Invalid {
+                name: "RELAIS_PROJECTION_BATCH",
+                detail: "between 1 and 10000".into(),
+            })?,
+            None => 1000,
+        };
+        Ok(Self {
+            nats_url: var("RELAIS_NATS_URL").unwrap_or_else(|| DEFAULT_NATS_URL.into()),
+            database_url: var("RELAIS_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+            listen,
+            stream,
+            kek: Kek::new(kek_key, pepper),
+            organisations,
+            projection_batch,
+            consumer_prefix: var("RELAIS_CONSUMER_PREFIX").unwrap_or_else(|| "relais".into()),
+        })
+    }
+}

@@ -1,0 +1,5 @@
+//! `relais`: see `relais --help`.
+
+fn main() -> std::process::ExitCode {
+    relais::cli::main()
+}

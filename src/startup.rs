@@ -1,0 +1,177 @@
+//! Building and running the application: one function that `relais serve`, the demo and the
+//! tests all call.
+
+use crate::config::Settings;
+use anyhow::Context as _;
+use async_nats::jetstream;
+use relais_eventlog::EventLog;
+use relais_gateway::{AppState, GatewaySettings};
+use relais_projections::{Database, KeyStore, Projector, ProjectorSettings, TokenStore};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Which parts run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServeRole {
+    /// Gateway and projection workers.
+    All,
+    /// The HTTP gateway only.
+    Gateway,
+    /// The projection workers only.
+    Projector,
+}
+
+/// Connections every part needs: NATS (version checked, stream ensured) and PostgreSQL
+/// (migrated, registry synced).
+#[derive(Clone)]
+pub struct Infra {
+    /// The database.
+    pub db: Database,
+    /// NATS.
+    pub client: async_nats::Client,
+    /// JetStream.
+    pub js: jetstream::Context,
+    /// The event stream.
+    pub stream: jetstream::stream::Stream,
+    /// Client data keys.
+    pub keys: KeyStore,
+    /// Tokens.
+    pub tokens: TokenStore,
+}
+
+impl Infra {
+    /// Connects to NATS and PostgreSQL and prepares both.
+    pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Self> {
+        let client = relais_eventlog::connect(&settings.nats_url, name).await?;
+        let js = jetstream::new(client.clone());
+        let stream = relais_eventlog::ensure_stream(&js, &settings.stream).await?;
+        let db = Database::connect_and_migrate(&settings.database_url)
+            .await
+            .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
+        db.sync_organisations(&settings.organisations).await?;
+        let keys = KeyStore::new(db.pool().clone(), settings.kek.clone());
+        let tokens = TokenStore::new(db.pool().clone());
+        Ok(Self { db, client, js, stream, keys, tokens })
+    }
+
+    /// Connects to PostgreSQL only (for commands that need no NATS, such as tokens).
+    pub async fn database(settings: &Settings) -> anyhow::Result<Database> {
+        let db = Database::connect_and_migrate(&settings.database_url)
+            .await
+            .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
+        db.sync_organisations(&settings.organisations).await?;
+        Ok(db)
+    }
+}
+
+/// A running Relais: gateway and/or projection workers.
+pub struct Application {
+    port: Option<u16>,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    infra: Infra,
+}
+
+impl Application {
+    /// Connects, prepares and starts the parts of `role`. The gateway binds `settings.listen`
+    /// (port 0 picks a free port: see [`Application::port`]).
+    pub async fn build(settings: &Settings, role: ServeRole) -> anyhow::Result<Self> {
+        let infra = Infra::connect(settings, &format!("relais-{role:?}").to_lowercase()).await?;
+        let shutdown = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut port = None;
+        if matches!(role, ServeRole::All | ServeRole::Gateway) {
+            let listener = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.listen))?;
+            port = Some(listener.local_addr()?.port());
+            let state = AppState {
+                db: infra.db.clone(),
+                tokens: infra.tokens.clone(),
+                keys: infra.keys.clone(),
+                log: EventLog::new(infra.client.clone()),
+                settings: Arc::new(GatewaySettings::default()),
+            };
+            let app = relais_gateway::router(state);
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+                    .context("gateway stopped")
+            });
+        }
+        if matches!(role, ServeRole::All | ServeRole::Projector) {
+            let projector = Projector::new(
+                infra.db.clone(),
+                infra.keys.clone(),
+                infra.stream.clone(),
+                ProjectorSettings { batch_size: settings.projection_batch, consumer_prefix: settings.consumer_prefix.clone() },
+            );
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                projector.run(stop).await;
+                Ok(())
+            });
+        }
+        Ok(Self { port, shutdown, tasks, infra })
+    }
+
+    /// The gateway's port, when this process runs the gateway.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// Cancelling this token stops the application gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The connections of the application.
+    pub fn infra(&self) -> &Infra {
+        &self.infra
+    }
+
+    /// Runs until stopped (shutdown token, SIGINT or SIGTERM) or until a part fails.
+    pub async fn run_until_stopped(mut self) -> anyhow::Result<()> {
+        let stop = self.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stop.cancel();
+        });
+        let mut result = Ok(());
+        while let Some(done) = self.tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "a part of relais stopped");
+                    result = Err(e);
+                    self.shutdown.cancel();
+                }
+                Err(e) => {
+                    result = Err(anyhow::anyhow!("a part of relais panicked: {e}"));
+                    self.shutdown.cancel();
+                }
+            }
+        }
+        result
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,4 @@
+//! Synthetic history.
+/// Options.
+#[derive(Debug, Clone)]
+pub struct SynthOptions;
