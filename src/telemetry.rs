@@ -5,6 +5,7 @@
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry};
@@ -36,9 +37,13 @@ pub fn init(service: &'static str, default_filter: &str) -> TelemetryGuard {
     let provider = builder.build();
     opentelemetry::global::set_tracer_provider(provider.clone());
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer(service));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    // Spans reach OpenTelemetry at info level whatever the log filter, so that trace context
+    // is propagated even when logs are quiet.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(service))
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
     // A second init (tests) keeps the first subscriber.
-    let _ = Registry::default().with(filter).with(fmt).with(otel).try_init();
+    let _ = Registry::default().with(fmt).with(otel).try_init();
     TelemetryGuard { provider }
 }

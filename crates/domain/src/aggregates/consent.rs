@@ -55,10 +55,12 @@ impl State {
         match self.grants.get(scope) {
             None => ConsentStatus::NeverGiven,
             Some(Grant::Withdrawn) => ConsentStatus::Withdrawn,
-            Some(Grant::Given { expires_on: Some(last) }) if day > *last => {
-                ConsentStatus::Expired { expired_on: *last }
-            }
-            Some(Grant::Given { expires_on }) => ConsentStatus::Active { expires_on: *expires_on },
+            Some(Grant::Given {
+                expires_on: Some(last),
+            }) if day > *last => ConsentStatus::Expired { expired_on: *last },
+            Some(Grant::Given { expires_on }) => ConsentStatus::Active {
+                expires_on: *expires_on,
+            },
         }
     }
 
@@ -170,7 +172,11 @@ impl DomainError {
 }
 
 /// The consent events of a command, checked.
-pub fn decide(state: &State, command: &Command, ctx: &Context) -> Result<Vec<EventData>, DomainError> {
+pub fn decide(
+    state: &State,
+    command: &Command,
+    ctx: &Context,
+) -> Result<Vec<EventData>, DomainError> {
     let data = match command {
         Command::Give(d) => EventData::ConsentGiven(d.clone()),
         Command::Withdraw(d) => EventData::ConsentWithdrawn(d.clone()),
@@ -184,25 +190,32 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
     event.data.validate().map_err(DomainError::InvalidData)?;
     match &event.data {
         EventData::ConsentGiven(d) => {
-            if let ConsentScope::ShareWithOrganisation(org) = &d.scope {
-                if *org == event.org {
-                    return Err(DomainError::ShareWithOwnOrganisation);
-                }
+            if let ConsentScope::ShareWithOrganisation(org) = &d.scope
+                && *org == event.org
+            {
+                return Err(DomainError::ShareWithOwnOrganisation);
             }
             let given_on = brussels_date(event.occurred_at);
             match d.expires_on {
-                Some(expires_on) if expires_on < given_on => {
-                    Err(DomainError::ExpiresBeforeGiven { expires_on, given_on })
-                }
+                Some(expires_on) if expires_on < given_on => Err(DomainError::ExpiresBeforeGiven {
+                    expires_on,
+                    given_on,
+                }),
                 _ => Ok(()),
             }
         }
         EventData::ConsentWithdrawn(d) => match state.grants.get(&d.scope) {
-            None => Err(DomainError::NotGiven { scope: d.scope.clone() }),
-            Some(Grant::Withdrawn) => Err(DomainError::AlreadyWithdrawn { scope: d.scope.clone() }),
+            None => Err(DomainError::NotGiven {
+                scope: d.scope.clone(),
+            }),
+            Some(Grant::Withdrawn) => Err(DomainError::AlreadyWithdrawn {
+                scope: d.scope.clone(),
+            }),
             Some(Grant::Given { .. }) => Ok(()),
         },
-        other => Err(DomainError::NotAConsentEvent { event_type: other.event_type().to_owned() }),
+        other => Err(DomainError::NotAConsentEvent {
+            event_type: other.event_type().to_owned(),
+        }),
     }
 }
 
@@ -210,7 +223,12 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
 pub fn evolve(mut state: State, event: &Envelope) -> State {
     match &event.data {
         EventData::ConsentGiven(d) => {
-            state.grants.insert(d.scope.clone(), Grant::Given { expires_on: d.expires_on });
+            state.grants.insert(
+                d.scope.clone(),
+                Grant::Given {
+                    expires_on: d.expires_on,
+                },
+            );
         }
         EventData::ConsentWithdrawn(d) => {
             state.grants.insert(d.scope.clone(), Grant::Withdrawn);
@@ -235,7 +253,12 @@ mod tests {
         type Command = Command;
         type Error = DomainError;
         type Input = ();
-        fn decide(s: &State, c: &Command, ctx: &Context, _: &()) -> Result<Vec<EventData>, DomainError> {
+        fn decide(
+            s: &State,
+            c: &Command,
+            ctx: &Context,
+            _: &(),
+        ) -> Result<Vec<EventData>, DomainError> {
             decide(s, c, ctx)
         }
         fn check(s: &State, e: &Envelope, _: &()) -> Result<(), DomainError> {
@@ -253,11 +276,19 @@ mod tests {
     }
 
     fn given_consent(scope: ConsentScope, expires_on: Option<NaiveDate>) -> ConsentGiven {
-        ConsentGiven { client_ref: "cl-1".into(), scope, expires_on, linkage_key: None }
+        ConsentGiven {
+            client_ref: "cl-1".into(),
+            scope,
+            expires_on,
+            linkage_key: None,
+        }
     }
 
     fn withdrawn(scope: ConsentScope) -> ConsentWithdrawn {
-        ConsentWithdrawn { client_ref: "cl-1".into(), scope }
+        ConsentWithdrawn {
+            client_ref: "cl-1".into(),
+            scope,
+        }
     }
 
     fn event(day: (u32, u32), data: impl Into<EventData>) -> Envelope {
@@ -266,11 +297,22 @@ mod tests {
 
     #[test]
     fn a_consent_to_share_holds_until_its_last_day_and_not_after() {
-        let g = given::<Consent>([event((3, 1), given_consent(share_with("caw-brussel"), Some(date(3, 31))))]);
+        let g = given::<Consent>([event(
+            (3, 1),
+            given_consent(share_with("caw-brussel"), Some(date(3, 31))),
+        )]);
         let scope = share_with("caw-brussel");
         assert!(g.state().is_active(&scope, date(3, 31)));
-        assert_eq!(g.state().status(&scope, date(4, 1)), ConsentStatus::Expired { expired_on: date(3, 31) });
-        assert_eq!(g.state().status(&share_with("dsr"), date(3, 2)), ConsentStatus::NeverGiven);
+        assert_eq!(
+            g.state().status(&scope, date(4, 1)),
+            ConsentStatus::Expired {
+                expired_on: date(3, 31)
+            }
+        );
+        assert_eq!(
+            g.state().status(&share_with("dsr"), date(3, 2)),
+            ConsentStatus::NeverGiven
+        );
     }
 
     #[test]
@@ -279,14 +321,20 @@ mod tests {
             event((3, 1), given_consent(ConsentScope::Guidance, None)),
             event((3, 5), withdrawn(ConsentScope::Guidance)),
         ]);
-        assert_eq!(g.state().status(&ConsentScope::Guidance, date(3, 6)), ConsentStatus::Withdrawn);
+        assert_eq!(
+            g.state().status(&ConsentScope::Guidance, date(3, 6)),
+            ConsentStatus::Withdrawn
+        );
     }
 
     #[test]
     fn giving_consent_records_it() {
         let data = given_consent(share_with("dsr"), None);
         given::<Consent>([])
-            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Give(data.clone()))
+            .when(
+                &testing::ctx("apo", CASE, (3, 1)),
+                Command::Give(data.clone()),
+            )
             .then(vec![data.into()]);
     }
 
@@ -302,22 +350,36 @@ mod tests {
     #[test]
     fn a_consent_to_share_with_the_recording_organisation_itself_is_refused() {
         given::<Consent>([])
-            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Give(given_consent(share_with("apo"), None)))
+            .when(
+                &testing::ctx("apo", CASE, (3, 1)),
+                Command::Give(given_consent(share_with("apo"), None)),
+            )
             .then_error(DomainError::ShareWithOwnOrganisation);
     }
 
     #[test]
     fn a_consent_that_expires_before_it_is_given_is_refused() {
         given::<Consent>([])
-            .when(&testing::ctx("apo", CASE, (3, 10)), Command::Give(given_consent(ConsentScope::Guidance, Some(date(3, 9)))))
-            .then_error(DomainError::ExpiresBeforeGiven { expires_on: date(3, 9), given_on: date(3, 10) });
+            .when(
+                &testing::ctx("apo", CASE, (3, 10)),
+                Command::Give(given_consent(ConsentScope::Guidance, Some(date(3, 9)))),
+            )
+            .then_error(DomainError::ExpiresBeforeGiven {
+                expires_on: date(3, 9),
+                given_on: date(3, 10),
+            });
     }
 
     #[test]
     fn withdrawing_a_consent_never_given_is_refused() {
         given::<Consent>([])
-            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Withdraw(withdrawn(ConsentScope::Guidance)))
-            .then_error(DomainError::NotGiven { scope: ConsentScope::Guidance });
+            .when(
+                &testing::ctx("apo", CASE, (3, 1)),
+                Command::Withdraw(withdrawn(ConsentScope::Guidance)),
+            )
+            .then_error(DomainError::NotGiven {
+                scope: ConsentScope::Guidance,
+            });
     }
 
     #[test]
@@ -326,8 +388,13 @@ mod tests {
             event((3, 1), given_consent(ConsentScope::Guidance, None)),
             event((3, 2), withdrawn(ConsentScope::Guidance)),
         ])
-        .when(&testing::ctx("apo", CASE, (3, 3)), Command::Withdraw(withdrawn(ConsentScope::Guidance)))
-        .then_error(DomainError::AlreadyWithdrawn { scope: ConsentScope::Guidance });
+        .when(
+            &testing::ctx("apo", CASE, (3, 3)),
+            Command::Withdraw(withdrawn(ConsentScope::Guidance)),
+        )
+        .then_error(DomainError::AlreadyWithdrawn {
+            scope: ConsentScope::Guidance,
+        });
     }
 
     #[test]
@@ -347,7 +414,10 @@ mod tests {
         data.scope = ConsentScope::ContinuityMonitor;
         data.linkage_key = Some(LinkageKey::parse(&"ab".repeat(32)).unwrap());
         given::<Consent>([])
-            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Give(data.clone()))
+            .when(
+                &testing::ctx("apo", CASE, (3, 1)),
+                Command::Give(data.clone()),
+            )
             .then(vec![data.into()]);
     }
 }

@@ -214,7 +214,11 @@ impl EventPayload for IntakeHeld {
     fn example() -> Self {
         Self {
             client_ref: "cl-2025-0142".into(),
-            life_domains: vec![LifeDomain::JusticeProcedure, LifeDomain::Housing, LifeDomain::FamilyRelations],
+            life_domains: vec![
+                LifeDomain::JusticeProcedure,
+                LifeDomain::Housing,
+                LifeDomain::FamilyRelations,
+            ],
             language: Language::parse("fr").unwrap_or_else(|_| unreachable!()),
             interpreter: Interpreter::None,
             note: None,
@@ -252,7 +256,9 @@ impl EventPayload for PlanSet {
         Self {
             client_ref: "cl-2025-0142".into(),
             life_domains: vec![LifeDomain::Housing, LifeDomain::WorkTraining],
-            goals: Some("Huisvesting: woning zoeken voor vrijlating. Werk: inschrijving opleiding.".into()),
+            goals: Some(
+                "Huisvesting: woning zoeken voor vrijlating. Werk: inschrijving opleiding.".into(),
+            ),
             review_on: NaiveDate::from_ymd_opt(2025, 6, 30),
         }
     }
@@ -341,7 +347,10 @@ impl EventPayload for InterventionRecorded {
             return Err(DataError::at("life_domains", "at least one life domain"));
         }
         if self.duration_minutes == 0 || self.duration_minutes > 24 * 60 {
-            return Err(DataError::at("duration_minutes", "between 1 and 1440 minutes"));
+            return Err(DataError::at(
+                "duration_minutes",
+                "between 1 and 1440 minutes",
+            ));
         }
         check_free_text("note", self.note.as_deref())
     }
@@ -379,7 +388,11 @@ impl From<InterventionRecordedV1> for InterventionRecorded {
             life_domains: v1.life_domains,
             duration_minutes: v1.duration_minutes,
             language: v1.language,
-            interpreter: if v1.interpreter_used { Interpreter::Unspecified } else { Interpreter::None },
+            interpreter: if v1.interpreter_used {
+                Interpreter::Unspecified
+            } else {
+                Interpreter::None
+            },
             note: v1.note,
         }
     }

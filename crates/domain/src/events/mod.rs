@@ -54,7 +54,10 @@ pub struct DataError {
 impl DataError {
     /// An error at the given field of `data`.
     pub fn at(field: &str, detail: impl Into<String>) -> Self {
-        Self { pointer: format!("/{field}"), detail: detail.into() }
+        Self {
+            pointer: format!("/{field}"),
+            detail: detail.into(),
+        }
     }
 }
 
@@ -134,8 +137,11 @@ impl EventTypeSpec {
         let mut schema = (self.schema)();
         if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
             for (name, prop) in props.iter_mut() {
-                let class =
-                    if self.personal_fields.contains(&name.as_str()) { "personal" } else { "statistical" };
+                let class = if self.personal_fields.contains(&name.as_str()) {
+                    "personal"
+                } else {
+                    "statistical"
+                };
                 if let Some(obj) = prop.as_object_mut() {
                     obj.insert("x-relais-class".into(), class.into());
                 } else {
@@ -154,7 +160,11 @@ impl EventTypeSpec {
 
     /// The class of one top-level field of `data`.
     pub fn field_class(&self, field: &str) -> FieldClass {
-        if self.personal_fields.contains(&field) { FieldClass::Personal } else { FieldClass::Statistical }
+        if self.personal_fields.contains(&field) {
+            FieldClass::Personal
+        } else {
+            FieldClass::Statistical
+        }
     }
 }
 
@@ -194,7 +204,11 @@ pub trait PersonalSlot {
 
 impl PersonalSlot for String {
     fn take_out(&mut self) -> Option<String> {
-        if self.is_empty() { None } else { Some(std::mem::take(self)) }
+        if self.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(self))
+        }
     }
     fn put_in(&mut self, value: String) {
         *self = value;
@@ -233,7 +247,10 @@ impl PersonalFields {
 
     /// The value of one field, if present.
     pub fn get(&self, field: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == field).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == field)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -256,11 +273,16 @@ pub fn check_free_text(field: &str, text: Option<&str>) -> Result<(), DataError>
 pub fn check_client_ref(field: &str, client_ref: &str) -> Result<(), DataError> {
     let ok = !client_ref.is_empty()
         && client_ref.len() <= 64
-        && client_ref.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && client_ref
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(DataError::at(field, "a client reference is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'"))
+        Err(DataError::at(
+            field,
+            "a client reference is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
+        ))
     }
 }
 
@@ -303,10 +325,12 @@ fn json_error_to_data_error(err: serde_path_to_error::Error<serde_json::Error>) 
     // serde names a missing or unknown field in its message, at the parent's path: point at
     // the field itself, which is what an integrator needs.
     for prefix in ["missing field `", "unknown field `"] {
-        if let Some(rest) = detail.strip_prefix(prefix) {
-            if let Some(end) = rest.find('`') {
-                pointer.push('/');
-                pointer.push_str(&rest[..end]);
+        if let Some(rest) = detail.strip_prefix(prefix)
+            && let Some(end) = rest.find('`')
+        {
+            let field = format!("/{}", &rest[..end]);
+            if !pointer.ends_with(&field) {
+                pointer.push_str(&field);
             }
         }
     }
@@ -321,7 +345,11 @@ fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DataErr
     serde_path_to_error::deserialize(value).map_err(json_error_to_data_error)
 }
 
-fn decode_postcard<T: DeserializeOwned>(name: &str, version: u16, bytes: &[u8]) -> Result<T, DecodeError> {
+fn decode_postcard<T: DeserializeOwned>(
+    name: &str,
+    version: u16,
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
     postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed {
         event_type: name.to_owned(),
         version,
@@ -460,7 +488,16 @@ macro_rules! catalogue {
 
             /// Checks the rules this event must meet on its own.
             pub fn validate(&self) -> Result<(), DataError> {
-                match self { $( Self::$variant(d) => EventPayload::validate(d), )* }
+                match self { $( Self::$variant(d) => EventPayload::validate(d)?, )* }
+                // Personal fields are sealed with the client's data key: an event that carries
+                // any must name its client.
+                if self.client_ref().is_none() && !self.clone().take_personal().is_empty() {
+                    return Err(DataError::at(
+                        "client_ref",
+                        "required when the event carries personal fields: they are sealed with the client's key",
+                    ));
+                }
+                Ok(())
             }
 
             /// The pseudonymous client reference (`data.client_ref`), if the event is about a

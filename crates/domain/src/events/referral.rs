@@ -120,13 +120,16 @@ impl EventPayload for ReferralMade {
             ),
             life_domains: vec![LifeDomain::Housing],
             case_id: "case-2025-0142".into(),
-            message: Some("Zoekt woning na vrijlating in oktober; spreekt Frans en Arabisch".into()),
+            message: Some(
+                "Zoekt woning na vrijlating in oktober; spreekt Frans en Arabisch".into(),
+            ),
         }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;
         check_distinct("life_domains", &self.life_domains, 1)?;
-        AggregateRef::new(AggregateKind::Cases, &self.case_id).map_err(|e| DataError::at("case_id", e.to_string()))?;
+        AggregateRef::new(AggregateKind::Cases, &self.case_id)
+            .map_err(|e| DataError::at("case_id", e.to_string()))?;
         check_free_text("message", self.message.as_deref())
     }
     fn client_ref(&self) -> Option<&str> {
@@ -146,7 +149,9 @@ pub struct ReferralReceived {
 
 impl EventPayload for ReferralReceived {
     fn example() -> Self {
-        Self { client_ref: Some("caw-7731".into()) }
+        Self {
+            client_ref: Some("caw-7731".into()),
+        }
     }
     fn validate(&self) -> Result<(), DataError> {
         match &self.client_ref {
@@ -169,7 +174,9 @@ pub struct ReferralAccepted {
 
 impl EventPayload for ReferralAccepted {
     fn example() -> Self {
-        Self { client_ref: "caw-7731".into() }
+        Self {
+            client_ref: "caw-7731".into(),
+        }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -188,7 +195,8 @@ pub struct ReferralDeclined {
     pub client_ref: Option<String>,
     /// Why.
     pub reason: ReferralDeclineReason,
-    /// A short explanation for the sender.
+    /// A short explanation for the sender. It is personal, sealed with the receiver's key of
+    /// the client, so it can only be given with `client_ref`.
     #[serde(default)]
     pub reason_text: Option<String>,
 }
@@ -196,14 +204,21 @@ pub struct ReferralDeclined {
 impl EventPayload for ReferralDeclined {
     fn example() -> Self {
         Self {
-            client_ref: None,
+            client_ref: Some("caw-7731".into()),
             reason: ReferralDeclineReason::NoCapacity,
             reason_text: Some("Wachtlijst tot september".into()),
         }
     }
     fn validate(&self) -> Result<(), DataError> {
-        if let Some(r) = &self.client_ref {
-            check_client_ref("client_ref", r)?;
+        match (&self.client_ref, &self.reason_text) {
+            (Some(r), _) => check_client_ref("client_ref", r)?,
+            (None, Some(_)) => {
+                return Err(DataError::at(
+                    "client_ref",
+                    "required with reason_text: the text is sealed with the client's key",
+                ));
+            }
+            (None, None) => {}
         }
         check_free_text("reason_text", self.reason_text.as_deref())
     }
@@ -223,7 +238,9 @@ pub struct ReferralFirstContactMade {
 
 impl EventPayload for ReferralFirstContactMade {
     fn example() -> Self {
-        Self { client_ref: "caw-7731".into() }
+        Self {
+            client_ref: "caw-7731".into(),
+        }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -249,7 +266,11 @@ pub struct ReferralCompleted {
 
 impl EventPayload for ReferralCompleted {
     fn example() -> Self {
-        Self { client_ref: "caw-7731".into(), outcome: ReferralOutcome::InGuidance, outcome_note: None }
+        Self {
+            client_ref: "caw-7731".into(),
+            outcome: ReferralOutcome::InGuidance,
+            outcome_note: None,
+        }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;
@@ -272,7 +293,10 @@ pub struct ReferralCancelled {
 
 impl EventPayload for ReferralCancelled {
     fn example() -> Self {
-        Self { client_ref: "cl-2025-0142".into(), reason: ReferralCancelReason::NeedResolved }
+        Self {
+            client_ref: "cl-2025-0142".into(),
+            reason: ReferralCancelReason::NeedResolved,
+        }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -295,7 +319,10 @@ pub struct ReferralExpired {
 
 impl EventPayload for ReferralExpired {
     fn example() -> Self {
-        Self { client_ref: "cl-2025-0142".into(), days_open: 30 }
+        Self {
+            client_ref: "cl-2025-0142".into(),
+            days_open: 30,
+        }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;

@@ -1,0 +1,219 @@
+//! `spawn_app()` and the test client.
+#![allow(dead_code)]
+
+use base64::Engine;
+use relais::config::Settings;
+use relais::nats_server::{NatsServer, NatsServerOptions};
+use relais::startup::{Application, ServeRole};
+use relais_domain::OrgId;
+use relais_domain::reference::default_organisations;
+use relais_projections::{Kek, Role, TokenStore};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const ADMIN_DB_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub struct TestApp {
+    pub address: String,
+    pub settings: Settings,
+    pub db_name: String,
+    pub nats: NatsServer,
+    pub http: reqwest::Client,
+    pub pool: sqlx::PgPool,
+    pub js: async_nats::jetstream::Context,
+    pub kek_b64: (String, String),
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+fn random_secret() -> ([u8; 32], String) {
+    let raw: [u8; 32] = rand::random();
+    (raw, base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+pub fn db_url(name: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Settings for a test: its own database, the given NATS, a free port, fresh secrets.
+pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, String)) {
+    let (kek, kek_b64) = random_secret();
+    let (pepper, pepper_b64) = random_secret();
+    let settings = Settings {
+        nats_url: nats_url.to_owned(),
+        database_url: db_url(db_name),
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        stream: relais_eventlog::StreamSettings::default(),
+        kek: Kek::new(kek, pepper),
+        organisations: default_organisations(),
+        projection_batch: 1000,
+        consumer_prefix: "test".into(),
+    };
+    (settings, (kek_b64, pepper_b64))
+}
+
+pub fn start_nats(dir: &std::path::Path) -> NatsServer {
+    NatsServer::start(&NatsServerOptions {
+        store_dir: dir.join("nats"),
+        sync_always: false,
+        extra_config: String::new(),
+        port: None,
+    })
+    .expect("the pinned nats-server starts")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(ServeRole::All).await
+}
+
+pub async fn spawn_app_with(role: ServeRole) -> TestApp {
+    // The guard lives as long as the test process: dropping it would stop the tracer.
+    std::mem::forget(relais::telemetry::init("relais-test", "warn"));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = start_nats(dir.path());
+    let db_name = format!("relais_test_{}", Uuid::new_v4().simple());
+    let (settings, kek_b64) = test_settings(&nats.url(), &db_name);
+    let app = Application::build(&settings, role).await.expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
+    let shutdown = app.shutdown_token();
+    let pool = app.infra().db.pool().clone();
+    let js = app.infra().js.clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        settings,
+        db_name,
+        nats,
+        http: reqwest::Client::new(),
+        pool,
+        js,
+        kek_b64,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let name = self.db_name.clone();
+        // Drop the test database from a thread of its own: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(pool) = sqlx::PgPool::connect(ADMIN_DB_URL).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+impl TestApp {
+    pub async fn token(&self, org: &str, role: Role) -> String {
+        let store = TokenStore::new(self.pool.clone());
+        store.create(&OrgId::parse(org).expect("valid org"), role, "test").await.expect("token created").1
+    }
+
+    pub async fn post(&self, token: &str, content_type: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/events", self.address))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post_event(&self, token: &str, event: &Value) -> reqwest::Response {
+        self.post(token, "application/cloudevents+json", event).await
+    }
+
+    pub async fn post_batch(&self, token: &str, events: &[Value]) -> reqwest::Response {
+        self.post(token, "application/cloudevents-batch+json", &Value::Array(events.to_vec())).await
+    }
+
+    pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("request sent")
+    }
+
+    pub async fn stream_messages(&self) -> u64 {
+        let mut stream = self.js.get_stream("RELAIS").await.expect("stream exists");
+        stream.info().await.expect("stream info").state.messages
+    }
+
+    pub async fn stream_last_sequence(&self) -> u64 {
+        let mut stream = self.js.get_stream("RELAIS").await.expect("stream exists");
+        stream.info().await.expect("stream info").state.last_sequence
+    }
+
+    pub async fn checkpoint(&self, projection: &str) -> u64 {
+        relais_projections::worker::checkpoint(&self.pool, projection).await.expect("checkpoint read")
+    }
+
+    /// Waits until `projection` has applied everything up to the stream's last sequence.
+    pub async fn wait_for_projection(&self, projection: &str) {
+        let target = self.stream_last_sequence().await;
+        wait_for_checkpoint(&self.pool, projection, target).await;
+    }
+}
+
+pub async fn wait_for_checkpoint(pool: &sqlx::PgPool, projection: &str, target: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seq = relais_projections::worker::checkpoint(pool, projection).await.expect("checkpoint read");
+        if seq >= target {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{projection} stuck at {seq}, expected {target}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn event(org: &str, event_type: &str, subject: &str, data: Value) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": Uuid::new_v4().to_string(),
+        "source": format!("/orgs/{org}"),
+        "type": event_type,
+        "subject": subject,
+        "time": "2026-03-02T09:30:00Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+}
+
+pub fn guidance_requested(org: &str, case: &str, client_ref: &str) -> Value {
+    event(
+        org,
+        "relais.guidance.requested",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client_ref, "channel": "by_person", "language": "nl" }),
+    )
+}
+
+pub fn intervention(org: &str, case: &str, client_ref: &str, mode: &str) -> Value {
+    event(
+        org,
+        "relais.intervention.recorded",
+        &format!("cases/{case}"),
+        json!({
+            "client_ref": client_ref, "mode": mode, "life_domains": ["housing"],
+            "duration_minutes": 30, "language": "fr", "interpreter": "none"
+        }),
+    )
+}
+
+/// A checksum of every row of a table, in key order.
+pub async fn table_checksum(pool: &sqlx::PgPool, table: &str, order: &str) -> (i64, String) {
+    sqlx::query_as(&format!(
+        "SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY {order})), '') FROM {table} t"
+    ))
+    .fetch_one(pool)
+    .await
+    .expect("checksum query")
+}

@@ -1,0 +1,321 @@
+//! Publishing over HTTP (and directly on NATS) and reading the caseload back.
+
+use crate::helpers::*;
+use relais_projections::Role;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn one_event_and_a_batch_are_stored_and_reach_the_caseload() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+
+    let one = guidance_requested("apo", "case-a", "cl-a");
+    let r = app.post_event(&token, &one).await;
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["events"][0]["id"], one["id"]);
+    assert_eq!(body["events"][0]["sequence"], 1);
+    assert_eq!(body["events"][0]["duplicate"], false);
+
+    let batch = vec![
+        guidance_requested("apo", "case-b", "cl-b"),
+        intervention("apo", "case-b", "cl-b", "informing"),
+        intervention("apo", "case-b", "cl-b", "informing"),
+        intervention("apo", "case-a", "cl-a", "planning"),
+    ];
+    let r = app.post_batch(&token, &batch).await;
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.expect("json");
+    let seqs: Vec<u64> = body["events"].as_array().expect("array").iter().map(|e| e["sequence"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, vec![2, 3, 4, 5]);
+    assert_eq!(app.stream_messages().await, 5);
+
+    app.wait_for_projection("caseload").await;
+    let r = app.get(&token, "/v1/orgs/apo/cases").await;
+    assert_eq!(r.status(), 200);
+    let page: Value = r.json().await.expect("json");
+    let items = page["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    let b = items.iter().find(|c| c["case_id"] == "case-b").expect("case-b");
+    assert_eq!(b["client_ref"], "cl-b");
+    assert_eq!(b["intervention_count"], 2);
+    assert_eq!(b["interventions_by_mode"]["informing"], 2);
+    assert_eq!(b["version"], 4);
+    let a = items.iter().find(|c| c["case_id"] == "case-a").expect("case-a");
+    assert_eq!(a["intervention_count"], 1);
+    assert_eq!(a["life_domains"], json!(["housing"]));
+}
+
+#[tokio::test]
+async fn the_same_id_twice_is_stored_once_and_answered_with_the_original_sequence() {
+    let app = spawn_app().await;
+    let token = app.token("dsr", Role::Org).await;
+    let e = guidance_requested("dsr", "case-1", "cl-1");
+    assert_eq!(app.post_event(&token, &e).await.status(), 201);
+    let r = app.post_event(&token, &e).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["events"][0]["duplicate"], true);
+    assert_eq!(body["events"][0]["sequence"], 1);
+
+    // In a batch with a new event: the known one is a duplicate, the new one is stored.
+    let fresh = intervention("dsr", "case-1", "cl-1", "informing");
+    let r = app.post_batch(&token, &[e.clone(), fresh.clone()]).await;
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["events"][0]["duplicate"], true);
+    assert_eq!(body["events"][0]["sequence"], 1);
+    assert_eq!(body["events"][1]["duplicate"], false);
+    assert_eq!(app.stream_messages().await, 2);
+}
+
+#[tokio::test]
+async fn an_invalid_event_in_a_batch_rejects_the_batch_with_a_pointer_and_stores_nothing() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    let mut bad = intervention("apo", "case-1", "cl-1", "informing");
+    bad["data"]["mode"] = json!("astrology");
+    let batch = vec![guidance_requested("apo", "case-1", "cl-1"), bad];
+    let r = app.post_batch(&token, &batch).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["pointer"], "/1/data/mode");
+    assert_eq!(problem["type"], "urn:relais:problem:invalid-event");
+    assert_eq!(app.stream_messages().await, 0);
+
+    // A missing field points at the field itself.
+    let mut missing = guidance_requested("apo", "case-1", "cl-1");
+    missing["data"].as_object_mut().expect("object").remove("channel");
+    let problem: Value = app.post_event(&token, &missing).await.json().await.expect("json");
+    assert_eq!(problem["pointer"], "/data/channel");
+    // A field that is not allowed (personal data the catalogue does not know) is refused.
+    let mut extra = guidance_requested("apo", "case-1", "cl-1");
+    extra["data"]["national_number"] = json!("85.07.30-033.61");
+    let problem: Value = app.post_event(&token, &extra).await.json().await.expect("json");
+    assert_eq!(problem["pointer"], "/data/national_number");
+    assert_eq!(app.stream_messages().await, 0);
+}
+
+#[tokio::test]
+async fn another_organisations_source_is_forbidden_and_stores_nothing() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    let forged = guidance_requested("dsr", "case-1", "cl-1");
+    let r = app.post_event(&token, &forged).await;
+    assert_eq!(r.status(), 403);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["pointer"], "/source");
+    let r = app.post_batch(&token, &[guidance_requested("apo", "c", "x"), forged]).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.stream_messages().await, 0);
+}
+
+#[tokio::test]
+async fn reading_another_organisations_cases_is_forbidden() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let r = app.get(&apo, "/v1/orgs/dsr/cases").await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = app.get(&apo, "/v1/orgs/dsr/cases/case-1").await;
+    assert_eq!(r.status(), 403);
+    let r = app.get("rls_not-a-token", "/v1/orgs/apo/cases").await;
+    assert_eq!(r.status(), 401);
+    let r = app.http.get(format!("{}/v1/orgs/apo/cases", app.address)).send().await.expect("sent");
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn bad_requests_get_problem_details_and_change_nothing() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    let e = guidance_requested("apo", "case-1", "cl-1");
+    let r = app.post(&token, "application/json", &e).await;
+    assert_eq!(r.status(), 415);
+    let huge = Value::Array(vec![e.clone(); 1001]);
+    let r = app.post(&token, "application/cloudevents-batch+json", &huge).await;
+    assert_eq!(r.status(), 413);
+    let r = app
+        .http
+        .post(format!("{}/v1/events", app.address))
+        .bearer_auth(&token)
+        .header("content-type", "application/cloudevents+json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 400);
+    let big_body = "x".repeat(5 * 1024 * 1024);
+    let r = app
+        .http
+        .post(format!("{}/v1/events", app.address))
+        .bearer_auth(&token)
+        .header("content-type", "application/cloudevents+json")
+        .body(big_body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 413);
+    let auditor = app.token("apo", Role::Auditor).await;
+    assert_eq!(app.post_event(&auditor, &e).await.status(), 403);
+    assert_eq!(app.stream_messages().await, 0);
+}
+
+#[tokio::test]
+async fn expectedversion_detects_a_concurrent_change() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    let mut first = guidance_requested("apo", "case-1", "cl-1");
+    first["expectedversion"] = json!(0);
+    assert_eq!(app.post_event(&token, &first).await.status(), 201);
+    let mut stale = intervention("apo", "case-1", "cl-1", "informing");
+    stale["expectedversion"] = json!(0);
+    let r = app.post_event(&token, &stale).await;
+    assert_eq!(r.status(), 409);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["type"], "urn:relais:problem:version-conflict");
+    // In a batch, a stale version rejects the whole batch.
+    let other = guidance_requested("apo", "case-2", "cl-2");
+    let r = app.post_batch(&token, &[other, stale.clone()]).await;
+    assert_eq!(r.status(), 409);
+    assert_eq!(app.stream_messages().await, 1);
+    stale["expectedversion"] = json!(1);
+    assert_eq!(app.post_event(&token, &stale).await.status(), 201);
+}
+
+#[tokio::test]
+async fn a_duplicate_published_directly_on_nats_and_over_http_is_stored_once() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    // An NGO's own system publishes directly, with the event id as message id.
+    let e = intervention("apo", "case-1", "cl-1", "informing");
+    let id = e["id"].as_str().expect("id").to_owned();
+    // First over HTTP, to get a correctly sealed payload; then the same bytes directly.
+    let r = app.post_event(&token, &e).await;
+    assert_eq!(r.status(), 201);
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let stored = stream.get_raw_message(1).await.expect("message 1");
+    let direct = app
+        .js
+        .send_publish(
+            "relais.ev.apo.cases.case-1",
+            async_nats::jetstream::message::PublishMessage::build().payload(stored.payload.clone()).message_id(id.as_str()),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+    assert!(direct.duplicate, "the broker knows the id within its window");
+    // Over HTTP again, alone and inside a batch.
+    let r = app.post_event(&token, &e).await;
+    assert_eq!(r.status(), 200);
+    let other = guidance_requested("apo", "case-2", "cl-2");
+    let r = app.post_batch(&token, &[other, e.clone()]).await;
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["events"][1]["duplicate"], true);
+    assert_eq!(body["events"][1]["sequence"], 1);
+    assert_eq!(app.stream_messages().await, 2);
+
+    // Beyond the broker's window (simulated: a direct publish without message id) the
+    // validator quarantines the second copy, so no view counts it twice.
+    app.js
+        .publish("relais.ev.apo.cases.case-1", stored.payload.clone())
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+    app.wait_for_projection("caseload").await;
+    let (reason,): (String,) =
+        sqlx::query_as("SELECT reason FROM quarantine WHERE seq = 3").fetch_one(&app.pool).await.expect("quarantined");
+    assert_eq!(reason, "duplicate");
+    let case: Value = app.get(&token, "/v1/orgs/apo/cases/case-1").await.json().await.expect("json");
+    assert_eq!(case["intervention_count"], 1);
+}
+
+#[tokio::test]
+async fn a_malformed_or_unsealed_direct_event_is_quarantined_and_the_worker_goes_on() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    app.js.publish("relais.ev.apo.cases.x", "not postcard".into()).await.expect("sent").await.expect("ack");
+    // Personal fields in the clear: a valid envelope whose client_ref was not sealed.
+    let (envelope, _) = relais_domain::Envelope::from_cloud_event(
+        guidance_requested("apo", "case-9", "cl-9"),
+        chrono::Utc::now(),
+        "direct",
+    )
+    .expect("valid");
+    let mut data = envelope.data.clone();
+    let mut stored = envelope.split_for_storage().0;
+    let _ = data.take_personal();
+    stored.data = envelope.data.encode();
+    let bytes = relais_domain::StoredEvent::V1(stored).encode();
+    app.js.publish("relais.ev.apo.cases.case-9", bytes.into()).await.expect("sent").await.expect("ack");
+    assert_eq!(app.post_event(&token, &guidance_requested("apo", "case-2", "cl-2")).await.status(), 201);
+    app.wait_for_projection("caseload").await;
+    let rows: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, reason FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
+    assert_eq!(rows, vec![(1, "undecodable".to_owned()), (2, "personal-data-in-clear".to_owned())]);
+    let page: Value = app.get(&token, "/v1/orgs/apo/cases").await.json().await.expect("json");
+    assert_eq!(page["items"].as_array().expect("items").len(), 1);
+}
+
+#[tokio::test]
+async fn personal_fields_are_stored_encrypted_and_trace_context_rides_in_headers() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    let mut e = guidance_requested("apo", "case-1", "cl-distinctive-4711");
+    e["data"]["note"] = json!("a very distinctive note 0815");
+    assert_eq!(app.post_event(&token, &e).await.status(), 201);
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let stored = stream.get_raw_message(1).await.expect("message");
+    let haystack = String::from_utf8_lossy(&stored.payload);
+    assert!(!haystack.contains("distinctive"), "personal fields are sealed in the stored bytes");
+    assert_eq!(stored.headers.get("Relais-Type").map(|v| v.as_str()), Some("relais.guidance.requested"));
+    assert_eq!(stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()), e["id"].as_str());
+    let tp = stored.headers.get("traceparent").map(|v| v.as_str().to_owned()).expect("traceparent header");
+    assert!(tp.starts_with("00-") && tp.len() == 55, "W3C traceparent: {tp}");
+}
+
+#[tokio::test]
+async fn the_catalogue_lists_every_type_with_schema_classes_and_a_valid_example() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    let catalogue: Value = app.http.get(format!("{}/v1/catalogue", app.address)).send().await.expect("sent").json().await.expect("json");
+    let types = catalogue["event_types"].as_array().expect("types");
+    assert!(types.len() >= 35, "the whole vocabulary: {}", types.len());
+    for t in types {
+        for (name, prop) in t["schema"]["properties"].as_object().expect("properties") {
+            let class = prop["x-relais-class"].as_str().unwrap_or_default();
+            assert!(class == "statistical" || class == "personal", "{}.{name}: {class}", t["type"]);
+        }
+        assert!(t["titles"]["nl"].is_string() && t["titles"]["fr"].is_string() && t["titles"]["en"].is_string());
+    }
+    // Every example is accepted as it is (by its example organisation).
+    let mut tokens = std::collections::HashMap::new();
+    for t in types {
+        let example = &t["example"];
+        let org = example["source"].as_str().expect("source").trim_start_matches("/orgs/").to_owned();
+        if !tokens.contains_key(&org) {
+            tokens.insert(org.clone(), app.token(&org, Role::Org).await);
+        }
+        let mut e = example.clone();
+        e["id"] = json!(uuid::Uuid::new_v4().to_string());
+        let r = app.post_event(&tokens[&org], &e).await;
+        let status = r.status();
+        assert_eq!(status, 201, "{}: {}", t["type"], r.text().await.unwrap_or_default());
+    }
+    drop(token);
+    let openapi: Value = app.http.get(format!("{}/openapi.json", app.address)).send().await.expect("sent").json().await.expect("json");
+    assert_eq!(openapi["openapi"], "3.1.0");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = spawn_app().await;
+    let r = app.http.get(format!("{}/healthz", app.address)).send().await.expect("sent");
+    assert_eq!(r.status(), 200);
+    let r = app.http.get(format!("{}/readyz", app.address)).send().await.expect("sent");
+    assert_eq!(r.status(), 200);
+}

@@ -1,0 +1,100 @@
+//! The projector killed with SIGKILL between and inside batches resumes to the view of a run
+//! that was never interrupted.
+
+use crate::helpers::*;
+use relais::startup::{Application, ServeRole};
+use relais_projections::Role;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+fn projector_process(app: &TestApp, db_name: &str, prefix: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_relais"))
+        .args(["serve", "--role", "projector"])
+        .env("RELAIS_NATS_URL", &app.settings.nats_url)
+        .env("RELAIS_DATABASE_URL", db_url(db_name))
+        .env("RELAIS_KEK", &app.kek_b64.0)
+        .env("RELAIS_CLIENT_REF_PEPPER", &app.kek_b64.1)
+        .env("RELAIS_CONSUMER_PREFIX", prefix)
+        .env("RELAIS_PROJECTION_BATCH", "37")
+        .env("RUST_LOG", "error")
+        .spawn()
+        .expect("projector starts")
+}
+
+#[tokio::test]
+async fn a_projector_killed_mid_run_resumes_to_the_view_of_a_clean_run() {
+    let app = spawn_app_with(ServeRole::Gateway).await;
+    let token = app.token("wsw", Role::Org).await;
+    let mut total = 0;
+    for b in 0..12 {
+        let mut batch = Vec::new();
+        for i in 0..25 {
+            let case = format!("case-{}", (b * 7 + i) % 40);
+            let client = format!("cl-{}", (b * 7 + i) % 40);
+            batch.push(if b == 0 { guidance_requested("wsw", &case, &client) } else { intervention("wsw", &case, &client, "planning") });
+        }
+        assert_eq!(app.post_batch(&token, &batch).await.status(), 201);
+        total += batch.len() as u64;
+    }
+    assert_eq!(app.stream_last_sequence().await, total);
+
+    // The projector of the application's database, killed twice while it works.
+    let mut killed_at = Vec::new();
+    for _ in 0..2 {
+        let mut child = projector_process(&app, &app.db_name, "crash");
+        let before = app.checkpoint("caseload").await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while app.checkpoint("caseload").await == before && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        killed_at.push(app.checkpoint("caseload").await);
+    }
+    assert!(killed_at[1] < total, "killed before the end: {killed_at:?}");
+    let mut child = projector_process(&app, &app.db_name, "crash");
+    wait_for_checkpoint(&app.pool, "caseload", total).await;
+    child.kill().expect("stopped");
+    child.wait().expect("reaped");
+
+    // A clean run over the same stream into a database of its own.
+    let clean_db = format!("{}_clean", app.db_name);
+    let (mut settings, _) = test_settings(&app.settings.nats_url, &clean_db);
+    settings.kek = app.settings.kek.clone();
+    settings.consumer_prefix = "clean".into();
+    // The key store travels with a rebuild into another database (docs/OPERATIONS.md).
+    relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("clean database");
+    let clean_pool = sqlx::PgPool::connect(&settings.database_url).await.expect("clean pool");
+    let keys: Vec<(uuid::Uuid, String, Vec<u8>, Option<Vec<u8>>, String)> =
+        sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id FROM client_keys")
+            .fetch_all(&app.pool)
+            .await
+            .expect("keys");
+    for (id, org, hash, wrapped, kek) in keys {
+        sqlx::query("INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(org)
+            .bind(hash)
+            .bind(wrapped)
+            .bind(kek)
+            .execute(&clean_pool)
+            .await
+            .expect("key copied");
+    }
+    let clean = Application::build(&settings, ServeRole::Projector).await.expect("clean projector");
+    let stop = clean.shutdown_token();
+    tokio::spawn(clean.run_until_stopped());
+    wait_for_checkpoint(&clean_pool, "caseload", total).await;
+    stop.cancel();
+
+    let crashed = table_checksum(&app.pool, "caseload", "org_id, case_id").await;
+    let reference = table_checksum(&clean_pool, "caseload", "org_id, case_id").await;
+    assert_eq!(crashed.0, 40);
+    assert_eq!(crashed, reference, "killed at checkpoints {killed_at:?}");
+    let ledger_crashed = table_checksum(&app.pool, "event_ledger", "seq").await;
+    let ledger_clean = table_checksum(&clean_pool, "event_ledger", "seq").await;
+    assert_eq!(ledger_crashed, ledger_clean);
+    clean_pool.close().await;
+    let admin = sqlx::PgPool::connect(ADMIN_DB_URL).await.expect("admin");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {clean_db} WITH (FORCE)")).execute(&admin).await.expect("dropped");
+}
