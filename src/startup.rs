@@ -106,7 +106,10 @@ impl Application {
                 infra.db.clone(),
                 infra.keys.clone(),
                 infra.stream.clone(),
-                ProjectorSettings { batch_size: settings.projection_batch, consumer_prefix: settings.consumer_prefix.clone() },
+                ProjectorSettings {
+                    batch_size: settings.projection_batch,
+                    consumer_prefix: settings.consumer_prefix.clone(),
+                },
             );
             let stop = shutdown.clone();
             tasks.spawn(async move {

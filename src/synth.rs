@@ -29,12 +29,7 @@ pub struct SynthOptions {
 
 impl Default for SynthOptions {
     fn default() -> Self {
-        Self {
-            clients: 1200,
-            start: NaiveDate::from_ymd_opt(2025, 11, 1).unwrap_or_default(),
-            days: 365,
-            seed: 2026,
-        }
+        Self { clients: 1200, start: NaiveDate::from_ymd_opt(2025, 11, 1).unwrap_or_default(), days: 365, seed: 2026 }
     }
 }
 
@@ -55,15 +50,31 @@ const SERVICES: &[(&str, u32)] =
 const LANGUAGES: &[(&str, u32)] =
     &[("nl", 20), ("fr", 40), ("ar", 14), ("en", 6), ("ber", 5), ("ro", 4), ("es", 3), ("pt", 2), ("tr", 3), ("pl", 3)];
 const DOMAINS: &[&str] = &[
-    "justice_procedure", "probation_conditions", "rehabilitation", "finances_debts", "residence_status",
-    "administration", "work_training", "housing", "health", "family_relations", "social_security",
+    "justice_procedure",
+    "probation_conditions",
+    "rehabilitation",
+    "finances_debts",
+    "residence_status",
+    "administration",
+    "work_training",
+    "housing",
+    "health",
+    "family_relations",
+    "social_security",
 ];
 const MODES: &[(&str, u32)] = &[
-    ("listening_support", 30), ("informing", 20), ("intensive_guidance", 8), ("contact_assistance", 14),
-    ("relational_network", 8), ("planning", 8), ("practical_help", 8), ("access_to_help", 4),
+    ("listening_support", 30),
+    ("informing", 20),
+    ("intensive_guidance", 8),
+    ("contact_assistance", 14),
+    ("relational_network", 8),
+    ("planning", 8),
+    ("practical_help", 8),
+    ("access_to_help", 4),
 ];
 const PRISONS: &[(&str, u32)] = &[("haren", 70), ("saint_gilles", 15), ("forest", 5), ("berkendael", 10)];
-const OUTSIDE: &[&str] = &["addiction_care", "debt_mediation", "employment", "psychologist", "housing", "legal_aid", "ocmw_cpas"];
+const OUTSIDE: &[&str] =
+    &["addiction_care", "debt_mediation", "employment", "psychologist", "housing", "legal_aid", "ocmw_cpas"];
 
 struct Gen {
     rng: StdRng,
@@ -129,36 +140,82 @@ impl Gen {
         let legal = weighted(&mut self.rng, &[("suspect", 35), ("convict", 55), ("internee", 10)]);
         let span = (self.end - self.start).num_days().max(30);
         let mut t = self.later(self.start, 0, span - 20);
-        let channel = weighted(&mut self.rng, &[("by_person", 55), ("by_relative", 15), ("offered_and_accepted", 25), ("by_referral", 5)]);
-        self.push(org, subject.clone(), t, "relais.guidance.requested", json!({ "client_ref": client_ref, "channel": channel, "language": language }));
+        let channel = weighted(
+            &mut self.rng,
+            &[("by_person", 55), ("by_relative", 15), ("offered_and_accepted", 25), ("by_referral", 5)],
+        );
+        self.push(
+            org,
+            subject.clone(),
+            t,
+            "relais.guidance.requested",
+            json!({ "client_ref": client_ref, "channel": channel, "language": language }),
+        );
         t = self.later(t, 0, 7);
         if self.rng.random_bool(0.06) {
-            let reason = weighted(&mut self.rng, &[("no_capacity", 3), ("better_served_elsewhere", 4), ("client_withdrew", 3)]);
-            self.push(org, subject, t, "relais.guidance.declined", json!({ "client_ref": client_ref, "reason": reason }));
+            let reason =
+                weighted(&mut self.rng, &[("no_capacity", 3), ("better_served_elsewhere", 4), ("client_withdrew", 3)]);
+            self.push(
+                org,
+                subject,
+                t,
+                "relais.guidance.declined",
+                json!({ "client_ref": client_ref, "reason": reason }),
+            );
             return;
         }
         let setting = if in_detention { "in_detention" } else { "at_liberty" };
-        self.push(org, subject.clone(), t, "relais.guidance.accepted", json!({ "client_ref": client_ref, "setting": setting, "legal_status": legal }));
-        self.push(org, subject.clone(), t + Duration::minutes(1), "relais.consent.given", json!({ "client_ref": client_ref, "scope": "guidance" }));
+        self.push(
+            org,
+            subject.clone(),
+            t,
+            "relais.guidance.accepted",
+            json!({ "client_ref": client_ref, "setting": setting, "legal_status": legal }),
+        );
+        self.push(
+            org,
+            subject.clone(),
+            t + Duration::minutes(1),
+            "relais.consent.given",
+            json!({ "client_ref": client_ref, "scope": "guidance" }),
+        );
         let prison = weighted(&mut self.rng, PRISONS);
         if in_detention {
             let started = (t - Duration::days(self.rng.random_range(3..400))).date_naive();
-            self.push(org, subject.clone(), t + Duration::minutes(2), "relais.detention.started",
-                json!({ "client_ref": client_ref, "legal_status": legal, "prison": prison, "started_on": started }));
+            self.push(
+                org,
+                subject.clone(),
+                t + Duration::minutes(2),
+                "relais.detention.started",
+                json!({ "client_ref": client_ref, "legal_status": legal, "prison": prison, "started_on": started }),
+            );
         }
         t = self.later(t, 1, 14);
-        let interpreter = if ["nl", "fr"].contains(&language) || self.rng.random_bool(0.5) { "none" } else { "telephone" };
+        let interpreter =
+            if ["nl", "fr"].contains(&language) || self.rng.random_bool(0.5) { "none" } else { "telephone" };
         let n_domains = self.rng.random_range(1..4);
         let intake_domains = self.domains(n_domains);
         self.push(org, subject.clone(), t, "relais.intake.held",
             json!({ "client_ref": client_ref, "life_domains": intake_domains, "language": language, "interpreter": interpreter }));
         t = self.later(t, 1, 10);
-        self.push(org, subject.clone(), t, "relais.plan.set", json!({ "client_ref": client_ref, "life_domains": intake_domains }));
+        self.push(
+            org,
+            subject.clone(),
+            t,
+            "relais.plan.set",
+            json!({ "client_ref": client_ref, "life_domains": intake_domains }),
+        );
         if self.rng.random_bool(0.3) {
-            self.push(org, subject.clone(), t + Duration::minutes(5), "relais.consent.given", json!({
-                "client_ref": client_ref, "scope": "continuity_monitor",
-                "linkage_key": hex::encode(Sha256::digest(format!("person-{n}"))),
-            }));
+            self.push(
+                org,
+                subject.clone(),
+                t + Duration::minutes(5),
+                "relais.consent.given",
+                json!({
+                    "client_ref": client_ref, "scope": "continuity_monitor",
+                    "linkage_key": hex::encode(Sha256::digest(format!("person-{n}"))),
+                }),
+            );
         }
         let interventions = self.rng.random_range(3..22);
         let mut released = false;
@@ -169,51 +226,105 @@ impl Gen {
             let n_domains = self.rng.random_range(1..3);
             let domains = self.domains(n_domains);
             let minutes: u16 = self.rng.random_range(10..90);
-            self.push(org, subject.clone(), t, "relais.intervention.recorded", json!({
-                "client_ref": client_ref, "mode": mode, "life_domains": domains,
-                "duration_minutes": minutes, "language": language, "interpreter": interpreter,
-            }));
+            self.push(
+                org,
+                subject.clone(),
+                t,
+                "relais.intervention.recorded",
+                json!({
+                    "client_ref": client_ref, "mode": mode, "life_domains": domains,
+                    "duration_minutes": minutes, "language": language, "interpreter": interpreter,
+                }),
+            );
             if self.rng.random_bool(0.12) {
                 let relation = weighted(&mut self.rng, &[("partner", 4), ("child", 3), ("parent", 3), ("sibling", 1)]);
-                let form = if in_detention && !released { weighted(&mut self.rng, &[("visit", 4), ("phone", 3), ("video", 2), ("letter", 1)]) } else { "meeting_during_leave" };
+                let form = if in_detention && !released {
+                    weighted(&mut self.rng, &[("visit", 4), ("phone", 3), ("video", 2), ("letter", 1)])
+                } else {
+                    "meeting_during_leave"
+                };
                 let form = if form == "meeting_during_leave" && (released || !in_detention) { "phone" } else { form };
-                self.push(org, subject.clone(), t + Duration::minutes(30), "relais.family_contact.facilitated",
-                    json!({ "client_ref": client_ref, "relation": relation, "form": form }));
+                self.push(
+                    org,
+                    subject.clone(),
+                    t + Duration::minutes(30),
+                    "relais.family_contact.facilitated",
+                    json!({ "client_ref": client_ref, "relation": relation, "form": form }),
+                );
             }
             if in_detention && !released && self.rng.random_bool(0.06) {
-                let purpose = weighted(&mut self.rng, &[("family_return", 5), ("job", 2), ("housing", 2), ("medical", 1)]);
+                let purpose =
+                    weighted(&mut self.rng, &[("family_return", 5), ("job", 2), ("housing", 2), ("medical", 1)]);
                 let leave_on = (t + Duration::days(self.rng.random_range(3..30))).date_naive();
-                self.push(org, subject.clone(), t + Duration::minutes(40), "relais.leave.prepared",
-                    json!({ "client_ref": client_ref, "purpose": purpose, "leave_on": leave_on }));
+                self.push(
+                    org,
+                    subject.clone(),
+                    t + Duration::minutes(40),
+                    "relais.leave.prepared",
+                    json!({ "client_ref": client_ref, "purpose": purpose, "leave_on": leave_on }),
+                );
             }
             if in_detention && !released && self.rng.random_bool(0.04) {
                 let purpose = weighted(&mut self.rng, &[("court_hearing", 3), ("medical_appointment", 2)]);
-                self.push(org, subject.clone(), t + Duration::minutes(50), "relais.outing.escorted",
-                    json!({ "client_ref": client_ref, "purpose": purpose, "outing_on": t.date_naive() }));
+                self.push(
+                    org,
+                    subject.clone(),
+                    t + Duration::minutes(50),
+                    "relais.outing.escorted",
+                    json!({ "client_ref": client_ref, "purpose": purpose, "outing_on": t.date_naive() }),
+                );
             }
             if !referral_done && i >= 1 && self.rng.random_bool(0.18) {
                 referral_done = true;
                 t = self.referral(org, case, &client_ref, t);
             }
             if in_detention && !released && i + 3 == interventions && self.rng.random_bool(0.5) {
-                let kind = weighted(&mut self.rng, &[("end_of_sentence", 4), ("conditional_release", 4), ("electronic_monitoring", 3), ("provisional_release", 2)]);
+                let kind = weighted(
+                    &mut self.rng,
+                    &[
+                        ("end_of_sentence", 4),
+                        ("conditional_release", 4),
+                        ("electronic_monitoring", 3),
+                        ("provisional_release", 2),
+                    ],
+                );
                 let release_at = self.later(t, 10, 40);
-                self.push(org, subject.clone(), t + Duration::minutes(20), "relais.release.scheduled",
-                    json!({ "client_ref": client_ref, "kind": kind, "release_on": release_at.date_naive() }));
+                self.push(
+                    org,
+                    subject.clone(),
+                    t + Duration::minutes(20),
+                    "relais.release.scheduled",
+                    json!({ "client_ref": client_ref, "kind": kind, "release_on": release_at.date_naive() }),
+                );
                 t = release_at;
-                self.push(org, subject.clone(), t, "relais.detainee.released",
-                    json!({ "client_ref": client_ref, "kind": kind, "released_on": t.date_naive() }));
+                self.push(
+                    org,
+                    subject.clone(),
+                    t,
+                    "relais.detainee.released",
+                    json!({ "client_ref": client_ref, "kind": kind, "released_on": t.date_naive() }),
+                );
                 released = true;
                 if self.rng.random_bool(0.7) {
                     t = self.later(t, 1, 10);
                     let d = self.domains(2);
-                    self.push(org, subject.clone(), t, "relais.aftercare.started", json!({ "client_ref": client_ref, "life_domains": d }));
+                    self.push(
+                        org,
+                        subject.clone(),
+                        t,
+                        "relais.aftercare.started",
+                        json!({ "client_ref": client_ref, "life_domains": d }),
+                    );
                 }
             }
         }
         if self.rng.random_bool(0.55) {
             t = self.later(t, 5, 30);
-            let reason = if released { "released_and_handed_over" } else { weighted(&mut self.rng, &[("goals_reached", 5), ("client_ended", 3), ("no_contact", 2)]) };
+            let reason = if released {
+                "released_and_handed_over"
+            } else {
+                weighted(&mut self.rng, &[("goals_reached", 5), ("client_ended", 3), ("no_contact", 2)])
+            };
             self.push(org, subject, t, "relais.guidance.closed", json!({ "client_ref": client_ref, "reason": reason }));
         }
     }
@@ -230,8 +341,13 @@ impl Gen {
                 }
             };
             let expires = (t + Duration::days(180)).date_naive();
-            self.push(org, format!("cases/{case}"), t + Duration::minutes(10), "relais.consent.given",
-                json!({ "client_ref": client_ref, "scope": { "share_with_organisation": to }, "expires_on": expires }));
+            self.push(
+                org,
+                format!("cases/{case}"),
+                t + Duration::minutes(10),
+                "relais.consent.given",
+                json!({ "client_ref": client_ref, "scope": { "share_with_organisation": to }, "expires_on": expires }),
+            );
             self.push(org, subject.clone(), t + Duration::minutes(15), "relais.referral.made", json!({
                 "client_ref": client_ref, "destination": { "organisation": to }, "life_domains": domains, "case_id": case.to_string(),
             }));
@@ -241,7 +357,13 @@ impl Gen {
             let answer = self.rng.random_range(0..10);
             u = self.later(u, 1, if answer < 2 { 25 } else { 9 });
             if answer == 0 {
-                self.push(to, subject, u, "relais.referral.declined", json!({ "client_ref": their_ref, "reason": "no_capacity" }));
+                self.push(
+                    to,
+                    subject,
+                    u,
+                    "relais.referral.declined",
+                    json!({ "client_ref": their_ref, "reason": "no_capacity" }),
+                );
                 return t;
             }
             if answer == 1 {
@@ -253,8 +375,15 @@ impl Gen {
             self.push(to, subject.clone(), u, "relais.referral.first_contact_made", json!({ "client_ref": their_ref }));
             if self.rng.random_bool(0.7) {
                 u = self.later(u, 10, 60);
-                let outcome = weighted(&mut self.rng, &[("help_provided", 6), ("in_guidance", 3), ("client_did_not_attend", 1)]);
-                self.push(to, subject, u, "relais.referral.completed", json!({ "client_ref": their_ref, "outcome": outcome }));
+                let outcome =
+                    weighted(&mut self.rng, &[("help_provided", 6), ("in_guidance", 3), ("client_did_not_attend", 1)]);
+                self.push(
+                    to,
+                    subject,
+                    u,
+                    "relais.referral.completed",
+                    json!({ "client_ref": their_ref, "outcome": outcome }),
+                );
             }
         } else {
             let service = *OUTSIDE.choose(&mut self.rng).unwrap_or(&"housing");
@@ -263,8 +392,15 @@ impl Gen {
             }));
             if self.rng.random_bool(0.8) {
                 let u = self.later(t, 7, 45);
-                let outcome = weighted(&mut self.rng, &[("help_provided", 6), ("client_did_not_attend", 2), ("not_eligible", 1)]);
-                self.push(org, subject, u, "relais.referral.completed", json!({ "client_ref": client_ref, "outcome": outcome }));
+                let outcome =
+                    weighted(&mut self.rng, &[("help_provided", 6), ("client_did_not_attend", 2), ("not_eligible", 1)]);
+                self.push(
+                    org,
+                    subject,
+                    u,
+                    "relais.referral.completed",
+                    json!({ "client_ref": client_ref, "outcome": outcome }),
+                );
             }
         }
         t
@@ -276,7 +412,8 @@ impl Gen {
         let subject = format!("activities/{aid}");
         let kind = weighted(&mut self.rng, &[("formative", 4), ("psychosocial", 3), ("sociocultural", 3)]);
         let prison = weighted(&mut self.rng, PRISONS);
-        let group = weighted(&mut self.rng, &[("men", 5), ("women", 2), ("suspects", 2), ("convicts", 3), ("internees", 1)]);
+        let group =
+            weighted(&mut self.rng, &[("men", 5), ("women", 2), ("suspects", 2), ("convicts", 3), ("internees", 1)]);
         let span = (self.end - self.start).num_days().max(60);
         let mut t = self.later(self.start, 0, span - 50);
         let respondents: u16 = self.rng.random_range(8..60);
@@ -292,10 +429,16 @@ impl Gen {
         };
         let partners: Vec<&str> = SERVICES.choose_multiple(&mut self.rng, 2).map(|(o, _)| *o).collect();
         let starts = self.later(t, 14, 30);
-        self.push(coord, subject.clone(), t, "relais.activity.planned", json!({
-            "kind": kind, "title": title, "target_groups": [group], "prison": prison, "partners": partners,
-            "languages": ["nl", "fr"], "capacity": capacity, "starts_on": starts.date_naive(),
-        }));
+        self.push(
+            coord,
+            subject.clone(),
+            t,
+            "relais.activity.planned",
+            json!({
+                "kind": kind, "title": title, "target_groups": [group], "prison": prison, "partners": partners,
+                "languages": ["nl", "fr"], "capacity": capacity, "starts_on": starts.date_naive(),
+            }),
+        );
         let applicants = self.rng.random_range(capacity as usize..capacity as usize + 6);
         let mut enrolled = Vec::new();
         for p in 0..applicants {
@@ -305,12 +448,29 @@ impl Gen {
             let admitted = enrolled.len() < capacity as usize && self.rng.random_bool(0.85);
             let screen = u + Duration::days(2);
             if admitted {
-                self.push(coord, subject.clone(), screen, "relais.participant.screened", json!({ "client_ref": who, "admitted": true }));
-                self.push(coord, subject.clone(), screen + Duration::hours(1), "relais.participant.enrolled", json!({ "client_ref": who }));
+                self.push(
+                    coord,
+                    subject.clone(),
+                    screen,
+                    "relais.participant.screened",
+                    json!({ "client_ref": who, "admitted": true }),
+                );
+                self.push(
+                    coord,
+                    subject.clone(),
+                    screen + Duration::hours(1),
+                    "relais.participant.enrolled",
+                    json!({ "client_ref": who }),
+                );
                 enrolled.push(who);
             } else {
-                self.push(coord, subject.clone(), screen, "relais.participant.screened",
-                    json!({ "client_ref": who, "admitted": false, "refusal_reason": "schedule_conflict" }));
+                self.push(
+                    coord,
+                    subject.clone(),
+                    screen,
+                    "relais.participant.screened",
+                    json!({ "client_ref": who, "admitted": false, "refusal_reason": "schedule_conflict" }),
+                );
             }
         }
         let mut present = enrolled.len() as u16;
@@ -321,21 +481,37 @@ impl Gen {
             self.push(coord, subject.clone(), s, "relais.session.held", json!({
                 "session_number": session, "held_on": s.date_naive(), "attended_count": present - absent, "absent_count": absent,
             }));
-            if session > 2 && self.rng.random_bool(0.15) {
-                if let Some(who) = enrolled.pop() {
-                    present = present.saturating_sub(1);
-                    let reason = weighted(&mut self.rng, &[("released", 3), ("transferred", 2), ("lost_interest", 3), ("schedule_conflict", 2)]);
-                    self.push(coord, subject.clone(), s + Duration::hours(2), "relais.participant.dropped_out", json!({ "client_ref": who, "reason": reason }));
-                    if self.rng.random_bool(0.8) {
-                        let f = self.later(s, 2, 20);
-                        self.push(coord, subject.clone(), f, "relais.dropout_feedback.held", json!({ "client_ref": who }));
-                    }
+            if session > 2
+                && self.rng.random_bool(0.15)
+                && let Some(who) = enrolled.pop()
+            {
+                present = present.saturating_sub(1);
+                let reason = weighted(
+                    &mut self.rng,
+                    &[("released", 3), ("transferred", 2), ("lost_interest", 3), ("schedule_conflict", 2)],
+                );
+                self.push(
+                    coord,
+                    subject.clone(),
+                    s + Duration::hours(2),
+                    "relais.participant.dropped_out",
+                    json!({ "client_ref": who, "reason": reason }),
+                );
+                if self.rng.random_bool(0.8) {
+                    let f = self.later(s, 2, 20);
+                    self.push(coord, subject.clone(), f, "relais.dropout_feedback.held", json!({ "client_ref": who }));
                 }
             }
             s += Duration::days(7);
         }
         let rating = self.rng.random_range(3..=5u8);
-        self.push(coord, subject, s, "relais.activity.evaluated", json!({ "rating": rating, "outcome": "continue_adjusted" }));
+        self.push(
+            coord,
+            subject,
+            s,
+            "relais.activity.evaluated",
+            json!({ "rating": rating, "outcome": "continue_adjusted" }),
+        );
     }
 
     fn bottleneck(&mut self) {
@@ -344,7 +520,10 @@ impl Gen {
         let span = (self.end - self.start).num_days().max(2);
         let t = self.later(self.start, 0, span - 1);
         let (domain, text) = *[
-            ("housing", "Te weinig doorgangswoningen voor wie vrijkomt zonder adres / trop peu de logements de transit"),
+            (
+                "housing",
+                "Te weinig doorgangswoningen voor wie vrijkomt zonder adres / trop peu de logements de transit",
+            ),
             ("residence_status", "Geen OCMW-steun zonder geldig verblijfsdocument bij vrijlating"),
             ("health", "Wachtlijsten voor forensische zorg na internering / listes d'attente en soins médico-légaux"),
             ("finances_debts", "Schuldbemiddeling niet bereikbaar tijdens detentie"),
@@ -352,8 +531,13 @@ impl Gen {
         .choose(&mut self.rng)
         .unwrap_or(&("housing", "Te weinig doorgangswoningen"));
         let id = self.id();
-        self.push(org, format!("signals/{id}"), t, "relais.bottleneck.signalled",
-            json!({ "life_domain": domain, "addressed_to": ["services", "authority"], "description": text }));
+        self.push(
+            org,
+            format!("signals/{id}"),
+            t,
+            "relais.bottleneck.signalled",
+            json!({ "life_domain": domain, "addressed_to": ["services", "authority"], "description": text }),
+        );
     }
 }
 

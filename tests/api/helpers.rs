@@ -81,18 +81,7 @@ pub async fn spawn_app_with(role: ServeRole) -> TestApp {
     let pool = app.infra().db.pool().clone();
     let js = app.infra().js.clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        settings,
-        db_name,
-        nats,
-        http: reqwest::Client::new(),
-        pool,
-        js,
-        kek_b64,
-        shutdown,
-        _dir: dir,
-    }
+    TestApp { address, settings, db_name, nats, http: reqwest::Client::new(), pool, js, kek_b64, shutdown, _dir: dir }
 }
 
 impl Drop for TestApp {

@@ -26,7 +26,8 @@ async fn one_event_and_a_batch_are_stored_and_reach_the_caseload() {
     let r = app.post_batch(&token, &batch).await;
     assert_eq!(r.status(), 201);
     let body: Value = r.json().await.expect("json");
-    let seqs: Vec<u64> = body["events"].as_array().expect("array").iter().map(|e| e["sequence"].as_u64().expect("seq")).collect();
+    let seqs: Vec<u64> =
+        body["events"].as_array().expect("array").iter().map(|e| e["sequence"].as_u64().expect("seq")).collect();
     assert_eq!(seqs, vec![2, 3, 4, 5]);
     assert_eq!(app.stream_messages().await, 5);
 
@@ -200,7 +201,9 @@ async fn a_duplicate_published_directly_on_nats_and_over_http_is_stored_once() {
         .js
         .send_publish(
             "relais.ev.apo.cases.case-1",
-            async_nats::jetstream::message::PublishMessage::build().payload(stored.payload.clone()).message_id(id.as_str()),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(stored.payload.clone())
+                .message_id(id.as_str()),
         )
         .await
         .expect("published")
@@ -282,7 +285,8 @@ async fn personal_fields_are_stored_encrypted_and_trace_context_rides_in_headers
 async fn the_catalogue_lists_every_type_with_schema_classes_and_a_valid_example() {
     let app = spawn_app().await;
     let token = app.token("apo", Role::Org).await;
-    let catalogue: Value = app.http.get(format!("{}/v1/catalogue", app.address)).send().await.expect("sent").json().await.expect("json");
+    let catalogue: Value =
+        app.http.get(format!("{}/v1/catalogue", app.address)).send().await.expect("sent").json().await.expect("json");
     let types = catalogue["event_types"].as_array().expect("types");
     assert!(types.len() >= 35, "the whole vocabulary: {}", types.len());
     for t in types {
@@ -307,7 +311,8 @@ async fn the_catalogue_lists_every_type_with_schema_classes_and_a_valid_example(
         assert_eq!(status, 201, "{}: {}", t["type"], r.text().await.unwrap_or_default());
     }
     drop(token);
-    let openapi: Value = app.http.get(format!("{}/openapi.json", app.address)).send().await.expect("sent").json().await.expect("json");
+    let openapi: Value =
+        app.http.get(format!("{}/openapi.json", app.address)).send().await.expect("sent").json().await.expect("json");
     assert_eq!(openapi["openapi"], "3.1.0");
 }
 

@@ -31,7 +31,11 @@ async fn a_projector_killed_mid_run_resumes_to_the_view_of_a_clean_run() {
         for i in 0..25 {
             let case = format!("case-{}", (b * 7 + i) % 40);
             let client = format!("cl-{}", (b * 7 + i) % 40);
-            batch.push(if b == 0 { guidance_requested("wsw", &case, &client) } else { intervention("wsw", &case, &client, "planning") });
+            batch.push(if b == 0 {
+                guidance_requested("wsw", &case, &client)
+            } else {
+                intervention("wsw", &case, &client, "planning")
+            });
         }
         assert_eq!(app.post_batch(&token, &batch).await.status(), 201);
         total += batch.len() as u64;
@@ -65,7 +69,8 @@ async fn a_projector_killed_mid_run_resumes_to_the_view_of_a_clean_run() {
     // The key store travels with a rebuild into another database (docs/OPERATIONS.md).
     relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("clean database");
     let clean_pool = sqlx::PgPool::connect(&settings.database_url).await.expect("clean pool");
-    let keys: Vec<(uuid::Uuid, String, Vec<u8>, Option<Vec<u8>>, String)> =
+    type KeyRow = (uuid::Uuid, String, Vec<u8>, Option<Vec<u8>>, String);
+    let keys: Vec<KeyRow> =
         sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id FROM client_keys")
             .fetch_all(&app.pool)
             .await

@@ -140,21 +140,23 @@ impl EventLog {
     }
 
     async fn request(&self, subject: &str, headers: HeaderMap, payload: Bytes) -> Result<PubAckResponse, AppendError> {
-        let reply = tokio::time::timeout(
-            self.timeout,
-            self.client.request_with_headers(subject.to_owned(), headers, payload),
-        )
-        .await
-        .map_err(|_| AppendError::Unavailable("no acknowledgement in time".into()))?
-        .map_err(|e| match e.kind() {
-            async_nats::RequestErrorKind::NoResponders => AppendError::Unavailable("no stream captures the subject".into()),
-            async_nats::RequestErrorKind::TimedOut => AppendError::Unavailable("no acknowledgement in time".into()),
-            async_nats::RequestErrorKind::MaxPayloadExceeded => AppendError::Rejected {
-                err_code: 0,
-                description: "message larger than the server's max_payload".into(),
-            },
-            _ => AppendError::Unavailable(e.to_string()),
-        })?;
+        let reply =
+            tokio::time::timeout(self.timeout, self.client.request_with_headers(subject.to_owned(), headers, payload))
+                .await
+                .map_err(|_| AppendError::Unavailable("no acknowledgement in time".into()))?
+                .map_err(|e| match e.kind() {
+                    async_nats::RequestErrorKind::NoResponders => {
+                        AppendError::Unavailable("no stream captures the subject".into())
+                    }
+                    async_nats::RequestErrorKind::TimedOut => {
+                        AppendError::Unavailable("no acknowledgement in time".into())
+                    }
+                    async_nats::RequestErrorKind::MaxPayloadExceeded => AppendError::Rejected {
+                        err_code: 0,
+                        description: "message larger than the server's max_payload".into(),
+                    },
+                    _ => AppendError::Unavailable(e.to_string()),
+                })?;
         let ack: PubAckResponse = serde_json::from_slice(&reply.payload)
             .map_err(|e| AppendError::Unavailable(format!("unreadable acknowledgement: {e}")))?;
         if let Some(err) = ack.error {

@@ -82,11 +82,8 @@ pub async fn open_projection_consumer(
 
 fn to_log_message(m: &jetstream::Message) -> Result<LogMessage, ReadError> {
     let info = m.info().map_err(api)?;
-    let traceparent = m
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(crate::headers::TRACEPARENT))
-        .map(|v| v.as_str().to_owned());
+    let traceparent =
+        m.headers.as_ref().and_then(|h| h.get(crate::headers::TRACEPARENT)).map(|v| v.as_str().to_owned());
     Ok(LogMessage {
         sequence: info.stream_sequence,
         subject: m.subject.to_string(),

@@ -32,10 +32,8 @@ pub fn current_headers() -> Vec<(&'static str, String)> {
     if let Some(tp) = carrier.0.remove(crate::headers::TRACEPARENT) {
         out.push((crate::headers::TRACEPARENT, tp));
     }
-    if let Some(ts) = carrier.0.remove(crate::headers::TRACESTATE) {
-        if !ts.is_empty() {
-            out.push((crate::headers::TRACESTATE, ts));
-        }
+    if let Some(ts) = carrier.0.remove(crate::headers::TRACESTATE).filter(|ts| !ts.is_empty()) {
+        out.push((crate::headers::TRACESTATE, ts));
     }
     out
 }

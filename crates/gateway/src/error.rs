@@ -40,7 +40,10 @@ impl ApiError {
 
     /// 400: the request or an event in it is invalid; `pointer` is a JSON pointer into the body.
     pub fn invalid(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { pointer: Some(pointer.into()), ..Self::new(StatusCode::BAD_REQUEST, "invalid-event", "Invalid event", detail) }
+        Self {
+            pointer: Some(pointer.into()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid-event", "Invalid event", detail)
+        }
     }
 
     /// 400: a query parameter is invalid.
@@ -68,7 +71,10 @@ impl ApiError {
 
     /// 403 for an event whose source is not the token's organisation.
     pub fn wrong_source(pointer: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self { pointer: Some(pointer.into()), ..Self::new(StatusCode::FORBIDDEN, "wrong-organisation", "Wrong organisation", detail) }
+        Self {
+            pointer: Some(pointer.into()),
+            ..Self::new(StatusCode::FORBIDDEN, "wrong-organisation", "Wrong organisation", detail)
+        }
     }
 
     /// 404.
@@ -85,7 +91,12 @@ impl ApiError {
     pub fn client_erased(pointer: impl Into<String>) -> Self {
         Self {
             pointer: Some(pointer.into()),
-            ..Self::new(StatusCode::CONFLICT, "client-erased", "Client erased", "this client was erased; record nothing more about them")
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "client-erased",
+                "Client erased",
+                "this client was erased; record nothing more about them",
+            )
         }
     }
 
@@ -107,7 +118,12 @@ impl ApiError {
     /// 500, after logging the cause.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "an internal error occurred; it was logged")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "an internal error occurred; it was logged",
+        )
     }
 
     /// Prefixes the pointer (for an event inside a batch: `/3`).

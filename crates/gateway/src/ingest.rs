@@ -71,7 +71,10 @@ pub async fn post_events(
             return Err(ApiError::invalid("", "a batch holds at least one event"));
         }
         if items.len() > state.settings.max_batch_events {
-            return Err(ApiError::too_large(format!("a batch holds at most {} events", state.settings.max_batch_events)));
+            return Err(ApiError::too_large(format!(
+                "a batch holds at most {} events",
+                state.settings.max_batch_events
+            )));
         }
         items.into_iter().enumerate().map(|(i, v)| (format!("/{i}"), v)).collect()
     } else {
@@ -96,7 +99,9 @@ pub async fn post_events(
             ));
         }
         let (envelope, expected) = Envelope::from_cloud_event(item, now, &actor).map_err(|e| match e {
-            relais_domain::EnvelopeError::Invalid { pointer, detail } => ApiError::invalid(format!("{prefix}{pointer}"), detail),
+            relais_domain::EnvelopeError::Invalid { pointer, detail } => {
+                ApiError::invalid(format!("{prefix}{pointer}"), detail)
+            }
             other => ApiError::invalid(prefix.clone(), other.to_string()),
         })?;
         if !ids.insert(envelope.id) {
@@ -117,7 +122,8 @@ pub async fn post_events(
     // duplicates with their original sequence.
     let all_ids: Vec<Uuid> = parsed.iter().map(|(_, e, _)| e.id).collect();
     let known = ledger::find(state.db.pool(), &all_ids).await?;
-    let fresh: Vec<&(String, Envelope, Option<u64>)> = parsed.iter().filter(|(_, e, _)| !known.contains_key(&e.id)).collect();
+    let fresh: Vec<&(String, Envelope, Option<u64>)> =
+        parsed.iter().filter(|(_, e, _)| !known.contains_key(&e.id)).collect();
     let outgoing = seal_all(&state, &fresh).await?;
     let appended = append_resolving_duplicates(&state, outgoing).await?;
 
@@ -141,12 +147,11 @@ pub async fn post_events(
     }
     // The validator records these too; recording now closes the gap for immediate retries.
     let orgs = vec![principal.org.to_string(); new_ids.len()];
-    if !new_ids.is_empty() {
-        if let Ok(mut conn) = state.db.pool().acquire().await {
-            if let Err(e) = ledger::record(&mut conn, &new_ids, &new_seqs, &orgs).await {
-                tracing::warn!(error = %e, "ledger not updated; the validator will record these ids");
-            }
-        }
+    if !new_ids.is_empty()
+        && let Ok(mut conn) = state.db.pool().acquire().await
+        && let Err(e) = ledger::record(&mut conn, &new_ids, &new_seqs, &orgs).await
+    {
+        tracing::warn!(error = %e, "ledger not updated; the validator will record these ids");
     }
     let status = if answer.iter().all(|s| s.duplicate) { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, axum::Json(Answer { events: answer })).into_response())
@@ -226,7 +231,9 @@ async fn append_resolving_duplicates(
             Err(AppendError::TooLarge) => return Err(ApiError::too_large("the batch is larger than the log accepts")),
             Err(AppendError::Unavailable(detail)) => {
                 tracing::error!(%detail, "event log unavailable");
-                return Err(ApiError::unavailable("the event log is unavailable; nothing was stored, retry with the same ids"));
+                return Err(ApiError::unavailable(
+                    "the event log is unavailable; nothing was stored, retry with the same ids",
+                ));
             }
             Err(e @ AppendError::Rejected { .. }) => return Err(ApiError::internal(&e)),
         }

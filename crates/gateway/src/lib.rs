@@ -62,16 +62,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/cases", get(views::list_cases))
         .route("/v1/orgs/{org}/cases/{case}", get(views::get_case))
         .fallback(error::not_found)
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let route = req
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .map(|p| p.as_str().to_owned())
-                    .unwrap_or_else(|| "unmatched".into());
-                // The path template, never the raw path: raw paths hold client and case ids.
-                tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let route = req
+                .extensions()
+                .get::<axum::extract::MatchedPath>()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| "unmatched".into());
+            // The path template, never the raw path: raw paths hold client and case ids.
+            tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty)
+        }))
         .with_state(state)
 }

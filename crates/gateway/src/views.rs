@@ -65,17 +65,19 @@ pub async fn list_cases(
     Query(q): Query<CaseQuery>,
 ) -> Result<Json<Page<CaseRow>>, ApiError> {
     let org = auth.require_org(&org)?;
-    if let Some(s) = &q.status {
-        if !STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::invalid_parameter("status", format!("one of {}", STATUSES.join(", "))));
-        }
+    if let Some(s) = &q.status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::invalid_parameter("status", format!("one of {}", STATUSES.join(", "))));
     }
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid_parameter("limit", "between 1 and 500"));
     }
     let after = match &q.cursor {
-        Some(c) => Some(decode_cursor(c).ok_or_else(|| ApiError::invalid_parameter("cursor", "not a cursor of this listing"))?),
+        Some(c) => Some(
+            decode_cursor(c).ok_or_else(|| ApiError::invalid_parameter("cursor", "not a cursor of this listing"))?,
+        ),
         None => None,
     };
     let filter = CaseFilter { status: q.status, in_detention: q.in_detention, after, limit };

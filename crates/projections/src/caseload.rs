@@ -103,10 +103,8 @@ fn evolve(row: &mut CaseRow, e: &Applied) {
     if e.key_id.is_some() {
         row.key_id = e.key_id;
     }
-    if env.personal == PersonalState::Present {
-        if let Some(c) = env.data.client_ref() {
-            row.client_ref = Some(c.to_owned());
-        }
+    if let Some(c) = env.data.client_ref().filter(|_| env.personal == PersonalState::Present) {
+        row.client_ref = Some(c.to_owned());
     }
     match &env.data {
         EventData::GuidanceRequested(d) => {
@@ -163,13 +161,18 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
             existing.into_iter().map(|r| ((r.org_id.clone(), r.case_id.clone()), r)).collect();
         for e in &cases {
             let key = (e.envelope.org.to_string(), e.envelope.subject.id().to_owned());
-            let row = rows.entry(key).or_insert_with(|| CaseRow::new(e.envelope.org.as_str(), e.envelope.subject.id(), e.envelope.occurred_at));
+            let row = rows.entry(key).or_insert_with(|| {
+                CaseRow::new(e.envelope.org.as_str(), e.envelope.subject.id(), e.envelope.occurred_at)
+            });
             evolve(row, e);
         }
         upsert(tx, rows.into_values().collect()).await?;
     }
     if !erased.is_empty() {
-        sqlx::query("UPDATE caseload SET client_ref = NULL WHERE key_id = ANY($1)").bind(&erased).execute(&mut *tx).await?;
+        sqlx::query("UPDATE caseload SET client_ref = NULL WHERE key_id = ANY($1)")
+            .bind(&erased)
+            .execute(&mut *tx)
+            .await?;
     }
     Ok(())
 }

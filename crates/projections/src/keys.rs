@@ -251,10 +251,12 @@ impl KeyStore {
     /// The key id of a client, and whether it was erased, without creating one.
     pub async fn find_client(&self, org: &OrgId, client_ref: &str) -> Result<Option<(Uuid, bool)>, KeyError> {
         let ref_hash = self.kek.client_ref_hash(org, client_ref);
-        Ok(sqlx::query_as("SELECT key_id, erased_at IS NOT NULL FROM client_keys WHERE org_id = $1 AND client_ref_hash = $2")
-            .bind(org.as_str())
-            .bind(&ref_hash)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(sqlx::query_as(
+            "SELECT key_id, erased_at IS NOT NULL FROM client_keys WHERE org_id = $1 AND client_ref_hash = $2",
+        )
+        .bind(org.as_str())
+        .bind(&ref_hash)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }

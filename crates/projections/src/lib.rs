@@ -14,6 +14,6 @@ pub mod tokens;
 pub mod worker;
 
 pub use db::{Database, DbError};
-pub use keys::{KeyError, KeyLookup, KeyStore, Kek};
+pub use keys::{Kek, KeyError, KeyLookup, KeyStore};
 pub use tokens::{Principal, Role, TokenStore};
 pub use worker::{Projector, ProjectorSettings};

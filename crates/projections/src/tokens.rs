@@ -51,7 +51,7 @@ pub struct Principal {
 }
 
 /// A token as listed (never its secret).
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct TokenInfo {
     /// Id.
     pub id: Uuid,
@@ -128,12 +128,11 @@ impl TokenStore {
         if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 128 {
             return Ok(None);
         }
-        let row: Option<(Uuid, String, String)> = sqlx::query_as(
-            "SELECT id, org_id, role FROM api_tokens WHERE secret_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash(secret))
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(Uuid, String, String)> =
+            sqlx::query_as("SELECT id, org_id, role FROM api_tokens WHERE secret_hash = $1 AND revoked_at IS NULL")
+                .bind(hash(secret))
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.and_then(|(token_id, org, role)| {
             Some(Principal { token_id, org: OrgId::parse(&org).ok()?, role: Role::parse(&role)? })
         }))
@@ -141,16 +140,12 @@ impl TokenStore {
 
     /// Every token, newest first.
     pub async fn list(&self) -> Result<Vec<TokenInfo>, DbError> {
-        let rows: Vec<(Uuid, String, String, String, chrono::DateTime<chrono::Utc>, Option<chrono::DateTime<chrono::Utc>>)> =
-            sqlx::query_as(
-                "SELECT id, org_id, role, label, created_at, revoked_at FROM api_tokens ORDER BY created_at DESC",
-            )
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, org, role, label, created_at, revoked_at)| TokenInfo { id, org, role, label, created_at, revoked_at })
-            .collect())
+        sqlx::query_as(
+            "SELECT id, org_id AS org, role, label, created_at, revoked_at FROM api_tokens ORDER BY created_at DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(DbError::from)
     }
 
     /// Revokes a token; true if it existed and was active.

@@ -192,7 +192,11 @@ impl Projector {
         }
     }
 
-    async fn run_validator(&self, validated: &watch::Sender<u64>, shutdown: &CancellationToken) -> Result<(), WorkerError> {
+    async fn run_validator(
+        &self,
+        validated: &watch::Sender<u64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WorkerError> {
         let pool = self.db.pool();
         let mut done = checkpoint(pool, VALIDATOR).await?;
         validated.send_replace(done);
@@ -294,7 +298,8 @@ impl Projector {
                 },
             };
             if let Some(Err(e)) = full.map(|data| data.validate()) {
-                *d = Err(Verdict::Quarantine { reason: "invalid", detail: format!("/data{}: {}", e.pointer, e.detail) });
+                *d =
+                    Err(Verdict::Quarantine { reason: "invalid", detail: format!("/data{}: {}", e.pointer, e.detail) });
             }
         }
         let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
@@ -322,17 +327,28 @@ impl Projector {
         Ok(out)
     }
 
-    async fn run_view(&self, view: &dyn View, mut validated: watch::Receiver<u64>, shutdown: &CancellationToken) -> Result<(), WorkerError> {
+    async fn run_view(
+        &self,
+        view: &dyn View,
+        mut validated: watch::Receiver<u64>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WorkerError> {
         let pool = self.db.pool();
         let name = view.name();
         let mut done = checkpoint(pool, name).await?;
-        let mut consumer =
-            reader::open_projection_consumer(&self.stream, &self.settings.durable_name(name), &subjects::all_events(), done, self.settings.batch_size)
-                .await?;
+        let mut consumer = reader::open_projection_consumer(
+            &self.stream,
+            &self.settings.durable_name(name),
+            &subjects::all_events(),
+            done,
+            self.settings.batch_size,
+        )
+        .await?;
         loop {
             let batch = Self::next_batch(&mut consumer, self.settings.batch_size, shutdown).await?;
             let batch: Vec<LogMessage> = batch.into_iter().filter(|m| m.sequence > done).collect();
-            let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence)) else {
+            let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence))
+            else {
                 consumer.ack_delivered().await?;
                 continue;
             };
@@ -349,7 +365,8 @@ impl Projector {
                     .await?
                     .into_iter()
                     .collect();
-            let batch: Vec<&LogMessage> = batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
+            let batch: Vec<&LogMessage> =
+                batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
             let spans: Vec<tracing::Span> = batch
                 .iter()
                 .filter_map(|m| {
@@ -372,10 +389,8 @@ impl Projector {
 
     /// Decodes validated messages and opens their personal fields where the key exists.
     async fn open_all(&self, batch: &[&LogMessage]) -> Result<Vec<Applied>, WorkerError> {
-        let stored: Vec<(u64, StoredEventV1)> = batch
-            .iter()
-            .filter_map(|m| Some((m.sequence, StoredEvent::decode(&m.payload).ok()?.into_v1())))
-            .collect();
+        let stored: Vec<(u64, StoredEventV1)> =
+            batch.iter().filter_map(|m| Some((m.sequence, StoredEvent::decode(&m.payload).ok()?.into_v1()))).collect();
         let key_ids: Vec<Uuid> = stored.iter().filter_map(|(_, s)| s.sealed.as_ref().map(|x| x.key_id)).collect();
         let keys = self.keys.lookup_many(&key_ids).await?;
         Ok(stored
@@ -410,8 +425,8 @@ enum Verdict {
 /// data, agreement of subject and payload, and that personal fields are not in the clear.
 fn decode_checked(m: &LogMessage) -> Result<(StoredEventV1, Envelope), Verdict> {
     let q = |reason: &'static str, detail: String| Verdict::Quarantine { reason, detail };
-    let (org, aggregate) =
-        subjects::parse_event_subject(&m.subject).ok_or_else(|| q("subject", "not a relais.ev.<org>.<kind>.<id> subject".into()))?;
+    let (org, aggregate) = subjects::parse_event_subject(&m.subject)
+        .ok_or_else(|| q("subject", "not a relais.ev.<org>.<kind>.<id> subject".into()))?;
     let stored = StoredEvent::decode(&m.payload).map_err(|e| q("undecodable", e.to_string()))?.into_v1();
     let envelope = stored.open(None).map_err(|e| q("invalid", e.to_string()))?;
     if envelope.org != org || envelope.subject != aggregate {

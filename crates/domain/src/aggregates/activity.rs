@@ -781,6 +781,58 @@ mod tests {
     }
 
     #[test]
+    fn enrolling_or_screening_someone_already_enrolled_is_refused() {
+        let g = given::<Activity>([
+            planned_with(3),
+            registered("apo", "p1"),
+            screened("apo", "p1", true),
+            enrolled("apo", "p1"),
+        ]);
+        g.when(&on("apo", (9, 5)), enrol("p1"))
+            .then_error(DomainError::AlreadyEnrolled);
+        g.when(
+            &on("apo", (9, 5)),
+            Command::Screen(ParticipantScreened {
+                client_ref: "p1".into(),
+                admitted: true,
+                refusal_reason: None,
+            }),
+        )
+        .then_error(DomainError::AlreadyEnrolled);
+    }
+
+    #[test]
+    fn a_screening_refusal_without_a_reason_is_refused() {
+        given::<Activity>([planned_with(3), registered("apo", "p1")])
+            .when(
+                &on("apo", (9, 3)),
+                Command::Screen(ParticipantScreened {
+                    client_ref: "p1".into(),
+                    admitted: false,
+                    refusal_reason: None,
+                }),
+            )
+            .then_error(DomainError::InvalidData(DataError::at(
+                "refusal_reason",
+                "required when the candidate is not admitted",
+            )));
+    }
+
+    #[test]
+    fn an_event_of_another_aggregate_is_refused() {
+        given::<Activity>([planned_with(3)])
+            .when_event(testing::event(
+                "apo",
+                "signals/s-1",
+                (9, 3),
+                crate::events::BottleneckSignalled::example(),
+            ))
+            .then_error(DomainError::NotAnActivityEvent {
+                event_type: "relais.bottleneck.signalled".into(),
+            });
+    }
+
+    #[test]
     fn registering_twice_or_before_planning_is_refused() {
         given::<Activity>([])
             .when(

@@ -1,5 +1,5 @@
 //! One client's case at one organisation (`cases/<id>`): guidance, the detention situation,
-//! the relational network and, embedded, the client's [`consent`](super::consent).
+//! the relational network and, embedded, the client's [`consent`].
 //!
 //! The rules, in short:
 //! - the organisation that opened the case owns it: nobody else records on it;
@@ -828,6 +828,23 @@ pub(crate) mod tests {
         .then(vec![GuidanceRequested::example().into()]);
         assert_eq!(state.status(), CaseStatus::Requested);
         assert!(!state.plan_set());
+    }
+
+    #[test]
+    fn work_on_a_declined_request_is_refused_until_a_new_request() {
+        let g = given::<Case>([requested(), ev((1, 3), GuidanceDeclined::example())]);
+        g.when(&on((1, 4)), Command::HoldIntake(IntakeHeld::example()))
+            .then_error(DomainError::GuidanceDeclined);
+        g.when(
+            &on((1, 4)),
+            Command::AcceptGuidance(GuidanceAccepted::example()),
+        )
+        .then_error(DomainError::GuidanceDeclined);
+        g.when(
+            &on((1, 4)),
+            Command::RequestGuidance(GuidanceRequested::example()),
+        )
+        .then(vec![GuidanceRequested::example().into()]);
     }
 
     #[test]

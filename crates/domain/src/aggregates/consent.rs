@@ -383,6 +383,15 @@ mod tests {
     }
 
     #[test]
+    fn an_event_that_is_not_about_consent_is_refused() {
+        given::<Consent>([])
+            .when_event(event((3, 1), crate::events::GuidanceRequested::example()))
+            .then_error(DomainError::NotAConsentEvent {
+                event_type: "relais.guidance.requested".into(),
+            });
+    }
+
+    #[test]
     fn withdrawing_a_consent_twice_is_refused() {
         given::<Consent>([
             event((3, 1), given_consent(ConsentScope::Guidance, None)),

@@ -750,6 +750,58 @@ mod tests {
     }
 
     #[test]
+    fn receiving_a_referral_twice_is_refused() {
+        given_to_receiver([made(), received()])
+            .when(
+                &ctx(RECEIVER, (2, 3)),
+                Command::Receive(ReferralReceived::example()),
+            )
+            .then_error(DomainError::AlreadyReceived);
+    }
+
+    #[test]
+    fn recording_the_first_contact_twice_is_refused() {
+        given_to_receiver([
+            made(),
+            accepted(),
+            by(RECEIVER, (2, 10), ReferralFirstContactMade::example()),
+        ])
+        .when(
+            &ctx(RECEIVER, (2, 11)),
+            Command::RecordFirstContact(ReferralFirstContactMade::example()),
+        )
+        .then_error(DomainError::FirstContactAlreadyMade);
+    }
+
+    #[test]
+    fn a_decline_with_a_reason_text_but_no_client_reference_is_refused() {
+        let decline = ReferralDeclined {
+            client_ref: None,
+            ..ReferralDeclined::example()
+        };
+        given_to_receiver([made()])
+            .when(&ctx(RECEIVER, (2, 2)), Command::Decline(decline))
+            .then_error(DomainError::InvalidData(DataError::at(
+                "client_ref",
+                "required with reason_text: the text is sealed with the client's key",
+            )));
+    }
+
+    #[test]
+    fn an_event_of_another_aggregate_is_refused() {
+        given_to_receiver([made()])
+            .when_event(testing::event(
+                RECEIVER,
+                "cases/c-9",
+                (2, 2),
+                crate::events::GuidanceAccepted::example(),
+            ))
+            .then_error(DomainError::NotAReferralEvent {
+                event_type: "relais.guidance.accepted".into(),
+            });
+    }
+
+    #[test]
     fn accepting_a_referral_twice_is_refused() {
         given_to_receiver([made(), received(), accepted()])
             .when(

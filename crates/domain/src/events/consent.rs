@@ -135,7 +135,7 @@ pub struct ConsentGiven {
     pub client_ref: String,
     /// What the consent covers.
     pub scope: ConsentScope,
-    /// The last day the consent holds; `None` until withdrawn.
+    /// The last day the consent holds; absent, it holds until withdrawn.
     #[serde(default)]
     pub expires_on: Option<NaiveDate>,
     /// The linkage key; required for the continuity monitor and refused for other scopes.

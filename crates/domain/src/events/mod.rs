@@ -1,7 +1,7 @@
 //! Every event type Relais accepts: its name, version, titles, JSON Schema, example and the
 //! class of each of its fields.
 //!
-//! The catalogue is declared once, in [`catalogue!`] below; the enum [`EventData`], the
+//! The catalogue is declared once, in `catalogue!` below; the enum [`EventData`], the
 //! dispatch by type name, postcard and JSON coding, upcasting of old versions and the split of
 //! personal fields are all generated from that one list, so they cannot disagree.
 //!
