@@ -13,11 +13,7 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .ok_or("usage: fuzz_seeds <corpus dir>")?,
-    );
+    let dir = PathBuf::from(std::env::args().nth(1).ok_or("usage: fuzz_seeds <corpus dir>")?);
     std::fs::create_dir_all(&dir)?;
     let key = DataKey::from_bytes([42; 32]);
     let at = DateTime::from_timestamp_micros(1_740_000_000_000_000).ok_or("time")?;
@@ -38,13 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let (mut stored, personal) = envelope.split_for_storage();
         if !personal.is_empty() {
-            stored.sealed = Some(seal::seal(
-                &key,
-                Uuid::from_u128(7),
-                envelope.id,
-                [i as u8; 24],
-                &personal,
-            ));
+            stored.sealed = Some(seal::seal(&key, Uuid::from_u128(7), envelope.id, [i as u8; 24], &personal));
         }
         let bytes = StoredEvent::V1(stored).encode();
         std::fs::write(dir.join(format!("valid-{}.bin", spec.name)), &bytes)?;
@@ -69,10 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(dir.join("invalid-unknown-version.bin"), body(&stored))?;
     stored = original.clone();
     stored.subject = "referrals/seed-0".into();
-    std::fs::write(
-        dir.join("invalid-subject-of-another-aggregate.bin"),
-        body(&stored),
-    )?;
+    std::fs::write(dir.join("invalid-subject-of-another-aggregate.bin"), body(&stored))?;
     stored = original.clone();
     stored.org = "Not An Org".into();
     std::fs::write(dir.join("invalid-org.bin"), body(&stored))?;
@@ -82,10 +69,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     stored = original;
     stored.data.truncate(1);
     std::fs::write(dir.join("invalid-data-truncated.bin"), body(&stored))?;
-    println!(
-        "wrote {} valid and 10 invalid seeds to {}",
-        CATALOGUE.len(),
-        dir.display()
-    );
+    println!("wrote {} valid and 10 invalid seeds to {}", CATALOGUE.len(), dir.display());
     Ok(())
 }

@@ -38,17 +38,11 @@ pub enum EnvelopeError {
 
 impl EnvelopeError {
     fn invalid(pointer: &str, detail: impl Into<String>) -> Self {
-        Self::Invalid {
-            pointer: pointer.to_owned(),
-            detail: detail.into(),
-        }
+        Self::Invalid { pointer: pointer.to_owned(), detail: detail.into() }
     }
 
     fn in_data(e: DataError) -> Self {
-        Self::Invalid {
-            pointer: format!("/data{}", e.pointer),
-            detail: e.detail,
-        }
+        Self::Invalid { pointer: format!("/data{}", e.pointer), detail: e.detail }
     }
 }
 
@@ -134,13 +128,10 @@ impl StoredEvent {
     /// Reads stored bytes. Untrusted input: an error, never a panic; allocation is bounded by
     /// the input length.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        let (event, rest) = postcard::take_from_bytes::<StoredEvent>(bytes)
-            .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        let (event, rest) =
+            postcard::take_from_bytes::<StoredEvent>(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
-            return Err(EnvelopeError::Malformed(format!(
-                "{} trailing bytes",
-                rest.len()
-            )));
+            return Err(EnvelopeError::Malformed(format!("{} trailing bytes", rest.len())));
         }
         Ok(event)
     }
@@ -161,18 +152,16 @@ impl StoredEvent {
 }
 
 fn micros_to_time(us: i64, what: &str) -> Result<DateTime<Utc>, EnvelopeError> {
-    DateTime::from_timestamp_micros(us)
-        .ok_or_else(|| EnvelopeError::Malformed(format!("{what} out of range")))
+    DateTime::from_timestamp_micros(us).ok_or_else(|| EnvelopeError::Malformed(format!("{what} out of range")))
 }
 
 impl StoredEventV1 {
     /// Decodes the typed envelope. `personal` is the opened sealed box, if the reader may and
     /// can open it; without it, an event that had personal fields reads as erased.
     pub fn open(&self, personal: Option<PersonalFields>) -> Result<Envelope, EnvelopeError> {
-        let org =
-            OrgId::parse(&self.org).map_err(|e| EnvelopeError::Malformed(format!("org: {e}")))?;
-        let subject = AggregateRef::parse(&self.subject)
-            .map_err(|e| EnvelopeError::Malformed(format!("subject: {e}")))?;
+        let org = OrgId::parse(&self.org).map_err(|e| EnvelopeError::Malformed(format!("org: {e}")))?;
+        let subject =
+            AggregateRef::parse(&self.subject).map_err(|e| EnvelopeError::Malformed(format!("subject: {e}")))?;
         let mut data = EventData::decode(&self.event_type, self.schema_version, &self.data)?;
         if data.spec().aggregate != subject.kind() {
             return Err(EnvelopeError::Malformed(format!(
@@ -249,10 +238,7 @@ impl Envelope {
             erased = obj.remove("personaldata").is_some_and(|v| v == "erased");
         }
         if erased {
-            return Err(EnvelopeError::invalid(
-                "/personaldata",
-                "an erased event cannot be read back as data",
-            ));
+            return Err(EnvelopeError::invalid("/personaldata", "an erased event cannot be read back as data"));
         }
         Self::parse_cloud_event(event, None, "").map(|(e, _)| e)
     }
@@ -269,13 +255,8 @@ impl Envelope {
             match obj.remove(name) {
                 Some(Value::String(s)) => Ok(Some(s)),
                 None | Some(Value::Null) if !required => Ok(None),
-                None | Some(Value::Null) => {
-                    Err(EnvelopeError::invalid(&format!("/{name}"), "required"))
-                }
-                Some(_) => Err(EnvelopeError::invalid(
-                    &format!("/{name}"),
-                    "must be a string",
-                )),
+                None | Some(Value::Null) => Err(EnvelopeError::invalid(&format!("/{name}"), "required")),
+                Some(_) => Err(EnvelopeError::invalid(&format!("/{name}"), "must be a string")),
             }
         };
         let recorded_at = match recorded_at {
@@ -283,9 +264,7 @@ impl Envelope {
             None => {
                 let t = take_str("recordedat", true)?.unwrap_or_default();
                 DateTime::parse_from_rfc3339(&t)
-                    .map_err(|_| {
-                        EnvelopeError::invalid("/recordedat", "must be an RFC 3339 timestamp")
-                    })?
+                    .map_err(|_| EnvelopeError::invalid("/recordedat", "must be an RFC 3339 timestamp"))?
                     .with_timezone(&Utc)
             }
         };
@@ -294,20 +273,18 @@ impl Envelope {
             return Err(EnvelopeError::invalid("/specversion", "must be \"1.0\""));
         }
         let id_text = take_str("id", true)?.unwrap_or_default();
-        let id = Uuid::parse_str(&id_text)
-            .map_err(|_| EnvelopeError::invalid("/id", "must be a UUID"))?;
+        let id = Uuid::parse_str(&id_text).map_err(|_| EnvelopeError::invalid("/id", "must be a UUID"))?;
         let source = take_str("source", true)?.unwrap_or_default();
         let org = source
             .strip_prefix("/orgs/")
             .and_then(|o| OrgId::parse(o).ok())
             .ok_or_else(|| EnvelopeError::invalid("/source", "must be /orgs/<organisation id>"))?;
         let event_type = take_str("type", true)?.unwrap_or_default();
-        let spec = events::spec(&event_type).ok_or_else(|| {
-            EnvelopeError::invalid("/type", format!("unknown event type {event_type:?}"))
-        })?;
+        let spec = events::spec(&event_type)
+            .ok_or_else(|| EnvelopeError::invalid("/type", format!("unknown event type {event_type:?}")))?;
         let subject_text = take_str("subject", true)?.unwrap_or_default();
-        let subject = AggregateRef::parse(&subject_text)
-            .map_err(|e| EnvelopeError::invalid("/subject", e.to_string()))?;
+        let subject =
+            AggregateRef::parse(&subject_text).map_err(|e| EnvelopeError::invalid("/subject", e.to_string()))?;
         if subject.kind() != spec.aggregate {
             return Err(EnvelopeError::invalid(
                 "/subject",
@@ -323,10 +300,7 @@ impl Envelope {
         if let Some(ct) = take_str("datacontenttype", false)?
             && ct != "application/json"
         {
-            return Err(EnvelopeError::invalid(
-                "/datacontenttype",
-                "must be application/json",
-            ));
+            return Err(EnvelopeError::invalid("/datacontenttype", "must be application/json"));
         }
         let actor = take_str("actor", false)?.unwrap_or_else(|| default_actor.to_owned());
         let correlation_id = take_str("correlationid", false)?;
@@ -336,9 +310,7 @@ impl Envelope {
             ("correlationid", correlation_id.as_ref()),
             ("causationid", causation_id.as_ref()),
         ] {
-            if value.is_some_and(|v| {
-                v.is_empty() || v.len() > MAX_META_LEN || v.chars().any(char::is_control)
-            }) {
+            if value.is_some_and(|v| v.is_empty() || v.len() > MAX_META_LEN || v.chars().any(char::is_control)) {
                 return Err(EnvelopeError::invalid(
                     &format!("/{name}"),
                     format!("1 to {MAX_META_LEN} printable characters"),
@@ -350,27 +322,21 @@ impl Envelope {
             Some(v) => v
                 .as_u64()
                 .and_then(|v| u16::try_from(v).ok())
-                .ok_or_else(|| {
-                    EnvelopeError::invalid("/schemaversion", "must be a small positive integer")
-                })?,
+                .ok_or_else(|| EnvelopeError::invalid("/schemaversion", "must be a small positive integer"))?,
         };
         let expected_version = match obj.remove("expectedversion") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| {
-                EnvelopeError::invalid("/expectedversion", "must be a non-negative integer")
-            })?),
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| EnvelopeError::invalid("/expectedversion", "must be a non-negative integer"))?,
+            ),
         };
-        let data_value = obj
-            .remove("data")
-            .ok_or_else(|| EnvelopeError::invalid("/data", "required"))?;
+        let data_value = obj.remove("data").ok_or_else(|| EnvelopeError::invalid("/data", "required"))?;
         // The dataschema attribute, if given, must name the same type and version.
         if let Some(ds) = obj.remove("dataschema") {
             let expected = dataschema(spec.name, schema_version);
             if ds.as_str() != Some(expected.as_str()) {
-                return Err(EnvelopeError::invalid(
-                    "/dataschema",
-                    format!("must be {expected} or absent"),
-                ));
+                return Err(EnvelopeError::invalid("/dataschema", format!("must be {expected} or absent")));
             }
         }
         if let Some(unknown) = obj.keys().next() {
@@ -379,8 +345,7 @@ impl Envelope {
                 "unknown attribute: Relais stores every attribute it accepts, so it accepts only those it knows",
             ));
         }
-        let data = EventData::from_json(&event_type, schema_version, data_value)
-            .map_err(EnvelopeError::in_data)?;
+        let data = EventData::from_json(&event_type, schema_version, data_value).map_err(EnvelopeError::in_data)?;
         data.validate().map_err(EnvelopeError::in_data)?;
         let envelope = Envelope {
             id,
@@ -416,17 +381,9 @@ impl Envelope {
         obj.insert("source".into(), format!("/orgs/{}", self.org).into());
         obj.insert("type".into(), spec.name.into());
         obj.insert("subject".into(), self.subject.to_string().into());
-        obj.insert(
-            "time".into(),
-            self.occurred_at
-                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
-                .into(),
-        );
+        obj.insert("time".into(), self.occurred_at.to_rfc3339_opts(SecondsFormat::AutoSi, true).into());
         obj.insert("datacontenttype".into(), "application/json".into());
-        obj.insert(
-            "dataschema".into(),
-            dataschema(spec.name, spec.version).into(),
-        );
+        obj.insert("dataschema".into(), dataschema(spec.name, spec.version).into());
         obj.insert("schemaversion".into(), spec.version.into());
         obj.insert("actor".into(), self.actor.clone().into());
         if let Some(c) = &self.correlation_id {
@@ -435,12 +392,7 @@ impl Envelope {
         if let Some(c) = &self.causation_id {
             obj.insert("causationid".into(), c.clone().into());
         }
-        obj.insert(
-            "recordedat".into(),
-            self.recorded_at
-                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
-                .into(),
-        );
+        obj.insert("recordedat".into(), self.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true).into());
         if self.personal == PersonalState::Erased {
             obj.insert("personaldata".into(), "erased".into());
         }

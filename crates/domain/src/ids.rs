@@ -10,9 +10,7 @@ pub enum IdError {
     #[error("organisation id must be 1 to 32 characters of a-z, 0-9 and '-'")]
     InvalidOrgId,
     /// A subject must be `<kind>/<id>` with a known kind.
-    #[error(
-        "subject must be '<kind>/<id>' with kind one of cases, referrals, activities, signals, clients"
-    )]
+    #[error("subject must be '<kind>/<id>' with kind one of cases, referrals, activities, signals, clients")]
     InvalidSubjectKind,
     /// The id part of a subject must be 1 to 64 characters of `A-Z`, `a-z`, `0-9`, `-` and `_`.
     #[error("the id in a subject must be 1 to 64 characters of A-Z, a-z, 0-9, '-' and '_'")]
@@ -30,13 +28,8 @@ impl OrgId {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(IdError::InvalidOrgId)
-        }
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::InvalidOrgId) }
     }
 
     /// The id as text.
@@ -96,13 +89,7 @@ pub enum AggregateKind {
 
 impl AggregateKind {
     /// Every kind, in a stable order.
-    pub const ALL: [AggregateKind; 5] = [
-        Self::Cases,
-        Self::Referrals,
-        Self::Activities,
-        Self::Signals,
-        Self::Clients,
-    ];
+    pub const ALL: [AggregateKind; 5] = [Self::Cases, Self::Referrals, Self::Activities, Self::Signals, Self::Clients];
 
     /// The kind as it appears in subjects (`cases`, `referrals`, ...).
     pub const fn as_str(self) -> &'static str {
@@ -117,10 +104,7 @@ impl AggregateKind {
 
     /// Parses the kind of a subject.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or(IdError::InvalidSubjectKind)
+        Self::ALL.into_iter().find(|k| k.as_str() == s).ok_or(IdError::InvalidSubjectKind)
     }
 }
 
@@ -137,31 +121,18 @@ impl AggregateRef {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let (kind, id) = s.split_once('/').ok_or(IdError::InvalidSubjectKind)?;
         let kind = AggregateKind::parse(kind)?;
-        Ok(Self {
-            kind,
-            id: Self::check_id(id)?.to_owned(),
-        })
+        Ok(Self { kind, id: Self::check_id(id)?.to_owned() })
     }
 
     /// Builds a reference from a kind and an id.
     pub fn new(kind: AggregateKind, id: &str) -> Result<Self, IdError> {
-        Ok(Self {
-            kind,
-            id: Self::check_id(id)?.to_owned(),
-        })
+        Ok(Self { kind, id: Self::check_id(id)?.to_owned() })
     }
 
     fn check_id(id: &str) -> Result<&str, IdError> {
-        let ok = !id.is_empty()
-            && id.len() <= 64
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(id)
-        } else {
-            Err(IdError::InvalidSubjectId)
-        }
+        let ok =
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok { Ok(id) } else { Err(IdError::InvalidSubjectId) }
     }
 
     /// The kind of aggregate.
@@ -198,17 +169,8 @@ mod tests {
         let s = AggregateRef::parse("cases/3f2a-b_1").expect("valid");
         assert_eq!(s.kind(), AggregateKind::Cases);
         assert_eq!(s.to_string(), "cases/3f2a-b_1");
-        assert_eq!(
-            AggregateRef::parse("cases/a.b"),
-            Err(IdError::InvalidSubjectId)
-        );
-        assert_eq!(
-            AggregateRef::parse("people/x"),
-            Err(IdError::InvalidSubjectKind)
-        );
-        assert_eq!(
-            AggregateRef::parse("cases"),
-            Err(IdError::InvalidSubjectKind)
-        );
+        assert_eq!(AggregateRef::parse("cases/a.b"), Err(IdError::InvalidSubjectId));
+        assert_eq!(AggregateRef::parse("people/x"), Err(IdError::InvalidSubjectKind));
+        assert_eq!(AggregateRef::parse("cases"), Err(IdError::InvalidSubjectKind));
     }
 }

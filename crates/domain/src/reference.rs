@@ -229,9 +229,7 @@ impl Language {
         if ok {
             Ok(Self(code.to_owned()))
         } else {
-            Err(format!(
-                "{code:?} is not an ISO 639 language code (2 or 3 lower-case letters)"
-            ))
+            Err(format!("{code:?} is not an ISO 639 language code (2 or 3 lower-case letters)"))
         }
     }
 
@@ -242,10 +240,7 @@ impl Language {
 
     /// Labels of the languages the services name most; `None` for the others.
     pub fn labels(&self) -> Option<Labels> {
-        COMMON_LANGUAGES
-            .iter()
-            .find(|(c, _)| *c == self.0)
-            .map(|(_, l)| *l)
+        COMMON_LANGUAGES.iter().find(|(c, _)| *c == self.0).map(|(_, l)| *l)
     }
 }
 
@@ -322,68 +317,27 @@ pub struct Organisation {
 /// The default registry: the seven Brussels justice-welfare services and the community
 /// coordinators.
 pub fn default_organisations() -> Vec<Organisation> {
-    let org =
-        |id: &str, name: &str, authority: Option<Authority>, keeps_cases: bool| Organisation {
-            id: crate::ids::OrgId::parse(id)
-                .unwrap_or_else(|_| unreachable!("static ids are valid")),
-            name: name.to_owned(),
-            authority,
-            keeps_cases,
-        };
+    let org = |id: &str, name: &str, authority: Option<Authority>, keeps_cases: bool| Organisation {
+        id: crate::ids::OrgId::parse(id).unwrap_or_else(|_| unreachable!("static ids are valid")),
+        name: name.to_owned(),
+        authority,
+        keeps_cases,
+    };
     vec![
         org("apo", "APO", Some(Authority::Cocom), true),
-        org(
-            "dsr",
-            "Dienst voor Sociale Reïntegratie",
-            Some(Authority::Cocom),
-            true,
-        ),
-        org(
-            "sireas",
-            "Sociale Actie van Brussel (Siréas)",
-            Some(Authority::Cocom),
-            true,
-        ),
-        org(
-            "smbg",
-            "Stichting voor Morele Bijstand aan Gevangenen",
-            Some(Authority::Cocom),
-            true,
-        ),
-        org(
-            "wsw",
-            "Werk voor Sociale Wederaanpassing",
-            Some(Authority::Cocom),
-            true,
-        ),
-        org(
-            "caw-brussel",
-            "Justitieel Welzijnswerk (CAW Brussel)",
-            Some(Authority::FlemishCommunity),
-            true,
-        ),
-        org(
-            "slaj-v",
-            "Service Laïque d'Aide aux Justiciables et aux Victimes",
-            Some(Authority::FrenchCommunity),
-            true,
-        ),
-        org(
-            "coordination",
-            "Gemeenschapscoördinatoren / coordinateurs communautaires",
-            None,
-            false,
-        ),
+        org("dsr", "Dienst voor Sociale Reïntegratie", Some(Authority::Cocom), true),
+        org("sireas", "Sociale Actie van Brussel (Siréas)", Some(Authority::Cocom), true),
+        org("smbg", "Stichting voor Morele Bijstand aan Gevangenen", Some(Authority::Cocom), true),
+        org("wsw", "Werk voor Sociale Wederaanpassing", Some(Authority::Cocom), true),
+        org("caw-brussel", "Justitieel Welzijnswerk (CAW Brussel)", Some(Authority::FlemishCommunity), true),
+        org("slaj-v", "Service Laïque d'Aide aux Justiciables et aux Victimes", Some(Authority::FrenchCommunity), true),
+        org("coordination", "Gemeenschapscoördinatoren / coordinateurs communautaires", None, false),
     ]
 }
 
 /// The entries of one code list as JSON: `[{ "code": ..., "labels": { "nl", "fr", "en" } }, ...]`.
 pub fn code_list_json<T: CodeList>() -> serde_json::Value {
-    T::ALL
-        .iter()
-        .map(|v| serde_json::json!({ "code": v.code(), "labels": v.labels() }))
-        .collect::<Vec<_>>()
-        .into()
+    T::ALL.iter().map(|v| serde_json::json!({ "code": v.code(), "labels": v.labels() })).collect::<Vec<_>>().into()
 }
 
 /// Every code list and the organisations registry, for the catalogue endpoint:
@@ -392,15 +346,12 @@ pub fn code_list_json<T: CodeList>() -> serde_json::Value {
 /// a deployment that configures its own registry replaces that entry.
 pub fn reference_data() -> serde_json::Value {
     use crate::events::{
-        ClosureReason, ConsentScopeKind, ContactForm, DropoutReason, ErasureReason,
-        EvaluationOutcome, GuidanceDeclineReason, GuidanceSetting, Interpreter, LeavePurpose,
-        OutingPurpose, ReferralCancelReason, ReferralDeclineReason, ReferralOutcome,
-        RequestChannel, ScreeningRefusalReason, SignalAddressee, UrgentOutcome,
+        ClosureReason, ConsentScopeKind, ContactForm, DropoutReason, ErasureReason, EvaluationOutcome,
+        GuidanceDeclineReason, GuidanceSetting, Interpreter, LeavePurpose, OutingPurpose, ReferralCancelReason,
+        ReferralDeclineReason, ReferralOutcome, RequestChannel, ScreeningRefusalReason, SignalAddressee, UrgentOutcome,
     };
-    let languages: Vec<serde_json::Value> = COMMON_LANGUAGES
-        .iter()
-        .map(|(code, labels)| serde_json::json!({ "code": code, "labels": labels }))
-        .collect();
+    let languages: Vec<serde_json::Value> =
+        COMMON_LANGUAGES.iter().map(|(code, labels)| serde_json::json!({ "code": code, "labels": labels })).collect();
     serde_json::json!({
         "intervention_modes": code_list_json::<InterventionMode>(),
         "life_domains": code_list_json::<LifeDomain>(),
@@ -464,16 +415,10 @@ mod tests {
     #[test]
     fn codes_are_the_serde_names() {
         for p in Prison::ALL {
-            assert_eq!(
-                serde_json::to_value(p).expect("serializes"),
-                serde_json::json!(p.code())
-            );
+            assert_eq!(serde_json::to_value(p).expect("serializes"), serde_json::json!(p.code()));
         }
         for k in ReleaseKind::ALL {
-            assert_eq!(
-                serde_json::to_value(k).expect("serializes"),
-                serde_json::json!(k.code())
-            );
+            assert_eq!(serde_json::to_value(k).expect("serializes"), serde_json::json!(k.code()));
         }
     }
 

@@ -75,31 +75,14 @@ fn associated_data(event_id: Uuid, key_id: Uuid) -> [u8; 32] {
 }
 
 /// Seals an event's personal fields.
-pub fn seal(
-    key: &DataKey,
-    key_id: Uuid,
-    event_id: Uuid,
-    nonce: [u8; 24],
-    fields: &PersonalFields,
-) -> Sealed {
+pub fn seal(key: &DataKey, key_id: Uuid, event_id: Uuid, nonce: [u8; 24], fields: &PersonalFields) -> Sealed {
     let cipher = XChaCha20Poly1305::new(key.0.as_slice().into());
     let plaintext = postcard::to_allocvec(fields).unwrap_or_default();
     let aad = associated_data(event_id, key_id);
     // Encryption into a Vec fails only past 2^38 bytes; an event is bounded far below.
-    let ciphertext = cipher
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: &plaintext,
-                aad: &aad,
-            },
-        )
-        .unwrap_or_default();
-    Sealed {
-        key_id,
-        nonce,
-        ciphertext,
-    }
+    let ciphertext =
+        cipher.encrypt(XNonce::from_slice(&nonce), Payload { msg: &plaintext, aad: &aad }).unwrap_or_default();
+    Sealed { key_id, nonce, ciphertext }
 }
 
 /// Opens sealed personal fields with the client's data key.
@@ -107,17 +90,8 @@ pub fn open(key: &DataKey, event_id: Uuid, sealed: &Sealed) -> Result<PersonalFi
     let cipher = XChaCha20Poly1305::new(key.0.as_slice().into());
     let aad = associated_data(event_id, sealed.key_id);
     let plaintext = cipher
-        .decrypt(
-            XNonce::from_slice(&sealed.nonce),
-            Payload {
-                msg: &sealed.ciphertext,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| SealError::Undecryptable {
-            event_id,
-            key_id: sealed.key_id,
-        })?;
+        .decrypt(XNonce::from_slice(&sealed.nonce), Payload { msg: &sealed.ciphertext, aad: &aad })
+        .map_err(|_| SealError::Undecryptable { event_id, key_id: sealed.key_id })?;
     postcard::from_bytes(&plaintext).map_err(|_| SealError::Malformed { event_id })
 }
 
@@ -126,10 +100,7 @@ mod tests {
     use super::*;
 
     fn fields() -> PersonalFields {
-        PersonalFields(vec![
-            ("client_ref".into(), "cl-1".into()),
-            ("note".into(), "x".into()),
-        ])
+        PersonalFields(vec![("client_ref".into(), "cl-1".into()), ("note".into(), "x".into())])
     }
 
     #[test]
@@ -146,19 +117,10 @@ mod tests {
         let key = DataKey::from_bytes([7; 32]);
         let (kid, eid) = (Uuid::from_u128(1), Uuid::from_u128(2));
         let s = seal(&key, kid, eid, [1; 24], &fields());
-        assert!(matches!(
-            open(&DataKey::from_bytes([8; 32]), eid, &s),
-            Err(SealError::Undecryptable { .. })
-        ));
-        assert!(matches!(
-            open(&key, Uuid::from_u128(3), &s),
-            Err(SealError::Undecryptable { .. })
-        ));
+        assert!(matches!(open(&DataKey::from_bytes([8; 32]), eid, &s), Err(SealError::Undecryptable { .. })));
+        assert!(matches!(open(&key, Uuid::from_u128(3), &s), Err(SealError::Undecryptable { .. })));
         let mut altered = s.clone();
         altered.ciphertext[0] ^= 1;
-        assert!(matches!(
-            open(&key, eid, &altered),
-            Err(SealError::Undecryptable { .. })
-        ));
+        assert!(matches!(open(&key, eid, &altered), Err(SealError::Undecryptable { .. })));
     }
 }

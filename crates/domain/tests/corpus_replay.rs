@@ -20,10 +20,7 @@ fn corpus() -> Vec<(String, Vec<u8>)> {
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| {
             let path = entry.unwrap().path();
-            (
-                path.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&path).unwrap(),
-            )
+            (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&path).unwrap())
         })
         .collect();
     files.sort();
@@ -40,11 +37,7 @@ fn every_corpus_file_decodes_or_is_refused_without_panicking() {
             let envelope = result.unwrap_or_else(|e| panic!("{name}: {e}"));
             // Without the client's key, an event with sealed personal fields reads as erased.
             let sealed = StoredEvent::decode(bytes).unwrap().v1().sealed.is_some();
-            let expected = if sealed {
-                PersonalState::Erased
-            } else {
-                PersonalState::Present
-            };
+            let expected = if sealed { PersonalState::Erased } else { PersonalState::Present };
             assert_eq!(envelope.personal, expected, "{name}");
             assert_eq!(format!("valid-{}.bin", envelope.data.event_type()), *name);
         } else if name.starts_with("invalid-") {

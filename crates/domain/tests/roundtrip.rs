@@ -26,8 +26,7 @@ fn free_text() -> impl Strategy<Value = Option<String>> {
 
 /// Microsecond precision, as stored; years 1990 to 2100.
 fn time() -> impl Strategy<Value = DateTime<Utc>> {
-    (631_152_000_000_000i64..4_102_444_800_000_000i64)
-        .prop_map(|us| DateTime::from_timestamp_micros(us).unwrap())
+    (631_152_000_000_000i64..4_102_444_800_000_000i64).prop_map(|us| DateTime::from_timestamp_micros(us).unwrap())
 }
 
 fn meta() -> impl Strategy<Value = String> {
@@ -36,12 +35,8 @@ fn meta() -> impl Strategy<Value = String> {
 
 /// Random event data: a catalogue example with its client reference and free texts replaced.
 fn event_data() -> impl Strategy<Value = EventData> {
-    (
-        0..CATALOGUE.len(),
-        client_ref(),
-        proptest::collection::vec(free_text(), FREE_TEXTS.len()),
-    )
-        .prop_map(|(i, client_ref, texts)| {
+    (0..CATALOGUE.len(), client_ref(), proptest::collection::vec(free_text(), FREE_TEXTS.len())).prop_map(
+        |(i, client_ref, texts)| {
             let spec = &CATALOGUE[i];
             let mut json = spec.example_data();
             let obj = json.as_object_mut().unwrap();
@@ -58,7 +53,8 @@ fn event_data() -> impl Strategy<Value = EventData> {
                 }
             }
             EventData::from_json(spec.name, spec.version, json).unwrap()
-        })
+        },
+    )
 }
 
 fn envelope() -> impl Strategy<Value = Envelope> {
@@ -74,32 +70,20 @@ fn envelope() -> impl Strategy<Value = Envelope> {
         proptest::option::of(meta()),
         event_data(),
     )
-        .prop_map(
-            |(
-                id,
+        .prop_map(|(id, org, subject_id, occurred_at, recorded_at, actor, correlation_id, causation_id, data)| {
+            Envelope {
+                id: Uuid::from_u128(id),
                 org,
-                subject_id,
+                subject: AggregateRef::new(data.spec().aggregate, &subject_id).unwrap(),
                 occurred_at,
                 recorded_at,
                 actor,
                 correlation_id,
                 causation_id,
                 data,
-            )| {
-                Envelope {
-                    id: Uuid::from_u128(id),
-                    org,
-                    subject: AggregateRef::new(data.spec().aggregate, &subject_id).unwrap(),
-                    occurred_at,
-                    recorded_at,
-                    actor,
-                    correlation_id,
-                    causation_id,
-                    data,
-                    personal: PersonalState::Present,
-                }
-            },
-        )
+                personal: PersonalState::Present,
+            }
+        })
 }
 
 /// Stores an envelope as the event log does: personal fields sealed with the client's key.

@@ -15,9 +15,9 @@
 use super::{Context, checked};
 use crate::envelope::{Envelope, PersonalState};
 use crate::events::{
-    ActivityEvaluated, ActivityPlanned, DataError, DropoutFeedbackHeld, EvaluationOutcome,
-    EventData, NeedsSurveyRecorded, ParticipantDroppedOut, ParticipantEnrolled,
-    ParticipantScreened, RegistrationReceived, SessionHeld,
+    ActivityEvaluated, ActivityPlanned, DataError, DropoutFeedbackHeld, EvaluationOutcome, EventData,
+    NeedsSurveyRecorded, ParticipantDroppedOut, ParticipantEnrolled, ParticipantScreened, RegistrationReceived,
+    SessionHeld,
 };
 use crate::ids::{AggregateKind, OrgId};
 use crate::labels::Labels;
@@ -267,11 +267,9 @@ impl DomainError {
                 "L'activité n'est pas planifiée.",
                 "The activity was not planned.",
             ),
-            Self::ActivityEnded => Labels::new(
-                "De activiteit werd stopgezet.",
-                "L'activité a été arrêtée.",
-                "The activity was stopped.",
-            ),
+            Self::ActivityEnded => {
+                Labels::new("De activiteit werd stopgezet.", "L'activité a été arrêtée.", "The activity was stopped.")
+            }
             Self::AlreadyRegistered => Labels::new(
                 "De kandidaat is al ingeschreven.",
                 "Le candidat est déjà inscrit.",
@@ -292,11 +290,9 @@ impl DomainError {
                 "Le participant est déjà admis au groupe.",
                 "The participant is already enrolled.",
             ),
-            Self::CapacityReached { .. } => Labels::new(
-                "Alle plaatsen zijn bezet.",
-                "Toutes les places sont prises.",
-                "All places are taken.",
-            ),
+            Self::CapacityReached { .. } => {
+                Labels::new("Alle plaatsen zijn bezet.", "Toutes les places sont prises.", "All places are taken.")
+            }
             Self::SessionAlreadyHeld { .. } => Labels::new(
                 "Deze sessie werd al geregistreerd.",
                 "Cette séance a déjà été enregistrée.",
@@ -337,23 +333,15 @@ impl DomainError {
 }
 
 /// The events of a command on an activity, checked with [`check`].
-pub fn decide(
-    state: &State,
-    command: &Command,
-    ctx: &Context,
-) -> Result<Vec<EventData>, DomainError> {
+pub fn decide(state: &State, command: &Command, ctx: &Context) -> Result<Vec<EventData>, DomainError> {
     checked(state, ctx, vec![command.event()], check, evolve)
 }
 
 /// The rules an incoming event on an activity must meet, given its earlier events.
 pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
     event.data.validate().map_err(DomainError::InvalidData)?;
-    if event.data.spec().aggregate != AggregateKind::Activities
-        || event.subject.kind() != AggregateKind::Activities
-    {
-        return Err(DomainError::NotAnActivityEvent {
-            event_type: event.data.event_type().to_owned(),
-        });
+    if event.data.spec().aggregate != AggregateKind::Activities || event.subject.kind() != AggregateKind::Activities {
+        return Err(DomainError::NotAnActivityEvent { event_type: event.data.event_type().to_owned() });
     }
     match &event.data {
         EventData::NeedsSurveyRecorded(_) => Ok(()),
@@ -374,27 +362,19 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
         EventData::ParticipantScreened(d) => {
             planned(state)?;
             match participant(state, event, &d.client_ref)?.status {
-                ParticipantStatus::Enrolled | ParticipantStatus::DroppedOut => {
-                    Err(DomainError::AlreadyEnrolled)
-                }
-                ParticipantStatus::Registered
-                | ParticipantStatus::Admitted
-                | ParticipantStatus::NotAdmitted => Ok(()),
+                ParticipantStatus::Enrolled | ParticipantStatus::DroppedOut => Err(DomainError::AlreadyEnrolled),
+                ParticipantStatus::Registered | ParticipantStatus::Admitted | ParticipantStatus::NotAdmitted => Ok(()),
             }
         }
         EventData::ParticipantEnrolled(d) => {
             let plan = running(state)?;
             match participant(state, event, &d.client_ref)?.status {
-                ParticipantStatus::Registered | ParticipantStatus::NotAdmitted => {
-                    Err(DomainError::NotAdmitted)
-                }
+                ParticipantStatus::Registered | ParticipantStatus::NotAdmitted => Err(DomainError::NotAdmitted),
                 ParticipantStatus::Enrolled => Err(DomainError::AlreadyEnrolled),
                 // A dropout may come back: they were admitted.
                 ParticipantStatus::Admitted | ParticipantStatus::DroppedOut => {
                     if state.enrolled >= plan.capacity {
-                        Err(DomainError::CapacityReached {
-                            capacity: plan.capacity,
-                        })
+                        Err(DomainError::CapacityReached { capacity: plan.capacity })
                     } else {
                         Ok(())
                     }
@@ -404,19 +384,13 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
         EventData::SessionHeld(d) => {
             let plan = running(state)?;
             if state.sessions.contains(&d.session_number) {
-                return Err(DomainError::SessionAlreadyHeld {
-                    session_number: d.session_number,
-                });
+                return Err(DomainError::SessionAlreadyHeld { session_number: d.session_number });
             }
             if d.held_on < plan.starts_on {
-                return Err(DomainError::SessionBeforeStart {
-                    starts_on: plan.starts_on,
-                });
+                return Err(DomainError::SessionBeforeStart { starts_on: plan.starts_on });
             }
             if u32::from(d.attended_count) + u32::from(d.absent_count) > u32::from(state.enrolled) {
-                return Err(DomainError::AttendanceExceedsEnrolment {
-                    enrolled: state.enrolled,
-                });
+                return Err(DomainError::AttendanceExceedsEnrolment { enrolled: state.enrolled });
             }
             Ok(())
         }
@@ -433,23 +407,13 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
             if p.status != ParticipantStatus::DroppedOut {
                 return Err(DomainError::DidNotDropOut);
             }
-            if p.feedback_held {
-                Err(DomainError::FeedbackAlreadyHeld)
-            } else {
-                Ok(())
-            }
+            if p.feedback_held { Err(DomainError::FeedbackAlreadyHeld) } else { Ok(()) }
         }
         EventData::ActivityEvaluated(_) => {
             running(state)?;
-            if state.sessions.is_empty() {
-                Err(DomainError::NoSessionHeld)
-            } else {
-                Ok(())
-            }
+            if state.sessions.is_empty() { Err(DomainError::NoSessionHeld) } else { Ok(()) }
         }
-        other => Err(DomainError::NotAnActivityEvent {
-            event_type: other.event_type().to_owned(),
-        }),
+        other => Err(DomainError::NotAnActivityEvent { event_type: other.event_type().to_owned() }),
     }
 }
 
@@ -459,37 +423,22 @@ pub fn evolve(mut state: State, event: &Envelope) -> State {
     match &event.data {
         EventData::NeedsSurveyRecorded(_) => state.surveys += 1,
         EventData::ActivityPlanned(d) => {
-            state.plan = Some(Plan {
-                organiser: event.org.clone(),
-                kind: d.kind,
-                capacity: d.capacity,
-                starts_on: d.starts_on,
-            });
+            state.plan =
+                Some(Plan { organiser: event.org.clone(), kind: d.kind, capacity: d.capacity, starts_on: d.starts_on });
         }
         EventData::RegistrationReceived(d) if present => {
             state.roster.insert(
                 key(event, &d.client_ref),
-                Participant {
-                    status: ParticipantStatus::Registered,
-                    feedback_held: false,
-                },
+                Participant { status: ParticipantStatus::Registered, feedback_held: false },
             );
         }
         EventData::ParticipantScreened(d) if present => {
-            let status = if d.admitted {
-                ParticipantStatus::Admitted
-            } else {
-                ParticipantStatus::NotAdmitted
-            };
+            let status = if d.admitted { ParticipantStatus::Admitted } else { ParticipantStatus::NotAdmitted };
             set_status(&mut state, event, &d.client_ref, status);
         }
         EventData::ParticipantEnrolled(d) => {
             let was_enrolled = present
-                && state
-                    .roster
-                    .get(&key(event, &d.client_ref))
-                    .map(|p| p.status)
-                    == Some(ParticipantStatus::Enrolled);
+                && state.roster.get(&key(event, &d.client_ref)).map(|p| p.status) == Some(ParticipantStatus::Enrolled);
             if !was_enrolled {
                 state.enrolled = state.enrolled.saturating_add(1);
             }
@@ -497,30 +446,18 @@ pub fn evolve(mut state: State, event: &Envelope) -> State {
                 // A dropout who comes back starts afresh: a new dropout needs a new feedback.
                 state.roster.insert(
                     key(event, &d.client_ref),
-                    Participant {
-                        status: ParticipantStatus::Enrolled,
-                        feedback_held: false,
-                    },
+                    Participant { status: ParticipantStatus::Enrolled, feedback_held: false },
                 );
             }
         }
         EventData::ParticipantDroppedOut(d) => {
             let was_enrolled = !present
-                || state
-                    .roster
-                    .get(&key(event, &d.client_ref))
-                    .map(|p| p.status)
-                    == Some(ParticipantStatus::Enrolled);
+                || state.roster.get(&key(event, &d.client_ref)).map(|p| p.status) == Some(ParticipantStatus::Enrolled);
             if was_enrolled {
                 state.enrolled = state.enrolled.saturating_sub(1);
             }
             if present {
-                set_status(
-                    &mut state,
-                    event,
-                    &d.client_ref,
-                    ParticipantStatus::DroppedOut,
-                );
+                set_status(&mut state, event, &d.client_ref, ParticipantStatus::DroppedOut);
             }
         }
         EventData::DropoutFeedbackHeld(d) if present => {
@@ -540,10 +477,7 @@ pub fn evolve(mut state: State, event: &Envelope) -> State {
 }
 
 fn key(event: &Envelope, client_ref: &str) -> ParticipantKey {
-    ParticipantKey {
-        org: event.org.clone(),
-        client_ref: client_ref.to_owned(),
-    }
+    ParticipantKey { org: event.org.clone(), client_ref: client_ref.to_owned() }
 }
 
 fn set_status(state: &mut State, event: &Envelope, client_ref: &str, status: ParticipantStatus) {
@@ -551,10 +485,7 @@ fn set_status(state: &mut State, event: &Envelope, client_ref: &str, status: Par
         .roster
         .entry(key(event, client_ref))
         .and_modify(|p| p.status = status)
-        .or_insert(Participant {
-            status,
-            feedback_held: false,
-        });
+        .or_insert(Participant { status, feedback_held: false });
 }
 
 fn planned(state: &State) -> Result<&Plan, DomainError> {
@@ -564,22 +495,11 @@ fn planned(state: &State) -> Result<&Plan, DomainError> {
 /// Planned and not stopped.
 fn running(state: &State) -> Result<&Plan, DomainError> {
     let plan = planned(state)?;
-    if state.ended {
-        Err(DomainError::ActivityEnded)
-    } else {
-        Ok(plan)
-    }
+    if state.ended { Err(DomainError::ActivityEnded) } else { Ok(plan) }
 }
 
-fn participant<'a>(
-    state: &'a State,
-    event: &Envelope,
-    client_ref: &str,
-) -> Result<&'a Participant, DomainError> {
-    state
-        .roster
-        .get(&key(event, client_ref))
-        .ok_or(DomainError::NotRegistered)
+fn participant<'a>(state: &'a State, event: &Envelope, client_ref: &str) -> Result<&'a Participant, DomainError> {
+    state.roster.get(&key(event, client_ref)).ok_or(DomainError::NotRegistered)
 }
 
 #[cfg(test)]
@@ -597,12 +517,7 @@ mod tests {
         type Command = Command;
         type Error = DomainError;
         type Input = ();
-        fn decide(
-            s: &State,
-            c: &Command,
-            ctx: &Context,
-            _: &(),
-        ) -> Result<Vec<EventData>, DomainError> {
+        fn decide(s: &State, c: &Command, ctx: &Context, _: &()) -> Result<Vec<EventData>, DomainError> {
             decide(s, c, ctx)
         }
         fn check(s: &State, e: &Envelope, _: &()) -> Result<(), DomainError> {
@@ -624,105 +539,47 @@ mod tests {
     }
 
     fn planned_with(capacity: u16) -> Envelope {
-        ev(
-            "coordination",
-            (9, 1),
-            ActivityPlanned {
-                capacity,
-                ..ActivityPlanned::example()
-            },
-        )
+        ev("coordination", (9, 1), ActivityPlanned { capacity, ..ActivityPlanned::example() })
     }
 
     fn registered(org: &str, r: &str) -> Envelope {
-        ev(
-            org,
-            (9, 2),
-            RegistrationReceived {
-                client_ref: r.into(),
-            },
-        )
+        ev(org, (9, 2), RegistrationReceived { client_ref: r.into() })
     }
 
     fn screened(org: &str, r: &str, admitted: bool) -> Envelope {
-        let refusal_reason = if admitted {
-            None
-        } else {
-            Some(ScreeningRefusalReason::LanguageLevel)
-        };
-        ev(
-            org,
-            (9, 3),
-            ParticipantScreened {
-                client_ref: r.into(),
-                admitted,
-                refusal_reason,
-            },
-        )
+        let refusal_reason = if admitted { None } else { Some(ScreeningRefusalReason::LanguageLevel) };
+        ev(org, (9, 3), ParticipantScreened { client_ref: r.into(), admitted, refusal_reason })
     }
 
     fn enrolled(org: &str, r: &str) -> Envelope {
-        ev(
-            org,
-            (9, 4),
-            ParticipantEnrolled {
-                client_ref: r.into(),
-            },
-        )
+        ev(org, (9, 4), ParticipantEnrolled { client_ref: r.into() })
     }
 
     fn dropped(org: &str, r: &str) -> Envelope {
-        ev(
-            org,
-            (10, 1),
-            ParticipantDroppedOut {
-                client_ref: r.into(),
-                reason: DropoutReason::LostInterest,
-            },
-        )
+        ev(org, (10, 1), ParticipantDroppedOut { client_ref: r.into(), reason: DropoutReason::LostInterest })
     }
 
     fn enrol(r: &str) -> Command {
-        Command::Enrol(ParticipantEnrolled {
-            client_ref: r.into(),
-        })
+        Command::Enrol(ParticipantEnrolled { client_ref: r.into() })
     }
 
     fn session(n: u16, attended: u16, absent: u16) -> SessionHeld {
-        SessionHeld {
-            session_number: n,
-            held_on: date(9, 15),
-            attended_count: attended,
-            absent_count: absent,
-        }
+        SessionHeld { session_number: n, held_on: date(9, 15), attended_count: attended, absent_count: absent }
     }
 
     #[test]
     fn an_admitted_candidate_is_enrolled() {
-        let state = given::<Activity>([
-            planned_with(2),
-            registered("apo", "p1"),
-            screened("apo", "p1", true),
-        ])
-        .when(&on("apo", (9, 4)), enrol("p1"))
-        .then(vec![
-            ParticipantEnrolled {
-                client_ref: "p1".into(),
-            }
-            .into(),
-        ]);
+        let state = given::<Activity>([planned_with(2), registered("apo", "p1"), screened("apo", "p1", true)])
+            .when(&on("apo", (9, 4)), enrol("p1"))
+            .then(vec![ParticipantEnrolled { client_ref: "p1".into() }.into()]);
         assert_eq!(state.enrolled(), 1);
     }
 
     #[test]
     fn enrolling_a_candidate_not_admitted_at_screening_is_refused() {
-        given::<Activity>([
-            planned_with(2),
-            registered("apo", "p1"),
-            screened("apo", "p1", false),
-        ])
-        .when(&on("apo", (9, 4)), enrol("p1"))
-        .then_error(DomainError::NotAdmitted);
+        given::<Activity>([planned_with(2), registered("apo", "p1"), screened("apo", "p1", false)])
+            .when(&on("apo", (9, 4)), enrol("p1"))
+            .then_error(DomainError::NotAdmitted);
     }
 
     #[test]
@@ -749,35 +606,15 @@ mod tests {
         freed.push(dropped("apo", "p1"));
         given::<Activity>(freed)
             .when(&on("apo", (10, 2)), enrol("p2"))
-            .then(vec![
-                ParticipantEnrolled {
-                    client_ref: "p2".into(),
-                }
-                .into(),
-            ]);
+            .then(vec![ParticipantEnrolled { client_ref: "p2".into() }.into()]);
     }
 
     #[test]
     fn the_same_reference_from_two_organisations_names_two_participants() {
-        let g = given::<Activity>([
-            planned_with(5),
-            registered("apo", "p1"),
-            screened("apo", "p1", true),
-        ]);
-        g.when(&on("dsr", (9, 4)), enrol("p1"))
-            .then_error(DomainError::NotRegistered);
-        g.when(
-            &on("dsr", (9, 4)),
-            Command::Register(RegistrationReceived {
-                client_ref: "p1".into(),
-            }),
-        )
-        .then(vec![
-            RegistrationReceived {
-                client_ref: "p1".into(),
-            }
-            .into(),
-        ]);
+        let g = given::<Activity>([planned_with(5), registered("apo", "p1"), screened("apo", "p1", true)]);
+        g.when(&on("dsr", (9, 4)), enrol("p1")).then_error(DomainError::NotRegistered);
+        g.when(&on("dsr", (9, 4)), Command::Register(RegistrationReceived { client_ref: "p1".into() }))
+            .then(vec![RegistrationReceived { client_ref: "p1".into() }.into()]);
     }
 
     #[test]
@@ -788,15 +625,10 @@ mod tests {
             screened("apo", "p1", true),
             enrolled("apo", "p1"),
         ]);
-        g.when(&on("apo", (9, 5)), enrol("p1"))
-            .then_error(DomainError::AlreadyEnrolled);
+        g.when(&on("apo", (9, 5)), enrol("p1")).then_error(DomainError::AlreadyEnrolled);
         g.when(
             &on("apo", (9, 5)),
-            Command::Screen(ParticipantScreened {
-                client_ref: "p1".into(),
-                admitted: true,
-                refusal_reason: None,
-            }),
+            Command::Screen(ParticipantScreened { client_ref: "p1".into(), admitted: true, refusal_reason: None }),
         )
         .then_error(DomainError::AlreadyEnrolled);
     }
@@ -806,11 +638,7 @@ mod tests {
         given::<Activity>([planned_with(3), registered("apo", "p1")])
             .when(
                 &on("apo", (9, 3)),
-                Command::Screen(ParticipantScreened {
-                    client_ref: "p1".into(),
-                    admitted: false,
-                    refusal_reason: None,
-                }),
+                Command::Screen(ParticipantScreened { client_ref: "p1".into(), admitted: false, refusal_reason: None }),
             )
             .then_error(DomainError::InvalidData(DataError::at(
                 "refusal_reason",
@@ -821,50 +649,31 @@ mod tests {
     #[test]
     fn an_event_of_another_aggregate_is_refused() {
         given::<Activity>([planned_with(3)])
-            .when_event(testing::event(
-                "apo",
-                "signals/s-1",
-                (9, 3),
-                crate::events::BottleneckSignalled::example(),
-            ))
-            .then_error(DomainError::NotAnActivityEvent {
-                event_type: "relais.bottleneck.signalled".into(),
-            });
+            .when_event(testing::event("apo", "signals/s-1", (9, 3), crate::events::BottleneckSignalled::example()))
+            .then_error(DomainError::NotAnActivityEvent { event_type: "relais.bottleneck.signalled".into() });
     }
 
     #[test]
     fn registering_twice_or_before_planning_is_refused() {
         given::<Activity>([])
-            .when(
-                &on("apo", (9, 2)),
-                Command::Register(RegistrationReceived::example()),
-            )
+            .when(&on("apo", (9, 2)), Command::Register(RegistrationReceived::example()))
             .then_error(DomainError::NotPlanned);
         given::<Activity>([planned_with(2), registered("apo", "cl-2025-0142")])
-            .when(
-                &on("apo", (9, 2)),
-                Command::Register(RegistrationReceived::example()),
-            )
+            .when(&on("apo", (9, 2)), Command::Register(RegistrationReceived::example()))
             .then_error(DomainError::AlreadyRegistered);
     }
 
     #[test]
     fn an_activity_is_planned_once() {
         given::<Activity>([planned_with(2)])
-            .when(
-                &on("coordination", (9, 1)),
-                Command::Plan(ActivityPlanned::example()),
-            )
+            .when(&on("coordination", (9, 1)), Command::Plan(ActivityPlanned::example()))
             .then_error(DomainError::AlreadyPlanned);
     }
 
     #[test]
     fn a_needs_survey_may_come_before_the_plan() {
         let state = given::<Activity>([])
-            .when(
-                &on("coordination", (6, 1)),
-                Command::RecordNeedsSurvey(NeedsSurveyRecorded::example()),
-            )
+            .when(&on("coordination", (6, 1)), Command::RecordNeedsSurvey(NeedsSurveyRecorded::example()))
             .then(vec![NeedsSurveyRecorded::example().into()]);
         assert_eq!(state.surveys(), 1);
     }
@@ -879,20 +688,14 @@ mod tests {
         ])
         .when(
             &on("apo", (10, 2)),
-            Command::HoldDropoutFeedback(DropoutFeedbackHeld {
-                client_ref: "p1".into(),
-                note: None,
-            }),
+            Command::HoldDropoutFeedback(DropoutFeedbackHeld { client_ref: "p1".into(), note: None }),
         )
         .then_error(DomainError::DidNotDropOut);
     }
 
     #[test]
     fn a_dropout_feedback_is_held_once_with_a_dropout() {
-        let feedback = DropoutFeedbackHeld {
-            client_ref: "p1".into(),
-            note: None,
-        };
+        let feedback = DropoutFeedbackHeld { client_ref: "p1".into(), note: None };
         let history = [
             planned_with(2),
             registered("apo", "p1"),
@@ -901,10 +704,7 @@ mod tests {
             dropped("apo", "p1"),
         ];
         let state = given::<Activity>(history.clone())
-            .when(
-                &on("apo", (10, 2)),
-                Command::HoldDropoutFeedback(feedback.clone()),
-            )
+            .when(&on("apo", (10, 2)), Command::HoldDropoutFeedback(feedback.clone()))
             .then(vec![feedback.clone().into()]);
         assert!(state.roster().values().all(|p| p.feedback_held));
         let mut twice = history.to_vec();
@@ -916,19 +716,12 @@ mod tests {
 
     #[test]
     fn a_dropout_of_someone_not_enrolled_is_refused() {
-        given::<Activity>([
-            planned_with(2),
-            registered("apo", "p1"),
-            screened("apo", "p1", true),
-        ])
-        .when(
-            &on("apo", (10, 1)),
-            Command::RecordDropout(ParticipantDroppedOut {
-                client_ref: "p1".into(),
-                reason: DropoutReason::Other,
-            }),
-        )
-        .then_error(DomainError::NotEnrolled);
+        given::<Activity>([planned_with(2), registered("apo", "p1"), screened("apo", "p1", true)])
+            .when(
+                &on("apo", (10, 1)),
+                Command::RecordDropout(ParticipantDroppedOut { client_ref: "p1".into(), reason: DropoutReason::Other }),
+            )
+            .then_error(DomainError::NotEnrolled);
     }
 
     #[test]
@@ -940,56 +733,33 @@ mod tests {
             enrolled("apo", "p1"),
             ev("coordination", (9, 15), session(1, 1, 0)),
         ]);
+        g.when(&on("coordination", (9, 22)), Command::HoldSession(session(1, 1, 0)))
+            .then_error(DomainError::SessionAlreadyHeld { session_number: 1 });
+        g.when(&on("coordination", (9, 22)), Command::HoldSession(session(2, 1, 1)))
+            .then_error(DomainError::AttendanceExceedsEnrolment { enrolled: 1 });
         g.when(
             &on("coordination", (9, 22)),
-            Command::HoldSession(session(1, 1, 0)),
+            Command::HoldSession(SessionHeld { held_on: date(9, 1), ..session(2, 1, 0) }),
         )
-        .then_error(DomainError::SessionAlreadyHeld { session_number: 1 });
-        g.when(
-            &on("coordination", (9, 22)),
-            Command::HoldSession(session(2, 1, 1)),
-        )
-        .then_error(DomainError::AttendanceExceedsEnrolment { enrolled: 1 });
-        g.when(
-            &on("coordination", (9, 22)),
-            Command::HoldSession(SessionHeld {
-                held_on: date(9, 1),
-                ..session(2, 1, 0)
-            }),
-        )
-        .then_error(DomainError::SessionBeforeStart {
-            starts_on: date(9, 15),
-        });
-        g.when(
-            &on("coordination", (9, 22)),
-            Command::HoldSession(session(2, 0, 1)),
-        )
-        .then(vec![session(2, 0, 1).into()]);
+        .then_error(DomainError::SessionBeforeStart { starts_on: date(9, 15) });
+        g.when(&on("coordination", (9, 22)), Command::HoldSession(session(2, 0, 1)))
+            .then(vec![session(2, 0, 1).into()]);
     }
 
     #[test]
     fn an_evaluation_needs_a_session_and_a_stop_ends_the_activity() {
         given::<Activity>([planned_with(2)])
-            .when(
-                &on("coordination", (12, 1)),
-                Command::Evaluate(ActivityEvaluated::example()),
-            )
+            .when(&on("coordination", (12, 1)), Command::Evaluate(ActivityEvaluated::example()))
             .then_error(DomainError::NoSessionHeld);
-        let stop = ActivityEvaluated {
-            outcome: EvaluationOutcome::Stop,
-            ..ActivityEvaluated::example()
-        };
+        let stop = ActivityEvaluated { outcome: EvaluationOutcome::Stop, ..ActivityEvaluated::example() };
         let g = given::<Activity>([
             planned_with(2),
             ev("coordination", (9, 15), session(1, 0, 0)),
             ev("coordination", (12, 1), stop),
         ]);
         assert!(g.state().ended());
-        g.when(
-            &on("apo", (12, 2)),
-            Command::Register(RegistrationReceived::example()),
-        )
-        .then_error(DomainError::ActivityEnded);
+        g.when(&on("apo", (12, 2)), Command::Register(RegistrationReceived::example()))
+            .then_error(DomainError::ActivityEnded);
     }
 
     #[test]
@@ -1000,13 +770,7 @@ mod tests {
             d.client_ref.clear();
         }
         let state = evolve(
-            given::<Activity>([
-                planned_with(1),
-                registered("apo", "p1"),
-                screened("apo", "p1", true),
-            ])
-            .state()
-            .clone(),
+            given::<Activity>([planned_with(1), registered("apo", "p1"), screened("apo", "p1", true)]).state().clone(),
             &erased,
         );
         assert_eq!(state.enrolled(), 1);
@@ -1015,38 +779,20 @@ mod tests {
     fn command_strategy() -> impl Strategy<Value = Command> {
         let r = prop_oneof![Just("p1"), Just("p2"), Just("p3"), Just("p4")].prop_map(String::from);
         prop_oneof![
-            (1u16..4).prop_map(|capacity| Command::Plan(ActivityPlanned {
-                capacity,
-                ..ActivityPlanned::example()
+            (1u16..4).prop_map(|capacity| Command::Plan(ActivityPlanned { capacity, ..ActivityPlanned::example() })),
+            r.clone().prop_map(|client_ref| Command::Register(RegistrationReceived { client_ref })),
+            (r.clone(), any::<bool>()).prop_map(|(client_ref, admitted)| Command::Screen(ParticipantScreened {
+                client_ref,
+                admitted,
+                refusal_reason: if admitted { None } else { Some(ScreeningRefusalReason::Other) },
             })),
-            r.clone()
-                .prop_map(|client_ref| Command::Register(RegistrationReceived { client_ref })),
-            (r.clone(), any::<bool>()).prop_map(|(client_ref, admitted)| Command::Screen(
-                ParticipantScreened {
-                    client_ref,
-                    admitted,
-                    refusal_reason: if admitted {
-                        None
-                    } else {
-                        Some(ScreeningRefusalReason::Other)
-                    },
-                }
-            )),
-            r.clone()
-                .prop_map(|client_ref| Command::Enrol(ParticipantEnrolled { client_ref })),
-            r.clone()
-                .prop_map(|client_ref| Command::RecordDropout(ParticipantDroppedOut {
-                    client_ref,
-                    reason: DropoutReason::Health
-                })),
-            r.prop_map(
-                |client_ref| Command::HoldDropoutFeedback(DropoutFeedbackHeld {
-                    client_ref,
-                    note: None
-                })
-            ),
-            (1u16..5, 0u16..3, 0u16..3)
-                .prop_map(|(n, a, b)| Command::HoldSession(session(n, a, b))),
+            r.clone().prop_map(|client_ref| Command::Enrol(ParticipantEnrolled { client_ref })),
+            r.clone().prop_map(|client_ref| Command::RecordDropout(ParticipantDroppedOut {
+                client_ref,
+                reason: DropoutReason::Health
+            })),
+            r.prop_map(|client_ref| Command::HoldDropoutFeedback(DropoutFeedbackHeld { client_ref, note: None })),
+            (1u16..5, 0u16..3, 0u16..3).prop_map(|(n, a, b)| Command::HoldSession(session(n, a, b))),
             Just(Command::Evaluate(ActivityEvaluated::example())),
             Just(Command::RecordNeedsSurvey(NeedsSurveyRecorded::example())),
         ]

@@ -14,11 +14,10 @@
 use super::{Context, brussels_date, checked, consent};
 use crate::envelope::Envelope;
 use crate::events::{
-    AftercareStarted, ConsentGiven, ConsentScope, ConsentWithdrawn, DataError, DetaineeReleased,
-    DetaineeTransferred, DetentionStarted, EventData, FamilyContactFacilitated, GuidanceAccepted,
-    GuidanceClosed, GuidanceDeclined, GuidanceRequested, IntakeHeld, InterventionRecorded,
-    LeavePrepared, LegalStatusChanged, OutingEscorted, PlanAdjusted, PlanSet, RelativeSupported,
-    ReleaseScheduled, UrgentRequestHandled,
+    AftercareStarted, ConsentGiven, ConsentScope, ConsentWithdrawn, DataError, DetaineeReleased, DetaineeTransferred,
+    DetentionStarted, EventData, FamilyContactFacilitated, GuidanceAccepted, GuidanceClosed, GuidanceDeclined,
+    GuidanceRequested, IntakeHeld, InterventionRecorded, LeavePrepared, LegalStatusChanged, OutingEscorted,
+    PlanAdjusted, PlanSet, RelativeSupported, ReleaseScheduled, UrgentRequestHandled,
 };
 use crate::ids::{AggregateKind, OrgId};
 use crate::labels::Labels;
@@ -409,30 +408,20 @@ impl DomainError {
 }
 
 /// The events of a command on a case, checked with [`check`].
-pub fn decide(
-    state: &State,
-    command: &Command,
-    ctx: &Context,
-) -> Result<Vec<EventData>, DomainError> {
+pub fn decide(state: &State, command: &Command, ctx: &Context) -> Result<Vec<EventData>, DomainError> {
     checked(state, ctx, vec![command.event()], check, evolve)
 }
 
 /// The rules an incoming event on a case must meet, given the case's earlier events.
 pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
     event.data.validate().map_err(DomainError::InvalidData)?;
-    if event.data.spec().aggregate != AggregateKind::Cases
-        || event.subject.kind() != AggregateKind::Cases
-    {
-        return Err(DomainError::NotACaseEvent {
-            event_type: event.data.event_type().to_owned(),
-        });
+    if event.data.spec().aggregate != AggregateKind::Cases || event.subject.kind() != AggregateKind::Cases {
+        return Err(DomainError::NotACaseEvent { event_type: event.data.event_type().to_owned() });
     }
     if let Some(owner) = &state.owner
         && *owner != event.org
     {
-        return Err(DomainError::NotCaseOwner {
-            owner: owner.clone(),
-        });
+        return Err(DomainError::NotCaseOwner { owner: owner.clone() });
     }
     match &event.data {
         EventData::GuidanceRequested(_) => match state.status {
@@ -453,11 +442,7 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
         | EventData::RelativeSupported(_) => require_guidance_under_way(state, event),
         EventData::PlanAdjusted(_) => {
             require_guidance_under_way(state, event)?;
-            if state.plan_set {
-                Ok(())
-            } else {
-                Err(DomainError::NoPlanYet)
-            }
+            if state.plan_set { Ok(()) } else { Err(DomainError::NoPlanYet) }
         }
         EventData::GuidanceClosed(_) => require_accepted(state),
         EventData::AftercareStarted(_) => {
@@ -467,9 +452,7 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
             }
             match state.detention {
                 Detention::Released { .. } => Ok(()),
-                Detention::NeverDetained | Detention::InDetention { .. } => {
-                    Err(DomainError::NotReleased)
-                }
+                Detention::NeverDetained | Detention::InDetention { .. } => Err(DomainError::NotReleased),
             }
         }
         EventData::DetentionStarted(d) => {
@@ -522,9 +505,7 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
             }
             Ok(consent::check(&state.consent, event)?)
         }
-        other => Err(DomainError::NotACaseEvent {
-            event_type: other.event_type().to_owned(),
-        }),
+        other => Err(DomainError::NotACaseEvent { event_type: other.event_type().to_owned() }),
     }
 }
 
@@ -553,33 +534,21 @@ pub fn evolve(mut state: State, event: &Envelope) -> State {
         EventData::GuidanceClosed(_) => state.status = CaseStatus::Closed,
         EventData::AftercareStarted(_) => state.aftercare_started = true,
         EventData::DetentionStarted(d) => {
-            state.detention = Detention::InDetention {
-                prison: d.prison,
-                since: d.started_on,
-            };
+            state.detention = Detention::InDetention { prison: d.prison, since: d.started_on };
             state.legal_status = Some(d.legal_status);
             state.scheduled_release = None;
         }
         EventData::DetaineeTransferred(d) => {
             if let Detention::InDetention { since, .. } = state.detention {
-                state.detention = Detention::InDetention {
-                    prison: d.to_prison,
-                    since,
-                };
+                state.detention = Detention::InDetention { prison: d.to_prison, since };
             }
         }
         EventData::LegalStatusChanged(d) => state.legal_status = Some(d.legal_status),
         EventData::ReleaseScheduled(d) => {
-            state.scheduled_release = Some(ScheduledRelease {
-                on: d.release_on,
-                kind: d.kind,
-            });
+            state.scheduled_release = Some(ScheduledRelease { on: d.release_on, kind: d.kind });
         }
         EventData::DetaineeReleased(d) => {
-            state.detention = Detention::Released {
-                on: d.released_on,
-                kind: d.kind,
-            };
+            state.detention = Detention::Released { on: d.released_on, kind: d.kind };
             state.scheduled_release = None;
         }
         EventData::ConsentGiven(_) | EventData::ConsentWithdrawn(_) => {
@@ -605,9 +574,7 @@ fn require_accepted(state: &State) -> Result<(), DomainError> {
     match state.status {
         CaseStatus::Accepted => Ok(()),
         CaseStatus::Closed => Err(DomainError::CaseClosed),
-        CaseStatus::NeverSeen | CaseStatus::Requested | CaseStatus::Declined => {
-            Err(DomainError::GuidanceNotAccepted)
-        }
+        CaseStatus::NeverSeen | CaseStatus::Requested | CaseStatus::Declined => Err(DomainError::GuidanceNotAccepted),
     }
 }
 
@@ -639,11 +606,7 @@ fn released_from(state: &State) -> Result<NaiveDate, DomainError> {
 }
 
 fn not_before(date: NaiveDate, started_on: NaiveDate) -> Result<(), DomainError> {
-    if date < started_on {
-        Err(DomainError::DateBeforeDetentionStart { date, started_on })
-    } else {
-        Ok(())
-    }
+    if date < started_on { Err(DomainError::DateBeforeDetentionStart { date, started_on }) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -652,9 +615,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::aggregates::testing::{self, Aggregate, date, given};
-    use crate::events::{
-        ClosureReason, EventPayload, GuidanceSetting, LeavePurpose, OutingPurpose,
-    };
+    use crate::events::{ClosureReason, EventPayload, GuidanceSetting, LeavePurpose, OutingPurpose};
     use proptest::prelude::*;
 
     pub(crate) struct Case;
@@ -663,12 +624,7 @@ pub(crate) mod tests {
         type Command = Command;
         type Error = DomainError;
         type Input = ();
-        fn decide(
-            s: &State,
-            c: &Command,
-            ctx: &Context,
-            _: &(),
-        ) -> Result<Vec<EventData>, DomainError> {
+        fn decide(s: &State, c: &Command, ctx: &Context, _: &()) -> Result<Vec<EventData>, DomainError> {
             decide(s, c, ctx)
         }
         fn check(s: &State, e: &Envelope, _: &()) -> Result<(), DomainError> {
@@ -698,23 +654,11 @@ pub(crate) mod tests {
     }
 
     fn detained(day: (u32, u32), started_on: NaiveDate) -> Envelope {
-        ev(
-            day,
-            DetentionStarted {
-                started_on,
-                ..DetentionStarted::example()
-            },
-        )
+        ev(day, DetentionStarted { started_on, ..DetentionStarted::example() })
     }
 
     fn released(day: (u32, u32), released_on: NaiveDate) -> Envelope {
-        ev(
-            day,
-            DetaineeReleased {
-                released_on,
-                ..DetaineeReleased::example()
-            },
-        )
+        ev(day, DetaineeReleased { released_on, ..DetaineeReleased::example() })
     }
 
     fn closed(day: (u32, u32)) -> Envelope {
@@ -734,12 +678,8 @@ pub(crate) mod tests {
 
     #[test]
     fn an_intervention_on_a_case_never_accepted_is_refused() {
-        given::<Case>([requested()])
-            .when(&on((1, 10)), intervention())
-            .then_error(DomainError::GuidanceNotAccepted);
-        given::<Case>([])
-            .when(&on((1, 10)), intervention())
-            .then_error(DomainError::GuidanceNotAccepted);
+        given::<Case>([requested()]).when(&on((1, 10)), intervention()).then_error(DomainError::GuidanceNotAccepted);
+        given::<Case>([]).when(&on((1, 10)), intervention()).then_error(DomainError::GuidanceNotAccepted);
     }
 
     #[test]
@@ -757,75 +697,37 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn an_intervention_after_the_client_withdrew_consent_to_the_guidance_is_refused_but_closing_is_not()
-     {
-        let guidance = ConsentGiven {
-            scope: ConsentScope::Guidance,
-            expires_on: None,
-            ..ConsentGiven::example()
-        };
-        let withdrawn = ConsentWithdrawn {
-            scope: ConsentScope::Guidance,
-            ..ConsentWithdrawn::example()
-        };
-        let g = given::<Case>([
-            requested(),
-            accepted(),
-            ev((1, 4), guidance),
-            ev((1, 20), withdrawn),
-        ]);
-        g.when(&on((1, 21)), intervention())
-            .then_error(DomainError::GuidanceConsentWithdrawn);
-        g.when(
-            &on((1, 21)),
-            Command::CloseGuidance(GuidanceClosed::example()),
-        )
-        .then(vec![GuidanceClosed::example().into()]);
+    fn an_intervention_after_the_client_withdrew_consent_to_the_guidance_is_refused_but_closing_is_not() {
+        let guidance = ConsentGiven { scope: ConsentScope::Guidance, expires_on: None, ..ConsentGiven::example() };
+        let withdrawn = ConsentWithdrawn { scope: ConsentScope::Guidance, ..ConsentWithdrawn::example() };
+        let g = given::<Case>([requested(), accepted(), ev((1, 4), guidance), ev((1, 20), withdrawn)]);
+        g.when(&on((1, 21)), intervention()).then_error(DomainError::GuidanceConsentWithdrawn);
+        g.when(&on((1, 21)), Command::CloseGuidance(GuidanceClosed::example()))
+            .then(vec![GuidanceClosed::example().into()]);
     }
 
     #[test]
     fn an_event_from_another_organisation_on_the_case_is_refused() {
         given::<Case>([requested(), accepted()])
             .when(&testing::ctx("dsr", CASE, (1, 10)), intervention())
-            .then_error(DomainError::NotCaseOwner {
-                owner: OrgId::parse("apo").unwrap(),
-            });
+            .then_error(DomainError::NotCaseOwner { owner: OrgId::parse("apo").unwrap() });
     }
 
     #[test]
     fn an_event_of_another_aggregate_is_refused() {
         given::<Case>([requested()])
-            .when_event(testing::event(
-                "apo",
-                "referrals/r-1",
-                (1, 3),
-                crate::events::ReferralAccepted::example(),
-            ))
-            .then_error(DomainError::NotACaseEvent {
-                event_type: "relais.referral.accepted".into(),
-            });
+            .when_event(testing::event("apo", "referrals/r-1", (1, 3), crate::events::ReferralAccepted::example()))
+            .then_error(DomainError::NotACaseEvent { event_type: "relais.referral.accepted".into() });
     }
 
     #[test]
-    fn a_second_request_while_guidance_is_under_way_is_refused_and_after_closure_opens_a_new_period()
-     {
+    fn a_second_request_while_guidance_is_under_way_is_refused_and_after_closure_opens_a_new_period() {
         given::<Case>([requested(), accepted()])
-            .when(
-                &on((1, 5)),
-                Command::RequestGuidance(GuidanceRequested::example()),
-            )
+            .when(&on((1, 5)), Command::RequestGuidance(GuidanceRequested::example()))
             .then_error(DomainError::AlreadyOpen);
-        let state = given::<Case>([
-            requested(),
-            accepted(),
-            ev((1, 4), PlanSet::example()),
-            closed((2, 1)),
-        ])
-        .when(
-            &on((3, 1)),
-            Command::RequestGuidance(GuidanceRequested::example()),
-        )
-        .then(vec![GuidanceRequested::example().into()]);
+        let state = given::<Case>([requested(), accepted(), ev((1, 4), PlanSet::example()), closed((2, 1))])
+            .when(&on((3, 1)), Command::RequestGuidance(GuidanceRequested::example()))
+            .then(vec![GuidanceRequested::example().into()]);
         assert_eq!(state.status(), CaseStatus::Requested);
         assert!(!state.plan_set());
     }
@@ -833,50 +735,33 @@ pub(crate) mod tests {
     #[test]
     fn work_on_a_declined_request_is_refused_until_a_new_request() {
         let g = given::<Case>([requested(), ev((1, 3), GuidanceDeclined::example())]);
-        g.when(&on((1, 4)), Command::HoldIntake(IntakeHeld::example()))
+        g.when(&on((1, 4)), Command::HoldIntake(IntakeHeld::example())).then_error(DomainError::GuidanceDeclined);
+        g.when(&on((1, 4)), Command::AcceptGuidance(GuidanceAccepted::example()))
             .then_error(DomainError::GuidanceDeclined);
-        g.when(
-            &on((1, 4)),
-            Command::AcceptGuidance(GuidanceAccepted::example()),
-        )
-        .then_error(DomainError::GuidanceDeclined);
-        g.when(
-            &on((1, 4)),
-            Command::RequestGuidance(GuidanceRequested::example()),
-        )
-        .then(vec![GuidanceRequested::example().into()]);
+        g.when(&on((1, 4)), Command::RequestGuidance(GuidanceRequested::example()))
+            .then(vec![GuidanceRequested::example().into()]);
     }
 
     #[test]
     fn accepting_guidance_twice_is_refused() {
         given::<Case>([requested(), accepted()])
-            .when(
-                &on((1, 4)),
-                Command::AcceptGuidance(GuidanceAccepted::example()),
-            )
+            .when(&on((1, 4)), Command::AcceptGuidance(GuidanceAccepted::example()))
             .then_error(DomainError::AlreadyAccepted);
     }
 
     #[test]
     fn accepting_guidance_that_was_never_requested_is_refused() {
         given::<Case>([])
-            .when(
-                &on((1, 4)),
-                Command::AcceptGuidance(GuidanceAccepted::example()),
-            )
+            .when(&on((1, 4)), Command::AcceptGuidance(GuidanceAccepted::example()))
             .then_error(DomainError::CaseNotRequested);
     }
 
     #[test]
     fn an_intake_may_precede_acceptance_and_an_urgent_request_too() {
         let g = given::<Case>([requested()]);
-        g.when(&on((1, 2)), Command::HoldIntake(IntakeHeld::example()))
-            .then(vec![IntakeHeld::example().into()]);
-        g.when(
-            &on((1, 2)),
-            Command::HandleUrgentRequest(UrgentRequestHandled::example()),
-        )
-        .then(vec![UrgentRequestHandled::example().into()]);
+        g.when(&on((1, 2)), Command::HoldIntake(IntakeHeld::example())).then(vec![IntakeHeld::example().into()]);
+        g.when(&on((1, 2)), Command::HandleUrgentRequest(UrgentRequestHandled::example()))
+            .then(vec![UrgentRequestHandled::example().into()]);
     }
 
     #[test]
@@ -892,33 +777,18 @@ pub(crate) mod tests {
 
     #[test]
     fn invalid_data_is_refused_with_a_pointer_to_the_field() {
-        let bad = PlanSet {
-            life_domains: vec![],
-            ..PlanSet::example()
-        };
+        let bad = PlanSet { life_domains: vec![], ..PlanSet::example() };
         given::<Case>([requested(), accepted()])
             .when(&on((1, 5)), Command::SetPlan(bad))
-            .then_error(DomainError::InvalidData(DataError::at(
-                "life_domains",
-                "at least 1 entries",
-            )));
+            .then_error(DomainError::InvalidData(DataError::at("life_domains", "at least 1 entries")));
     }
 
     #[test]
     fn a_detention_is_started_and_a_transfer_moves_the_client() {
         let state = given::<Case>([requested(), accepted(), detained((1, 4), date(1, 3))])
-            .when(
-                &on((2, 1)),
-                Command::RecordTransfer(DetaineeTransferred::example()),
-            )
+            .when(&on((2, 1)), Command::RecordTransfer(DetaineeTransferred::example()))
             .then(vec![DetaineeTransferred::example().into()]);
-        assert_eq!(
-            state.detention(),
-            Detention::InDetention {
-                prison: Prison::SaintGilles,
-                since: date(1, 3)
-            }
-        );
+        assert_eq!(state.detention(), Detention::InDetention { prison: Prison::SaintGilles, since: date(1, 3) });
         assert_eq!(state.legal_status(), Some(LegalStatus::Suspect));
     }
 
@@ -932,57 +802,37 @@ pub(crate) mod tests {
                     ..DetaineeTransferred::example()
                 }),
             )
-            .then_error(DomainError::AlreadyInThatPrison {
-                prison: Prison::Haren,
-            });
+            .then_error(DomainError::AlreadyInThatPrison { prison: Prison::Haren });
     }
 
     #[test]
     fn a_second_detention_while_in_detention_is_refused() {
         given::<Case>([requested(), detained((1, 4), date(1, 3))])
-            .when(
-                &on((1, 5)),
-                Command::StartDetention(DetentionStarted::example()),
-            )
+            .when(&on((1, 5)), Command::StartDetention(DetentionStarted::example()))
             .then_error(DomainError::AlreadyInDetention);
     }
 
     #[test]
     fn a_new_detention_that_starts_before_the_last_release_is_refused() {
-        given::<Case>([
-            requested(),
-            detained((1, 4), date(1, 3)),
-            released((3, 1), date(3, 1)),
-        ])
-        .when(
-            &on((3, 2)),
-            Command::StartDetention(DetentionStarted {
-                started_on: date(2, 1),
-                ..DetentionStarted::example()
-            }),
-        )
-        .then_error(DomainError::DetentionStartBeforeRelease {
-            released_on: date(3, 1),
-        });
+        given::<Case>([requested(), detained((1, 4), date(1, 3)), released((3, 1), date(3, 1))])
+            .when(
+                &on((3, 2)),
+                Command::StartDetention(DetentionStarted { started_on: date(2, 1), ..DetentionStarted::example() }),
+            )
+            .then_error(DomainError::DetentionStartBeforeRelease { released_on: date(3, 1) });
     }
 
     #[test]
     fn a_release_scheduled_before_detention_started_is_refused() {
         given::<Case>([requested(), accepted()])
-            .when(
-                &on((1, 5)),
-                Command::ScheduleRelease(ReleaseScheduled::example()),
-            )
+            .when(&on((1, 5)), Command::ScheduleRelease(ReleaseScheduled::example()))
             .then_error(DomainError::DetentionNotStarted);
     }
 
     #[test]
     fn a_release_before_detention_started_is_refused() {
         given::<Case>([requested(), accepted()])
-            .when(
-                &on((1, 5)),
-                Command::RecordRelease(DetaineeReleased::example()),
-            )
+            .when(&on((1, 5)), Command::RecordRelease(DetaineeReleased::example()))
             .then_error(DomainError::DetentionNotStarted);
     }
 
@@ -991,59 +841,30 @@ pub(crate) mod tests {
         given::<Case>([requested(), detained((1, 4), date(1, 3))])
             .when(
                 &on((1, 5)),
-                Command::RecordRelease(DetaineeReleased {
-                    released_on: date(1, 2),
-                    ..DetaineeReleased::example()
-                }),
+                Command::RecordRelease(DetaineeReleased { released_on: date(1, 2), ..DetaineeReleased::example() }),
             )
-            .then_error(DomainError::DateBeforeDetentionStart {
-                date: date(1, 2),
-                started_on: date(1, 3),
-            });
+            .then_error(DomainError::DateBeforeDetentionStart { date: date(1, 2), started_on: date(1, 3) });
     }
 
     #[test]
     fn a_second_release_is_refused() {
-        given::<Case>([
-            requested(),
-            detained((1, 4), date(1, 3)),
-            released((3, 1), date(3, 1)),
-        ])
-        .when(
-            &on((3, 2)),
-            Command::RecordRelease(DetaineeReleased::example()),
-        )
-        .then_error(DomainError::NotInDetention);
+        given::<Case>([requested(), detained((1, 4), date(1, 3)), released((3, 1), date(3, 1))])
+            .when(&on((3, 2)), Command::RecordRelease(DetaineeReleased::example()))
+            .then_error(DomainError::NotInDetention);
     }
 
     #[test]
     fn a_scheduled_release_is_recorded_and_cleared_by_the_release() {
-        let g = given::<Case>([
-            requested(),
-            detained((1, 4), date(1, 3)),
-            ev((2, 1), ReleaseScheduled::example()),
-        ]);
+        let g = given::<Case>([requested(), detained((1, 4), date(1, 3)), ev((2, 1), ReleaseScheduled::example())]);
         assert_eq!(
             g.state().scheduled_release(),
-            Some(ScheduledRelease {
-                on: date(10, 1),
-                kind: ReleaseKind::ConditionalRelease
-            })
+            Some(ScheduledRelease { on: date(10, 1), kind: ReleaseKind::ConditionalRelease })
         );
         let state = g
-            .when(
-                &on((10, 1)),
-                Command::RecordRelease(DetaineeReleased::example()),
-            )
+            .when(&on((10, 1)), Command::RecordRelease(DetaineeReleased::example()))
             .then(vec![DetaineeReleased::example().into()]);
         assert_eq!(state.scheduled_release(), None);
-        assert_eq!(
-            state.detention(),
-            Detention::Released {
-                on: date(10, 1),
-                kind: ReleaseKind::ConditionalRelease
-            }
-        );
+        assert_eq!(state.detention(), Detention::Released { on: date(10, 1), kind: ReleaseKind::ConditionalRelease });
     }
 
     #[test]
@@ -1051,41 +872,25 @@ pub(crate) mod tests {
         given::<Case>([requested(), accepted()])
             .when(&on((2, 1)), Command::PrepareLeave(LeavePrepared::example()))
             .then_error(DomainError::NotInDetention);
-        given::<Case>([
-            requested(),
-            accepted(),
-            detained((1, 4), date(1, 3)),
-            released((3, 1), date(3, 1)),
-        ])
-        .when(&on((5, 1)), Command::PrepareLeave(LeavePrepared::example()))
-        .then_error(DomainError::NotInDetention);
+        given::<Case>([requested(), accepted(), detained((1, 4), date(1, 3)), released((3, 1), date(3, 1))])
+            .when(&on((5, 1)), Command::PrepareLeave(LeavePrepared::example()))
+            .then_error(DomainError::NotInDetention);
     }
 
     #[test]
     fn an_escorted_outing_for_someone_not_in_detention_is_refused() {
         given::<Case>([requested(), accepted()])
-            .when(
-                &on((2, 1)),
-                Command::EscortOuting(OutingEscorted::example()),
-            )
+            .when(&on((2, 1)), Command::EscortOuting(OutingEscorted::example()))
             .then_error(DomainError::NotInDetention);
     }
 
     #[test]
     fn a_furlough_and_an_escorted_outing_during_detention_are_recorded() {
         let g = given::<Case>([requested(), accepted(), detained((1, 4), date(1, 3))]);
-        let leave = LeavePrepared {
-            purpose: LeavePurpose::Housing,
-            ..LeavePrepared::example()
-        };
-        g.when(&on((5, 1)), Command::PrepareLeave(leave.clone()))
-            .then(vec![leave.into()]);
-        let outing = OutingEscorted {
-            purpose: OutingPurpose::MedicalAppointment,
-            ..OutingEscorted::example()
-        };
-        g.when(&on((4, 1)), Command::EscortOuting(outing.clone()))
-            .then(vec![outing.into()]);
+        let leave = LeavePrepared { purpose: LeavePurpose::Housing, ..LeavePrepared::example() };
+        g.when(&on((5, 1)), Command::PrepareLeave(leave.clone())).then(vec![leave.into()]);
+        let outing = OutingEscorted { purpose: OutingPurpose::MedicalAppointment, ..OutingEscorted::example() };
+        g.when(&on((4, 1)), Command::EscortOuting(outing.clone())).then(vec![outing.into()]);
     }
 
     #[test]
@@ -1093,24 +898,15 @@ pub(crate) mod tests {
         given::<Case>([requested(), accepted(), detained((1, 4), date(1, 3))])
             .when(
                 &on((1, 5)),
-                Command::PrepareLeave(LeavePrepared {
-                    leave_on: date(1, 1),
-                    ..LeavePrepared::example()
-                }),
+                Command::PrepareLeave(LeavePrepared { leave_on: date(1, 1), ..LeavePrepared::example() }),
             )
-            .then_error(DomainError::DateBeforeDetentionStart {
-                date: date(1, 1),
-                started_on: date(1, 3),
-            });
+            .then_error(DomainError::DateBeforeDetentionStart { date: date(1, 1), started_on: date(1, 3) });
     }
 
     #[test]
     fn after_care_follows_a_release_once() {
         given::<Case>([requested(), accepted(), detained((1, 4), date(1, 3))])
-            .when(
-                &on((2, 1)),
-                Command::StartAftercare(AftercareStarted::example()),
-            )
+            .when(&on((2, 1)), Command::StartAftercare(AftercareStarted::example()))
             .then_error(DomainError::NotReleased);
         let g = given::<Case>([
             requested(),
@@ -1120,28 +916,18 @@ pub(crate) mod tests {
             ev((3, 2), AftercareStarted::example()),
         ]);
         assert!(g.state().aftercare_started());
-        g.when(
-            &on((3, 3)),
-            Command::StartAftercare(AftercareStarted::example()),
-        )
-        .then_error(DomainError::AftercareAlreadyStarted);
-        g.when(&on((3, 3)), intervention())
-            .then(vec![InterventionRecorded::example().into()]);
+        g.when(&on((3, 3)), Command::StartAftercare(AftercareStarted::example()))
+            .then_error(DomainError::AftercareAlreadyStarted);
+        g.when(&on((3, 3)), intervention()).then(vec![InterventionRecorded::example().into()]);
     }
 
     #[test]
     fn family_work_needs_accepted_guidance() {
         given::<Case>([requested()])
-            .when(
-                &on((1, 3)),
-                Command::FacilitateFamilyContact(FamilyContactFacilitated::example()),
-            )
+            .when(&on((1, 3)), Command::FacilitateFamilyContact(FamilyContactFacilitated::example()))
             .then_error(DomainError::GuidanceNotAccepted);
         given::<Case>([requested(), accepted()])
-            .when(
-                &on((1, 4)),
-                Command::SupportRelative(RelativeSupported::example()),
-            )
+            .when(&on((1, 4)), Command::SupportRelative(RelativeSupported::example()))
             .then(vec![RelativeSupported::example().into()]);
     }
 
@@ -1150,22 +936,11 @@ pub(crate) mod tests {
         given::<Case>([])
             .when(&on((1, 1)), Command::GiveConsent(ConsentGiven::example()))
             .then_error(DomainError::CaseNotRequested);
-        let state = given::<Case>([
-            requested(),
-            ev((1, 2), ConsentGiven::example()),
-            accepted(),
-            closed((2, 1)),
-        ])
-        .when(
-            &on((2, 2)),
-            Command::WithdrawConsent(ConsentWithdrawn::example()),
-        )
-        .then(vec![ConsentWithdrawn::example().into()]);
+        let state = given::<Case>([requested(), ev((1, 2), ConsentGiven::example()), accepted(), closed((2, 1))])
+            .when(&on((2, 2)), Command::WithdrawConsent(ConsentWithdrawn::example()))
+            .then(vec![ConsentWithdrawn::example().into()]);
         let scope = ConsentWithdrawn::example().scope;
-        assert_eq!(
-            state.consent().status(&scope, date(2, 2)),
-            consent::ConsentStatus::Withdrawn
-        );
+        assert_eq!(state.consent().status(&scope, date(2, 2)), consent::ConsentStatus::Withdrawn);
         given::<Case>([requested(), accepted(), closed((2, 1))])
             .when(&on((2, 2)), Command::GiveConsent(ConsentGiven::example()))
             .then_error(DomainError::CaseClosed);
@@ -1174,10 +949,7 @@ pub(crate) mod tests {
     #[test]
     fn consent_rules_apply_inside_the_case() {
         given::<Case>([requested()])
-            .when(
-                &on((1, 3)),
-                Command::WithdrawConsent(ConsentWithdrawn::example()),
-            )
+            .when(&on((1, 3)), Command::WithdrawConsent(ConsentWithdrawn::example()))
             .then_error(DomainError::Consent(consent::DomainError::NotGiven {
                 scope: ConsentWithdrawn::example().scope,
             }));
@@ -1204,21 +976,12 @@ pub(crate) mod tests {
             })),
             Just(Command::DeclineGuidance(GuidanceDeclined::example())),
             Just(Command::HoldIntake(IntakeHeld::example())),
-            domains.prop_map(|d| Command::SetPlan(PlanSet {
-                life_domains: d,
-                ..PlanSet::example()
-            })),
+            domains.prop_map(|d| Command::SetPlan(PlanSet { life_domains: d, ..PlanSet::example() })),
             Just(Command::AdjustPlan(PlanAdjusted::example())),
             Just(intervention()),
             Just(Command::HandleUrgentRequest(UrgentRequestHandled::example())),
-            prop_oneof![
-                Just(ClosureReason::GoalsReached),
-                Just(ClosureReason::NoContact)
-            ]
-            .prop_map(|reason| Command::CloseGuidance(GuidanceClosed {
-                reason,
-                ..GuidanceClosed::example()
-            })),
+            prop_oneof![Just(ClosureReason::GoalsReached), Just(ClosureReason::NoContact)]
+                .prop_map(|reason| Command::CloseGuidance(GuidanceClosed { reason, ..GuidanceClosed::example() })),
             Just(Command::StartAftercare(AftercareStarted::example())),
             (0u32..60).prop_map(|d| Command::StartDetention(DetentionStarted {
                 started_on: date(1, 1) + chrono::Duration::days(i64::from(d)),
@@ -1232,31 +995,18 @@ pub(crate) mod tests {
                 })
             }),
             Just(Command::ChangeLegalStatus(LegalStatusChanged::example())),
-            Just(Command::ScheduleRelease(ReleaseScheduled {
-                release_on: date(3, 1),
-                ..ReleaseScheduled::example()
-            })),
+            Just(Command::ScheduleRelease(ReleaseScheduled { release_on: date(3, 1), ..ReleaseScheduled::example() })),
             (0u32..60).prop_map(|d| Command::RecordRelease(DetaineeReleased {
                 released_on: date(1, 1) + chrono::Duration::days(i64::from(d)),
                 ..DetaineeReleased::example()
             })),
-            Just(Command::PrepareLeave(LeavePrepared {
-                leave_on: date(3, 1),
-                ..LeavePrepared::example()
-            })),
-            Just(Command::EscortOuting(OutingEscorted {
-                outing_on: date(3, 1),
-                ..OutingEscorted::example()
-            })),
-            Just(Command::FacilitateFamilyContact(
-                FamilyContactFacilitated::example()
-            )),
+            Just(Command::PrepareLeave(LeavePrepared { leave_on: date(3, 1), ..LeavePrepared::example() })),
+            Just(Command::EscortOuting(OutingEscorted { outing_on: date(3, 1), ..OutingEscorted::example() })),
+            Just(Command::FacilitateFamilyContact(FamilyContactFacilitated::example())),
             Just(Command::SupportRelative(RelativeSupported::example())),
             prop_oneof![
                 Just(ConsentScope::Guidance),
-                Just(ConsentScope::ShareWithOrganisation(
-                    OrgId::parse("dsr").unwrap()
-                ))
+                Just(ConsentScope::ShareWithOrganisation(OrgId::parse("dsr").unwrap()))
             ]
             .prop_map(|scope| Command::GiveConsent(ConsentGiven {
                 scope,
@@ -1265,14 +1015,9 @@ pub(crate) mod tests {
             })),
             prop_oneof![
                 Just(ConsentScope::Guidance),
-                Just(ConsentScope::ShareWithOrganisation(
-                    OrgId::parse("dsr").unwrap()
-                ))
+                Just(ConsentScope::ShareWithOrganisation(OrgId::parse("dsr").unwrap()))
             ]
-            .prop_map(|scope| Command::WithdrawConsent(ConsentWithdrawn {
-                scope,
-                ..ConsentWithdrawn::example()
-            })),
+            .prop_map(|scope| Command::WithdrawConsent(ConsentWithdrawn { scope, ..ConsentWithdrawn::example() })),
         ];
         (cmd, day)
     }

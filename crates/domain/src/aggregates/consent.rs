@@ -55,12 +55,10 @@ impl State {
         match self.grants.get(scope) {
             None => ConsentStatus::NeverGiven,
             Some(Grant::Withdrawn) => ConsentStatus::Withdrawn,
-            Some(Grant::Given {
-                expires_on: Some(last),
-            }) if day > *last => ConsentStatus::Expired { expired_on: *last },
-            Some(Grant::Given { expires_on }) => ConsentStatus::Active {
-                expires_on: *expires_on,
-            },
+            Some(Grant::Given { expires_on: Some(last) }) if day > *last => {
+                ConsentStatus::Expired { expired_on: *last }
+            }
+            Some(Grant::Given { expires_on }) => ConsentStatus::Active { expires_on: *expires_on },
         }
     }
 
@@ -172,11 +170,7 @@ impl DomainError {
 }
 
 /// The consent events of a command, checked.
-pub fn decide(
-    state: &State,
-    command: &Command,
-    ctx: &Context,
-) -> Result<Vec<EventData>, DomainError> {
+pub fn decide(state: &State, command: &Command, ctx: &Context) -> Result<Vec<EventData>, DomainError> {
     let data = match command {
         Command::Give(d) => EventData::ConsentGiven(d.clone()),
         Command::Withdraw(d) => EventData::ConsentWithdrawn(d.clone()),
@@ -197,25 +191,18 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
             }
             let given_on = brussels_date(event.occurred_at);
             match d.expires_on {
-                Some(expires_on) if expires_on < given_on => Err(DomainError::ExpiresBeforeGiven {
-                    expires_on,
-                    given_on,
-                }),
+                Some(expires_on) if expires_on < given_on => {
+                    Err(DomainError::ExpiresBeforeGiven { expires_on, given_on })
+                }
                 _ => Ok(()),
             }
         }
         EventData::ConsentWithdrawn(d) => match state.grants.get(&d.scope) {
-            None => Err(DomainError::NotGiven {
-                scope: d.scope.clone(),
-            }),
-            Some(Grant::Withdrawn) => Err(DomainError::AlreadyWithdrawn {
-                scope: d.scope.clone(),
-            }),
+            None => Err(DomainError::NotGiven { scope: d.scope.clone() }),
+            Some(Grant::Withdrawn) => Err(DomainError::AlreadyWithdrawn { scope: d.scope.clone() }),
             Some(Grant::Given { .. }) => Ok(()),
         },
-        other => Err(DomainError::NotAConsentEvent {
-            event_type: other.event_type().to_owned(),
-        }),
+        other => Err(DomainError::NotAConsentEvent { event_type: other.event_type().to_owned() }),
     }
 }
 
@@ -223,12 +210,7 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
 pub fn evolve(mut state: State, event: &Envelope) -> State {
     match &event.data {
         EventData::ConsentGiven(d) => {
-            state.grants.insert(
-                d.scope.clone(),
-                Grant::Given {
-                    expires_on: d.expires_on,
-                },
-            );
+            state.grants.insert(d.scope.clone(), Grant::Given { expires_on: d.expires_on });
         }
         EventData::ConsentWithdrawn(d) => {
             state.grants.insert(d.scope.clone(), Grant::Withdrawn);
@@ -253,12 +235,7 @@ mod tests {
         type Command = Command;
         type Error = DomainError;
         type Input = ();
-        fn decide(
-            s: &State,
-            c: &Command,
-            ctx: &Context,
-            _: &(),
-        ) -> Result<Vec<EventData>, DomainError> {
+        fn decide(s: &State, c: &Command, ctx: &Context, _: &()) -> Result<Vec<EventData>, DomainError> {
             decide(s, c, ctx)
         }
         fn check(s: &State, e: &Envelope, _: &()) -> Result<(), DomainError> {
@@ -276,19 +253,11 @@ mod tests {
     }
 
     fn given_consent(scope: ConsentScope, expires_on: Option<NaiveDate>) -> ConsentGiven {
-        ConsentGiven {
-            client_ref: "cl-1".into(),
-            scope,
-            expires_on,
-            linkage_key: None,
-        }
+        ConsentGiven { client_ref: "cl-1".into(), scope, expires_on, linkage_key: None }
     }
 
     fn withdrawn(scope: ConsentScope) -> ConsentWithdrawn {
-        ConsentWithdrawn {
-            client_ref: "cl-1".into(),
-            scope,
-        }
+        ConsentWithdrawn { client_ref: "cl-1".into(), scope }
     }
 
     fn event(day: (u32, u32), data: impl Into<EventData>) -> Envelope {
@@ -297,22 +266,11 @@ mod tests {
 
     #[test]
     fn a_consent_to_share_holds_until_its_last_day_and_not_after() {
-        let g = given::<Consent>([event(
-            (3, 1),
-            given_consent(share_with("caw-brussel"), Some(date(3, 31))),
-        )]);
+        let g = given::<Consent>([event((3, 1), given_consent(share_with("caw-brussel"), Some(date(3, 31))))]);
         let scope = share_with("caw-brussel");
         assert!(g.state().is_active(&scope, date(3, 31)));
-        assert_eq!(
-            g.state().status(&scope, date(4, 1)),
-            ConsentStatus::Expired {
-                expired_on: date(3, 31)
-            }
-        );
-        assert_eq!(
-            g.state().status(&share_with("dsr"), date(3, 2)),
-            ConsentStatus::NeverGiven
-        );
+        assert_eq!(g.state().status(&scope, date(4, 1)), ConsentStatus::Expired { expired_on: date(3, 31) });
+        assert_eq!(g.state().status(&share_with("dsr"), date(3, 2)), ConsentStatus::NeverGiven);
     }
 
     #[test]
@@ -321,20 +279,14 @@ mod tests {
             event((3, 1), given_consent(ConsentScope::Guidance, None)),
             event((3, 5), withdrawn(ConsentScope::Guidance)),
         ]);
-        assert_eq!(
-            g.state().status(&ConsentScope::Guidance, date(3, 6)),
-            ConsentStatus::Withdrawn
-        );
+        assert_eq!(g.state().status(&ConsentScope::Guidance, date(3, 6)), ConsentStatus::Withdrawn);
     }
 
     #[test]
     fn giving_consent_records_it() {
         let data = given_consent(share_with("dsr"), None);
         given::<Consent>([])
-            .when(
-                &testing::ctx("apo", CASE, (3, 1)),
-                Command::Give(data.clone()),
-            )
+            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Give(data.clone()))
             .then(vec![data.into()]);
     }
 
@@ -350,10 +302,7 @@ mod tests {
     #[test]
     fn a_consent_to_share_with_the_recording_organisation_itself_is_refused() {
         given::<Consent>([])
-            .when(
-                &testing::ctx("apo", CASE, (3, 1)),
-                Command::Give(given_consent(share_with("apo"), None)),
-            )
+            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Give(given_consent(share_with("apo"), None)))
             .then_error(DomainError::ShareWithOwnOrganisation);
     }
 
@@ -364,31 +313,21 @@ mod tests {
                 &testing::ctx("apo", CASE, (3, 10)),
                 Command::Give(given_consent(ConsentScope::Guidance, Some(date(3, 9)))),
             )
-            .then_error(DomainError::ExpiresBeforeGiven {
-                expires_on: date(3, 9),
-                given_on: date(3, 10),
-            });
+            .then_error(DomainError::ExpiresBeforeGiven { expires_on: date(3, 9), given_on: date(3, 10) });
     }
 
     #[test]
     fn withdrawing_a_consent_never_given_is_refused() {
         given::<Consent>([])
-            .when(
-                &testing::ctx("apo", CASE, (3, 1)),
-                Command::Withdraw(withdrawn(ConsentScope::Guidance)),
-            )
-            .then_error(DomainError::NotGiven {
-                scope: ConsentScope::Guidance,
-            });
+            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Withdraw(withdrawn(ConsentScope::Guidance)))
+            .then_error(DomainError::NotGiven { scope: ConsentScope::Guidance });
     }
 
     #[test]
     fn an_event_that_is_not_about_consent_is_refused() {
         given::<Consent>([])
             .when_event(event((3, 1), crate::events::GuidanceRequested::example()))
-            .then_error(DomainError::NotAConsentEvent {
-                event_type: "relais.guidance.requested".into(),
-            });
+            .then_error(DomainError::NotAConsentEvent { event_type: "relais.guidance.requested".into() });
     }
 
     #[test]
@@ -397,24 +336,19 @@ mod tests {
             event((3, 1), given_consent(ConsentScope::Guidance, None)),
             event((3, 2), withdrawn(ConsentScope::Guidance)),
         ])
-        .when(
-            &testing::ctx("apo", CASE, (3, 3)),
-            Command::Withdraw(withdrawn(ConsentScope::Guidance)),
-        )
-        .then_error(DomainError::AlreadyWithdrawn {
-            scope: ConsentScope::Guidance,
-        });
+        .when(&testing::ctx("apo", CASE, (3, 3)), Command::Withdraw(withdrawn(ConsentScope::Guidance)))
+        .then_error(DomainError::AlreadyWithdrawn { scope: ConsentScope::Guidance });
     }
 
     #[test]
     fn a_consent_to_the_continuity_monitor_without_a_linkage_key_is_refused() {
         let data = given_consent(ConsentScope::ContinuityMonitor, None);
-        given::<Consent>([])
-            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Give(data))
-            .then_error(DomainError::InvalidData(DataError::at(
+        given::<Consent>([]).when(&testing::ctx("apo", CASE, (3, 1)), Command::Give(data)).then_error(
+            DomainError::InvalidData(DataError::at(
                 "linkage_key",
                 "a consent to the continuity monitor carries the linkage key",
-            )));
+            )),
+        );
     }
 
     #[test]
@@ -423,10 +357,7 @@ mod tests {
         data.scope = ConsentScope::ContinuityMonitor;
         data.linkage_key = Some(LinkageKey::parse(&"ab".repeat(32)).unwrap());
         given::<Consent>([])
-            .when(
-                &testing::ctx("apo", CASE, (3, 1)),
-                Command::Give(data.clone()),
-            )
+            .when(&testing::ctx("apo", CASE, (3, 1)), Command::Give(data.clone()))
             .then(vec![data.into()]);
     }
 }

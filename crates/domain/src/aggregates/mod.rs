@@ -98,11 +98,7 @@ pub fn brussels_date(at: DateTime<Utc>) -> NaiveDate {
     let summer_starts = last_sunday_at_one_utc(year, 3);
     let summer_ends = last_sunday_at_one_utc(year, 10);
     let naive = at.naive_utc();
-    let offset_hours = if naive >= summer_starts && naive < summer_ends {
-        2
-    } else {
-        1
-    };
+    let offset_hours = if naive >= summer_starts && naive < summer_ends { 2 } else { 1 };
     (naive + Duration::hours(offset_hours)).date()
 }
 
@@ -120,9 +116,7 @@ mod tests {
     use chrono::TimeZone;
 
     fn utc(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, m, d, h, min, 0)
-            .single()
-            .expect("a valid time")
+        Utc.with_ymd_and_hms(y, m, d, h, min, 0).single().expect("a valid time")
     }
 
     fn day(y: i32, m: u32, d: u32) -> NaiveDate {

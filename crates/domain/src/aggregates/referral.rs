@@ -18,9 +18,8 @@ use super::consent::{self, ConsentStatus};
 use super::{Context, brussels_date, checked};
 use crate::envelope::Envelope;
 use crate::events::{
-    ConsentScope, DataError, EventData, ReferralAccepted, ReferralCancelled, ReferralCompleted,
-    ReferralDeclined, ReferralDestination, ReferralExpired, ReferralFirstContactMade, ReferralMade,
-    ReferralReceived,
+    ConsentScope, DataError, EventData, ReferralAccepted, ReferralCancelled, ReferralCompleted, ReferralDeclined,
+    ReferralDestination, ReferralExpired, ReferralFirstContactMade, ReferralMade, ReferralReceived,
 };
 use crate::ids::{AggregateKind, AggregateRef, OrgId};
 use crate::labels::Labels;
@@ -53,10 +52,7 @@ pub enum ReferralStatus {
 impl ReferralStatus {
     /// True once the loop is closed (completed, declined, cancelled or expired).
     pub fn is_closed(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Declined | Self::Cancelled | Self::Expired
-        )
+        matches!(self, Self::Completed | Self::Declined | Self::Cancelled | Self::Expired)
     }
 }
 
@@ -86,9 +82,7 @@ impl State {
     }
     /// The receiving organisation, for a referral to one of the services.
     pub fn receiver(&self) -> Option<&OrgId> {
-        self.destination
-            .as_ref()
-            .and_then(ReferralDestination::organisation)
+        self.destination.as_ref().and_then(ReferralDestination::organisation)
     }
     /// The sender's case id.
     pub fn case_id(&self) -> Option<&str> {
@@ -342,30 +336,16 @@ pub fn decide(
     ctx: &Context,
     sender_consent: &consent::State,
 ) -> Result<Vec<EventData>, DomainError> {
-    checked(
-        state,
-        ctx,
-        vec![command.event()],
-        |s, e| check(s, e, sender_consent),
-        evolve,
-    )
+    checked(state, ctx, vec![command.event()], |s, e| check(s, e, sender_consent), evolve)
 }
 
 /// The rules an incoming event on a referral must meet, given the referral's earlier events
 /// and, for a referral made to an organisation, the consent state of the sender's case
 /// ([`sender_case`]); for other events `sender_consent` is not read.
-pub fn check(
-    state: &State,
-    event: &Envelope,
-    sender_consent: &consent::State,
-) -> Result<(), DomainError> {
+pub fn check(state: &State, event: &Envelope, sender_consent: &consent::State) -> Result<(), DomainError> {
     event.data.validate().map_err(DomainError::InvalidData)?;
-    if event.data.spec().aggregate != AggregateKind::Referrals
-        || event.subject.kind() != AggregateKind::Referrals
-    {
-        return Err(DomainError::NotAReferralEvent {
-            event_type: event.data.event_type().to_owned(),
-        });
+    if event.data.spec().aggregate != AggregateKind::Referrals || event.subject.kind() != AggregateKind::Referrals {
+        return Err(DomainError::NotAReferralEvent { event_type: event.data.event_type().to_owned() });
     }
     if let EventData::ReferralMade(d) = &event.data {
         return check_made(state, event, d, sender_consent);
@@ -378,11 +358,7 @@ pub fn check(
     let by_receiver = receiver == Some(&event.org);
     let status = state.status;
     let closed = || {
-        if status.is_closed() {
-            Err(DomainError::AlreadyClosed { status })
-        } else {
-            Ok(())
-        }
+        if status.is_closed() { Err(DomainError::AlreadyClosed { status }) } else { Ok(()) }
     };
     match &event.data {
         EventData::ReferralReceived(_) => {
@@ -442,9 +418,7 @@ pub fn check(
                 _ => Err(DomainError::AlreadyAccepted),
             }
         }
-        other => Err(DomainError::NotAReferralEvent {
-            event_type: other.event_type().to_owned(),
-        }),
+        other => Err(DomainError::NotAReferralEvent { event_type: other.event_type().to_owned() }),
     }
 }
 
@@ -470,10 +444,7 @@ fn check_made(
         ConsentStatus::Active { .. } => Ok(()),
         ConsentStatus::NeverGiven => Err(DomainError::NoConsentToShare { organisation }),
         ConsentStatus::Withdrawn => Err(DomainError::ConsentWithdrawn { organisation }),
-        ConsentStatus::Expired { expired_on } => Err(DomainError::ConsentExpired {
-            organisation,
-            expired_on,
-        }),
+        ConsentStatus::Expired { expired_on } => Err(DomainError::ConsentExpired { organisation, expired_on }),
     }
 }
 
@@ -489,11 +460,7 @@ fn receiver_only(receiver: Option<&OrgId>, by_receiver: bool) -> Result<(), Doma
 
 /// First contact and completion come from the receiving organisation, or from the sender for
 /// an outside service.
-fn recorder_of_progress(
-    receiver: Option<&OrgId>,
-    by_sender: bool,
-    by_receiver: bool,
-) -> Result<(), DomainError> {
+fn recorder_of_progress(receiver: Option<&OrgId>, by_sender: bool, by_receiver: bool) -> Result<(), DomainError> {
     match receiver {
         Some(_) if by_receiver => Ok(()),
         Some(_) => Err(DomainError::NotTheReceiver),
@@ -536,8 +503,7 @@ mod tests {
     use super::*;
     use crate::aggregates::testing::{self, Aggregate, date, given, given_with};
     use crate::events::{
-        ConsentGiven, ConsentWithdrawn, EventPayload, ReferralCancelReason, ReferralDeclineReason,
-        ReferralOutcome,
+        ConsentGiven, ConsentWithdrawn, EventPayload, ReferralCancelReason, ReferralDeclineReason, ReferralOutcome,
     };
     use crate::reference::OutsideService;
     use proptest::prelude::*;
@@ -548,12 +514,7 @@ mod tests {
         type Command = Command;
         type Error = DomainError;
         type Input = consent::State;
-        fn decide(
-            s: &State,
-            c: &Command,
-            ctx: &Context,
-            i: &consent::State,
-        ) -> Result<Vec<EventData>, DomainError> {
+        fn decide(s: &State, c: &Command, ctx: &Context, i: &consent::State) -> Result<Vec<EventData>, DomainError> {
             decide(s, c, ctx, i)
         }
         fn check(s: &State, e: &Envelope, i: &consent::State) -> Result<(), DomainError> {
@@ -579,10 +540,7 @@ mod tests {
             expires_on,
             ..ConsentGiven::example()
         };
-        consent::evolve(
-            consent::State::default(),
-            &testing::event(SENDER, "cases/case-2025-0142", (1, 1), given),
-        )
+        consent::evolve(consent::State::default(), &testing::event(SENDER, "cases/case-2025-0142", (1, 1), given))
     }
 
     fn made_to_receiver() -> ReferralMade {
@@ -636,9 +594,7 @@ mod tests {
     fn a_referral_to_an_organisation_without_consent_is_refused() {
         given::<Referral>([])
             .when(&ctx(SENDER, (2, 1)), Command::Make(made_to_receiver()))
-            .then_error(DomainError::NoConsentToShare {
-                organisation: org(RECEIVER),
-            });
+            .then_error(DomainError::NoConsentToShare { organisation: org(RECEIVER) });
     }
 
     #[test]
@@ -647,9 +603,7 @@ mod tests {
         made.destination = ReferralDestination::Organisation(org("dsr"));
         given_to_receiver([])
             .when(&ctx(SENDER, (2, 1)), Command::Make(made))
-            .then_error(DomainError::NoConsentToShare {
-                organisation: org("dsr"),
-            });
+            .then_error(DomainError::NoConsentToShare { organisation: org("dsr") });
     }
 
     #[test]
@@ -664,30 +618,21 @@ mod tests {
         );
         given_with::<Referral>(consent, [])
             .when(&ctx(SENDER, (2, 1)), Command::Make(made_to_receiver()))
-            .then_error(DomainError::ConsentWithdrawn {
-                organisation: org(RECEIVER),
-            });
+            .then_error(DomainError::ConsentWithdrawn { organisation: org(RECEIVER) });
     }
 
     #[test]
     fn a_referral_after_the_consent_expired_is_refused_by_the_date_it_occurred() {
         let g = given_with::<Referral>(consent_to_share(Some(date(1, 31))), []);
-        g.when(&ctx(SENDER, (1, 31)), Command::Make(made_to_receiver()))
-            .then(vec![made_to_receiver().into()]);
+        g.when(&ctx(SENDER, (1, 31)), Command::Make(made_to_receiver())).then(vec![made_to_receiver().into()]);
         g.when(&ctx(SENDER, (2, 1)), Command::Make(made_to_receiver()))
-            .then_error(DomainError::ConsentExpired {
-                organisation: org(RECEIVER),
-                expired_on: date(1, 31),
-            });
+            .then_error(DomainError::ConsentExpired { organisation: org(RECEIVER), expired_on: date(1, 31) });
     }
 
     #[test]
     fn a_referral_to_an_outside_service_needs_no_consent_to_share() {
         given::<Referral>([])
-            .when(
-                &ctx(SENDER, (2, 1)),
-                Command::Make(made_to_outside_service()),
-            )
+            .when(&ctx(SENDER, (2, 1)), Command::Make(made_to_outside_service()))
             .then(vec![made_to_outside_service().into()]);
     }
 
@@ -709,31 +654,19 @@ mod tests {
 
     #[test]
     fn sender_case_names_the_case_whose_consent_is_needed() {
-        assert_eq!(
-            sender_case(&made()),
-            Some(AggregateRef::parse("cases/case-2025-0142").unwrap())
-        );
-        assert_eq!(
-            sender_case(&by(SENDER, (2, 1), made_to_outside_service())),
-            None
-        );
+        assert_eq!(sender_case(&made()), Some(AggregateRef::parse("cases/case-2025-0142").unwrap()));
+        assert_eq!(sender_case(&by(SENDER, (2, 1), made_to_outside_service())), None);
         assert_eq!(sender_case(&accepted()), None);
     }
 
     #[test]
     fn the_receiver_receives_accepts_makes_first_contact_and_completes() {
         let state = given_to_receiver([made(), received(), accepted()])
-            .when(
-                &ctx(RECEIVER, (2, 10)),
-                Command::RecordFirstContact(ReferralFirstContactMade::example()),
-            )
+            .when(&ctx(RECEIVER, (2, 10)), Command::RecordFirstContact(ReferralFirstContactMade::example()))
             .then(vec![ReferralFirstContactMade::example().into()]);
         assert_eq!(state.status(), ReferralStatus::FirstContactMade);
         let state = given_to_receiver([made(), received(), accepted()])
-            .when(
-                &ctx(RECEIVER, (3, 1)),
-                Command::Complete(ReferralCompleted::example()),
-            )
+            .when(&ctx(RECEIVER, (3, 1)), Command::Complete(ReferralCompleted::example()))
             .then(vec![ReferralCompleted::example().into()]);
         assert_eq!(state.status(), ReferralStatus::Completed);
         assert!(state.ever_accepted() && !state.ever_declined());
@@ -742,241 +675,137 @@ mod tests {
     #[test]
     fn a_referral_may_be_accepted_without_a_separate_receipt() {
         given_to_receiver([made()])
-            .when(
-                &ctx(RECEIVER, (2, 2)),
-                Command::Accept(ReferralAccepted::example()),
-            )
+            .when(&ctx(RECEIVER, (2, 2)), Command::Accept(ReferralAccepted::example()))
             .then(vec![ReferralAccepted::example().into()]);
     }
 
     #[test]
     fn receiving_a_referral_twice_is_refused() {
         given_to_receiver([made(), received()])
-            .when(
-                &ctx(RECEIVER, (2, 3)),
-                Command::Receive(ReferralReceived::example()),
-            )
+            .when(&ctx(RECEIVER, (2, 3)), Command::Receive(ReferralReceived::example()))
             .then_error(DomainError::AlreadyReceived);
     }
 
     #[test]
     fn recording_the_first_contact_twice_is_refused() {
-        given_to_receiver([
-            made(),
-            accepted(),
-            by(RECEIVER, (2, 10), ReferralFirstContactMade::example()),
-        ])
-        .when(
-            &ctx(RECEIVER, (2, 11)),
-            Command::RecordFirstContact(ReferralFirstContactMade::example()),
-        )
-        .then_error(DomainError::FirstContactAlreadyMade);
+        given_to_receiver([made(), accepted(), by(RECEIVER, (2, 10), ReferralFirstContactMade::example())])
+            .when(&ctx(RECEIVER, (2, 11)), Command::RecordFirstContact(ReferralFirstContactMade::example()))
+            .then_error(DomainError::FirstContactAlreadyMade);
     }
 
     #[test]
     fn a_decline_with_a_reason_text_but_no_client_reference_is_refused() {
-        let decline = ReferralDeclined {
-            client_ref: None,
-            ..ReferralDeclined::example()
-        };
-        given_to_receiver([made()])
-            .when(&ctx(RECEIVER, (2, 2)), Command::Decline(decline))
-            .then_error(DomainError::InvalidData(DataError::at(
+        let decline = ReferralDeclined { client_ref: None, ..ReferralDeclined::example() };
+        given_to_receiver([made()]).when(&ctx(RECEIVER, (2, 2)), Command::Decline(decline)).then_error(
+            DomainError::InvalidData(DataError::at(
                 "client_ref",
                 "required with reason_text: the text is sealed with the client's key",
-            )));
+            )),
+        );
     }
 
     #[test]
     fn an_event_of_another_aggregate_is_refused() {
         given_to_receiver([made()])
-            .when_event(testing::event(
-                RECEIVER,
-                "cases/c-9",
-                (2, 2),
-                crate::events::GuidanceAccepted::example(),
-            ))
-            .then_error(DomainError::NotAReferralEvent {
-                event_type: "relais.guidance.accepted".into(),
-            });
+            .when_event(testing::event(RECEIVER, "cases/c-9", (2, 2), crate::events::GuidanceAccepted::example()))
+            .then_error(DomainError::NotAReferralEvent { event_type: "relais.guidance.accepted".into() });
     }
 
     #[test]
     fn accepting_a_referral_twice_is_refused() {
         given_to_receiver([made(), received(), accepted()])
-            .when(
-                &ctx(RECEIVER, (2, 4)),
-                Command::Accept(ReferralAccepted::example()),
-            )
+            .when(&ctx(RECEIVER, (2, 4)), Command::Accept(ReferralAccepted::example()))
             .then_error(DomainError::AlreadyAccepted);
     }
 
     #[test]
     fn accepting_a_referral_not_addressed_to_the_organisation_is_refused() {
         given_to_receiver([made(), received()])
-            .when(
-                &ctx("dsr", (2, 3)),
-                Command::Accept(ReferralAccepted::example()),
-            )
+            .when(&ctx("dsr", (2, 3)), Command::Accept(ReferralAccepted::example()))
             .then_error(DomainError::NotTheReceiver);
     }
 
     #[test]
     fn only_the_receiver_declines_receives_makes_first_contact_or_completes() {
         let g = given_to_receiver([made(), received(), accepted()]);
-        g.when(
-            &ctx(SENDER, (2, 4)),
-            Command::RecordFirstContact(ReferralFirstContactMade::example()),
-        )
-        .then_error(DomainError::NotTheReceiver);
-        g.when(
-            &ctx(SENDER, (2, 4)),
-            Command::Complete(ReferralCompleted::example()),
-        )
-        .then_error(DomainError::NotTheReceiver);
+        g.when(&ctx(SENDER, (2, 4)), Command::RecordFirstContact(ReferralFirstContactMade::example()))
+            .then_error(DomainError::NotTheReceiver);
+        g.when(&ctx(SENDER, (2, 4)), Command::Complete(ReferralCompleted::example()))
+            .then_error(DomainError::NotTheReceiver);
         let g = given_to_receiver([made()]);
-        g.when(
-            &ctx(SENDER, (2, 2)),
-            Command::Receive(ReferralReceived::example()),
-        )
-        .then_error(DomainError::NotTheReceiver);
-        g.when(
-            &ctx("dsr", (2, 2)),
-            Command::Decline(ReferralDeclined::example()),
-        )
-        .then_error(DomainError::NotTheReceiver);
+        g.when(&ctx(SENDER, (2, 2)), Command::Receive(ReferralReceived::example()))
+            .then_error(DomainError::NotTheReceiver);
+        g.when(&ctx("dsr", (2, 2)), Command::Decline(ReferralDeclined::example()))
+            .then_error(DomainError::NotTheReceiver);
     }
 
     #[test]
     fn a_referral_declined_after_it_was_accepted_is_refused() {
         given_to_receiver([made(), accepted()])
-            .when(
-                &ctx(RECEIVER, (2, 4)),
-                Command::Decline(ReferralDeclined::example()),
-            )
+            .when(&ctx(RECEIVER, (2, 4)), Command::Decline(ReferralDeclined::example()))
             .then_error(DomainError::AlreadyAccepted);
     }
 
     #[test]
     fn completing_a_declined_referral_is_refused() {
-        let declined_for = |reason| {
-            by(
-                RECEIVER,
-                (2, 3),
-                ReferralDeclined {
-                    reason,
-                    ..ReferralDeclined::example()
-                },
-            )
-        };
-        given_to_receiver([
-            made(),
-            received(),
-            declined_for(ReferralDeclineReason::NoCapacity),
-        ])
-        .when(
-            &ctx(RECEIVER, (2, 4)),
-            Command::Complete(ReferralCompleted::example()),
-        )
-        .then_error(DomainError::AlreadyClosed {
-            status: ReferralStatus::Declined,
-        });
+        let declined_for = |reason| by(RECEIVER, (2, 3), ReferralDeclined { reason, ..ReferralDeclined::example() });
+        given_to_receiver([made(), received(), declined_for(ReferralDeclineReason::NoCapacity)])
+            .when(&ctx(RECEIVER, (2, 4)), Command::Complete(ReferralCompleted::example()))
+            .then_error(DomainError::AlreadyClosed { status: ReferralStatus::Declined });
         given_to_receiver([made(), declined()])
-            .when(
-                &ctx(RECEIVER, (2, 4)),
-                Command::Accept(ReferralAccepted::example()),
-            )
-            .then_error(DomainError::AlreadyClosed {
-                status: ReferralStatus::Declined,
-            });
+            .when(&ctx(RECEIVER, (2, 4)), Command::Accept(ReferralAccepted::example()))
+            .then_error(DomainError::AlreadyClosed { status: ReferralStatus::Declined });
     }
 
     #[test]
     fn completing_before_acceptance_is_refused() {
         given_to_receiver([made(), received()])
-            .when(
-                &ctx(RECEIVER, (2, 4)),
-                Command::Complete(ReferralCompleted::example()),
-            )
+            .when(&ctx(RECEIVER, (2, 4)), Command::Complete(ReferralCompleted::example()))
             .then_error(DomainError::NotAccepted);
     }
 
     #[test]
     fn a_referral_to_an_outside_service_is_followed_up_and_closed_by_the_sender() {
         let g = given::<Referral>([by(SENDER, (2, 1), made_to_outside_service())]);
-        let contact = ReferralFirstContactMade {
-            client_ref: "cl-2025-0142".into(),
-        };
-        g.when(
-            &ctx(SENDER, (2, 10)),
-            Command::RecordFirstContact(contact.clone()),
-        )
-        .then(vec![contact.into()]);
+        let contact = ReferralFirstContactMade { client_ref: "cl-2025-0142".into() };
+        g.when(&ctx(SENDER, (2, 10)), Command::RecordFirstContact(contact.clone())).then(vec![contact.into()]);
         let done = ReferralCompleted {
             client_ref: "cl-2025-0142".into(),
             outcome: ReferralOutcome::HelpProvided,
             outcome_note: None,
         };
-        g.when(&ctx(SENDER, (3, 1)), Command::Complete(done.clone()))
-            .then(vec![done.into()]);
-        g.when(
-            &ctx(RECEIVER, (3, 1)),
-            Command::Complete(ReferralCompleted::example()),
-        )
-        .then_error(DomainError::NotTheSender);
-        g.when(
-            &ctx(SENDER, (2, 2)),
-            Command::Accept(ReferralAccepted::example()),
-        )
-        .then_error(DomainError::NotAddressedToAnOrganisation);
+        g.when(&ctx(SENDER, (3, 1)), Command::Complete(done.clone())).then(vec![done.into()]);
+        g.when(&ctx(RECEIVER, (3, 1)), Command::Complete(ReferralCompleted::example()))
+            .then_error(DomainError::NotTheSender);
+        g.when(&ctx(SENDER, (2, 2)), Command::Accept(ReferralAccepted::example()))
+            .then_error(DomainError::NotAddressedToAnOrganisation);
     }
 
     #[test]
     fn only_the_sender_cancels_or_expires_a_referral() {
         let g = given_to_receiver([made(), received()]);
-        g.when(
-            &ctx(RECEIVER, (2, 5)),
-            Command::Cancel(ReferralCancelled::example()),
-        )
-        .then_error(DomainError::NotTheSender);
-        let cancel = ReferralCancelled {
-            reason: ReferralCancelReason::ClientWithdrew,
-            ..ReferralCancelled::example()
-        };
-        g.when(&ctx(SENDER, (2, 5)), Command::Cancel(cancel.clone()))
-            .then(vec![cancel.into()]);
-        g.when(
-            &ctx(SENDER, (3, 5)),
-            Command::Expire(ReferralExpired::example()),
-        )
-        .then(vec![ReferralExpired::example().into()]);
+        g.when(&ctx(RECEIVER, (2, 5)), Command::Cancel(ReferralCancelled::example()))
+            .then_error(DomainError::NotTheSender);
+        let cancel = ReferralCancelled { reason: ReferralCancelReason::ClientWithdrew, ..ReferralCancelled::example() };
+        g.when(&ctx(SENDER, (2, 5)), Command::Cancel(cancel.clone())).then(vec![cancel.into()]);
+        g.when(&ctx(SENDER, (3, 5)), Command::Expire(ReferralExpired::example()))
+            .then(vec![ReferralExpired::example().into()]);
     }
 
     #[test]
     fn an_accepted_referral_does_not_expire_and_a_cancelled_one_cannot_be_cancelled_again() {
         given_to_receiver([made(), accepted()])
-            .when(
-                &ctx(SENDER, (3, 5)),
-                Command::Expire(ReferralExpired::example()),
-            )
+            .when(&ctx(SENDER, (3, 5)), Command::Expire(ReferralExpired::example()))
             .then_error(DomainError::AlreadyAccepted);
         given_to_receiver([made(), by(SENDER, (2, 2), ReferralCancelled::example())])
-            .when(
-                &ctx(SENDER, (2, 3)),
-                Command::Cancel(ReferralCancelled::example()),
-            )
-            .then_error(DomainError::AlreadyClosed {
-                status: ReferralStatus::Cancelled,
-            });
+            .when(&ctx(SENDER, (2, 3)), Command::Cancel(ReferralCancelled::example()))
+            .then_error(DomainError::AlreadyClosed { status: ReferralStatus::Cancelled });
     }
 
     #[test]
     fn an_event_on_a_referral_never_made_is_refused() {
         given::<Referral>([])
-            .when(
-                &ctx(RECEIVER, (2, 2)),
-                Command::Accept(ReferralAccepted::example()),
-            )
+            .when(&ctx(RECEIVER, (2, 2)), Command::Accept(ReferralAccepted::example()))
             .then_error(DomainError::NotMade);
     }
 
@@ -987,9 +816,7 @@ mod tests {
             Just(Command::Receive(ReferralReceived { client_ref: None })),
             Just(Command::Accept(ReferralAccepted::example())),
             Just(Command::Decline(ReferralDeclined::example())),
-            Just(Command::RecordFirstContact(
-                ReferralFirstContactMade::example()
-            )),
+            Just(Command::RecordFirstContact(ReferralFirstContactMade::example())),
             Just(Command::Complete(ReferralCompleted::example())),
             Just(Command::Cancel(ReferralCancelled::example())),
             Just(Command::Expire(ReferralExpired::example())),

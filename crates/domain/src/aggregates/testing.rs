@@ -30,8 +30,7 @@ pub(crate) trait Aggregate {
         input: &Self::Input,
     ) -> Result<Vec<EventData>, Self::Error>;
     /// The module's `check`.
-    fn check(state: &Self::State, event: &Envelope, input: &Self::Input)
-    -> Result<(), Self::Error>;
+    fn check(state: &Self::State, event: &Envelope, input: &Self::Input) -> Result<(), Self::Error>;
     /// The module's `evolve`.
     fn evolve(state: Self::State, event: &Envelope) -> Self::State;
 }
@@ -49,17 +48,11 @@ pub(crate) fn given<A: Aggregate>(events: impl IntoIterator<Item = Envelope>) ->
 }
 
 /// Like [`given`], with input from outside the stream.
-pub(crate) fn given_with<A: Aggregate>(
-    input: A::Input,
-    events: impl IntoIterator<Item = Envelope>,
-) -> Given<A> {
+pub(crate) fn given_with<A: Aggregate>(input: A::Input, events: impl IntoIterator<Item = Envelope>) -> Given<A> {
     let mut state = A::State::default();
     for event in events {
         if let Err(e) = A::check(&state, &event, &input) {
-            panic!(
-                "the given event {} breaks a rule: {e:?}",
-                event.data.event_type()
-            );
+            panic!("the given event {} breaks a rule: {e:?}", event.data.event_type());
         }
         state = A::evolve(state, &event);
     }
@@ -69,11 +62,7 @@ pub(crate) fn given_with<A: Aggregate>(
 impl<A: Aggregate> Given<A> {
     /// Decides a command.
     pub(crate) fn when(&self, ctx: &Context, command: A::Command) -> Then<A> {
-        Then {
-            result: A::decide(&self.state, &command, ctx, &self.input),
-            state: self.state.clone(),
-            ctx: ctx.clone(),
-        }
+        Then { result: A::decide(&self.state, &command, ctx, &self.input), state: self.state.clone(), ctx: ctx.clone() }
     }
 
     /// Checks an incoming event; on success the outcome is that one event.
@@ -85,11 +74,7 @@ impl<A: Aggregate> Given<A> {
             actor: event.actor.clone(),
         };
         let result = A::check(&self.state, &event, &self.input).map(|()| vec![event.data.clone()]);
-        Then {
-            result,
-            state: self.state.clone(),
-            ctx,
-        }
+        Then { result, state: self.state.clone(), ctx }
     }
 
     /// The state after the given events.
@@ -112,9 +97,7 @@ impl<A: Aggregate> Then<A> {
         match self.result {
             Ok(events) => {
                 assert_eq!(events, expected);
-                events.into_iter().fold(self.state, |s, d| {
-                    A::evolve(s, &self.ctx.envelope(Uuid::nil(), d))
-                })
+                events.into_iter().fold(self.state, |s, d| A::evolve(s, &self.ctx.envelope(Uuid::nil(), d)))
             }
             Err(e) => panic!("expected events, got the refusal {e:?}"),
         }
@@ -132,9 +115,7 @@ impl<A: Aggregate> Then<A> {
 
 /// 10:00 UTC on a day of 2025 (month, day).
 pub(crate) fn at(month: u32, day: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, month, day, 10, 0, 0)
-        .single()
-        .unwrap()
+    Utc.with_ymd_and_hms(2025, month, day, 10, 0, 0).single().unwrap()
 }
 
 /// A context: organisation, subject, day of 2025.
@@ -148,16 +129,8 @@ pub(crate) fn ctx(org: &str, subject: &str, (month, day): (u32, u32)) -> Context
 }
 
 /// An event recorded by an organisation on a subject on a day of 2025.
-pub(crate) fn event(
-    org: &str,
-    subject: &str,
-    day: (u32, u32),
-    data: impl Into<EventData>,
-) -> Envelope {
-    ctx(org, subject, day).envelope(
-        Uuid::from_u128(u128::from(day.0 * 100 + day.1)),
-        data.into(),
-    )
+pub(crate) fn event(org: &str, subject: &str, day: (u32, u32), data: impl Into<EventData>) -> Envelope {
+    ctx(org, subject, day).envelope(Uuid::from_u128(u128::from(day.0 * 100 + day.1)), data.into())
 }
 
 /// A calendar date of 2025.

@@ -148,10 +148,7 @@ impl EventPayload for ActivityPlanned {
     fn validate(&self) -> Result<(), DataError> {
         let title = self.title.trim();
         if title.is_empty() || self.title.chars().count() > MAX_TITLE_CHARS {
-            return Err(DataError::at(
-                "title",
-                format!("1 to {MAX_TITLE_CHARS} characters"),
-            ));
+            return Err(DataError::at("title", format!("1 to {MAX_TITLE_CHARS} characters")));
         }
         if self.title.chars().any(char::is_control) {
             return Err(DataError::at("title", "control characters are not allowed"));
@@ -176,9 +173,7 @@ pub struct RegistrationReceived {
 
 impl EventPayload for RegistrationReceived {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-        }
+        Self { client_ref: "cl-2025-0142".into() }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -203,23 +198,13 @@ pub struct ParticipantScreened {
 
 impl EventPayload for ParticipantScreened {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-            admitted: true,
-            refusal_reason: None,
-        }
+        Self { client_ref: "cl-2025-0142".into(), admitted: true, refusal_reason: None }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;
         match (self.admitted, self.refusal_reason) {
-            (false, None) => Err(DataError::at(
-                "refusal_reason",
-                "required when the candidate is not admitted",
-            )),
-            (true, Some(_)) => Err(DataError::at(
-                "refusal_reason",
-                "only given when the candidate is not admitted",
-            )),
+            (false, None) => Err(DataError::at("refusal_reason", "required when the candidate is not admitted")),
+            (true, Some(_)) => Err(DataError::at("refusal_reason", "only given when the candidate is not admitted")),
             _ => Ok(()),
         }
     }
@@ -238,9 +223,7 @@ pub struct ParticipantEnrolled {
 
 impl EventPayload for ParticipantEnrolled {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-        }
+        Self { client_ref: "cl-2025-0142".into() }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -275,10 +258,7 @@ impl EventPayload for SessionHeld {
     }
     fn validate(&self) -> Result<(), DataError> {
         if self.session_number == 0 {
-            return Err(DataError::at(
-                "session_number",
-                "sessions are numbered from 1",
-            ));
+            return Err(DataError::at("session_number", "sessions are numbered from 1"));
         }
         Ok(())
     }
@@ -296,10 +276,7 @@ pub struct ParticipantDroppedOut {
 
 impl EventPayload for ParticipantDroppedOut {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-            reason: DropoutReason::ScheduleConflict,
-        }
+        Self { client_ref: "cl-2025-0142".into(), reason: DropoutReason::ScheduleConflict }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -323,10 +300,7 @@ pub struct DropoutFeedbackHeld {
 
 impl EventPayload for DropoutFeedbackHeld {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-            note: Some("Werk in de keuken valt samen met de sessies".into()),
-        }
+        Self { client_ref: "cl-2025-0142".into(), note: Some("Werk in de keuken valt samen met de sessies".into()) }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;

@@ -15,9 +15,7 @@ use std::fmt;
 
 /// What a consent covers. JSON: `"guidance"`, `{"share_with_organisation": "apo"}` or
 /// `"continuity_monitor"`.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentScope {
     /// The guidance itself (guidance is voluntary; the client can end it).
@@ -85,10 +83,7 @@ pub struct LinkageKey(String);
 impl LinkageKey {
     /// Checks and wraps a linkage key.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Self(s.to_owned()))
         } else {
             Err("a linkage key is 64 lower-case hexadecimal characters (HMAC-SHA256)".to_owned())
@@ -147,9 +142,7 @@ impl EventPayload for ConsentGiven {
     fn example() -> Self {
         Self {
             client_ref: "cl-2025-0142".into(),
-            scope: ConsentScope::ShareWithOrganisation(
-                OrgId::parse("caw-brussel").unwrap_or_else(|_| unreachable!()),
-            ),
+            scope: ConsentScope::ShareWithOrganisation(OrgId::parse("caw-brussel").unwrap_or_else(|_| unreachable!())),
             expires_on: NaiveDate::from_ymd_opt(2026, 3, 31),
             linkage_key: None,
         }
@@ -157,15 +150,11 @@ impl EventPayload for ConsentGiven {
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;
         match (&self.scope, &self.linkage_key) {
-            (ConsentScope::ContinuityMonitor, None) => Err(DataError::at(
-                "linkage_key",
-                "a consent to the continuity monitor carries the linkage key",
-            )),
+            (ConsentScope::ContinuityMonitor, None) => {
+                Err(DataError::at("linkage_key", "a consent to the continuity monitor carries the linkage key"))
+            }
             (ConsentScope::Guidance | ConsentScope::ShareWithOrganisation(_), Some(_)) => {
-                Err(DataError::at(
-                    "linkage_key",
-                    "a linkage key is only sent with a consent to the continuity monitor",
-                ))
+                Err(DataError::at("linkage_key", "a linkage key is only sent with a consent to the continuity monitor"))
             }
             _ => Ok(()),
         }
@@ -189,9 +178,7 @@ impl EventPayload for ConsentWithdrawn {
     fn example() -> Self {
         Self {
             client_ref: "cl-2025-0142".into(),
-            scope: ConsentScope::ShareWithOrganisation(
-                OrgId::parse("caw-brussel").unwrap_or_else(|_| unreachable!()),
-            ),
+            scope: ConsentScope::ShareWithOrganisation(OrgId::parse("caw-brussel").unwrap_or_else(|_| unreachable!())),
         }
     }
     fn validate(&self) -> Result<(), DataError> {

@@ -214,11 +214,7 @@ impl EventPayload for IntakeHeld {
     fn example() -> Self {
         Self {
             client_ref: "cl-2025-0142".into(),
-            life_domains: vec![
-                LifeDomain::JusticeProcedure,
-                LifeDomain::Housing,
-                LifeDomain::FamilyRelations,
-            ],
+            life_domains: vec![LifeDomain::JusticeProcedure, LifeDomain::Housing, LifeDomain::FamilyRelations],
             language: Language::parse("fr").unwrap_or_else(|_| unreachable!()),
             interpreter: Interpreter::None,
             note: None,
@@ -256,9 +252,7 @@ impl EventPayload for PlanSet {
         Self {
             client_ref: "cl-2025-0142".into(),
             life_domains: vec![LifeDomain::Housing, LifeDomain::WorkTraining],
-            goals: Some(
-                "Huisvesting: woning zoeken voor vrijlating. Werk: inschrijving opleiding.".into(),
-            ),
+            goals: Some("Huisvesting: woning zoeken voor vrijlating. Werk: inschrijving opleiding.".into()),
             review_on: NaiveDate::from_ymd_opt(2025, 6, 30),
         }
     }
@@ -347,10 +341,7 @@ impl EventPayload for InterventionRecorded {
             return Err(DataError::at("life_domains", "at least one life domain"));
         }
         if self.duration_minutes == 0 || self.duration_minutes > 24 * 60 {
-            return Err(DataError::at(
-                "duration_minutes",
-                "between 1 and 1440 minutes",
-            ));
+            return Err(DataError::at("duration_minutes", "between 1 and 1440 minutes"));
         }
         check_free_text("note", self.note.as_deref())
     }
@@ -388,11 +379,7 @@ impl From<InterventionRecordedV1> for InterventionRecorded {
             life_domains: v1.life_domains,
             duration_minutes: v1.duration_minutes,
             language: v1.language,
-            interpreter: if v1.interpreter_used {
-                Interpreter::Unspecified
-            } else {
-                Interpreter::None
-            },
+            interpreter: if v1.interpreter_used { Interpreter::Unspecified } else { Interpreter::None },
             note: v1.note,
         }
     }
@@ -447,11 +434,7 @@ pub struct GuidanceClosed {
 
 impl EventPayload for GuidanceClosed {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-            reason: ClosureReason::ReleasedAndHandedOver,
-            note: None,
-        }
+        Self { client_ref: "cl-2025-0142".into(), reason: ClosureReason::ReleasedAndHandedOver, note: None }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;

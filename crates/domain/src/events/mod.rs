@@ -54,10 +54,7 @@ pub struct DataError {
 impl DataError {
     /// An error at the given field of `data`.
     pub fn at(field: &str, detail: impl Into<String>) -> Self {
-        Self {
-            pointer: format!("/{field}"),
-            detail: detail.into(),
-        }
+        Self { pointer: format!("/{field}"), detail: detail.into() }
     }
 }
 
@@ -137,11 +134,7 @@ impl EventTypeSpec {
         let mut schema = (self.schema)();
         if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
             for (name, prop) in props.iter_mut() {
-                let class = if self.personal_fields.contains(&name.as_str()) {
-                    "personal"
-                } else {
-                    "statistical"
-                };
+                let class = if self.personal_fields.contains(&name.as_str()) { "personal" } else { "statistical" };
                 if let Some(obj) = prop.as_object_mut() {
                     obj.insert("x-relais-class".into(), class.into());
                 } else {
@@ -160,11 +153,7 @@ impl EventTypeSpec {
 
     /// The class of one top-level field of `data`.
     pub fn field_class(&self, field: &str) -> FieldClass {
-        if self.personal_fields.contains(&field) {
-            FieldClass::Personal
-        } else {
-            FieldClass::Statistical
-        }
+        if self.personal_fields.contains(&field) { FieldClass::Personal } else { FieldClass::Statistical }
     }
 }
 
@@ -204,11 +193,7 @@ pub trait PersonalSlot {
 
 impl PersonalSlot for String {
     fn take_out(&mut self) -> Option<String> {
-        if self.is_empty() {
-            None
-        } else {
-            Some(std::mem::take(self))
-        }
+        if self.is_empty() { None } else { Some(std::mem::take(self)) }
     }
     fn put_in(&mut self, value: String) {
         *self = value;
@@ -247,20 +232,16 @@ impl PersonalFields {
 
     /// The value of one field, if present.
     pub fn get(&self, field: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == field)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| k == field).map(|(_, v)| v.as_str())
     }
 }
 
 /// Checks an optional free text: short, no control characters but newlines.
 pub fn check_free_text(field: &str, text: Option<&str>) -> Result<(), DataError> {
     match text {
-        Some(t) if t.chars().count() > MAX_FREE_TEXT_CHARS => Err(DataError::at(
-            field,
-            format!("free text is limited to {MAX_FREE_TEXT_CHARS} characters"),
-        )),
+        Some(t) if t.chars().count() > MAX_FREE_TEXT_CHARS => {
+            Err(DataError::at(field, format!("free text is limited to {MAX_FREE_TEXT_CHARS} characters")))
+        }
         Some(t) if t.chars().any(|c| c.is_control() && c != '\n') => {
             Err(DataError::at(field, "control characters are not allowed"))
         }
@@ -273,16 +254,11 @@ pub fn check_free_text(field: &str, text: Option<&str>) -> Result<(), DataError>
 pub fn check_client_ref(field: &str, client_ref: &str) -> Result<(), DataError> {
     let ok = !client_ref.is_empty()
         && client_ref.len() <= 64
-        && client_ref
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && client_ref.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(DataError::at(
-            field,
-            "a client reference is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
-        ))
+        Err(DataError::at(field, "a client reference is 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'"))
     }
 }
 
@@ -345,11 +321,7 @@ fn from_json<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DataErr
     serde_path_to_error::deserialize(value).map_err(json_error_to_data_error)
 }
 
-fn decode_postcard<T: DeserializeOwned>(
-    name: &str,
-    version: u16,
-    bytes: &[u8],
-) -> Result<T, DecodeError> {
+fn decode_postcard<T: DeserializeOwned>(name: &str, version: u16, bytes: &[u8]) -> Result<T, DecodeError> {
     postcard::from_bytes(bytes).map_err(|e| DecodeError::Malformed {
         event_type: name.to_owned(),
         version,

@@ -42,12 +42,7 @@ pub struct FamilyContactFacilitated {
 
 impl EventPayload for FamilyContactFacilitated {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-            relation: Relation::Child,
-            form: ContactForm::Visit,
-            note: None,
-        }
+        Self { client_ref: "cl-2025-0142".into(), relation: Relation::Child, form: ContactForm::Visit, note: None }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;

@@ -26,8 +26,6 @@ pub struct ClientErased {
 
 impl EventPayload for ClientErased {
     fn example() -> Self {
-        Self {
-            reason: ErasureReason::ClientRequest,
-        }
+        Self { reason: ErasureReason::ClientRequest }
     }
 }

@@ -120,16 +120,13 @@ impl EventPayload for ReferralMade {
             ),
             life_domains: vec![LifeDomain::Housing],
             case_id: "case-2025-0142".into(),
-            message: Some(
-                "Zoekt woning na vrijlating in oktober; spreekt Frans en Arabisch".into(),
-            ),
+            message: Some("Zoekt woning na vrijlating in oktober; spreekt Frans en Arabisch".into()),
         }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;
         check_distinct("life_domains", &self.life_domains, 1)?;
-        AggregateRef::new(AggregateKind::Cases, &self.case_id)
-            .map_err(|e| DataError::at("case_id", e.to_string()))?;
+        AggregateRef::new(AggregateKind::Cases, &self.case_id).map_err(|e| DataError::at("case_id", e.to_string()))?;
         check_free_text("message", self.message.as_deref())
     }
     fn client_ref(&self) -> Option<&str> {
@@ -149,9 +146,7 @@ pub struct ReferralReceived {
 
 impl EventPayload for ReferralReceived {
     fn example() -> Self {
-        Self {
-            client_ref: Some("caw-7731".into()),
-        }
+        Self { client_ref: Some("caw-7731".into()) }
     }
     fn validate(&self) -> Result<(), DataError> {
         match &self.client_ref {
@@ -174,9 +169,7 @@ pub struct ReferralAccepted {
 
 impl EventPayload for ReferralAccepted {
     fn example() -> Self {
-        Self {
-            client_ref: "caw-7731".into(),
-        }
+        Self { client_ref: "caw-7731".into() }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -238,9 +231,7 @@ pub struct ReferralFirstContactMade {
 
 impl EventPayload for ReferralFirstContactMade {
     fn example() -> Self {
-        Self {
-            client_ref: "caw-7731".into(),
-        }
+        Self { client_ref: "caw-7731".into() }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -266,11 +257,7 @@ pub struct ReferralCompleted {
 
 impl EventPayload for ReferralCompleted {
     fn example() -> Self {
-        Self {
-            client_ref: "caw-7731".into(),
-            outcome: ReferralOutcome::InGuidance,
-            outcome_note: None,
-        }
+        Self { client_ref: "caw-7731".into(), outcome: ReferralOutcome::InGuidance, outcome_note: None }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;
@@ -293,10 +280,7 @@ pub struct ReferralCancelled {
 
 impl EventPayload for ReferralCancelled {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-            reason: ReferralCancelReason::NeedResolved,
-        }
+        Self { client_ref: "cl-2025-0142".into(), reason: ReferralCancelReason::NeedResolved }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)
@@ -319,10 +303,7 @@ pub struct ReferralExpired {
 
 impl EventPayload for ReferralExpired {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-            days_open: 30,
-        }
+        Self { client_ref: "cl-2025-0142".into(), days_open: 30 }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;

@@ -109,10 +109,7 @@ pub struct LegalStatusChanged {
 
 impl EventPayload for LegalStatusChanged {
     fn example() -> Self {
-        Self {
-            client_ref: "cl-2025-0142".into(),
-            legal_status: LegalStatus::Convict,
-        }
+        Self { client_ref: "cl-2025-0142".into(), legal_status: LegalStatus::Convict }
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)

@@ -53,10 +53,7 @@ impl EventPayload for BottleneckSignalled {
     fn validate(&self) -> Result<(), DataError> {
         check_distinct("addressed_to", &self.addressed_to, 1)?;
         if self.authority.is_some() && !self.addressed_to.contains(&SignalAddressee::Authority) {
-            return Err(DataError::at(
-                "authority",
-                "only when the signal is addressed to the authorities",
-            ));
+            return Err(DataError::at("authority", "only when the signal is addressed to the authorities"));
         }
         if self.description.trim().is_empty() {
             return Err(DataError::at("description", "required"));
