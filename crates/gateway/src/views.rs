@@ -80,6 +80,14 @@ pub async fn list_cases(
         ),
         None => None,
     };
+    relais_projections::access::record(
+        state.db.pool(),
+        &auth.0,
+        "cases.list",
+        &format!("orgs/{org}/cases"),
+        serde_json::json!({ "status": q.status, "in_detention": q.in_detention, "cursor": q.cursor, "limit": limit }),
+    )
+    .await?;
     let filter = CaseFilter { status: q.status, in_detention: q.in_detention, after, limit };
     let items = caseload::list(state.db.pool(), &org, &filter).await?;
     let next_cursor = if items.len() as i64 == limit {
@@ -97,6 +105,14 @@ pub async fn get_case(
     Path((org, case)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<CaseRow>), ApiError> {
     let org = auth.require_org(&org)?;
+    relais_projections::access::record(
+        state.db.pool(),
+        &auth.0,
+        "case.read",
+        &format!("orgs/{org}/cases/{case}"),
+        serde_json::json!({}),
+    )
+    .await?;
     let row = caseload::get(state.db.pool(), &org, &case).await?.ok_or_else(|| ApiError::not_found("no such case"))?;
     Ok((StatusCode::OK, Json(row)))
 }

@@ -5,6 +5,7 @@
 //! Invariant: a projection commits its view changes and its checkpoint in one transaction, so
 //! a crash anywhere and a restart give the view of a clean run.
 
+pub mod access;
 pub mod caseload;
 pub mod db;
 pub mod keys;
