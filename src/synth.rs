@@ -610,3 +610,61 @@ mod tests {
         assert!(a.iter().zip(&b).all(|(x, y)| x.event == y.event));
     }
 }
+
+#[cfg(test)]
+mod rule_tests {
+    use super::*;
+    use relais_domain::aggregates::{activity, case, referral};
+    use relais_domain::{AggregateKind, Envelope};
+    use std::collections::HashMap;
+
+    /// Every generated event keeps the aggregates' rules, so the demo loads without quarantine.
+    #[test]
+    fn the_generated_history_keeps_every_rule() {
+        let events = generate(&SynthOptions { clients: 400, ..Default::default() });
+        let mut cases: HashMap<(String, String), case::State> = HashMap::new();
+        let mut referrals: HashMap<String, referral::State> = HashMap::new();
+        let mut activities: HashMap<String, activity::State> = HashMap::new();
+        let mut violations = Vec::new();
+        for e in &events {
+            let (env, _): (Envelope, _) =
+                Envelope::from_cloud_event(e.event.clone(), Utc::now(), "synth").expect("valid event");
+            let id = env.subject.id().to_owned();
+            let result = match env.subject.kind() {
+                AggregateKind::Cases => {
+                    let key = (env.org.to_string(), id);
+                    let s = cases.remove(&key).unwrap_or_default();
+                    let r = case::check(&s, &env).map_err(|e| e.to_string());
+                    cases.insert(key, if r.is_ok() { case::evolve(s, &env) } else { s });
+                    r
+                }
+                AggregateKind::Referrals => {
+                    let s = referrals.remove(&id).unwrap_or_default();
+                    let consent = referral::sender_case(&env)
+                        .and_then(|c| cases.get(&(env.org.to_string(), c.id().to_owned())))
+                        .map(|c| c.consent().clone())
+                        .unwrap_or_default();
+                    let r = referral::check(&s, &env, &consent).map_err(|e| e.to_string());
+                    referrals.insert(id, if r.is_ok() { referral::evolve(s, &env) } else { s });
+                    r
+                }
+                AggregateKind::Activities => {
+                    let s = activities.remove(&id).unwrap_or_default();
+                    let r = activity::check(&s, &env).map_err(|e| e.to_string());
+                    activities.insert(id, if r.is_ok() { activity::evolve(s, &env) } else { s });
+                    r
+                }
+                _ => Ok(()),
+            };
+            if let Err(why) = result {
+                violations.push(format!("{} {}: {why}", env.data.event_type(), env.subject));
+            }
+        }
+        assert!(
+            violations.is_empty(),
+            "{} violations, first: {:?}",
+            violations.len(),
+            &violations[..violations.len().min(5)]
+        );
+    }
+}

@@ -185,6 +185,20 @@ pub fn guidance_requested(org: &str, case: &str, client_ref: &str) -> Value {
     )
 }
 
+pub fn guidance_accepted(org: &str, case: &str, client_ref: &str) -> Value {
+    event(
+        org,
+        "relais.guidance.accepted",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client_ref, "setting": "at_liberty", "legal_status": "convict" }),
+    )
+}
+
+/// A case requested and accepted: interventions may follow.
+pub fn open_case(org: &str, case: &str, client_ref: &str) -> Vec<Value> {
+    vec![guidance_requested(org, case, client_ref), guidance_accepted(org, case, client_ref)]
+}
+
 pub fn intervention(org: &str, case: &str, client_ref: &str, mode: &str) -> Value {
     event(
         org,

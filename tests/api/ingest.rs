@@ -17,19 +17,20 @@ async fn one_event_and_a_batch_are_stored_and_reach_the_caseload() {
     assert_eq!(body["events"][0]["sequence"], 1);
     assert_eq!(body["events"][0]["duplicate"], false);
 
-    let batch = vec![
-        guidance_requested("apo", "case-b", "cl-b"),
+    let mut batch = open_case("apo", "case-b", "cl-b");
+    batch.extend([
+        guidance_accepted("apo", "case-a", "cl-a"),
         intervention("apo", "case-b", "cl-b", "informing"),
         intervention("apo", "case-b", "cl-b", "informing"),
         intervention("apo", "case-a", "cl-a", "planning"),
-    ];
+    ]);
     let r = app.post_batch(&token, &batch).await;
     assert_eq!(r.status(), 201);
     let body: Value = r.json().await.expect("json");
     let seqs: Vec<u64> =
         body["events"].as_array().expect("array").iter().map(|e| e["sequence"].as_u64().expect("seq")).collect();
-    assert_eq!(seqs, vec![2, 3, 4, 5]);
-    assert_eq!(app.stream_messages().await, 5);
+    assert_eq!(seqs, vec![2, 3, 4, 5, 6, 7]);
+    assert_eq!(app.stream_messages().await, 7);
 
     app.wait_for_projection("caseload").await;
     let r = app.get(&token, "/v1/orgs/apo/cases").await;
@@ -41,7 +42,7 @@ async fn one_event_and_a_batch_are_stored_and_reach_the_caseload() {
     assert_eq!(b["client_ref"], "cl-b");
     assert_eq!(b["intervention_count"], 2);
     assert_eq!(b["interventions_by_mode"]["informing"], 2);
-    assert_eq!(b["version"], 4);
+    assert_eq!(b["version"], 6);
     let a = items.iter().find(|c| c["case_id"] == "case-a").expect("case-a");
     assert_eq!(a["intervention_count"], 1);
     assert_eq!(a["life_domains"], json!(["housing"]));
@@ -189,6 +190,7 @@ async fn expectedversion_detects_a_concurrent_change() {
 async fn a_duplicate_published_directly_on_nats_and_over_http_is_stored_once() {
     let app = spawn_app().await;
     let token = app.token("apo", Role::Org).await;
+    assert_eq!(app.post_batch(&token, &open_case("apo", "case-1", "cl-1")).await.status(), 201);
     // An NGO's own system publishes directly, with the event id as message id.
     let e = intervention("apo", "case-1", "cl-1", "informing");
     let id = e["id"].as_str().expect("id").to_owned();
@@ -196,7 +198,7 @@ async fn a_duplicate_published_directly_on_nats_and_over_http_is_stored_once() {
     let r = app.post_event(&token, &e).await;
     assert_eq!(r.status(), 201);
     let stream = app.js.get_stream("RELAIS").await.expect("stream");
-    let stored = stream.get_raw_message(1).await.expect("message 1");
+    let stored = stream.get_raw_message(3).await.expect("message 3");
     let direct = app
         .js
         .send_publish(
@@ -218,8 +220,8 @@ async fn a_duplicate_published_directly_on_nats_and_over_http_is_stored_once() {
     assert_eq!(r.status(), 201);
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["events"][1]["duplicate"], true);
-    assert_eq!(body["events"][1]["sequence"], 1);
-    assert_eq!(app.stream_messages().await, 2);
+    assert_eq!(body["events"][1]["sequence"], 3);
+    assert_eq!(app.stream_messages().await, 4);
 
     // Beyond the broker's window (simulated: a direct publish without message id) the
     // validator quarantines the second copy, so no view counts it twice.
@@ -231,7 +233,7 @@ async fn a_duplicate_published_directly_on_nats_and_over_http_is_stored_once() {
         .expect("acknowledged");
     app.wait_for_projection("caseload").await;
     let (reason,): (String,) =
-        sqlx::query_as("SELECT reason FROM quarantine WHERE seq = 3").fetch_one(&app.pool).await.expect("quarantined");
+        sqlx::query_as("SELECT reason FROM quarantine WHERE seq = 5").fetch_one(&app.pool).await.expect("quarantined");
     assert_eq!(reason, "duplicate");
     let case: Value = app.get(&token, "/v1/orgs/apo/cases/case-1").await.json().await.expect("json");
     assert_eq!(case["intervention_count"], 1);
@@ -323,4 +325,42 @@ async fn health_and_readiness() {
     assert_eq!(r.status(), 200);
     let r = app.http.get(format!("{}/readyz", app.address)).send().await.expect("sent");
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn an_event_that_breaks_a_rule_is_quarantined_with_its_reason_and_listed_for_its_organisation() {
+    let app = spawn_app().await;
+    let token = app.token("sireas", Role::Org).await;
+    // An intervention on a case that was never accepted.
+    assert_eq!(app.post_event(&token, &guidance_requested("sireas", "c-1", "cl-1")).await.status(), 201);
+    assert_eq!(app.post_event(&token, &intervention("sireas", "c-1", "cl-1", "informing")).await.status(), 201);
+    // Then accepted, and the intervention is applied.
+    assert_eq!(app.post_event(&token, &guidance_accepted("sireas", "c-1", "cl-1")).await.status(), 201);
+    assert_eq!(app.post_event(&token, &intervention("sireas", "c-1", "cl-1", "planning")).await.status(), 201);
+    // A referral to another service without the client's consent to share with it.
+    let referral = event(
+        "sireas",
+        "relais.referral.made",
+        "referrals/r-1",
+        json!({ "client_ref": "cl-1", "destination": { "organisation": "apo" }, "life_domains": ["housing"], "case_id": "c-1" }),
+    );
+    assert_eq!(app.post_event(&token, &referral).await.status(), 201);
+    app.wait_for_projection("caseload").await;
+
+    let listed: Value = app.get(&token, "/v1/orgs/sireas/quarantine").await.json().await.expect("json");
+    let items = listed["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{listed}");
+    assert_eq!(items[0]["seq"], 2);
+    assert_eq!(items[0]["reason"], "rule");
+    assert_eq!(items[1]["seq"], 5);
+    assert_eq!(items[1]["reason"], "rule");
+    assert!(items[1]["detail"].as_str().unwrap_or_default().contains("consent"), "{}", items[1]["detail"]);
+    let case: Value = app.get(&token, "/v1/orgs/sireas/cases/c-1").await.json().await.expect("json");
+    assert_eq!(case["intervention_count"], 1);
+    assert_eq!(case["interventions_by_mode"], json!({ "planning": 1 }));
+    // Another organisation sees nothing of it.
+    let apo = app.token("apo", Role::Org).await;
+    assert_eq!(app.get(&apo, "/v1/orgs/sireas/quarantine").await.status(), 403);
+    let own: Value = app.get(&apo, "/v1/orgs/apo/quarantine").await.json().await.expect("json");
+    assert_eq!(own["items"].as_array().map(Vec::len), Some(0));
 }

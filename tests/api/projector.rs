@@ -26,17 +26,24 @@ async fn a_projector_killed_mid_run_resumes_to_the_view_of_a_clean_run() {
     let app = spawn_app_with(ServeRole::Gateway).await;
     let token = app.token("wsw", Role::Org).await;
     let mut total = 0;
-    for b in 0..12 {
-        let mut batch = Vec::new();
-        for i in 0..25 {
-            let case = format!("case-{}", (b * 7 + i) % 40);
-            let client = format!("cl-{}", (b * 7 + i) % 40);
-            batch.push(if b == 0 {
-                guidance_requested("wsw", &case, &client)
-            } else {
-                intervention("wsw", &case, &client, "planning")
-            });
-        }
+    let mut opening = Vec::new();
+    for c in 0..40 {
+        opening.extend(open_case("wsw", &format!("case-{c}"), &format!("cl-{c}")));
+    }
+    assert_eq!(app.post_batch(&token, &opening).await.status(), 201);
+    total += opening.len() as u64;
+    for b in 0..10 {
+        let batch: Vec<_> = (0..25)
+            .map(|i| {
+                let c = (b * 7 + i) % 40;
+                intervention(
+                    "wsw",
+                    &format!("case-{c}"),
+                    &format!("cl-{c}"),
+                    if i % 3 == 0 { "planning" } else { "informing" },
+                )
+            })
+            .collect();
         assert_eq!(app.post_batch(&token, &batch).await.status(), 201);
         total += batch.len() as u64;
     }

@@ -166,3 +166,44 @@ pub async fn ordered_messages(
         })
     }))
 }
+
+/// The messages of one subject filter with a sequence below `before_sequence`, in order: an
+/// aggregate's history up to an event (aggregates are short, so this is read whole).
+pub async fn subject_history(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    before_sequence: u64,
+) -> Result<Vec<LogMessage>, ReadError> {
+    // The first message of the subject tells at once whether there is any history at all.
+    let first = match stream.direct_get_first_for_subject(filter).await {
+        Ok(m) => m.sequence,
+        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(api(e)),
+    };
+    if first >= before_sequence {
+        return Ok(Vec::new());
+    }
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.to_owned(),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: first },
+            ..Default::default()
+        })
+        .await
+        .map_err(api)?;
+    let mut messages = consumer.messages().await.map_err(api)?;
+    let mut out = Vec::new();
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(api)?;
+        let info = m.info().map_err(api)?;
+        let (sequence, pending) = (info.stream_sequence, info.pending);
+        if sequence >= before_sequence {
+            break;
+        }
+        out.push(to_log_message(&m)?);
+        if pending == 0 {
+            break;
+        }
+    }
+    Ok(out)
+}

@@ -8,6 +8,7 @@ mod catalogue;
 mod error;
 mod ingest;
 mod openapi;
+mod quarantine;
 mod views;
 
 pub use auth::Authenticated;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(ingest::post_events))
         .route("/v1/orgs/{org}/cases", get(views::list_cases))
         .route("/v1/orgs/{org}/cases/{case}", get(views::get_case))
+        .route("/v1/orgs/{org}/quarantine", get(quarantine::list))
         .fallback(error::not_found)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req

@@ -86,6 +86,12 @@ pub async fn openapi() -> Json<Value> {
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 } },
                     { "name": "cursor", "in": "query", "schema": { "type": "string" } } ],
                 "responses": { "200": { "description": "a page of cases" }, "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("another organisation") } } },
+            "/v1/orgs/{org}/quarantine": { "get": {
+                "summary": "The organisation's events the log holds but no view applies, with the reason",
+                "parameters": [ { "name": "org", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "after", "in": "query", "schema": { "type": "integer", "minimum": 0 } },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } } ],
+                "responses": { "200": { "description": "quarantined events, oldest first" }, "401": problem("no or unknown token"), "403": problem("another organisation") } } },
             "/v1/orgs/{org}/cases/{case}": { "get": {
                 "summary": "One case of the organisation's caseload",
                 "parameters": [ org_param, { "name": "case", "in": "path", "required": true, "schema": { "type": "string" } } ],

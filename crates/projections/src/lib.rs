@@ -10,6 +10,8 @@ pub mod caseload;
 pub mod db;
 pub mod keys;
 pub mod ledger;
+pub mod quarantine;
+pub mod rules;
 pub mod status;
 pub mod tokens;
 pub mod worker;

@@ -200,6 +200,7 @@ impl Projector {
         let pool = self.db.pool();
         let mut done = checkpoint(pool, VALIDATOR).await?;
         validated.send_replace(done);
+        let mut rules = crate::rules::RuleBook::new(self.stream.clone(), self.keys.clone(), pool.clone());
         let mut consumer = reader::open_projection_consumer(
             &self.stream,
             &self.settings.durable_name(VALIDATOR),
@@ -217,7 +218,7 @@ impl Projector {
             };
             let span = tracing::info_span!("projection.validate", events = batch.len(), last_seq = last);
             let _entered = span.enter();
-            let verdicts = self.judge(&batch).await?;
+            let verdicts = self.judge(&batch, &mut rules).await?;
             let mut tx = pool.begin().await?;
             let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
             let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
@@ -264,7 +265,11 @@ impl Projector {
 
     /// Judges a batch: accept or quarantine each message, in order. Duplicate ids are found
     /// against the ledger and within the batch.
-    async fn judge(&self, batch: &[LogMessage]) -> Result<Vec<Verdict>, WorkerError> {
+    async fn judge(
+        &self,
+        batch: &[LogMessage],
+        rules: &mut crate::rules::RuleBook,
+    ) -> Result<Vec<Verdict>, WorkerError> {
         let mut decoded: Vec<Result<(StoredEventV1, Envelope), Verdict>> = batch.iter().map(decode_checked).collect();
         // Sealed fields must open with the client's key (or the key was destroyed).
         let key_ids: Vec<Uuid> =
@@ -297,9 +302,13 @@ impl Projector {
                     }
                 },
             };
-            if let Some(Err(e)) = full.map(|data| data.validate()) {
-                *d =
-                    Err(Verdict::Quarantine { reason: "invalid", detail: format!("/data{}: {}", e.pointer, e.detail) });
+            if let Some(data) = full {
+                if let Err(e) = data.validate() {
+                    let detail = format!("/data{}: {}", e.pointer, e.detail);
+                    *d = Err(Verdict::Quarantine { reason: "invalid", detail });
+                    continue;
+                }
+                envelope.data = data;
             }
         }
         let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
@@ -316,10 +325,15 @@ impl Projector {
                             reason: "duplicate",
                             detail: format!("event id {} was first stored at sequence {seq}", stored.id),
                         },
-                        _ => {
-                            seen_here.insert(stored.id, m.sequence);
-                            Verdict::Accept { id: stored.id, org: envelope.org.to_string() }
-                        }
+                        _ => match rules.admit(m.sequence, &envelope).await? {
+                            Ok(()) => {
+                                seen_here.insert(stored.id, m.sequence);
+                                Verdict::Accept { id: stored.id, org: envelope.org.to_string() }
+                            }
+                            Err(v) => {
+                                Verdict::Quarantine { reason: "rule", detail: format!("{}: {}", v.code, v.detail) }
+                            }
+                        },
                     }
                 }
             });

@@ -1,0 +1,167 @@
+//! The rules of the aggregates, applied by the validator to every event in stream order.
+//!
+//! The validator keeps the state of recently touched aggregates in memory (bounded); on a miss
+//! it folds the aggregate's admitted history from the log (quarantined sequences skipped).
+//! States are never written to PostgreSQL: they may hold personal data (an activity's roster
+//! names participants), which only exists sealed in the log.
+
+use crate::keys::{KeyLookup, KeyStore};
+use crate::worker::WorkerError;
+use async_nats::jetstream::stream::Stream;
+use relais_domain::aggregates::{activity, case, referral};
+use relais_domain::envelope::Envelope;
+use relais_domain::{AggregateKind, AggregateRef, OrgId, StoredEvent, seal};
+use relais_eventlog::reader;
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+
+/// Most aggregate states kept in memory.
+const CAPACITY: usize = 50_000;
+
+#[derive(Debug, Clone)]
+enum AggregateState {
+    Case(case::State),
+    Referral(referral::State),
+    Activity(activity::State),
+}
+
+/// The identity of an aggregate: cases belong to one organisation; referrals and activities
+/// are shared by the organisations that take part in them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AggregateKey {
+    org: Option<OrgId>,
+    subject: AggregateRef,
+}
+
+impl AggregateKey {
+    fn of(org: &OrgId, subject: &AggregateRef) -> Option<Self> {
+        match subject.kind() {
+            AggregateKind::Cases => Some(Self { org: Some(org.clone()), subject: subject.clone() }),
+            AggregateKind::Referrals | AggregateKind::Activities => Some(Self { org: None, subject: subject.clone() }),
+            AggregateKind::Signals | AggregateKind::Clients => None,
+        }
+    }
+
+    fn filter(&self) -> String {
+        let org = self.org.as_ref().map(OrgId::as_str).unwrap_or("*");
+        format!("{}.{org}.{}.{}", relais_eventlog::subjects::PREFIX, self.subject.kind().as_str(), self.subject.id())
+    }
+
+    fn initial(&self) -> AggregateState {
+        match self.subject.kind() {
+            AggregateKind::Referrals => AggregateState::Referral(referral::State::default()),
+            AggregateKind::Activities => AggregateState::Activity(activity::State::default()),
+            _ => AggregateState::Case(case::State::default()),
+        }
+    }
+}
+
+/// Why an event breaks a rule: the domain's code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleViolation {
+    /// The stable code of the domain error.
+    pub code: &'static str,
+    /// The message.
+    pub detail: String,
+}
+
+/// The aggregates' states, as the validator knows them.
+pub struct RuleBook {
+    stream: Stream,
+    keys: KeyStore,
+    pool: PgPool,
+    states: HashMap<AggregateKey, AggregateState>,
+}
+
+impl RuleBook {
+    /// An empty rule book over the stream.
+    pub fn new(stream: Stream, keys: KeyStore, pool: PgPool) -> Self {
+        Self { stream, keys, pool, states: HashMap::new() }
+    }
+
+    /// Checks `event` (at sequence `seq`) against its aggregate and, if it keeps the rules,
+    /// folds it in. The caller passes events in stream order, each exactly once.
+    pub async fn admit(&mut self, seq: u64, event: &Envelope) -> Result<Result<(), RuleViolation>, WorkerError> {
+        let Some(key) = AggregateKey::of(&event.org, &event.subject) else { return Ok(Ok(())) };
+        let state = self.state(&key, seq).await?;
+        let verdict = match &state {
+            AggregateState::Case(s) => case::check(s, event).map_err(|e| violation(e.code(), &e)),
+            AggregateState::Activity(s) => activity::check(s, event).map_err(|e| violation(e.code(), &e)),
+            AggregateState::Referral(s) => {
+                let consent = match referral::sender_case(event) {
+                    Some(case_ref) => {
+                        let case_key = AggregateKey { org: Some(event.org.clone()), subject: case_ref };
+                        match self.state(&case_key, seq).await? {
+                            AggregateState::Case(c) => c.consent().clone(),
+                            _ => Default::default(),
+                        }
+                    }
+                    None => Default::default(),
+                };
+                referral::check(s, event, &consent).map_err(|e| violation(e.code(), &e))
+            }
+        };
+        if verdict.is_ok() {
+            let next = fold(state, event);
+            self.remember(key, next);
+        }
+        Ok(verdict)
+    }
+
+    fn remember(&mut self, key: AggregateKey, state: AggregateState) {
+        if self.states.len() >= CAPACITY && !self.states.contains_key(&key) {
+            // Forgetting is always safe: a forgotten state is folded again from the log.
+            self.states.clear();
+        }
+        self.states.insert(key, state);
+    }
+
+    /// The state of an aggregate just before sequence `before`.
+    async fn state(&mut self, key: &AggregateKey, before: u64) -> Result<AggregateState, WorkerError> {
+        if let Some(s) = self.states.get(key) {
+            return Ok(s.clone());
+        }
+        let history = reader::subject_history(&self.stream, &key.filter(), before).await?;
+        let mut state = key.initial();
+        if !history.is_empty() {
+            let seqs: Vec<i64> = history.iter().map(|m| m.sequence as i64).collect();
+            let quarantined: HashSet<i64> =
+                sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq = ANY($1)")
+                    .bind(&seqs)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .into_iter()
+                    .collect();
+            let stored: Vec<_> = history
+                .iter()
+                .filter(|m| !quarantined.contains(&(m.sequence as i64)))
+                .filter_map(|m| StoredEvent::decode(&m.payload).ok().map(StoredEvent::into_v1))
+                .collect();
+            let key_ids: Vec<uuid::Uuid> = stored.iter().filter_map(|s| s.sealed.as_ref().map(|x| x.key_id)).collect();
+            let keys = self.keys.lookup_many(&key_ids).await?;
+            for s in stored {
+                let personal = s.sealed.as_ref().and_then(|sealed| match keys.get(&sealed.key_id) {
+                    Some(KeyLookup::Key(k)) => seal::open(k, s.id, sealed).ok(),
+                    _ => None,
+                });
+                if let Ok(envelope) = s.open(personal) {
+                    state = fold(state, &envelope);
+                }
+            }
+        }
+        self.remember(key.clone(), state.clone());
+        Ok(state)
+    }
+}
+
+fn violation(code: &'static str, e: &dyn std::fmt::Display) -> RuleViolation {
+    RuleViolation { code, detail: e.to_string() }
+}
+
+fn fold(state: AggregateState, event: &Envelope) -> AggregateState {
+    match state {
+        AggregateState::Case(s) => AggregateState::Case(case::evolve(s, event)),
+        AggregateState::Referral(s) => AggregateState::Referral(referral::evolve(s, event)),
+        AggregateState::Activity(s) => AggregateState::Activity(activity::evolve(s, event)),
+    }
+}
