@@ -358,7 +358,9 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = watcher.await?;
     published.sort_by_key(|p| p.0);
-    let warmup = published.first().map(|p| p.0 + Duration::from_secs(2));
+    // The first seconds warm connections and caches up: 2 s, or a tenth of a short run.
+    let warm = Duration::from_secs(2).min(Duration::from_millis(args.freshness_secs * 100));
+    let warmup = published.first().map(|p| p.0 + warm);
     let mut latencies: Vec<f64> = published
         .iter()
         .filter(|(at, _)| warmup.is_none_or(|w| *at >= w))
