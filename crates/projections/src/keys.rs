@@ -185,6 +185,74 @@ impl KeyStore {
         Box::pin(self.key_for_client(org, client_ref)).await
     }
 
+    /// The data keys of several clients of one organisation, created on first use: one query
+    /// for those that exist and one insert for the new ones, whatever the number of clients.
+    /// An erased client maps to `Err(KeyError::ClientErased)`.
+    pub async fn keys_for_clients(
+        &self,
+        org: &OrgId,
+        client_refs: &[&str],
+    ) -> Result<HashMap<String, Result<(Uuid, DataKey), KeyError>>, KeyError> {
+        let hashes: Vec<Vec<u8>> = client_refs.iter().map(|r| self.kek.client_ref_hash(org, r)).collect();
+        let rows: Vec<(Vec<u8>, Uuid, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT client_ref_hash, key_id, wrapped_key FROM client_keys WHERE org_id = $1 AND client_ref_hash = ANY($2)",
+        )
+        .bind(org.as_str())
+        .bind(&hashes)
+        .fetch_all(&self.pool)
+        .await?;
+        let found: HashMap<Vec<u8>, (Uuid, Option<Vec<u8>>)> =
+            rows.into_iter().map(|(h, id, w)| (h, (id, w))).collect();
+        let mut out = HashMap::new();
+        let (mut new_ids, mut new_hashes, mut new_wrapped, mut new_refs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (client_ref, hash) in client_refs.iter().zip(&hashes) {
+            if out.contains_key(*client_ref) {
+                continue;
+            }
+            match found.get(hash) {
+                Some((key_id, wrapped)) => {
+                    let key = self.unwrapped(*key_id, wrapped.as_deref()).map(|k| (*key_id, k));
+                    out.insert((*client_ref).to_owned(), key);
+                }
+                None if !new_refs.contains(client_ref) => {
+                    let mut raw = [0u8; 32];
+                    rand::rng().fill_bytes(&mut raw);
+                    let key = DataKey::from_bytes(raw);
+                    let key_id = Uuid::new_v4();
+                    new_wrapped.push(self.kek.wrap(key_id, &key));
+                    new_ids.push(key_id);
+                    new_hashes.push(hash.clone());
+                    new_refs.push(*client_ref);
+                    out.insert((*client_ref).to_owned(), Ok((key_id, key)));
+                }
+                None => {}
+            }
+        }
+        if !new_ids.is_empty() {
+            let inserted: Vec<Uuid> = sqlx::query_scalar(
+                "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id)
+                 SELECT k, $2, h, w, $5 FROM UNNEST($1::uuid[], $3::bytea[], $4::bytea[]) AS u(k, h, w)
+                 ON CONFLICT (org_id, client_ref_hash) DO NOTHING RETURNING key_id",
+            )
+            .bind(&new_ids)
+            .bind(org.as_str())
+            .bind(&new_hashes)
+            .bind(&new_wrapped)
+            .bind(self.kek.id())
+            .fetch_all(&self.pool)
+            .await?;
+            // Keys another request created in between win: use theirs.
+            for (key_id, client_ref) in new_ids.iter().zip(&new_refs) {
+                if !inserted.contains(key_id) {
+                    let theirs = Box::pin(self.key_for_client(org, client_ref)).await;
+                    out.insert((*client_ref).to_owned(), theirs);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn unwrapped(&self, key_id: Uuid, wrapped: Option<&[u8]>) -> Result<DataKey, KeyError> {
         if let Some(k) = self.cached(key_id) {
             return Ok(k);
