@@ -70,7 +70,11 @@ pub async fn bare_stream(js: &jetstream::Context) -> anyhow::Result<()> {
 
 /// Publishes with pipelined acknowledgements (up to 5,000 in flight): events per second.
 pub async fn publish_pipelined(client: async_nats::Client, messages: &[StoredMessage]) -> anyhow::Result<f64> {
-    let js = jetstream::new(client);
+    // Under `sync_interval: always` single publishes are slow: allow each ack a long wait.
+    let js = jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .ack_timeout(Duration::from_secs(120))
+        .build(client);
     let started = Instant::now();
     let mut pending = futures::stream::FuturesUnordered::new();
     for m in messages {

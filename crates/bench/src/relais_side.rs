@@ -86,7 +86,7 @@ impl Instance {
             ("RELAIS_LISTEN".into(), format!("127.0.0.1:{port}")),
             ("RELAIS_KEK".into(), secret()),
             ("RELAIS_CLIENT_REF_PEPPER".into(), secret()),
-            ("RUST_LOG".into(), "error".into()),
+            ("RUST_LOG".into(), std::env::var("RELAIS_BENCH_LOG").unwrap_or_else(|_| "error".into())),
         ];
         let spawn = |role: &str| -> anyhow::Result<Child> {
             Command::new(relais_binary()?)
@@ -414,6 +414,7 @@ pub async fn memory(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::
     let instance = Instance::start(dir, false, true, true).await?;
     let batches = org_batches(history, args.batch);
     post_all(&instance, &batches, args.clients).await?;
+    let posted = Instant::now();
     let js = instance.js().await?;
     let last = js.get_stream("RELAIS").await?.info().await?.state.last_sequence;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -423,6 +424,12 @@ pub async fn memory(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!(
+        "  projector caught up {:.1} s after the last publish (validator at {}, caseload at {})",
+        posted.elapsed().as_secs_f64(),
+        instance.checkpoint("ledger").await?,
+        instance.checkpoint("caseload").await?
+    );
     let (g, p) = instance.pids();
     let m =
         Memory { gateway_mib: g.map(peak_rss_mib).unwrap_or(0.0), projector_mib: p.map(peak_rss_mib).unwrap_or(0.0) };
