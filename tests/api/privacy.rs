@@ -610,6 +610,9 @@ async fn an_event_sealed_by_the_organisation_and_published_on_nats_is_accepted_o
     let reasons: Vec<String> =
         sqlx::query_scalar("SELECT reason FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
     assert_eq!(reasons, vec!["personal-data-in-clear".to_owned()]);
+    let payload: Vec<u8> =
+        sqlx::query_scalar("SELECT payload FROM quarantine").fetch_one(&app.pool).await.expect("row");
+    assert!(payload.is_empty(), "personal fields in the clear are not copied out of the log");
     let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM access_log WHERE action = 'client.key'")
         .fetch_all(&app.pool)
         .await
@@ -1011,4 +1014,11 @@ async fn the_catalogue_classes_every_field_and_marks_erasure_as_recorded_by_rela
         }
         assert_eq!(t["publishable"], t["type"] != "relais.client.erased");
     }
+    let openapi: Value =
+        app.http.get(format!("{}/openapi.json", app.address)).send().await.expect("sent").json().await.expect("json");
+    for (path, method) in [("erasure", "post"), ("export", "get"), ("key", "post")] {
+        let op = &openapi["paths"][format!("/v1/orgs/{{org}}/clients/{{client}}/{path}")][method];
+        assert!(op["responses"].is_object(), "{path}");
+    }
+    assert!(openapi["paths"]["/v1/orgs/{org}/cases"]["get"].is_object());
 }
