@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// The key-encryption keys and the pepper for client reference hashes, from configuration:
@@ -182,6 +183,10 @@ impl From<sqlx::Error> for KeyError {
 }
 
 const CACHE_MAX: usize = 200_000;
+/// How long an unwrapped key stays in memory: it bounds how long a process keeps the
+/// plaintext key of a client erased by another process (it is never used once the database
+/// says the key is gone).
+const CACHE_TTL: Duration = Duration::from_secs(300);
 
 /// A client's key row, without the key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +215,7 @@ pub struct ErasedKey {
 pub struct KeyStore {
     pub(crate) pool: PgPool,
     pub(crate) kek: Arc<Kek>,
-    cache: Arc<Mutex<HashMap<Uuid, DataKey>>>,
+    cache: Arc<Mutex<HashMap<Uuid, (Instant, DataKey)>>>,
 }
 
 impl KeyStore {
@@ -225,7 +230,8 @@ impl KeyStore {
     }
 
     fn cached(&self, key_id: Uuid) -> Option<DataKey> {
-        self.cache.lock().ok()?.get(&key_id).cloned()
+        let cache = self.cache.lock().ok()?;
+        cache.get(&key_id).filter(|(at, _)| at.elapsed() < CACHE_TTL).map(|(_, k)| k.clone())
     }
 
     fn remember(&self, key_id: Uuid, key: &DataKey) {
@@ -233,7 +239,7 @@ impl KeyStore {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(key_id, key.clone());
+            cache.insert(key_id, (Instant::now(), key.clone()));
         }
     }
 
