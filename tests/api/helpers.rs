@@ -50,6 +50,7 @@ pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, Strin
         organisations: default_organisations(),
         projection_batch: 1000,
         consumer_prefix: "test".into(),
+        retention: relais_projections::retention::RetentionSettings::default(),
     };
     (settings, (kek_b64, pepper_b64))
 }
@@ -69,12 +70,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(role: ServeRole) -> TestApp {
+    spawn_app_with_settings(role, |_| {}).await
+}
+
+/// Like [`spawn_app_with`], with the test settings changed by `edit` first.
+pub async fn spawn_app_with_settings(role: ServeRole, edit: impl FnOnce(&mut Settings)) -> TestApp {
     // The guard lives as long as the test process: dropping it would stop the tracer.
     std::mem::forget(relais::telemetry::init("relais-test", "warn"));
     let dir = tempfile::tempdir().expect("temp dir");
     let nats = start_nats(dir.path());
     let db_name = format!("relais_test_{}", Uuid::new_v4().simple());
-    let (settings, kek_b64) = test_settings(&nats.url(), &db_name);
+    let (mut settings, kek_b64) = test_settings(&nats.url(), &db_name);
+    edit(&mut settings);
     let app = Application::build(&settings, role).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
     let shutdown = app.shutdown_token();
@@ -128,6 +135,57 @@ impl TestApp {
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
         self.http.get(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("request sent")
+    }
+
+    pub async fn post_empty(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http.post(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("request sent")
+    }
+
+    /// `POST /v1/orgs/{org}/clients/{client}/erasure`.
+    pub async fn erase(&self, token: &str, org: &str, client: &str) -> reqwest::Response {
+        self.post_empty(token, &format!("/v1/orgs/{org}/clients/{client}/erasure")).await
+    }
+
+    /// `GET /v1/orgs/{org}/clients/{client}/export`.
+    pub async fn export(&self, token: &str, org: &str, client: &str) -> reqwest::Response {
+        self.get(token, &format!("/v1/orgs/{org}/clients/{client}/export")).await
+    }
+
+    /// Waits until every default view has applied everything up to the stream's last sequence.
+    pub async fn wait_for_views(&self) {
+        let target = self.stream_last_sequence().await;
+        wait_for_checkpoint(&self.pool, relais_projections::worker::VALIDATOR, target).await;
+        for view in relais_projections::worker::default_views() {
+            wait_for_checkpoint(&self.pool, view.name(), target).await;
+        }
+    }
+
+    /// The `relais` binary with this application's configuration in its environment.
+    pub fn relais_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_relais"));
+        c.args(args)
+            .env("RELAIS_NATS_URL", &self.settings.nats_url)
+            .env("RELAIS_DATABASE_URL", db_url(&self.db_name))
+            .env("RELAIS_KEK", &self.kek_b64.0)
+            .env("RELAIS_CLIENT_REF_PEPPER", &self.kek_b64.1)
+            .env("RELAIS_CONSUMER_PREFIX", "cli")
+            .env("RUST_LOG", "error")
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs the `relais` binary to completion; returns (success, stdout, stderr).
+    pub async fn run_relais(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+        let mut c = self.relais_command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().await.expect("relais runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub async fn stream_messages(&self) -> u64 {

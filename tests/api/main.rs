@@ -3,4 +3,5 @@
 
 mod helpers;
 mod ingest;
+mod privacy;
 mod projector;

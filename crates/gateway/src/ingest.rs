@@ -104,6 +104,12 @@ pub async fn post_events(
             }
             other => ApiError::invalid(prefix.clone(), other.to_string()),
         })?;
+        if envelope.data.spec().category == relais_domain::events::Category::Privacy {
+            return Err(ApiError::invalid(
+                format!("{prefix}/type"),
+                "Relais records erasures itself: request one at POST /v1/orgs/{org}/clients/{client}/erasure",
+            ));
+        }
         if !ids.insert(envelope.id) {
             return Err(ApiError::invalid(format!("{prefix}/id"), "the same id appears twice in the batch"));
         }

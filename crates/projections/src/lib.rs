@@ -7,12 +7,17 @@
 
 pub mod access;
 pub mod caseload;
+pub mod client_events;
 pub mod db;
+pub mod erasure;
+pub mod key_backup;
 pub mod keys;
 pub mod ledger;
 pub mod quarantine;
+pub mod retention;
 pub mod rules;
 pub mod status;
+pub mod subject_access;
 pub mod tokens;
 pub mod worker;
 

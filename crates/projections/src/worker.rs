@@ -117,7 +117,7 @@ async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) -> Result<(
 
 /// The default views of Relais.
 pub fn default_views() -> Vec<Arc<dyn View>> {
-    vec![Arc::new(crate::caseload::Caseload)]
+    vec![Arc::new(crate::caseload::Caseload), Arc::new(crate::client_events::ClientEvents)]
 }
 
 impl Projector {
@@ -258,7 +258,9 @@ impl Projector {
                     q_subject.push(m.subject.clone());
                     q_reason.push(reason.to_owned());
                     q_detail.push(detail);
-                    q_payload.push(m.payload.to_vec());
+                    // Personal fields in the clear are not copied out of the log (privacy).
+                    let keep = reason != "personal-data-in-clear";
+                    q_payload.push(if keep { m.payload.to_vec() } else { Vec::new() });
                 }
             }
         }
@@ -320,7 +322,13 @@ impl Projector {
                             continue;
                         }
                     },
-                    Some(KeyLookup::Erased) => None,
+                    // A damaged key row is the key store's fault, not the event's: like an erased
+                    // client, the statistical part is all that can be read (until a restore).
+                    // The rules still run on a stand-in reference (see `erased_placeholder`).
+                    Some(KeyLookup::Erased | KeyLookup::Damaged) => {
+                        envelope.data.put_personal(crate::rules::erased_placeholder(sealed.key_id));
+                        None
+                    }
                     Some(KeyLookup::Unknown) | None => {
                         let detail = format!("unknown data key {}", sealed.key_id);
                         *d = Err(Verdict::Quarantine { reason: "undecryptable", detail });
@@ -338,6 +346,13 @@ impl Projector {
             }
         }
         tracing::debug!(opened_ms = judge_started.elapsed().as_millis() as u64, "keys looked up and fields opened");
+        // An erasure event must follow the destruction of the key it names (privacy).
+        let erasures: Vec<(usize, &Envelope)> =
+            decoded.iter().enumerate().filter_map(|(i, d)| Some((i, &d.as_ref().ok()?.1))).collect();
+        let refused = crate::erasure::judge_erasures(self.db.pool(), &erasures).await?;
+        for (i, detail) in refused {
+            decoded[i] = Err(Verdict::Quarantine { reason: "erasure-without-key", detail });
+        }
         let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
         let known = crate::ledger::find(self.db.pool(), &ids).await?;
         let mut seen_here: HashMap<Uuid, u64> = HashMap::new();
