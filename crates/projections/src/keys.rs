@@ -297,7 +297,9 @@ impl KeyStore {
         client_refs: &[&str],
     ) -> Result<HashMap<String, Result<(Uuid, DataKey), KeyError>>, KeyError> {
         let hashes: Vec<Vec<u8>> = client_refs.iter().map(|r| self.kek.client_ref_hash(org, r)).collect();
-        let rows: Vec<(Vec<u8>, Uuid, Option<Vec<u8>>, String)> = sqlx::query_as(
+        /// A stored key: its id, the wrapped key (`None` once erased) and the KEK that wrapped it.
+        type StoredKey = (Uuid, Option<Vec<u8>>, String);
+        let rows = sqlx::query_as::<_, (Vec<u8>, Uuid, Option<Vec<u8>>, String)>(
             "SELECT client_ref_hash, key_id, wrapped_key, kek_id FROM client_keys
              WHERE org_id = $1 AND client_ref_hash = ANY($2)",
         )
@@ -305,8 +307,7 @@ impl KeyStore {
         .bind(&hashes)
         .fetch_all(&self.pool)
         .await?;
-        let found: HashMap<Vec<u8>, (Uuid, Option<Vec<u8>>, String)> =
-            rows.into_iter().map(|(h, id, w, k)| (h, (id, w, k))).collect();
+        let found: HashMap<Vec<u8>, StoredKey> = rows.into_iter().map(|(h, id, w, k)| (h, (id, w, k))).collect();
         let mut out = HashMap::new();
         let (mut new_ids, mut new_hashes, mut new_wrapped, mut new_refs) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
