@@ -113,10 +113,10 @@ impl Instance {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 bail!("relais gateway not ready in 30 s");
@@ -191,7 +191,7 @@ pub fn org_batches(history: &[SynthEvent], batch: usize) -> Vec<(String, Bytes, 
 
 /// Posts every batch with `clients` concurrent HTTP clients; events per second.
 pub async fn post_all(instance: &Instance, batches: &[(String, Bytes, usize)], clients: usize) -> anyhow::Result<f64> {
-    let queue = Arc::new(tokio::sync::Mutex::new(batches.to_vec().into_iter()));
+    let queue = Arc::new(tokio::sync::Mutex::new(batches.iter().cloned().collect::<Vec<_>>().into_iter()));
     let total: usize = batches.iter().map(|b| b.2).sum();
     let http = reqwest::Client::new();
     let started = Instant::now();
@@ -312,11 +312,11 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
             let mut seen: Vec<(Instant, u64)> = Vec::new();
             let mut last = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(seq) = relais_projections::worker::checkpoint(&pool, "caseload").await {
-                    if seq > last {
-                        last = seq;
-                        seen.push((Instant::now(), seq));
-                    }
+                if let Ok(seq) = relais_projections::worker::checkpoint(&pool, "caseload").await
+                    && seq > last
+                {
+                    last = seq;
+                    seen.push((Instant::now(), seq));
                 }
                 tokio::time::sleep(Duration::from_micros(500)).await;
             }
