@@ -191,7 +191,8 @@ pub fn org_batches(history: &[SynthEvent], batch: usize) -> Vec<(String, Bytes, 
 
 /// Posts every batch with `clients` concurrent HTTP clients; events per second.
 pub async fn post_all(instance: &Instance, batches: &[(String, Bytes, usize)], clients: usize) -> anyhow::Result<f64> {
-    let queue = Arc::new(tokio::sync::Mutex::new(batches.iter().cloned().collect::<Vec<_>>().into_iter()));
+    let owned: Vec<(String, Bytes, usize)> = batches.to_owned();
+    let queue = Arc::new(tokio::sync::Mutex::new(owned.into_iter()));
     let total: usize = batches.iter().map(|b| b.2).sum();
     let http = reqwest::Client::new();
     let started = Instant::now();
