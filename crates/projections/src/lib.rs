@@ -10,6 +10,7 @@ pub mod caseload;
 pub mod db;
 pub mod keys;
 pub mod ledger;
+pub mod registry;
 pub mod status;
 pub mod tokens;
 pub mod worker;
