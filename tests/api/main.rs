@@ -6,3 +6,4 @@ mod broker;
 mod helpers;
 mod ingest;
 mod projector;
+mod tokens;
