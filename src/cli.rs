@@ -1,4 +1,4 @@
-//! The command line: `relais serve | token | demo | status | erase | keys | retention`.
+//! The command line: `relais serve | token | deploy | demo | status | erase | keys | retention`.
 
 use crate::config::Settings;
 use crate::startup::{Application, Infra, ServeRole};
@@ -28,6 +28,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Writes deployment files.
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
     },
     /// Starts NATS (the pinned server), Relais and loads a year of synthetic history.
     Demo(crate::demo::DemoArgs),
@@ -67,6 +72,24 @@ enum TokenCommand {
     Revoke {
         /// The token id (from `token list`).
         id: uuid::Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployCommand {
+    /// Writes the NATS accounts (one per organisation of the registry, confined to its own
+    /// subjects) to an accounts file that nats.conf includes: docs/DEPLOYMENT.md.
+    NatsConfig {
+        /// Where to write the accounts.
+        #[arg(long, default_value = "deploy/nats/accounts.conf")]
+        out: std::path::PathBuf,
+        /// Also write fresh passwords to this new file (mode 0600, never overwritten), one
+        /// `VARIABLE=password` line per user.
+        #[arg(long)]
+        passwords: Option<std::path::PathBuf>,
+        /// The stream's name.
+        #[arg(long, env = "RELAIS_STREAM", default_value = "RELAIS")]
+        stream: String,
     },
 }
 
@@ -114,8 +137,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let role = Role::parse(&role).with_context(|| {
                         format!("--role must be one of org, coordinator, auditor, admin, not {role:?}")
                     })?;
-                    let (_, secret) = tokens.create(&org, role, &label).await?;
+                    let (id, secret) = tokens.create(&org, role, &label).await?;
+                    // The secret alone on stdout, for scripts; the id (to revoke it) on stderr.
                     println!("{secret}");
+                    eprintln!("created token {id} ({} for {org}); the secret above is shown only once", role.as_str());
                 }
                 TokenCommand::List => {
                     println!("{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  label", "id", "org", "role", "created", "state");
@@ -139,6 +164,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         anyhow::bail!("no active token {id}");
                     }
                 }
+            }
+            Ok(())
+        }
+        Command::Deploy { command: DeployCommand::NatsConfig { out, passwords, stream } } => {
+            let orgs: Vec<OrgId> = crate::config::organisations_from_env()?.into_iter().map(|o| o.id).collect();
+            crate::deploy::write_nats_config(&stream, &orgs, &out, passwords.as_deref())?;
+            eprintln!("wrote {} for {} organisations", out.display(), orgs.len());
+            if let Some(p) = passwords {
+                eprintln!("wrote fresh passwords to {} (keep it secret)", p.display());
             }
             Ok(())
         }

@@ -112,6 +112,20 @@ fn local_secret(dir: &Path, file: &str) -> Result<[u8; 32], ConfigError> {
     Ok(raw)
 }
 
+/// The organisations registry: the JSON file named by `RELAIS_ORGANISATIONS`, else the seven
+/// services and the coordinators.
+pub fn organisations_from_env() -> Result<Vec<Organisation>, ConfigError> {
+    match var("RELAIS_ORGANISATIONS") {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Io { path: PathBuf::from(&path), source })?;
+            serde_json::from_str(&text)
+                .map_err(|e| ConfigError::Invalid { name: "RELAIS_ORGANISATIONS", detail: e.to_string() })
+        }
+        None => Ok(default_organisations()),
+    }
+}
+
 impl Settings {
     /// Reads the settings from the environment, with defaults that work on a development
     /// machine.
@@ -150,15 +164,7 @@ impl Settings {
             })?;
             retention.sweep_every = (secs > 0).then(|| Duration::from_secs(secs));
         }
-        let organisations = match var("RELAIS_ORGANISATIONS") {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| ConfigError::Io { path: PathBuf::from(&path), source })?;
-                serde_json::from_str(&text)
-                    .map_err(|e| ConfigError::Invalid { name: "RELAIS_ORGANISATIONS", detail: e.to_string() })?
-            }
-            None => default_organisations(),
-        };
+        let organisations = organisations_from_env()?;
         let mut stream = relais_eventlog::StreamSettings::default();
         if let Some(name) = var("RELAIS_STREAM") {
             stream.name = name;

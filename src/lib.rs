@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod deploy;
 pub mod nats_server;
 pub mod privacy_cli;
 pub mod startup;

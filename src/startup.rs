@@ -45,6 +45,10 @@ impl Infra {
         let client = relais_eventlog::connect(&settings.nats_url, name).await?;
         let js = jetstream::new(client.clone());
         let stream = relais_eventlog::ensure_stream(&js, &settings.stream).await?;
+        // Each organisation's own durable consumer, which its NATS account may read (and no
+        // other): docs/DEPLOYMENT.md.
+        let orgs: Vec<relais_domain::OrgId> = settings.organisations.iter().map(|o| o.id.clone()).collect();
+        relais_eventlog::broker::ensure_org_consumers(&stream, &orgs).await?;
         let db = Database::connect_and_migrate(&settings.database_url)
             .await
             .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;

@@ -91,6 +91,21 @@ pub async fn spawn_app_with_settings(role: ServeRole, edit: impl FnOnce(&mut Set
     TestApp { address, settings, db_name, nats, http: reqwest::Client::new(), pool, js, kek_b64, shutdown, _dir: dir }
 }
 
+/// Like [`spawn_app_with`], on a NATS server the test started itself, connecting with
+/// `nats_url` (which may carry a user and password).
+pub async fn spawn_app_on(dir: tempfile::TempDir, nats: NatsServer, nats_url: &str, role: ServeRole) -> TestApp {
+    std::mem::forget(relais::telemetry::init("relais-test", "warn"));
+    let db_name = format!("relais_test_{}", Uuid::new_v4().simple());
+    let (settings, kek_b64) = test_settings(nats_url, &db_name);
+    let app = Application::build(&settings, role).await.expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
+    let shutdown = app.shutdown_token();
+    let pool = app.infra().db.pool().clone();
+    let js = app.infra().js.clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp { address, settings, db_name, nats, http: reqwest::Client::new(), pool, js, kek_b64, shutdown, _dir: dir }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();

@@ -1,7 +1,11 @@
 //! End-to-end tests: the real `relais` application against a real nats-server (the pinned
 //! build, one per test, on a free port) and a real PostgreSQL (one database per test).
 
+mod access_matrix;
+mod bad_input;
+mod broker;
 mod helpers;
 mod ingest;
 mod privacy;
 mod projector;
+mod tokens;

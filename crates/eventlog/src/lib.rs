@@ -7,7 +7,10 @@
 //!   batch (ADR-50), each with its event id as `Nats-Msg-Id`.
 //! - [`subjects`]: the subject scheme `relais.ev.<org>.<kind>.<id>`.
 //! - [`reader`]: durable consumers for projections and ordered reads for replays.
+//! - [`broker`]: the NATS accounts that confine each organisation to its own subjects, and
+//!   each organisation's durable consumer.
 
+pub mod broker;
 pub mod headers;
 pub mod reader;
 pub mod subjects;

@@ -10,10 +10,12 @@ mod ingest;
 mod openapi;
 mod privacy;
 mod quarantine;
+mod query;
 mod views;
 
 pub use auth::Authenticated;
 pub use error::ApiError;
+pub use query::ValidQuery;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -70,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/clients/{client}/export", get(privacy::get_export))
         .route("/v1/orgs/{org}/clients/{client}/key", post(privacy::post_key))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req
                 .extensions()
@@ -77,7 +80,7 @@ pub fn router(state: AppState) -> Router {
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_else(|| "unmatched".into());
             // The path template, never the raw path: raw paths hold client and case ids.
-            tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty)
+            tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty, token_id = tracing::field::Empty)
         }))
         .with_state(state)
 }

@@ -1,8 +1,8 @@
 //! Health, readiness and the organisation views.
 
-use crate::{AppState, auth::Authenticated, error::ApiError};
+use crate::{AppState, auth::Authenticated, error::ApiError, query::ValidQuery};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -62,7 +62,7 @@ pub async fn list_cases(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(org): Path<String>,
-    Query(q): Query<CaseQuery>,
+    ValidQuery(q): ValidQuery<CaseQuery>,
 ) -> Result<Json<Page<CaseRow>>, ApiError> {
     let org = auth.require_org(&org)?;
     if let Some(s) = &q.status

@@ -14,6 +14,7 @@ pub mod key_backup;
 pub mod keys;
 pub mod ledger;
 pub mod quarantine;
+pub mod registry;
 pub mod retention;
 pub mod rules;
 pub mod status;
