@@ -168,8 +168,27 @@ const ENDPOINTS: &[Endpoint] = &[
         stores: false,
         reveals_other_orgs_to: &[],
     },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/quarantine",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/clients/{client}/export",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
 ];
-
 /// Who calls.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Caller {
