@@ -1,4 +1,4 @@
-//! The command line: `relais serve | token | demo | status`.
+//! The command line: `relais serve | token | demo | status | replay | verify | checkpoint | audit | case`.
 
 use crate::config::Settings;
 use crate::startup::{Application, Infra, ServeRole};
@@ -33,6 +33,23 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Shows each projection's checkpoint, lag and quarantined count.
     Status,
+    /// Replays the log (NDJSON, verifiable offline, or CSV) to stdout or a file.
+    Replay(crate::audit_cli::ReplayArgs),
+    /// Verifies the log against the audit chain and its signed checkpoints, or a replay file
+    /// offline (--file, --public-key).
+    Verify(crate::audit_cli::VerifyArgs),
+    /// Signs a checkpoint of the audit chain now.
+    Checkpoint(crate::audit_cli::CheckpointArgs),
+    /// Audit keys.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit_cli::AuditCommand,
+    },
+    /// Cases as they stood at a moment.
+    Case {
+        #[command(subcommand)]
+        command: crate::audit_cli::CaseCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,5 +160,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("quarantined events: {}", status.quarantined);
             Ok(())
         }
+        Command::Replay(args) => crate::audit_cli::replay(args).await,
+        Command::Verify(args) => crate::audit_cli::verify(args).await,
+        Command::Checkpoint(args) => crate::audit_cli::checkpoint(args).await,
+        Command::Audit { command } => crate::audit_cli::audit(command).await,
+        Command::Case { command } => crate::audit_cli::case(command).await,
     }
 }

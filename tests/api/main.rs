@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `relais` application against a real nats-server (the pinned
 //! build, one per test, on a free port) and a real PostgreSQL (one database per test).
 
+mod audit;
 mod helpers;
 mod ingest;
 mod projector;

@@ -3,6 +3,7 @@
 //! Invariant: a request either changes nothing or stores exactly what it was answered for;
 //! every error is `application/problem+json` (RFC 9457) with a stable `type`.
 
+mod audit;
 mod auth;
 mod catalogue;
 mod error;
@@ -10,6 +11,7 @@ mod ingest;
 mod openapi;
 mod views;
 
+pub use audit::{AuditState, replay_filter};
 pub use auth::Authenticated;
 pub use error::ApiError;
 
@@ -48,6 +50,8 @@ pub struct AppState {
     pub log: EventLog,
     /// Settings.
     pub settings: Arc<GatewaySettings>,
+    /// What the auditors' endpoints need.
+    pub audit: AuditState,
 }
 
 /// The router of the whole HTTP API.
@@ -61,6 +65,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(ingest::post_events))
         .route("/v1/orgs/{org}/cases", get(views::list_cases))
         .route("/v1/orgs/{org}/cases/{case}", get(views::get_case))
+        .route("/v1/audit/events", get(audit::replay_events))
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/audit/access", get(audit::access_records))
         .fallback(error::not_found)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req
