@@ -212,22 +212,23 @@ async fn classify(
         .map(|l| (l.seq, l.link))
         .collect();
     let prev_of = |t: u64| if t == 1 { Some(GENESIS) } else { window.get(&(t - 1)).copied() };
+    // Whether `m` is the message that was chained at `t`.
+    let chained_at = |m: &LogMessage, t: u64| match (prev_of(t), window.get(&t)) {
+        (Some(p), Some(l)) => p.next(t, &m.subject, &m.payload) == *l,
+        _ => false,
+    };
+    let next = next.filter(|n| n.sequence == s + 1);
+    let next_was_here = next.is_some_and(|n| chained_at(n, s));
     let mut candidates: Vec<u64> = window.keys().copied().filter(|t| *t != s).collect();
     candidates.sort_by_key(|t| t.abs_diff(s));
-    for t in candidates {
-        if let (Some(p), Some(l)) = (prev_of(t), window.get(&t))
-            && p.next(t, &m.subject, &m.payload) == *l
-        {
-            return Ok(if t == s + 1 {
-                Finding::at(s, FindingKind::Missing, "the message chained here is gone; later messages moved up")
-            } else {
-                Finding::at(s, FindingKind::Reordered, format!("this is the message chained at sequence {t}"))
-            });
-        }
+    if let Some(t) = candidates.into_iter().find(|t| chained_at(m, *t)) {
+        return Ok(if t == s + 1 && !next_was_here {
+            Finding::at(s, FindingKind::Missing, "the message chained here is gone; later messages moved up")
+        } else {
+            Finding::at(s, FindingKind::Reordered, format!("this is the message chained at sequence {t}"))
+        });
     }
-    if let (Some(n), Some(p)) = (next.filter(|n| n.sequence == s + 1), prev_of(s))
-        && p.next(s, &n.subject, &n.payload) == stored.link
-    {
+    if next_was_here {
         return Ok(Finding::at(
             s,
             FindingKind::Inserted,
