@@ -155,9 +155,9 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     access::record_operator(infra.db.pool(), "audit.replay", "audit/events", operator_detail(filter.to_json())).await?;
     let mut replay = replay::open(infra.db.pool(), &infra.keys, &infra.stream, filter).await?;
     let out: Box<dyn Write> = match &args.output {
-        Some(path) => Box::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        ),
+        Some(path) => {
+            Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
@@ -343,7 +343,10 @@ fn verify_file(path: &std::path::Path, keys: Vec<VerifyingKey>) -> anyhow::Resul
         if let Some(h) = &report.header
             && !h.complete
         {
-            println!("note: a partial replay (filter {}): each line's link and consecutive lines are verified", h.filter);
+            println!(
+                "note: a partial replay (filter {}): each line's link and consecutive lines are verified",
+                h.filter
+            );
         }
         if report.untied_checkpoints > 0 {
             println!("note: {} signed checkpoints name sequences not in this file", report.untied_checkpoints);
@@ -364,15 +367,15 @@ fn verify_file(path: &std::path::Path, keys: Vec<VerifyingKey>) -> anyhow::Resul
 pub async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let infra = Infra::connect(&settings, "relais-checkpoint").await?;
-    let chain = infra
-        .chain_settings(&settings)
-        .context("signing a checkpoint needs RELAIS_AUDIT_SIGNING_KEY")?;
+    let chain = infra.chain_settings(&settings).context("signing a checkpoint needs RELAIS_AUDIT_SIGNING_KEY")?;
     let target = relais_eventlog::reader::last_sequence(&infra.stream).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
-    let mut chained = relais_projections::worker::checkpoint(infra.db.pool(), relais_projections::audit::chain::CHAIN).await?;
+    let mut chained =
+        relais_projections::worker::checkpoint(infra.db.pool(), relais_projections::audit::chain::CHAIN).await?;
     while chained < target && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        chained = relais_projections::worker::checkpoint(infra.db.pool(), relais_projections::audit::chain::CHAIN).await?;
+        chained =
+            relais_projections::worker::checkpoint(infra.db.pool(), relais_projections::audit::chain::CHAIN).await?;
     }
     if chained < target {
         eprintln!("warning: the chain is at sequence {chained}, the log at {target}: is the projector running?");

@@ -139,7 +139,15 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
 
     // Offline: the exported file verifies with the public key, and fails after one edit.
     let key = public_key(&app);
-    let published: Value = app.http.get(format!("{}/v1/audit/public-key", app.address)).send().await.expect("sent").json().await.expect("json");
+    let published: Value = app
+        .http
+        .get(format!("{}/v1/audit/public-key", app.address))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(published["public_key"], key.as_str());
     assert_eq!(published["algorithm"], "ed25519");
     let file = app.dir().join("replay.ndjson");
@@ -167,7 +175,9 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
     // Online, the untouched log verifies.
     let o = verify_online(&app, None);
     assert!(o.status.success(), "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
-    assert!(stdout(&o).starts_with(&format!("verified 6 events, head {last_link} at sequence 6, last signed checkpoint at sequence 6")));
+    assert!(stdout(&o).starts_with(&format!(
+        "verified 6 events, head {last_link} at sequence 6, last signed checkpoint at sequence 6"
+    )));
 }
 
 type StoredMessage = async_nats::jetstream::message::StreamMessage;
@@ -236,7 +246,10 @@ async fn relais_verify_names_a_message_deleted_with_the_jetstream_api() {
     let o = verify_online(&app, None);
     assert!(!o.status.success());
     let out = stdout(&o);
-    assert!(out.starts_with("the chain breaks at sequence 3: missing at sequence 3: the message chained here is gone"), "{out}");
+    assert!(
+        out.starts_with("the chain breaks at sequence 3: missing at sequence 3: the message chained here is gone"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -276,7 +289,10 @@ async fn relais_verify_names_an_event_published_directly_with_broker_credentials
     let o = verify_online(&app, None);
     assert!(!o.status.success());
     let out = stdout(&o);
-    assert!(out.starts_with("the chain breaks at sequence 7: inserted at sequence 7: on relais.ev.apo.signals."), "{out}");
+    assert!(
+        out.starts_with("the chain breaks at sequence 7: inserted at sequence 7: on relais.ev.apo.signals."),
+        "{out}"
+    );
     assert!(out.contains("without an admission tag"), "{out}");
     assert_eq!(out.lines().filter(|l| l.starts_with("  ")).count(), 1, "only the forgery: {out}");
 }
@@ -372,7 +388,10 @@ async fn relais_verify_names_altered_reordered_and_inserted_messages_of_a_rewrit
     altered[1].payload = payload.into();
     replace_stream(&app, altered).await;
     let out = verify(&app);
-    assert!(out.starts_with("the chain breaks at sequence 2: altered at sequence 2: its stored bytes or subject"), "{out}");
+    assert!(
+        out.starts_with("the chain breaks at sequence 2: altered at sequence 2: its stored bytes or subject"),
+        "{out}"
+    );
 
     // Sequence 5 moved to another organisation's subject, bytes untouched.
     let mut moved = original.clone();
@@ -387,7 +406,9 @@ async fn relais_verify_names_altered_reordered_and_inserted_messages_of_a_rewrit
     replace_stream(&app, swapped).await;
     let out = verify(&app);
     assert!(
-        out.starts_with("the chain breaks at sequence 3: reordered at sequence 3: this is the message chained at sequence 4"),
+        out.starts_with(
+            "the chain breaks at sequence 3: reordered at sequence 3: this is the message chained at sequence 4"
+        ),
         "{out}"
     );
 
@@ -406,4 +427,202 @@ async fn relais_verify_names_altered_reordered_and_inserted_messages_of_a_rewrit
         ),
         "{out}"
     );
+}
+
+/// The data of the catalogue's example of `event_type`, for client `client_ref`.
+async fn example_data(app: &TestApp, event_type: &str, client_ref: &str) -> Value {
+    let catalogue: Value =
+        app.http.get(format!("{}/v1/catalogue", app.address)).send().await.expect("sent").json().await.expect("json");
+    let mut data = catalogue["event_types"]
+        .as_array()
+        .expect("types")
+        .iter()
+        .find(|t| t["type"] == event_type)
+        .expect("in the catalogue")["example"]["data"]
+        .clone();
+    data["client_ref"] = json!(client_ref);
+    data
+}
+
+fn at(event: Value, time: &str) -> Value {
+    let mut e = event;
+    e["time"] = json!(time);
+    e
+}
+
+#[tokio::test]
+async fn a_case_rebuilt_from_the_log_at_three_moments_gives_its_three_states() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let subject = "cases/case-x";
+    let before = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let requested = at(guidance_requested("apo", "case-x", "cl-x"), "2026-01-10T10:00:00Z");
+    assert_eq!(app.post_event(&apo, &requested).await.status(), 201);
+    let t1 = chrono::Utc::now();
+    let detention = example_data(&app, "relais.detention.started", "cl-x").await;
+    let accepted = example_data(&app, "relais.guidance.accepted", "cl-x").await;
+    let batch = vec![
+        at(event("apo", "relais.guidance.accepted", subject, accepted), "2026-02-01T10:00:00Z"),
+        at(event("apo", "relais.detention.started", subject, detention.clone()), "2026-02-01T11:00:00Z"),
+    ];
+    assert_eq!(app.post_batch(&apo, &batch).await.status(), 201);
+    let t2 = chrono::Utc::now();
+    let released = example_data(&app, "relais.detainee.released", "cl-x").await;
+    let release = at(event("apo", "relais.detainee.released", subject, released.clone()), "2026-03-01T10:00:00Z");
+    assert_eq!(app.post_event(&apo, &release).await.status(), 201);
+    let t3 = chrono::Utc::now();
+    app.wait_for_projection("ledger").await;
+
+    let as_of = |t: chrono::DateTime<chrono::Utc>| {
+        format!(
+            "/v1/orgs/apo/cases/case-x?as_of={}",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B")
+        )
+    };
+    let state = |token: String, path: String| {
+        let app = &app;
+        async move {
+            let r = app.get(&token, &path).await;
+            assert_eq!(r.status(), 200, "{path}");
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let s1 = state(apo.clone(), as_of(t1)).await;
+    assert_eq!((s1["status"].as_str(), s1["event_count"].as_u64()), (Some("requested"), Some(1)));
+    assert_eq!(s1["detention"]["state"], "never_detained");
+    let s2 = state(apo.clone(), as_of(t2)).await;
+    assert_eq!((s2["status"].as_str(), s2["event_count"].as_u64()), (Some("accepted"), Some(3)));
+    assert_eq!(s2["detention"]["state"], "in_detention");
+    assert_eq!(s2["detention"]["prison"], detention["prison"]);
+    assert_eq!(s2["detention"]["since"], detention["started_on"]);
+    assert_eq!(s2["legal_status"], detention["legal_status"]);
+    assert_eq!(s2["last_sequence"], 3);
+    let s3 = state(apo.clone(), as_of(t3)).await;
+    assert_eq!((s3["status"].as_str(), s3["event_count"].as_u64()), (Some("accepted"), Some(4)));
+    assert_eq!(s3["detention"]["state"], "released");
+    assert_eq!(s3["detention"]["on"], released["released_on"]);
+    assert_eq!(s3["detention"]["kind"], released["kind"]);
+
+    // By the time things happened instead of the time they were recorded.
+    let s = state(apo.clone(), "/v1/orgs/apo/cases/case-x?as_of=2026-02-15T00:00:00Z&basis=occurred".into()).await;
+    assert_eq!((s["status"].as_str(), s["detention"]["state"].as_str()), (Some("accepted"), Some("in_detention")));
+
+    // Before the first event, the case did not exist; an auditor may look, another organisation may not.
+    assert_eq!(app.get(&apo, &as_of(before)).await.status(), 404);
+    let auditor = app.token("dsr", Role::Auditor).await;
+    assert_eq!(state(auditor, as_of(t2)).await["status"], "accepted");
+    let dsr = app.token("dsr", Role::Org).await;
+    assert_eq!(app.get(&dsr, &as_of(t2)).await.status(), 403);
+    let r = app.get(&apo, "/v1/orgs/apo/cases/case-x?as_of=soon").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["pointer"], "?as_of");
+    let reads: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM access_log WHERE action = 'case.read_as_of' AND resource = 'orgs/apo/cases/case-x'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(reads, 6, "every reconstruction served (refusals excepted) is an access record");
+
+    // The command line prints the same state.
+    let o = run({
+        let mut c = app.relais();
+        c.args(["case", "show", "--org", "apo", "--case", "case-x", "--as-of"])
+            .arg(t2.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        c
+    });
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let printed: Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(printed, s2);
+}
+
+/// Peak resident memory (VmHWM) of a running process, in KiB.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_replay_of_100000_events_runs_in_bounded_memory() {
+    const EVENTS: usize = 100_000;
+    const BOUND_MIB: u64 = 64;
+    // The gateway alone: the projection workers would only compete for the CPU; the replay
+    // reads the log, the key store and whatever the chain holds (here nothing: links are null).
+    let app = spawn_app_with(relais::startup::ServeRole::Gateway).await;
+    // Published straight into the log in atomic batches, sealed as the gateway seals them (going
+    // through HTTP would only make the test slower).
+    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let org = relais_domain::OrgId::parse("apo").expect("org");
+    let mut client_keys = Vec::new();
+    for c in 0..100 {
+        client_keys.push(keys.key_for_client(&org, &format!("cl-{c}")).await.expect("key"));
+    }
+    // One stored body per case, sealed anew for each event (the sealed box is bound to the id).
+    let mut bodies = Vec::new();
+    for case in 0..1000 {
+        let (e, _) = relais_domain::Envelope::from_cloud_event(
+            intervention("apo", &format!("case-{case}"), &format!("cl-{}", case % 100), "informing"),
+            chrono::Utc::now(),
+            "load",
+        )
+        .expect("valid");
+        let subject = relais_eventlog::subjects::event_subject(&e.org, &e.subject);
+        let (stored, personal) = e.split_for_storage();
+        bodies.push((subject, e.data.event_type(), e.data.spec().version, stored, personal));
+    }
+    let client = async_nats::connect(&app.settings.nats_url).await.expect("connected");
+    let log = relais_eventlog::EventLog::new(client);
+    for chunk in 0..EVENTS / 1000 {
+        let mut batch = Vec::with_capacity(1000);
+        for i in chunk * 1000..(chunk + 1) * 1000 {
+            let (subject, event_type, version, body, personal) = &bodies[i % 1000];
+            let mut stored = body.clone();
+            stored.id = uuid::Uuid::new_v4();
+            let (key_id, key) = &client_keys[i % 100];
+            stored.sealed = Some(relais_domain::seal::seal(key, *key_id, stored.id, rand::random(), personal));
+            batch.push(relais_eventlog::Outgoing {
+                subject: subject.clone(),
+                event_id: stored.id,
+                event_type,
+                schema_version: *version,
+                payload: relais_domain::StoredEvent::V1(stored).encode().into(),
+                expected_last_subject_sequence: None,
+                trace_headers: Vec::new(),
+            });
+        }
+        log.append(&batch).await.expect("batch stored");
+    }
+    assert_eq!(app.stream_last_sequence().await, EVENTS as u64);
+
+    let output = app.dir().join("replay-100k.ndjson");
+    let mut child = app
+        .relais()
+        .args(["replay", "--output"])
+        .arg(&output)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("relais replay starts");
+    let pid = child.id();
+    let mut peak = 0;
+    let status = loop {
+        if let Some(kib) = peak_rss_kib(pid) {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("waited") {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(status.success());
+    let text = std::io::BufReader::new(std::fs::File::open(&output).expect("output"));
+    let events = std::io::BufRead::lines(text)
+        .filter(|l| l.as_ref().is_ok_and(|l| l.contains("\"relaiskind\":\"event\"")))
+        .count();
+    assert_eq!(events, EVENTS);
+    let size = std::fs::metadata(&output).expect("size").len();
+    eprintln!("peak RSS {} KiB for a replay of {} MiB", peak, size >> 20);
+    assert!(peak > 0, "the process was measured");
+    assert!(peak < BOUND_MIB * 1024, "peak RSS {peak} KiB exceeds {BOUND_MIB} MiB while writing {} MiB", size >> 20);
 }

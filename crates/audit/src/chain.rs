@@ -96,10 +96,7 @@ mod tests {
         // The vectors of docs/AUDIT.md, computed there with Python's hashlib.
         let l1 = link(&GENESIS, 1, "relais.ev.apo.cases.c-1", b"payload");
         assert_eq!(l1.to_hex(), "80e22743a13c6ee002ac7c256b202e92a79fcd0aca025e48ed4ff3baddb3af83");
-        assert_eq!(
-            missing_link(&l1, 2).to_hex(),
-            "ace7e87ea1534015b683f622f4a4a67e9582b358a3be76c7f75edacbfe38a6b4"
-        );
+        assert_eq!(missing_link(&l1, 2).to_hex(), "ace7e87ea1534015b683f622f4a4a67e9582b358a3be76c7f75edacbfe38a6b4");
         assert_eq!(Link::from_hex(&l1.to_hex()), Some(l1));
     }
 

@@ -154,16 +154,9 @@ impl Checkpoint {
         let signed_at = DateTime::parse_from_rfc3339(signed_at)
             .map_err(|_| malformed("signed-at is not an RFC 3339 time"))?
             .with_timezone(&Utc);
-        let signature: [u8; 64] =
-            signature.try_into().map_err(|_| malformed("a signature is 64 bytes"))?;
-        let checkpoint = Self {
-            stream: (*stream).to_owned(),
-            sequence,
-            head,
-            signed_at,
-            key_id: (*key_id).to_owned(),
-            signature,
-        };
+        let signature: [u8; 64] = signature.try_into().map_err(|_| malformed("a signature is 64 bytes"))?;
+        let checkpoint =
+            Self { stream: (*stream).to_owned(), sequence, head, signed_at, key_id: (*key_id).to_owned(), signature };
         if checkpoint.statement() != statement {
             return Err(malformed("the statement is not in canonical form"));
         }

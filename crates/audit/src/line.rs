@@ -16,8 +16,8 @@
 
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
-use relais_domain::envelope::Envelope;
 use relais_domain::StoredEvent;
+use relais_domain::envelope::Envelope;
 use serde_json::{Map, Value, json};
 
 use crate::chain::Link;

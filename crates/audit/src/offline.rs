@@ -150,7 +150,10 @@ impl FileVerifier {
             kind::END => self.end = Some(obj),
             kind::ERROR => {
                 let detail = obj.get("detail").and_then(Value::as_str).unwrap_or("no detail").to_owned();
-                self.find(Finding::general(FindingKind::Incomplete, format!("the replay stopped on an error: {detail}")));
+                self.find(Finding::general(
+                    FindingKind::Incomplete,
+                    format!("the replay stopped on an error: {detail}"),
+                ));
             }
             other => self.malformed(format!("unknown relaiskind {other:?}")),
         }

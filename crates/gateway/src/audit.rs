@@ -50,7 +50,12 @@ fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<DateTime
 
 fn seq_param(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     q.get(name)
-        .map(|t| t.parse::<u64>().ok().filter(|s| *s >= 1).ok_or_else(|| ApiError::invalid_parameter(name, "a sequence number, 1 or more")))
+        .map(|t| {
+            t.parse::<u64>()
+                .ok()
+                .filter(|s| *s >= 1)
+                .ok_or_else(|| ApiError::invalid_parameter(name, "a sequence number, 1 or more"))
+        })
         .transpose()
 }
 
@@ -69,7 +74,8 @@ pub fn replay_filter(q: &HashMap<String, String>) -> Result<ReplayFilter, ApiErr
     };
     let case = match q.get("case") {
         Some(c) => {
-            AggregateRef::new(AggregateKind::Cases, c).map_err(|e| ApiError::invalid_parameter("case", e.to_string()))?;
+            AggregateRef::new(AggregateKind::Cases, c)
+                .map_err(|e| ApiError::invalid_parameter("case", e.to_string()))?;
             Some(c.clone())
         }
         None => None,
@@ -144,7 +150,11 @@ pub async fn access_records(
     auth.require_auditor()?;
     unknown_parameters(&q, &["org", "resource", "cursor", "limit"])?;
     let limit = match q.get("limit") {
-        Some(l) => l.parse::<i64>().ok().filter(|l| (1..=1000).contains(l)).ok_or_else(|| ApiError::invalid_parameter("limit", "between 1 and 1000"))?,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|l| (1..=1000).contains(l))
+            .ok_or_else(|| ApiError::invalid_parameter("limit", "between 1 and 1000"))?,
         None => 100,
     };
     let after_id = q
@@ -191,12 +201,11 @@ pub async fn case_as_of(
         json!({ "as_of": as_of, "basis": basis }),
     )
     .await?;
-    let found = as_of::case_as_of(state.db.pool(), &state.audit.stream, &org, &case_ref, as_of, basis).await.map_err(
-        |e| {
+    let found =
+        as_of::case_as_of(state.db.pool(), &state.audit.stream, &org, &case_ref, as_of, basis).await.map_err(|e| {
             tracing::error!(error = %e, "as-of reconstruction failed");
             ApiError::unavailable("the event log cannot be read now; retry later")
-        },
-    )?;
+        })?;
     let state = found.ok_or_else(|| ApiError::not_found("the case had no recorded event at that moment"))?;
     Ok(Json(state).into_response())
 }

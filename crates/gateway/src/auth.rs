@@ -57,7 +57,10 @@ impl Authenticated {
     /// Allows auditors only (role `auditor`, of any organisation: they audit the whole log).
     pub fn require_auditor(&self) -> Result<(), ApiError> {
         if self.0.role != Role::Auditor {
-            return Err(ApiError::forbidden(format!("role {} cannot audit; use an auditor token", self.0.role.as_str())));
+            return Err(ApiError::forbidden(format!(
+                "role {} cannot audit; use an auditor token",
+                self.0.role.as_str()
+            )));
         }
         Ok(())
     }

@@ -162,8 +162,15 @@ impl Projector {
                     let shutdown = shutdown.clone();
                     Box::pin(async move {
                         let name = p.settings.durable_name(crate::audit::chain::CHAIN);
-                        crate::audit::chain::run(p.db.pool(), &p.stream, &name, &chain, p.settings.batch_size, &shutdown)
-                            .await
+                        crate::audit::chain::run(
+                            p.db.pool(),
+                            &p.stream,
+                            &name,
+                            &chain,
+                            p.settings.batch_size,
+                            &shutdown,
+                        )
+                        .await
                     })
                 })
                 .await

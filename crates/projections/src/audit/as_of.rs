@@ -12,9 +12,9 @@ use crate::worker::{VALIDATOR, checkpoint};
 use async_nats::jetstream::stream::Stream;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
+use relais_domain::aggregates::brussels_date;
 use relais_domain::aggregates::case::{self, CaseStatus, Detention};
 use relais_domain::aggregates::consent::{ConsentStatus, Grant};
-use relais_domain::aggregates::brussels_date;
 use relais_domain::{AggregateRef, OrgId, StoredEvent};
 use relais_eventlog::{reader, subjects};
 use serde::{Deserialize, Serialize};
@@ -154,7 +154,9 @@ pub async fn case_as_of(
     let Some(last_event_at) = last_event_at else { return Ok(None) };
     let detention = match state.detention() {
         Detention::NeverDetained => json!({ "state": "never_detained" }),
-        Detention::InDetention { prison, since } => json!({ "state": "in_detention", "prison": prison, "since": since }),
+        Detention::InDetention { prison, since } => {
+            json!({ "state": "in_detention", "prison": prison, "since": since })
+        }
         Detention::Released { on, kind } => json!({ "state": "released", "on": on, "kind": kind }),
     };
     Ok(Some(CaseAsOf {

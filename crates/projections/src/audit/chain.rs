@@ -58,14 +58,13 @@ pub struct StoredLink {
 
 /// Stored links with `seq > after` (and `<= until`), in order, at most `limit`.
 pub async fn links_after(pool: &PgPool, after: u64, until: u64, limit: i64) -> Result<Vec<StoredLink>, AuditError> {
-    let rows: Vec<(i64, Vec<u8>, bool)> = sqlx::query_as(
-        "SELECT seq, link, missing FROM audit_chain WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
-    )
-    .bind(after as i64)
-    .bind(until as i64)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(i64, Vec<u8>, bool)> =
+        sqlx::query_as("SELECT seq, link, missing FROM audit_chain WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3")
+            .bind(after as i64)
+            .bind(until as i64)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
     rows.into_iter()
         .map(|(s, l, missing)| {
             Link::from_slice(&l)

@@ -57,17 +57,19 @@ pub fn message_id(c: &Checkpoint) -> String {
 
 /// Publishes every stored checkpoint that is not yet on the audit stream; returns how many.
 pub async fn publish_pending(pool: &PgPool, js: &async_nats::jetstream::Context) -> Result<u64, AuditError> {
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM audit_checkpoints WHERE NOT published ORDER BY id LIMIT 1000"
-    ))
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<Row> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit_checkpoints WHERE NOT published ORDER BY id LIMIT 1000"))
+            .fetch_all(pool)
+            .await?;
     let mut done = 0;
     for row in rows {
         let stored = from_row(row)?;
         let body = serde_json::to_vec(&stored.checkpoint.to_json()).unwrap_or_default();
         relais_eventlog::audit::publish_checkpoint(js, &message_id(&stored.checkpoint), Bytes::from(body)).await?;
-        sqlx::query("UPDATE audit_checkpoints SET published = true WHERE id = $1").bind(stored.id).execute(pool).await?;
+        sqlx::query("UPDATE audit_checkpoints SET published = true WHERE id = $1")
+            .bind(stored.id)
+            .execute(pool)
+            .await?;
         done += 1;
     }
     Ok(done)
@@ -103,11 +105,10 @@ pub async fn sign_head(pool: &PgPool, settings: &ChainSettings) -> Result<Option
 
 /// The latest checkpoint by sequence, if any.
 pub async fn latest(pool: &PgPool) -> Result<Option<StoredCheckpoint>, AuditError> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM audit_checkpoints ORDER BY seq DESC, id DESC LIMIT 1"
-    ))
-    .fetch_optional(pool)
-    .await?;
+    let row: Option<Row> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM audit_checkpoints ORDER BY seq DESC, id DESC LIMIT 1"))
+            .fetch_optional(pool)
+            .await?;
     row.map(from_row).transpose()
 }
 

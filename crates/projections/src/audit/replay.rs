@@ -229,8 +229,7 @@ impl Replay {
                 .collect();
         let stored: Vec<Option<relais_domain::envelope::StoredEventV1>> =
             batch.iter().map(|m| StoredEvent::decode(&m.payload).ok().map(StoredEvent::into_v1)).collect();
-        let key_ids: Vec<Uuid> =
-            stored.iter().filter_map(|s| s.as_ref()?.sealed.as_ref().map(|x| x.key_id)).collect();
+        let key_ids: Vec<Uuid> = stored.iter().filter_map(|s| s.as_ref()?.sealed.as_ref().map(|x| x.key_id)).collect();
         let keys = self.keys.lookup_many(&key_ids).await?;
         for (m, stored) in batch.iter().zip(stored) {
             self.checkpoints_before(m.sequence, &mut lines).await?;
@@ -285,7 +284,10 @@ impl Replay {
                 Err(e) => {
                     tracing::error!(error = %e, "replay stopped");
                     replay.finished = true;
-                    Some((Ok(to_ndjson(&[line::error_line("the replay stopped on an internal error; it was logged")])), (replay, true)))
+                    Some((
+                        Ok(to_ndjson(&[line::error_line("the replay stopped on an internal error; it was logged")])),
+                        (replay, true),
+                    ))
                 }
             }
         })

@@ -17,7 +17,7 @@
 use super::{AuditError, chain, checkpoints};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
-use relais_audit::{AdmissionKey, Admission, Finding, FindingKind, GENESIS, Link, VerifyingKey};
+use relais_audit::{Admission, AdmissionKey, Finding, FindingKind, GENESIS, Link, VerifyingKey};
 use relais_domain::StoredEvent;
 use relais_eventlog::reader::{self, LogMessage};
 use relais_eventlog::subjects;
@@ -360,8 +360,14 @@ pub async fn verify(
                     let held = msg.as_ref().filter(|_| seq == s).and_then(|m| StoredEvent::decode(&m.payload).ok());
                     let detail = match held {
                         Some(e) if e.v1().id == id => None,
-                        Some(e) => Some((FindingKind::Altered, format!("holds event {} where the projections applied {id}", e.v1().id))),
-                        None => Some((FindingKind::Missing, format!("event {id}, applied by the projections, is no longer in the log"))),
+                        Some(e) => Some((
+                            FindingKind::Altered,
+                            format!("holds event {} where the projections applied {id}", e.v1().id),
+                        )),
+                        None => Some((
+                            FindingKind::Missing,
+                            format!("event {id}, applied by the projections, is no longer in the log"),
+                        )),
                     };
                     if let Some((kind, detail)) = detail
                         && !found_here
@@ -407,7 +413,11 @@ pub async fn verify(
         ));
     }
     for (&c, _) in heads.range(end.saturating_add(1)..) {
-        report.find(Finding::at(c, FindingKind::Missing, "a signed checkpoint reaches beyond the end of the log: its tail is gone"));
+        report.find(Finding::at(
+            c,
+            FindingKind::Missing,
+            "a signed checkpoint reaches beyond the end of the log: its tail is gone",
+        ));
     }
     for f in store_findings {
         report.find(f);
