@@ -172,6 +172,15 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
     assert!(!o.status.success());
     assert!(stdout(&o).contains("checkpoint at sequence 6"), "{}", stdout(&o));
 
+    // The auditors' paths are described.
+    let openapi: Value =
+        app.http.get(format!("{}/openapi.json", app.address)).send().await.expect("sent").json().await.expect("json");
+    for path in ["/v1/audit/events", "/v1/audit/public-key", "/v1/audit/access"] {
+        assert!(openapi["paths"][path]["get"].is_object(), "{path}");
+    }
+    let case_params = openapi["paths"]["/v1/orgs/{org}/cases/{case}"]["get"]["parameters"].as_array().expect("params");
+    assert!(case_params.iter().any(|p| p["name"] == "as_of"));
+
     // Online, the untouched log verifies.
     let o = verify_online(&app, None);
     assert!(o.status.success(), "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));

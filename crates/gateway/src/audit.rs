@@ -119,6 +119,8 @@ pub async fn replay_events(
     })?;
     let mut response = Body::from_stream(replay.into_ndjson()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    // Personal data: no cache keeps a copy.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
 
@@ -208,4 +210,51 @@ pub async fn case_as_of(
         })?;
     let state = found.ok_or_else(|| ApiError::not_found("the case had no recorded event at that moment"))?;
     Ok(Json(state).into_response())
+}
+
+/// Adds the auditors' paths to the OpenAPI document.
+pub fn openapi_paths(doc: &mut serde_json::Value, problem: fn(&str) -> serde_json::Value) {
+    let time = |name: &str, what: &str| json!({ "name": name, "in": "query", "schema": { "type": "string", "format": "date-time" }, "description": what });
+    let seq = |name: &str, what: &str| json!({ "name": name, "in": "query", "schema": { "type": "integer", "minimum": 1 }, "description": what });
+    let paths = json!({
+        "/v1/audit/events": { "get": {
+            "summary": "Replay of the log (auditors): NDJSON, streamed, ends at the stream's last sequence at the request",
+            "description": "One JSON object a line, each with relaiskind: replay (header), event (a CloudEvent with sequence, recordedat and the chain fields relaissubject, relaispayload, relaisprev, relaislink, relaisadmission), message (a stored message that is not a readable event), checkpoint (a signed checkpoint), end. Format and offline verification: docs/AUDIT.md. Every replay is an access record.",
+            "parameters": [
+                { "name": "org", "in": "query", "schema": { "type": "string" } },
+                { "name": "type", "in": "query", "schema": { "type": "string" }, "description": "An event type of the catalogue" },
+                { "name": "case", "in": "query", "schema": { "type": "string" } },
+                time("from", "recorded at or after"), time("to", "recorded before"),
+                seq("from_seq", "from this stream sequence"), seq("to_seq", "up to this stream sequence") ],
+            "responses": { "200": { "description": "the replay", "content": { "application/x-ndjson": { "schema": { "type": "string" } } } },
+                "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("not an auditor"), "503": problem("the log cannot be read") } } },
+        "/v1/audit/public-key": { "get": {
+            "summary": "The ed25519 public key that verifies signed checkpoints, with the keys retired by rotation",
+            "security": [],
+            "responses": { "200": { "description": "{algorithm, key_id, public_key (base64), retired: [{key_id, public_key}]}" } } } },
+        "/v1/audit/access": { "get": {
+            "summary": "Access records (auditors): who read what, when; oldest first",
+            "parameters": [
+                { "name": "org", "in": "query", "schema": { "type": "string" }, "description": "the reading token's organisation" },
+                { "name": "resource", "in": "query", "schema": { "type": "string" }, "description": "a prefix, for example orgs/apo/cases/c-1" },
+                { "name": "cursor", "in": "query", "schema": { "type": "string" } },
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } } ],
+            "responses": { "200": { "description": "a page of access records" }, "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("not an auditor") } } }
+    });
+    if let (Some(all), Some(new)) = (doc.get_mut("paths").and_then(|p| p.as_object_mut()), paths.as_object()) {
+        for (k, v) in new {
+            all.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(case) = doc.pointer_mut("/paths/~1v1~1orgs~1{org}~1cases~1{case}/get") {
+        case["summary"] = json!("One case of the organisation's caseload; with as_of, the case as it stood then, rebuilt from the log (the organisation, or an auditor)");
+        if let Some(params) = case.get_mut("parameters").and_then(|p| p.as_array_mut()) {
+            params.push(time("as_of", "rebuild the case from its events in the log up to this moment"));
+            params.push(json!({ "name": "basis", "in": "query", "schema": { "enum": ["recorded", "occurred"], "default": "recorded" },
+                "description": "compare the moment with when events were recorded (what Relais knew then) or when they happened" }));
+        }
+        if let Some(responses) = case.get_mut("responses").and_then(|r| r.as_object_mut()) {
+            responses.insert("400".into(), problem("invalid parameter"));
+        }
+    }
 }

@@ -10,7 +10,7 @@ fn problem(description: &str) -> Value {
 /// The OpenAPI document.
 pub async fn openapi() -> Json<Value> {
     let org_param = json!({ "name": "org", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[a-z0-9-]{1,32}$" } });
-    Json(json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Relais",
@@ -91,5 +91,7 @@ pub async fn openapi() -> Json<Value> {
                 "parameters": [ org_param, { "name": "case", "in": "path", "required": true, "schema": { "type": "string" } } ],
                 "responses": { "200": { "description": "the case" }, "401": problem("no or unknown token"), "403": problem("another organisation"), "404": problem("no such case") } } }
         }
-    }))
+    });
+    crate::audit::openapi_paths(&mut doc, problem);
+    Json(doc)
 }
