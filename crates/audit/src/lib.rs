@@ -13,6 +13,8 @@
 //!
 //! The format is documented for re-implementers in `docs/AUDIT.md`.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod chain;
 pub mod checkpoint;

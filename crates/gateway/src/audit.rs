@@ -135,6 +135,7 @@ pub async fn public_key(State(state): State<AppState>) -> Json<serde_json::Value
     }))
 }
 
+/// A page of access records.
 #[derive(Serialize)]
 pub struct AccessPage {
     items: Vec<AccessRecord>,

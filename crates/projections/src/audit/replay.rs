@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use uuid::Uuid;
 
 /// Most messages decoded and answered per chunk.
-const CHUNK: usize = 256;
+const CHUNK: usize = 512;
 
 /// What a replay shows. Times filter on `recordedat` (when Relais recorded the event):
 /// `from` inclusive, `to` exclusive. Sequences are inclusive.
