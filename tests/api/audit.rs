@@ -635,3 +635,91 @@ async fn a_replay_of_100000_events_runs_in_bounded_memory() {
     assert!(peak > 0, "the process was measured");
     assert!(peak < BOUND_MIB * 1024, "peak RSS {peak} KiB exceeds {BOUND_MIB} MiB while writing {} MiB", size >> 20);
 }
+
+#[tokio::test]
+async fn the_chain_worker_signs_checkpoints_every_n_events_and_after_a_quiet_period_in_both_stores() {
+    let app = spawn_app_configured(relais::startup::ServeRole::All, |s| {
+        s.audit.checkpoint_every_events = 3;
+        s.audit.checkpoint_every = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let token = app.token("apo", Role::Org).await;
+    for i in 0..4 {
+        let e = guidance_requested("apo", &format!("case-{i}"), &format!("cl-{i}"));
+        assert_eq!(app.post_event(&token, &e).await.status(), 201);
+        chained(&app).await;
+    }
+    // Sequence 3 reached the count; sequence 4 is signed once a second has passed.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let signed = loop {
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit_checkpoints WHERE published ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("checkpoints");
+        if seqs.contains(&4) {
+            break seqs;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no checkpoint at 4: {seqs:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(signed, vec![3, 4]);
+    // The same checkpoints are on the audit stream, signed with the configured key.
+    let audit = app.js.get_stream("RELAIS_AUDIT").await.expect("audit stream");
+    let key = app.settings.audit.public_key;
+    for (n, seq) in signed.iter().enumerate() {
+        let m = audit.get_raw_message(n as u64 + 1).await.expect("checkpoint message");
+        let c = relais_audit::Checkpoint::from_json(&serde_json::from_slice(&m.payload).expect("json"))
+            .expect("a checkpoint");
+        assert_eq!(c.sequence, *seq as u64);
+        assert_eq!(c.verify(&[key]), Ok(()));
+    }
+    // No new event, no new checkpoint.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let count: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_checkpoints").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(count, 2);
+    // The audit tables are append-only.
+    let refused = sqlx::query("DELETE FROM audit_chain WHERE seq = 1").execute(&app.pool).await;
+    assert!(refused.is_err());
+    let refused = sqlx::query("UPDATE audit_checkpoints SET seq = 2 WHERE seq = 3").execute(&app.pool).await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn proofs_survive_the_erasure_of_a_client() {
+    let app = spawn_app().await;
+    some_history(&app).await;
+    chained(&app).await;
+    checkpoint_now(&app);
+    // Crypto-shredding: the client's key is destroyed, the stored bytes stay as they were.
+    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let org = relais_domain::OrgId::parse("apo").expect("org");
+    assert!(keys.erase(&org, "cl-a").await.expect("erased").is_some());
+
+    // A fresh process (the gateway's key cache of this test would still hold the key for a while).
+    let file = app.dir().join("after-erasure.ndjson");
+    let o = run({
+        let mut c = app.relais();
+        c.args(["replay", "--output"]).arg(&file);
+        c
+    });
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&file).expect("replay file");
+    let (role, detail): (String, Value) =
+        sqlx::query_as("SELECT role, detail FROM access_log WHERE action = 'audit.replay' ORDER BY id DESC LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .expect("the command line's replay is an access record");
+    assert_eq!((role.as_str(), detail["via"].as_str()), ("operator", Some("cli")));
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let first = &lines[1];
+    assert_eq!(first["sequence"], 1);
+    assert_eq!(first["personaldata"], "erased");
+    assert!(first["data"].get("client_ref").is_none(), "no personal field of an erased client");
+    assert_eq!(lines[3]["data"]["client_ref"], "cl-b", "other clients are untouched");
+    let o = verify_file(&app, &file, &public_key(&app));
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("last signed checkpoint at sequence 6"));
+    let o = verify_online(&app, None);
+    assert!(o.status.success(), "{}", stdout(&o));
+}

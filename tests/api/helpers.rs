@@ -79,6 +79,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(role: ServeRole) -> TestApp {
+    spawn_app_configured(role, |_| {}).await
+}
+
+/// An application whose settings `configure` adjusts before it starts.
+pub async fn spawn_app_configured(role: ServeRole, configure: impl FnOnce(&mut Settings)) -> TestApp {
     // The guard lives as long as the test process: dropping it would stop the tracer.
     std::mem::forget(relais::telemetry::init("relais-test", "warn"));
     let dir = tempfile::tempdir().expect("temp dir");
@@ -87,6 +92,7 @@ pub async fn spawn_app_with(role: ServeRole) -> TestApp {
     let (mut settings, kek_b64) = test_settings(&nats.url(), &db_name);
     let (audit, audit_b64) = test_audit_settings();
     settings.audit = audit;
+    configure(&mut settings);
     let app = Application::build(&settings, role).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
     let shutdown = app.shutdown_token();

@@ -248,7 +248,9 @@ pub fn openapi_paths(doc: &mut serde_json::Value, problem: fn(&str) -> serde_jso
         }
     }
     if let Some(case) = doc.pointer_mut("/paths/~1v1~1orgs~1{org}~1cases~1{case}/get") {
-        case["summary"] = json!("One case of the organisation's caseload; with as_of, the case as it stood then, rebuilt from the log (the organisation, or an auditor)");
+        case["summary"] = json!(
+            "One case of the organisation's caseload; with as_of, the case as it stood then, rebuilt from the log (the organisation, or an auditor)"
+        );
         if let Some(params) = case.get_mut("parameters").and_then(|p| p.as_array_mut()) {
             params.push(time("as_of", "rebuild the case from its events in the log up to this moment"));
             params.push(json!({ "name": "basis", "in": "query", "schema": { "enum": ["recorded", "occurred"], "default": "recorded" },
