@@ -73,11 +73,10 @@ fn public_key(app: &TestApp) -> String {
     stdout(&o).trim().to_owned()
 }
 
-fn verify_file(app: &TestApp, path: &std::path::Path, key: &str) -> Output {
+fn verify_file(path: &std::path::Path, key: &str) -> Output {
     // Offline: no NATS, no database in the environment at all.
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relais"));
     c.args(["verify", "--file"]).arg(path).args(["--public-key", key]).env_clear().env("RUST_LOG", "error");
-    let _ = app;
     run(c)
 }
 
@@ -152,7 +151,7 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
     assert_eq!(published["algorithm"], "ed25519");
     let file = app.dir().join("replay.ndjson");
     std::fs::write(&file, &text).expect("written");
-    let o = verify_file(&app, &file, &key);
+    let o = verify_file(&file, &key);
     assert!(o.status.success(), "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
     let last_link = events[5]["relaislink"].as_str().expect("link");
     assert_eq!(
@@ -162,13 +161,13 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
     let edited = text.replacen("\"mode\":\"informing\"", "\"mode\":\"planning\"", 1);
     assert_ne!(edited, text);
     std::fs::write(&file, &edited).expect("written");
-    let o = verify_file(&app, &file, &key);
+    let o = verify_file(&file, &key);
     assert!(!o.status.success());
     assert!(stdout(&o).contains("altered at sequence 2: data.mode differs from the stored bytes"), "{}", stdout(&o));
     // Another key does not verify the checkpoint.
     std::fs::write(&file, &text).expect("written");
     let other = relais_audit::SigningKey::from_seed([1; 32]).verifying_key().to_base64();
-    let o = verify_file(&app, &file, &other);
+    let o = verify_file(&file, &other);
     assert!(!o.status.success());
     assert!(stdout(&o).contains("checkpoint at sequence 6"), "{}", stdout(&o));
 
@@ -717,7 +716,7 @@ async fn proofs_survive_the_erasure_of_a_client() {
     assert_eq!(first["personaldata"], "erased");
     assert!(first["data"].get("client_ref").is_none(), "no personal field of an erased client");
     assert_eq!(lines[3]["data"]["client_ref"], "cl-b", "other clients are untouched");
-    let o = verify_file(&app, &file, &public_key(&app));
+    let o = verify_file(&file, &public_key(&app));
     assert!(o.status.success(), "{}", stdout(&o));
     assert!(stdout(&o).contains("last signed checkpoint at sequence 6"));
     let o = verify_online(&app, None);
