@@ -1,4 +1,5 @@
-//! The command line: `relais serve | token | deploy | demo | status | erase | keys | retention`.
+//! The command line: `relais serve | token | deploy | demo | status | erase | keys | retention | replay |
+//! verify | checkpoint | audit | case`.
 
 use crate::config::Settings;
 use crate::startup::{Application, Infra, ServeRole};
@@ -49,6 +50,23 @@ enum Command {
     Retention {
         #[command(subcommand)]
         command: crate::privacy_cli::RetentionCommand,
+    },
+    /// Replays the log (NDJSON, verifiable offline, or CSV) to stdout or a file.
+    Replay(crate::audit_cli::ReplayArgs),
+    /// Verifies the log against the audit chain and its signed checkpoints, or a replay file
+    /// offline (--file, --public-key).
+    Verify(crate::audit_cli::VerifyArgs),
+    /// Signs a checkpoint of the audit chain now.
+    Checkpoint(crate::audit_cli::CheckpointArgs),
+    /// Audit keys.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit_cli::AuditCommand,
+    },
+    /// Cases as they stood at a moment.
+    Case {
+        #[command(subcommand)]
+        command: crate::audit_cli::CaseCommand,
     },
 }
 
@@ -193,5 +211,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Erase(args) => crate::privacy_cli::erase(args).await,
         Command::Keys { command } => crate::privacy_cli::keys(command).await,
         Command::Retention { command } => crate::privacy_cli::retention(command).await,
+        Command::Replay(args) => crate::audit_cli::replay(args).await,
+        Command::Verify(args) => crate::audit_cli::verify(args).await,
+        Command::Checkpoint(args) => crate::audit_cli::checkpoint(args).await,
+        Command::Audit { command } => crate::audit_cli::audit(command).await,
+        Command::Case { command } => crate::audit_cli::case(command).await,
     }
 }

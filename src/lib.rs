@@ -3,6 +3,7 @@
 //!
 //! The binary is thin (`main.rs`); tests build the same application with [`startup::Application`].
 
+pub mod audit_cli;
 pub mod cli;
 pub mod config;
 pub mod demo;

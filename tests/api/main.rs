@@ -2,6 +2,7 @@
 //! build, one per test, on a free port) and a real PostgreSQL (one database per test).
 
 mod access_matrix;
+mod audit;
 mod bad_input;
 mod broker;
 mod helpers;

@@ -154,5 +154,6 @@ pub async fn openapi() -> Json<Value> {
     if let (Some(paths), Value::Object(more)) = (doc.get_mut("paths").and_then(Value::as_object_mut), privacy) {
         paths.extend(more);
     }
+    crate::audit::openapi_paths(&mut doc, problem);
     Json(doc)
 }

@@ -6,6 +6,7 @@
 //! a crash anywhere and a restart give the view of a clean run.
 
 pub mod access;
+pub mod audit;
 pub mod caseload;
 pub mod client_events;
 pub mod db;

@@ -79,6 +79,9 @@ pub enum WorkerError {
     /// Reading the log failed.
     #[error("event log: {0}")]
     Log(#[from] reader::ReadError),
+    /// The audit chain in PostgreSQL is not what the chain worker left there.
+    #[error("audit chain: {0}")]
+    Chain(String),
     /// Shut down while waiting.
     #[error("shutting down")]
     Shutdown,
@@ -92,6 +95,7 @@ pub struct Projector {
     stream: Stream,
     settings: ProjectorSettings,
     views: Vec<Arc<dyn View>>,
+    chain: Option<Arc<crate::audit::ChainSettings>>,
 }
 
 /// Reads a projection's checkpoint (0 when it never ran).
@@ -103,7 +107,7 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
     Ok(seq.unwrap_or(0) as u64)
 }
 
-async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) -> Result<(), sqlx::Error> {
+pub(crate) async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, $2)
          ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()",
@@ -123,7 +127,13 @@ pub fn default_views() -> Vec<Arc<dyn View>> {
 impl Projector {
     /// Projection workers over the stream, with the default views.
     pub fn new(db: Database, keys: KeyStore, stream: Stream, settings: ProjectorSettings) -> Self {
-        Self { db, keys, stream, settings, views: default_views() }
+        Self { db, keys, stream, settings, views: default_views(), chain: None }
+    }
+
+    /// Also runs the audit chain worker ([`crate::audit::chain`]) with these settings.
+    pub fn with_chain(mut self, chain: crate::audit::ChainSettings) -> Self {
+        self.chain = Some(Arc::new(chain));
+        self
     }
 
     /// Runs the validator and every view until `shutdown`; a failing worker is restarted from
@@ -140,6 +150,29 @@ impl Projector {
                     let tx = validated_tx.clone();
                     let shutdown = shutdown.clone();
                     Box::pin(async move { p.run_validator(&tx, &shutdown).await })
+                })
+                .await
+            });
+        }
+        if let Some(chain) = self.chain.clone() {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                this.supervise(crate::audit::chain::CHAIN, shutdown.clone(), move |p| {
+                    let chain = chain.clone();
+                    let shutdown = shutdown.clone();
+                    Box::pin(async move {
+                        let name = p.settings.durable_name(crate::audit::chain::CHAIN);
+                        crate::audit::chain::run(
+                            p.db.pool(),
+                            &p.stream,
+                            &name,
+                            &chain,
+                            p.settings.batch_size,
+                            &shutdown,
+                        )
+                        .await
+                    })
                 })
                 .await
             });
