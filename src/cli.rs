@@ -1,4 +1,4 @@
-//! The command line: `relais serve | token | demo | status`.
+//! The command line: `relais serve | token | demo | status | rebuild`.
 
 use crate::config::Settings;
 use crate::startup::{Application, Infra, ServeRole};
@@ -33,6 +33,17 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Shows each projection's checkpoint, lag and quarantined count.
     Status,
+    /// Rebuilds a projection (or all) from the start of the stream into fresh tables while the
+    /// live ones keep serving, then swaps them in atomically. Needs the projector running (its
+    /// validator judges the events). See docs/OPERATIONS.md.
+    Rebuild {
+        /// The projection: caseload, timeline, referrals, activities, monitor, statistics.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        projection: Option<String>,
+        /// Every projection, one after another.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,5 +154,65 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("quarantined events: {}", status.quarantined);
             Ok(())
         }
+        Command::Rebuild { projection, all } => rebuild(projection, all).await,
     }
+}
+
+async fn rebuild(projection: Option<String>, all: bool) -> anyhow::Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use relais_projections::rebuild::{RebuildError, RebuildProgress};
+    let settings = Settings::from_env()?;
+    let projector = settings.projector_settings();
+    let views = match (projection, all) {
+        (_, true) => relais_projections::worker::views(&projector),
+        (Some(name), false) => vec![
+            relais_projections::worker::view_named(&projector, &name)
+                .ok_or(RebuildError::UnknownProjection(name))
+                .with_context(|| {
+                    let names: Vec<&str> =
+                        relais_projections::worker::default_views().iter().map(|v| v.name()).collect();
+                    format!("projections: {}", names.join(", "))
+                })?,
+        ],
+        (None, false) => anyhow::bail!("name a projection or give --all"),
+    };
+    let infra = Infra::connect(&settings, "relais-rebuild").await?;
+    for view in views {
+        let name = view.name();
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(name);
+        let progress = {
+            let bar = bar.clone();
+            move |p: RebuildProgress| {
+                bar.set_length(p.target);
+                bar.set_position(p.at);
+                bar.set_message(format!("{} events", p.events));
+            }
+        };
+        let report = relais_projections::rebuild::rebuild(
+            &infra.db,
+            &infra.keys,
+            &infra.stream,
+            &projector,
+            view.clone(),
+            &progress,
+        )
+        .await
+        .with_context(|| format!("rebuilding {name}"))?;
+        bar.finish();
+        println!(
+            "{name}: {} events in {:.1} s ({:.0} events/s); swapped in at sequence {}",
+            report.events,
+            report.elapsed.as_secs_f64(),
+            report.events_per_second(),
+            report.checkpoint
+        );
+    }
+    Ok(())
 }

@@ -64,6 +64,19 @@ impl Infra {
     }
 }
 
+impl Settings {
+    /// The settings of the projection workers.
+    pub fn projector_settings(&self) -> ProjectorSettings {
+        ProjectorSettings {
+            batch_size: self.projection_batch,
+            consumer_prefix: self.consumer_prefix.clone(),
+            clock: self.clock.clone(),
+            tick_interval: self.clock_tick,
+            monitor: self.monitor.clone(),
+        }
+    }
+}
+
 /// A running Relais: gateway and/or projection workers.
 pub struct Application {
     port: Option<u16>,
@@ -90,7 +103,7 @@ impl Application {
                 tokens: infra.tokens.clone(),
                 keys: infra.keys.clone(),
                 log: EventLog::new(infra.client.clone()),
-                settings: Arc::new(GatewaySettings::default()),
+                settings: Arc::new(GatewaySettings { clock: settings.clock.clone(), ..GatewaySettings::default() }),
             };
             let app = relais_gateway::router(state);
             let stop = shutdown.clone();
@@ -106,10 +119,7 @@ impl Application {
                 infra.db.clone(),
                 infra.keys.clone(),
                 infra.stream.clone(),
-                ProjectorSettings {
-                    batch_size: settings.projection_batch,
-                    consumer_prefix: settings.consumer_prefix.clone(),
-                },
+                settings.projector_settings(),
             );
             let stop = shutdown.clone();
             tasks.spawn(async move {

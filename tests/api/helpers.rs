@@ -50,6 +50,9 @@ pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, Strin
         organisations: default_organisations(),
         projection_batch: 1000,
         consumer_prefix: "test".into(),
+        clock: relais_projections::clock::system(),
+        clock_tick: Duration::from_secs(60),
+        monitor: relais_projections::monitor::MonitorSettings::default(),
     };
     (settings, (kek_b64, pepper_b64))
 }

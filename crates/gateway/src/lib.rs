@@ -7,8 +7,12 @@ mod auth;
 mod catalogue;
 mod error;
 mod ingest;
+mod monitor;
 mod openapi;
+mod org_views;
+mod paging;
 mod quarantine;
+mod statistics;
 mod views;
 
 pub use auth::Authenticated;
@@ -28,11 +32,13 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// Most events in one batch (the broker's atomic batch limit is 1000).
     pub max_batch_events: usize,
+    /// The clock of ages, "today" and "the next N days" in the views.
+    pub clock: Arc<dyn relais_projections::Clock>,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, max_batch_events: 1000 }
+        Self { max_body_bytes: 4 * 1024 * 1024, max_batch_events: 1000, clock: relais_projections::clock::system() }
     }
 }
 
@@ -63,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/cases", get(views::list_cases))
         .route("/v1/orgs/{org}/cases/{case}", get(views::get_case))
         .route("/v1/orgs/{org}/quarantine", get(quarantine::list))
+        .merge(org_views::routes())
         .fallback(error::not_found)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req

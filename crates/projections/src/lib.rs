@@ -6,16 +6,26 @@
 //! a crash anywhere and a restart give the view of a clean run.
 
 pub mod access;
+pub mod activities;
 pub mod caseload;
+pub mod clock;
 pub mod db;
 pub mod keys;
 pub mod ledger;
+pub mod monitor;
 pub mod quarantine;
+pub mod rebuild;
+pub mod referrals;
 pub mod rules;
+pub mod statistics;
 pub mod status;
+mod support;
+pub mod timeline;
 pub mod tokens;
 pub mod worker;
+pub mod worklist;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Database, DbError};
 pub use keys::{Kek, KeyError, KeyLookup, KeyStore};
 pub use tokens::{Principal, Role, TokenStore};
