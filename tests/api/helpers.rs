@@ -72,12 +72,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(role: ServeRole) -> TestApp {
+    spawn_app_configured(role, |_| {}).await
+}
+
+/// An application whose settings `configure` adjusts (a manual clock, thresholds, ...).
+pub async fn spawn_app_configured(role: ServeRole, configure: impl FnOnce(&mut Settings)) -> TestApp {
     // The guard lives as long as the test process: dropping it would stop the tracer.
     std::mem::forget(relais::telemetry::init("relais-test", "warn"));
     let dir = tempfile::tempdir().expect("temp dir");
     let nats = start_nats(dir.path());
     let db_name = format!("relais_test_{}", Uuid::new_v4().simple());
-    let (settings, kek_b64) = test_settings(&nats.url(), &db_name);
+    let (mut settings, kek_b64) = test_settings(&nats.url(), &db_name);
+    configure(&mut settings);
     let app = Application::build(&settings, role).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
     let shutdown = app.shutdown_token();
@@ -222,4 +228,88 @@ pub async fn table_checksum(pool: &sqlx::PgPool, table: &str, order: &str) -> (i
     .fetch_one(pool)
     .await
     .expect("checksum query")
+}
+
+/// An event at a given time (RFC 3339).
+pub fn event_at(org: &str, event_type: &str, subject: &str, time: &str, data: Value) -> Value {
+    let mut e = event(org, event_type, subject, data);
+    e["time"] = json!(time);
+    e
+}
+
+/// Every view table of the projections, with its key order: what crash and rebuild
+/// equivalence compare.
+pub const VIEW_TABLES: &[(&str, &str)] = &[
+    ("caseload", "org_id, case_id"),
+    ("coming_up", "org_id, case_id, item, item_seq"),
+    ("case_timeline", "seq"),
+    ("referrals", "referral_id"),
+    ("activities", "activity_id"),
+    ("activity_participants", "activity_id, org_id, key_id"),
+    ("monitor_members", "org_id, case_id"),
+    ("monitor_moments", "org_id, case_id, seq"),
+    ("monitor_referrals", "referral_id"),
+    ("monitor_dropouts", "activity_id, org_id, key_id"),
+    ("monitor_alerts", "alert_id"),
+    ("stats_cases", "org_id, case_id"),
+    ("stats_referrals", "referral_id"),
+    ("stats_activities", "activity_id"),
+    ("stats_facts", "seq, n"),
+];
+
+/// The projections (views) of Relais.
+pub const PROJECTIONS: &[&str] = &["caseload", "timeline", "referrals", "activities", "monitor", "statistics"];
+
+/// Checksums of every view table, the monitor brought to `at` first (its alerts depend on
+/// the clock).
+pub async fn views_checksum(pool: &sqlx::PgPool, at: chrono::DateTime<chrono::Utc>) -> Vec<(String, i64, String)> {
+    relais_projections::monitor::settle(pool, &relais_projections::monitor::MonitorSettings::default(), at)
+        .await
+        .expect("monitor settled");
+    let mut out = Vec::new();
+    for (table, order) in VIEW_TABLES {
+        let (n, sum) = table_checksum(pool, table, order).await;
+        out.push(((*table).to_owned(), n, sum));
+    }
+    out
+}
+
+impl TestApp {
+    /// Waits until every projection has applied the whole stream.
+    pub async fn wait_for_views(&self) {
+        let target = self.stream_last_sequence().await;
+        wait_for_checkpoint(&self.pool, relais_projections::worker::VALIDATOR, target).await;
+        for p in PROJECTIONS {
+            wait_for_checkpoint(&self.pool, p, target).await;
+        }
+    }
+
+    /// Erases a client as the privacy work does: destroys the data key, then records
+    /// `relais.client.erased` on `clients/<key id>`.
+    pub async fn erase_client(&self, token: &str, org: &str, client_ref: &str) -> Uuid {
+        let keys = relais_projections::KeyStore::new(self.pool.clone(), self.settings.kek.clone());
+        let key_id = keys
+            .erase(&OrgId::parse(org).expect("valid org"), client_ref)
+            .await
+            .expect("key erased")
+            .expect("the client had a key");
+        let e = event(org, "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
+        let r = self.post_event(token, &e).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        key_id
+    }
+
+    /// GET as JSON, asserting the status.
+    pub async fn get_json(&self, token: &str, path: &str, status: u16) -> Value {
+        let r = self.get(token, path).await;
+        assert_eq!(r.status().as_u16(), status, "GET {path}");
+        r.json().await.expect("a JSON body")
+    }
+
+    /// Posts a batch and asserts it was stored.
+    pub async fn publish(&self, token: &str, events: &[Value]) {
+        let r = self.post_batch(token, events).await;
+        let status = r.status();
+        assert!(status.is_success(), "{status}: {}", r.text().await.unwrap_or_default());
+    }
 }

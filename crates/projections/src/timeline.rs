@@ -65,7 +65,14 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
         recorded.push(env.recorded_at);
         actor.push(env.actor.clone());
         key.push(e.key_id);
-        data.push(statistical.to_json().to_string());
+        // The statistical part only: personal fields are left out, not shown empty.
+        let mut json = statistical.to_json();
+        if let Some(obj) = json.as_object_mut() {
+            for field in env.data.spec().personal_fields {
+                obj.remove(*field);
+            }
+        }
+        data.push(json.to_string());
         personal.push(opened);
     }
     if !seq.is_empty() {

@@ -416,6 +416,9 @@ impl Projector {
                     continue;
                 }
                 envelope.data = data;
+                // The fields are opened: the rules must see them as present (an activity's
+                // roster is keyed by the participant's reference).
+                envelope.personal = relais_domain::envelope::PersonalState::Present;
             }
         }
         let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
