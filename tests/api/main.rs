@@ -3,5 +3,6 @@
 
 mod helpers;
 mod ingest;
+mod monitor;
 mod projector;
 mod views;

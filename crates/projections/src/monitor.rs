@@ -539,6 +539,14 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<BTreeSet<Str
     if member_keys.is_empty() && referral_ids.is_empty() && org_keys.is_empty() && erased.is_empty() {
         return Ok(BTreeSet::new());
     }
+    let ids: Vec<String> = referral_ids.into_iter().collect();
+    // The members whose referrals the batch touches.
+    let senders: Vec<(String, String)> =
+        sqlx::query_as("SELECT org_id, case_id FROM monitor_referrals WHERE referral_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+    member_keys.extend(senders);
     let (m_org, m_case) = unzip_keys(&member_keys);
     let (k_org, k_key): (Vec<String>, Vec<Uuid>) = org_keys.iter().cloned().unzip();
     let members: Vec<Member> = sqlx::query_as(
@@ -557,7 +565,6 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<BTreeSet<Str
         ..Facts::default()
     };
     let (l_org, l_case) = unzip_keys(facts.members.keys());
-    let ids: Vec<String> = referral_ids.into_iter().collect();
     let referrals: Vec<MonitorReferral> = sqlx::query_as(
         "SELECT * FROM monitor_referrals WHERE referral_id = ANY($1)
             OR (org_id, case_id) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
