@@ -5,4 +5,5 @@ mod helpers;
 mod ingest;
 mod monitor;
 mod projector;
+mod statistics;
 mod views;
