@@ -160,12 +160,18 @@ impl TestApp {
     }
 }
 
+/// Waits until `projection` reaches `target`; fails if it makes no progress for a minute.
 pub async fn wait_for_checkpoint(pool: &sqlx::PgPool, projection: &str, target: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = 0;
     loop {
         let seq = relais_projections::worker::checkpoint(pool, projection).await.expect("checkpoint read");
         if seq >= target {
             return;
+        }
+        if seq > last {
+            last = seq;
+            deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         }
         assert!(tokio::time::Instant::now() < deadline, "{projection} stuck at {seq}, expected {target}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -312,4 +318,92 @@ impl TestApp {
         let status = r.status();
         assert!(status.is_success(), "{status}: {}", r.text().await.unwrap_or_default());
     }
+}
+
+impl TestApp {
+    /// Publishes a synthetic history of `clients` clients (about 25 events each) through the
+    /// HTTP API, as `relais demo` does: one round per day, each organisation's events of the
+    /// day in one batch. Returns the number of events.
+    pub async fn load_history(&self, clients: usize) -> u64 {
+        use relais::synth::{self, SynthOptions};
+        let history = synth::generate(&SynthOptions { clients, ..Default::default() });
+        let mut tokens = std::collections::HashMap::new();
+        for org in self.settings.organisations.iter() {
+            tokens.insert(org.id.to_string(), self.token(org.id.as_str(), Role::Org).await);
+        }
+        for round in synth::daily_batches(&history, 500) {
+            let posts = round.into_iter().map(|(org, batch)| {
+                let token = tokens.get(org).cloned().unwrap_or_default();
+                async move {
+                    let r = self.post_batch(&token, &batch).await;
+                    assert!(r.status().is_success(), "{org}: {}", r.text().await.unwrap_or_default());
+                }
+            });
+            futures::future::join_all(posts).await;
+        }
+        history.len() as u64
+    }
+
+    /// Runs a clean projector (in this process) over the same stream into a database of its
+    /// own, with a copy of the key store, until it has applied the whole stream; returns its
+    /// pool and the database name (drop it with [`drop_database`]).
+    pub async fn clean_run(&self, suffix: &str) -> (sqlx::PgPool, String) {
+        let clean_db = format!("{}_{suffix}", self.db_name);
+        let (mut settings, _) = test_settings(&self.settings.nats_url, &clean_db);
+        settings.kek = self.settings.kek.clone();
+        settings.consumer_prefix = suffix.into();
+        // The key store travels with a rebuild into another database (docs/OPERATIONS.md).
+        relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("clean database");
+        let clean_pool = sqlx::PgPool::connect(&settings.database_url).await.expect("clean pool");
+        type KeyRow = (Uuid, String, Vec<u8>, Option<Vec<u8>>, String);
+        let keys: Vec<KeyRow> =
+            sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id FROM client_keys")
+                .fetch_all(&self.pool)
+                .await
+                .expect("keys");
+        for (id, org, hash, wrapped, kek) in keys {
+            sqlx::query(
+                "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at)
+                 VALUES ($1, $2, $3, $4, $5, CASE WHEN $4::bytea IS NULL THEN now() END)",
+            )
+            .bind(id)
+            .bind(org)
+            .bind(hash)
+            .bind(wrapped)
+            .bind(kek)
+            .execute(&clean_pool)
+            .await
+            .expect("key copied");
+        }
+        let clean = Application::build(&settings, ServeRole::Projector).await.expect("clean projector");
+        let stop = clean.shutdown_token();
+        let running = tokio::spawn(clean.run_until_stopped());
+        let target = self.stream_last_sequence().await;
+        wait_for_checkpoint(&clean_pool, relais_projections::worker::VALIDATOR, target).await;
+        for p in PROJECTIONS {
+            wait_for_checkpoint(&clean_pool, p, target).await;
+        }
+        stop.cancel();
+        let _ = running.await;
+        (clean_pool, clean_db)
+    }
+}
+
+/// Drops a database made by a test.
+pub async fn drop_database(name: &str) {
+    let admin = sqlx::PgPool::connect(ADMIN_DB_URL).await.expect("admin");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.expect("dropped");
+}
+
+/// The environment of a `relais` process working on the test application's log and the
+/// database `db_name`.
+pub fn relais_command(app: &TestApp, db_name: &str, prefix: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relais"));
+    c.env("RELAIS_NATS_URL", &app.settings.nats_url)
+        .env("RELAIS_DATABASE_URL", db_url(db_name))
+        .env("RELAIS_KEK", &app.kek_b64.0)
+        .env("RELAIS_CLIENT_REF_PEPPER", &app.kek_b64.1)
+        .env("RELAIS_CONSUMER_PREFIX", prefix)
+        .env("RUST_LOG", "error");
+    c
 }
