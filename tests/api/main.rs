@@ -6,6 +6,6 @@ mod helpers;
 mod ingest;
 mod monitor;
 mod projector;
+mod rebuild;
 mod statistics;
 mod views;
-mod rebuild;

@@ -78,8 +78,13 @@ async fn a_rebuild_gives_exactly_the_live_view_while_the_live_view_keeps_serving
     assert!(text.contains("quarantined events: 0"), "{text}");
 
     // The live view goes on after the swap.
-    let case = event("apo", "relais.guidance.requested", "cases/after-rebuild", serde_json::json!({
-        "client_ref": "ap-after", "channel": "by_person", "language": "nl" }));
+    let case = event(
+        "apo",
+        "relais.guidance.requested",
+        "cases/after-rebuild",
+        serde_json::json!({
+        "client_ref": "ap-after", "channel": "by_person", "language": "nl" }),
+    );
     assert_eq!(app.post_event(&apo, &case).await.status(), 201);
     app.wait_for_views().await;
     assert_eq!(app.get(&apo, "/v1/orgs/apo/cases/after-rebuild").await.status(), 200);

@@ -537,6 +537,23 @@ async fn organisation_views_are_for_the_organisation_only() {
         assert_eq!(app.get(&other, path).await.status(), 403, "another organisation on {path}");
         assert_eq!(app.http.get(format!("{}{path}", app.address)).send().await.expect("sent").status(), 401);
     }
+    let openapi: Value =
+        app.http.get(format!("{}/openapi.json", app.address)).send().await.expect("sent").json().await.expect("json");
+    for path in [
+        "/v1/orgs/{org}/cases",
+        "/v1/orgs/{org}/cases/{case}/timeline",
+        "/v1/orgs/{org}/referrals",
+        "/v1/orgs/{org}/coming-up",
+        "/v1/orgs/{org}/activities",
+        "/v1/orgs/{org}/activities/{activity}",
+        "/v1/orgs/{org}/worklist",
+        "/v1/orgs/{org}/statistics",
+        "/v1/statistics",
+        "/v1/monitor/alerts",
+        "/v1/monitor/persons",
+    ] {
+        assert!(openapi["paths"][path]["get"]["summary"].is_string(), "{path} in the OpenAPI document");
+    }
     let bad = app.get_json(&apo, "/v1/orgs/apo/referrals?cursor=nonsense", 400).await;
     assert_eq!(bad["pointer"], "?cursor");
     assert_eq!(app.get(&apo, "/v1/orgs/apo/worklist?kind=other").await.status(), 400);

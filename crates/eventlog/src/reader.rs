@@ -187,10 +187,13 @@ pub async fn subject_history(
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter.to_owned(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: first },
+            // Many short histories are read after a restart: none may linger.
+            inactive_threshold: Duration::from_secs(5),
             ..Default::default()
         })
         .await
         .map_err(api)?;
+    let name = consumer.cached_info().name.clone();
     let mut messages = consumer.messages().await.map_err(api)?;
     let mut out = Vec::new();
     while let Some(m) = messages.next().await {
@@ -205,5 +208,9 @@ pub async fn subject_history(
             break;
         }
     }
+    drop(messages);
+    // Thousands of histories are read after a restart: delete each consumer at once rather
+    // than leave them to the inactivity threshold (the server limits how many may exist).
+    let _ = stream.delete_consumer(&name).await;
     Ok(out)
 }

@@ -152,14 +152,24 @@ pub async fn rebuild(
     view: Arc<dyn View>,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport, RebuildError> {
+    let span = tracing::info_span!("projection.rebuild", projection = view.name());
+    tracing::Instrument::instrument(run(db, keys, stream, settings, view, progress), span).await
+}
+
+async fn run(
+    db: &Database,
+    keys: &KeyStore,
+    stream: &Stream,
+    settings: &ProjectorSettings,
+    view: Arc<dyn View>,
+    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport, RebuildError> {
     let started = Instant::now();
     let name = view.name();
     let tables = view.tables();
     if tables.is_empty() {
         return Err(RebuildError::NotRebuildable(name.to_owned()));
     }
-    let span = tracing::info_span!("projection.rebuild", projection = name);
-    let _entered = span.enter();
     let pool = db.pool();
     let live_schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(pool).await?;
     let schema = rebuild_schema(name);

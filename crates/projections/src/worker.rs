@@ -323,9 +323,10 @@ impl Projector {
                 consumer.ack_delivered().await?;
                 continue;
             };
+            // Instrumented, never entered across an await: a guard held over an await leaks
+            // the span into whatever else runs on the thread.
             let span = tracing::info_span!("projection.validate", events = batch.len(), last_seq = last);
-            let _entered = span.enter();
-            let verdicts = self.judge(&batch, &mut rules).await?;
+            let verdicts = tracing::Instrument::instrument(self.judge(&batch, &mut rules), span).await?;
             let mut tx = pool.begin().await?;
             let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
             let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
