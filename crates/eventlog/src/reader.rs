@@ -187,8 +187,6 @@ pub async fn subject_history(
         .create_consumer(consumer::pull::OrderedConfig {
             filter_subject: filter.to_owned(),
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: first },
-            // Many short histories are read after a restart: none may linger.
-            inactive_threshold: Duration::from_secs(5),
             ..Default::default()
         })
         .await
