@@ -480,3 +480,103 @@ async fn withdrawal_expiry_and_erasure_take_the_client_out_of_the_monitor() {
     let persons = app.get_json(&coordinator, "/v1/monitor/persons", 200).await;
     assert_eq!(persons["items"], json!([]));
 }
+
+#[tokio::test]
+async fn an_accepted_referral_without_first_contact_and_a_transfer_while_it_is_open_alert() {
+    let (app, clock) = monitor_app(at(2026, 3, 5, 12)).await;
+    let apo = app.token("apo", Role::Org).await;
+    let caw = app.token("caw-brussel", Role::Org).await;
+    let coordinator = app.token("coordination", Role::Coordinator).await;
+    let lk = linkage_key("person-f");
+    let mut f = joined("apo", "case-mf", "ap-mf", &lk, "2026-03-02", true);
+    f.push(case(
+        "apo",
+        "case-mf",
+        "2026-03-02T09:00:00Z",
+        "relais.consent.given",
+        json!({
+        "client_ref": "ap-mf", "scope": { "share_with_organisation": "caw-brussel" } }),
+    ));
+    f.push(referral("apo", "ref-f", "2026-03-02T10:00:00Z", "relais.referral.made", json!({
+        "client_ref": "ap-mf", "destination": { "organisation": "caw-brussel" }, "life_domains": ["work_training"], "case_id": "case-mf" })));
+    app.publish(&apo, &f).await;
+    app.publish(
+        &caw,
+        &[
+            referral(
+                "caw-brussel",
+                "ref-f",
+                "2026-03-03T09:00:00Z",
+                "relais.referral.received",
+                json!({ "client_ref": "caw-f" }),
+            ),
+            referral(
+                "caw-brussel",
+                "ref-f",
+                "2026-03-03T10:00:00Z",
+                "relais.referral.accepted",
+                json!({ "client_ref": "caw-f" }),
+            ),
+        ],
+    )
+    .await;
+    app.publish(
+        &apo,
+        &[case(
+            "apo",
+            "case-mf",
+            "2026-03-04T10:00:00Z",
+            "relais.detainee.transferred",
+            json!({
+        "client_ref": "ap-mf", "to_prison": "other", "transferred_on": "2026-03-04" }),
+        )],
+    )
+    .await;
+    app.wait_for_views().await;
+    let open = alerts(&app, &coordinator, "").await;
+    assert_eq!(kinds(&open), vec!["transferred_with_open_referral"]);
+    assert_eq!(open[0]["opened_at"], "2026-03-04T10:00:00Z");
+
+    // Accepted Tuesday 3 March; twenty working days later is Tuesday 31 March.
+    clock.set(at(2026, 3, 31, 12));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(kinds(&alerts(&app, &coordinator, "").await), vec!["transferred_with_open_referral"]);
+    clock.set(at(2026, 4, 1, 12));
+    let open =
+        wait_for_alerts(&app, &coordinator, "", &["referral_no_first_contact", "transferred_with_open_referral"]).await;
+    let late = open.iter().find(|a| a["kind"] == "referral_no_first_contact").expect("the alert");
+    assert_eq!(late["opened_at"], "2026-03-31T22:00:00Z", "the start of 1 April in Brussels (summer time)");
+
+    app.publish(
+        &caw,
+        &[referral(
+            "caw-brussel",
+            "ref-f",
+            "2026-04-01T09:00:00Z",
+            "relais.referral.first_contact_made",
+            json!({ "client_ref": "caw-f" }),
+        )],
+    )
+    .await;
+    app.wait_for_views().await;
+    assert_eq!(
+        kinds(&alerts(&app, &coordinator, "").await),
+        vec!["transferred_with_open_referral"],
+        "first contact is not the end of the loop"
+    );
+    app.publish(
+        &caw,
+        &[referral(
+            "caw-brussel",
+            "ref-f",
+            "2026-04-01T10:00:00Z",
+            "relais.referral.completed",
+            json!({ "client_ref": "caw-f", "outcome": "help_provided" }),
+        )],
+    )
+    .await;
+    app.wait_for_views().await;
+    assert_eq!(alerts(&app, &coordinator, "").await, Vec::<Value>::new());
+    let closed = alerts(&app, &coordinator, "state=closed").await;
+    assert_eq!(kinds(&closed), vec!["referral_no_first_contact", "transferred_with_open_referral"]);
+}
