@@ -1,4 +1,4 @@
-//! The command line: `relais serve | token | demo | status | rebuild`.
+//! The command line: `relais serve | token | demo | status | rebuild | erase | keys | retention`.
 
 use crate::config::Settings;
 use crate::startup::{Application, Infra, ServeRole};
@@ -43,6 +43,18 @@ enum Command {
         /// Every projection, one after another.
         #[arg(long)]
         all: bool,
+    },
+    /// Erases a client: destroys the client's data key and records the erasure in the log.
+    Erase(crate::privacy_cli::EraseArgs),
+    /// Manages the key store: KEK rotation, backup and restore.
+    Keys {
+        #[command(subcommand)]
+        command: crate::privacy_cli::KeysCommand,
+    },
+    /// Retention of closed cases: erases clients past their organisation's period.
+    Retention {
+        #[command(subcommand)]
+        command: crate::privacy_cli::RetentionCommand,
     },
 }
 
@@ -152,9 +164,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{:<12}  {:>12}  {:>10}", p.name, p.checkpoint, p.lag);
             }
             println!("quarantined events: {}", status.quarantined);
+            crate::privacy_cli::print_retention_status(&settings, &infra).await?;
             Ok(())
         }
         Command::Rebuild { projection, all } => rebuild(projection, all).await,
+        Command::Erase(args) => crate::privacy_cli::erase(args).await,
+        Command::Keys { command } => crate::privacy_cli::keys(command).await,
+        Command::Retention { command } => crate::privacy_cli::retention(command).await,
     }
 }
 

@@ -2,8 +2,10 @@
 
 use base64::Engine;
 use relais_domain::reference::{Organisation, default_organisations};
+use relais_projections::Clock;
+use relais_projections::Kek;
 use relais_projections::monitor::MonitorSettings;
-use relais_projections::{Clock, Kek};
+use relais_projections::retention::{RetentionPolicy, RetentionSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -43,7 +45,8 @@ pub struct Settings {
     /// `RELAIS_STREAM` (default `RELAIS`).
     pub stream: relais_eventlog::StreamSettings,
     /// The key-encryption key and client reference pepper (`RELAIS_KEK`,
-    /// `RELAIS_CLIENT_REF_PEPPER`: base64 of 32 bytes each).
+    /// `RELAIS_CLIENT_REF_PEPPER`: base64 of 32 bytes each), and the previous KEKs that still
+    /// unwrap keys not yet rotated (`RELAIS_KEK_PREVIOUS`: comma-separated base64).
     pub kek: Kek,
     /// The organisations registry (`RELAIS_ORGANISATIONS`: a JSON file; default the seven
     /// services and the coordinators).
@@ -61,6 +64,10 @@ pub struct Settings {
     /// `RELAIS_MONITOR_ANSWER_WORKING_DAYS` 10, `RELAIS_MONITOR_FIRST_CONTACT_WORKING_DAYS` 20,
     /// `RELAIS_MONITOR_FEEDBACK_DAYS` 14).
     pub monitor: MonitorSettings,
+    /// Retention of closed cases (`RELAIS_RETENTION`: `default=<days>,<org>=<days>,...`,
+    /// default five years) and how often the projector sweeps (`RELAIS_RETENTION_SWEEP_SECS`,
+    /// default one day, 0: only on demand).
+    pub retention: RetentionSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -147,6 +154,27 @@ impl Settings {
             Some(v) => secret32("RELAIS_CLIENT_REF_PEPPER", &v)?,
             None => local_secret(&state_dir, "client-ref-pepper")?,
         };
+        let previous_keks = match var("RELAIS_KEK_PREVIOUS") {
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(|k| secret32("RELAIS_KEK_PREVIOUS", k))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        let mut retention = RetentionSettings::default();
+        if let Some(text) = var("RELAIS_RETENTION") {
+            retention.policy = RetentionPolicy::parse(&text)
+                .map_err(|e| ConfigError::Invalid { name: "RELAIS_RETENTION", detail: e.to_string() })?;
+        }
+        if let Some(secs) = var("RELAIS_RETENTION_SWEEP_SECS") {
+            let secs: u64 = secs.parse().map_err(|_| ConfigError::Invalid {
+                name: "RELAIS_RETENTION_SWEEP_SECS",
+                detail: "a number of seconds (0: only on demand)".into(),
+            })?;
+            retention.sweep_every = (secs > 0).then(|| Duration::from_secs(secs));
+        }
         let organisations = match var("RELAIS_ORGANISATIONS") {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
@@ -179,7 +207,7 @@ impl Settings {
             database_url: var("RELAIS_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
             listen,
             stream,
-            kek: Kek::new(kek_key, pepper),
+            kek: Kek::new(kek_key, pepper).with_previous(previous_keks),
             organisations,
             projection_batch,
             consumer_prefix: var("RELAIS_CONSUMER_PREFIX").unwrap_or_else(|| "relais".into()),
@@ -191,6 +219,7 @@ impl Settings {
                 first_contact_working_days: number("RELAIS_MONITOR_FIRST_CONTACT_WORKING_DAYS", 1..=250, 20)?,
                 feedback_days: number("RELAIS_MONITOR_FEEDBACK_DAYS", 0..=365, 14)?,
             },
+            retention,
         })
     }
 }

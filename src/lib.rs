@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod nats_server;
+pub mod privacy_cli;
 pub mod startup;
 pub mod synth;
 pub mod telemetry;

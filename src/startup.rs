@@ -104,6 +104,7 @@ impl Application {
                 keys: infra.keys.clone(),
                 log: EventLog::new(infra.client.clone()),
                 settings: Arc::new(GatewaySettings { clock: settings.clock.clone(), ..GatewaySettings::default() }),
+                stream: infra.stream.clone(),
             };
             let app = relais_gateway::router(state);
             let stop = shutdown.clone();
@@ -126,6 +127,25 @@ impl Application {
                 projector.run(stop).await;
                 Ok(())
             });
+            if let Some(every) = settings.retention.sweep_every {
+                let eraser = relais_projections::erasure::Eraser::new(
+                    infra.keys.clone(),
+                    EventLog::new(infra.client.clone()),
+                    infra.db.pool().clone(),
+                );
+                let sweep = relais_projections::retention::run_periodic(
+                    eraser,
+                    infra.db.pool().clone(),
+                    infra.stream.clone(),
+                    settings.retention.policy.clone(),
+                    every,
+                    shutdown.clone(),
+                );
+                tasks.spawn(async move {
+                    sweep.await;
+                    Ok(())
+                });
+            }
         }
         Ok(Self { port, shutdown, tasks, infra })
     }

@@ -53,6 +53,7 @@ pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, Strin
         clock: relais_projections::clock::system(),
         clock_tick: Duration::from_secs(60),
         monitor: relais_projections::monitor::MonitorSettings::default(),
+        retention: relais_projections::retention::RetentionSettings::default(),
     };
     (settings, (kek_b64, pepper_b64))
 }
@@ -72,18 +73,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(role: ServeRole) -> TestApp {
-    spawn_app_configured(role, |_| {}).await
+    spawn_app_with_settings(role, |_| {}).await
 }
 
-/// An application whose settings `configure` adjusts (a manual clock, thresholds, ...).
-pub async fn spawn_app_configured(role: ServeRole, configure: impl FnOnce(&mut Settings)) -> TestApp {
+/// Like [`spawn_app_with`], with the test settings changed by `edit` first.
+pub async fn spawn_app_with_settings(role: ServeRole, edit: impl FnOnce(&mut Settings)) -> TestApp {
     // The guard lives as long as the test process: dropping it would stop the tracer.
     std::mem::forget(relais::telemetry::init("relais-test", "warn"));
     let dir = tempfile::tempdir().expect("temp dir");
     let nats = start_nats(dir.path());
     let db_name = format!("relais_test_{}", Uuid::new_v4().simple());
     let (mut settings, kek_b64) = test_settings(&nats.url(), &db_name);
-    configure(&mut settings);
+    edit(&mut settings);
     let app = Application::build(&settings, role).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
     let shutdown = app.shutdown_token();
@@ -137,6 +138,57 @@ impl TestApp {
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
         self.http.get(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("request sent")
+    }
+
+    pub async fn post_empty(&self, token: &str, path: &str) -> reqwest::Response {
+        self.http.post(format!("{}{path}", self.address)).bearer_auth(token).send().await.expect("request sent")
+    }
+
+    /// `POST /v1/orgs/{org}/clients/{client}/erasure`.
+    pub async fn erase(&self, token: &str, org: &str, client: &str) -> reqwest::Response {
+        self.post_empty(token, &format!("/v1/orgs/{org}/clients/{client}/erasure")).await
+    }
+
+    /// `GET /v1/orgs/{org}/clients/{client}/export`.
+    pub async fn export(&self, token: &str, org: &str, client: &str) -> reqwest::Response {
+        self.get(token, &format!("/v1/orgs/{org}/clients/{client}/export")).await
+    }
+
+    /// Waits until every default view has applied everything up to the stream's last sequence.
+    pub async fn wait_for_views(&self) {
+        let target = self.stream_last_sequence().await;
+        wait_for_checkpoint(&self.pool, relais_projections::worker::VALIDATOR, target).await;
+        for view in relais_projections::worker::default_views() {
+            wait_for_checkpoint(&self.pool, view.name(), target).await;
+        }
+    }
+
+    /// The `relais` binary with this application's configuration in its environment.
+    pub fn relais_command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_relais"));
+        c.args(args)
+            .env("RELAIS_NATS_URL", &self.settings.nats_url)
+            .env("RELAIS_DATABASE_URL", db_url(&self.db_name))
+            .env("RELAIS_KEK", &self.kek_b64.0)
+            .env("RELAIS_CLIENT_REF_PEPPER", &self.kek_b64.1)
+            .env("RELAIS_CONSUMER_PREFIX", "cli")
+            .env("RUST_LOG", "error")
+            .kill_on_drop(true);
+        c
+    }
+
+    /// Runs the `relais` binary to completion; returns (success, stdout, stderr).
+    pub async fn run_relais(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+        let mut c = self.relais_command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().await.expect("relais runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     pub async fn stream_messages(&self) -> u64 {
@@ -261,10 +313,12 @@ pub const VIEW_TABLES: &[(&str, &str)] = &[
     ("stats_referrals", "referral_id"),
     ("stats_activities", "activity_id"),
     ("stats_facts", "seq, n"),
+    ("client_events", "key_id, seq"),
 ];
 
 /// The projections (views) of Relais.
-pub const PROJECTIONS: &[&str] = &["caseload", "timeline", "referrals", "activities", "monitor", "statistics"];
+pub const PROJECTIONS: &[&str] =
+    &["caseload", "client_events", "timeline", "referrals", "activities", "monitor", "statistics"];
 
 /// Checksums of every view table, the monitor brought to `at` first (its alerts depend on
 /// the clock).
@@ -281,28 +335,17 @@ pub async fn views_checksum(pool: &sqlx::PgPool, at: chrono::DateTime<chrono::Ut
 }
 
 impl TestApp {
-    /// Waits until every projection has applied the whole stream.
-    pub async fn wait_for_views(&self) {
-        let target = self.stream_last_sequence().await;
-        wait_for_checkpoint(&self.pool, relais_projections::worker::VALIDATOR, target).await;
-        for p in PROJECTIONS {
-            wait_for_checkpoint(&self.pool, p, target).await;
-        }
-    }
-
-    /// Erases a client as the privacy work does: destroys the data key, then records
-    /// `relais.client.erased` on `clients/<key id>`.
-    pub async fn erase_client(&self, token: &str, org: &str, client_ref: &str) -> Uuid {
-        let keys = relais_projections::KeyStore::new(self.pool.clone(), self.settings.kek.clone());
-        let key_id = keys
-            .erase(&OrgId::parse(org).expect("valid org"), client_ref)
+    /// Erases a client through the privacy endpoint (the key is destroyed, then
+    /// `relais.client.erased` is recorded on `clients/<key id>`).
+    pub async fn erase_client(&self, token: &str, org: &str, client_ref: &str) {
+        let r = self
+            .http
+            .post(format!("{}/v1/orgs/{org}/clients/{client_ref}/erasure", self.address))
+            .bearer_auth(token)
+            .send()
             .await
-            .expect("key erased")
-            .expect("the client had a key");
-        let e = event(org, "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
-        let r = self.post_event(token, &e).await;
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
-        key_id
+            .expect("request sent");
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
     }
 
     /// GET as JSON, asserting the status.

@@ -310,6 +310,11 @@ async fn the_catalogue_lists_every_type_with_schema_classes_and_a_valid_example(
         e["id"] = json!(uuid::Uuid::new_v4().to_string());
         let r = app.post_event(&tokens[&org], &e).await;
         let status = r.status();
+        if t["publishable"] == false {
+            // Erasures are recorded by Relais itself (POST .../clients/{client}/erasure).
+            assert_eq!(status, 400, "{}", t["type"]);
+            continue;
+        }
         assert_eq!(status, 201, "{}: {}", t["type"], r.text().await.unwrap_or_default());
     }
     drop(token);

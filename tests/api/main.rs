@@ -5,6 +5,7 @@ mod crash;
 mod helpers;
 mod ingest;
 mod monitor;
+mod privacy;
 mod projector;
 mod rebuild;
 mod statistics;

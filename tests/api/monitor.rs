@@ -21,7 +21,7 @@ fn linkage_key(person: &str) -> String {
 async fn monitor_app(now: DateTime<Utc>) -> (TestApp, ManualClock) {
     let clock = ManualClock::new(now);
     let c = clock.clone();
-    let app = spawn_app_configured(ServeRole::All, move |s| {
+    let app = spawn_app_with_settings(ServeRole::All, move |s| {
         s.clock = Arc::new(c);
         s.clock_tick = std::time::Duration::from_millis(100);
     })

@@ -59,7 +59,7 @@ fn cell<'a>(cells: &'a Value, measure: &str, org: Option<&str>, dim1: &str, dim2
 async fn statistics_count_people_per_cell_suppress_small_cells_and_do_not_change_after_erasure() {
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 4, 15, 12, 0, 0).single().expect("a time"));
     let c = clock.clone();
-    let app = spawn_app_configured(ServeRole::All, move |s| s.clock = Arc::new(c)).await;
+    let app = spawn_app_with_settings(ServeRole::All, move |s| s.clock = Arc::new(c)).await;
     let apo = app.token("apo", Role::Org).await;
     let dsr = app.token("dsr", Role::Org).await;
     let caw = app.token("caw-brussel", Role::Org).await;

@@ -16,7 +16,7 @@ fn at(y: i32, m: u32, d: u32, h: u32) -> chrono::DateTime<Utc> {
 async fn app_at(now: chrono::DateTime<Utc>) -> (TestApp, ManualClock) {
     let clock = ManualClock::new(now);
     let c = clock.clone();
-    let app = spawn_app_configured(ServeRole::All, move |s| s.clock = Arc::new(c)).await;
+    let app = spawn_app_with_settings(ServeRole::All, move |s| s.clock = Arc::new(c)).await;
     (app, clock)
 }
 

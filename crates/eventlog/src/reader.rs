@@ -212,3 +212,43 @@ pub async fn subject_history(
     let _ = stream.delete_consumer(&name).await;
     Ok(out)
 }
+
+fn stream_message(m: async_nats::jetstream::message::StreamMessage) -> LogMessage {
+    let traceparent = m.headers.get(crate::headers::TRACEPARENT).map(|v| v.as_str().to_owned());
+    LogMessage {
+        sequence: m.sequence,
+        subject: m.subject.to_string(),
+        payload: m.payload,
+        stored_at: m.time,
+        traceparent,
+    }
+}
+
+/// The message stored at `sequence`, read from the stream leader (so it is never stale);
+/// `None` if the stream holds no message there.
+pub async fn message_at(stream: &jetstream::stream::Stream, sequence: u64) -> Result<Option<LogMessage>, ReadError> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    match stream.get_raw_message(sequence).await {
+        Ok(m) => Ok(Some(stream_message(m))),
+        Err(e) if matches!(e.kind(), RawMessageErrorKind::NoMessageFound) => Ok(None),
+        Err(e) => Err(api(e)),
+    }
+}
+
+/// Every message stored so far whose subject matches `filter` (wildcards allowed), in order,
+/// one direct get per message: for small sets such as the erasures (`relais.ev.*.clients.*`).
+pub async fn messages_matching(stream: &jetstream::stream::Stream, filter: &str) -> Result<Vec<LogMessage>, ReadError> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    let mut out = Vec::new();
+    let mut from = 1;
+    loop {
+        match stream.direct_get_next_for_subject(filter, Some(from)).await {
+            Ok(m) => {
+                from = m.sequence + 1;
+                out.push(stream_message(m));
+            }
+            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => return Ok(out),
+            Err(e) => return Err(api(e)),
+        }
+    }
+}

@@ -47,6 +47,7 @@ fn entry(spec: &EventTypeSpec) -> Value {
         "titles": spec.titles,
         "dataschema": relais_domain::envelope::dataschema(spec.name, spec.version),
         "fields": fields,
+        "publishable": spec.category != relais_domain::events::Category::Privacy,
         "schema": spec.schema(),
         "example": example_event(spec),
     })

@@ -104,6 +104,12 @@ pub async fn post_events(
             }
             other => ApiError::invalid(prefix.clone(), other.to_string()),
         })?;
+        if envelope.data.spec().category == relais_domain::events::Category::Privacy {
+            return Err(ApiError::invalid(
+                format!("{prefix}/type"),
+                "Relais records erasures itself: request one at POST /v1/orgs/{org}/clients/{client}/erasure",
+            ));
+        }
         if !ids.insert(envelope.id) {
             return Err(ApiError::invalid(format!("{prefix}/id"), "the same id appears twice in the batch"));
         }
@@ -160,7 +166,14 @@ pub async fn post_events(
 /// Seals personal fields with each client's data key and encodes the stored bytes.
 async fn seal_all(state: &AppState, events: &[&(String, Envelope, Option<u64>)]) -> Result<Vec<Outgoing>, ApiError> {
     let trace_headers = relais_eventlog::trace::current_headers();
-    let mut keys: HashMap<String, (Uuid, seal::DataKey)> = HashMap::new();
+    // One lookup for every client of the request (a request publishes for one organisation).
+    let mut keys: HashMap<String, Result<(Uuid, seal::DataKey), KeyError>> = HashMap::new();
+    if let Some((_, first, _)) = events.first() {
+        let refs: Vec<&str> = events.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
+        if !refs.is_empty() {
+            keys = state.keys.keys_for_clients(&first.org, &refs).await.map_err(|e| ApiError::internal(&e))?;
+        }
+    }
     let mut out = Vec::with_capacity(events.len());
     for (prefix, envelope, expected) in events {
         let (mut stored, personal): (_, PersonalFields) = envelope.split_for_storage();
@@ -170,15 +183,12 @@ async fn seal_all(state: &AppState, events: &[&(String, Envelope, Option<u64>)])
                 .client_ref()
                 .ok_or_else(|| ApiError::internal(&"an event type with personal fields has no client_ref"))?;
             let (key_id, key) = match keys.get(client_ref) {
-                Some(k) => k.clone(),
-                None => {
-                    let k = state.keys.key_for_client(&envelope.org, client_ref).await.map_err(|e| match e {
-                        KeyError::ClientErased => ApiError::client_erased(format!("{prefix}/data/client_ref")),
-                        other => ApiError::internal(&other),
-                    })?;
-                    keys.insert(client_ref.to_owned(), k.clone());
-                    k
+                Some(Ok(k)) => k.clone(),
+                Some(Err(KeyError::ClientErased)) => {
+                    return Err(ApiError::client_erased(format!("{prefix}/data/client_ref")));
                 }
+                Some(Err(other)) => return Err(ApiError::internal(other)),
+                None => return Err(ApiError::internal(&"no data key was looked up for a client")),
             };
             let mut nonce = [0u8; 24];
             rand::rng().fill_bytes(&mut nonce);

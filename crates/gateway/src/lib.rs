@@ -11,6 +11,7 @@ mod monitor;
 mod openapi;
 mod org_views;
 mod paging;
+mod privacy;
 mod quarantine;
 mod statistics;
 mod views;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub log: EventLog,
     /// Settings.
     pub settings: Arc<GatewaySettings>,
+    /// The event stream (reads by sequence: subject access exports).
+    pub stream: async_nats::jetstream::stream::Stream,
 }
 
 /// The router of the whole HTTP API.
@@ -70,6 +73,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/cases/{case}", get(views::get_case))
         .route("/v1/orgs/{org}/quarantine", get(quarantine::list))
         .merge(org_views::routes())
+        .route("/v1/orgs/{org}/clients/{client}/erasure", post(privacy::post_erasure))
+        .route("/v1/orgs/{org}/clients/{client}/export", get(privacy::get_export))
+        .route("/v1/orgs/{org}/clients/{client}/key", post(privacy::post_key))
         .fallback(error::not_found)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req

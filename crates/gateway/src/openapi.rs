@@ -7,18 +7,63 @@ fn problem(description: &str) -> Value {
     json!({ "description": description, "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } } })
 }
 
-/// The OpenAPI document.
-pub async fn openapi() -> Json<Value> {
-    let mut doc = document();
-    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        paths.extend(view_paths());
-    }
-    Json(doc)
+/// The paths of the data subject's rights (crate::privacy).
+fn privacy_paths(org_param: &Value) -> Value {
+    let client_param = json!({ "name": "client", "in": "path", "required": true,
+        "description": "The organisation's pseudonymous reference of the client",
+        "schema": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } });
+    let erasure = json!({ "type": "object", "properties": {
+        "key_id": { "type": "string", "format": "uuid" }, "erased": { "const": true },
+        "erased_at": { "type": "string", "format": "date-time" }, "event_id": { "type": "string", "format": "uuid" },
+        "sequence": { "type": "integer" }, "reason": { "enum": ["client_request", "retention_expired"] } } });
+    let export = json!({ "type": "object", "required": ["organisation", "client", "erased", "exported_at"], "properties": {
+        "organisation": { "type": "string" }, "client": { "type": "object" }, "erased": { "type": "boolean" },
+        "erased_at": { "type": "string", "format": "date-time" }, "exported_at": { "type": "string", "format": "date-time" },
+        "events": { "type": "array", "items": { "$ref": "#/components/schemas/CloudEvent" } },
+        "cases": { "type": "array" }, "access": { "type": "array" },
+        "problems": { "type": "array", "items": { "type": "object", "properties": {
+            "event_id": { "type": "string" }, "sequence": { "type": "integer" }, "problem": { "type": "string" } } } } } });
+    let key = json!({ "type": "object", "properties": {
+        "key_id": { "type": "string", "format": "uuid" }, "key": { "type": "string", "contentEncoding": "base64" },
+        "algorithm": { "const": "XChaCha20-Poly1305" }, "associated_data": { "type": "string" } } });
+    let params = json!([org_param, client_param]);
+    json!({
+        "/v1/orgs/{org}/clients/{client}/erasure": { "post": {
+            "summary": "Erase a client (GDPR Art. 17): destroy the client's data key and record relais.client.erased",
+            "description": "Crypto-shredding: the log is not rewritten; the client's personal fields become unreadable everywhere at once. Idempotent.",
+            "parameters": params,
+            "requestBody": { "required": false, "content": { "application/json": { "schema": {
+                "type": "object", "additionalProperties": false,
+                "properties": { "reason": { "enum": ["client_request", "retention_expired"], "default": "client_request" } } } } } },
+            "responses": {
+                "202": { "description": "erased by this request", "content": { "application/json": { "schema": erasure } } },
+                "200": { "description": "erased before", "content": { "application/json": { "schema": erasure } } },
+                "400": problem("invalid client reference or body"), "401": problem("no or unknown token"),
+                "403": problem("another organisation or role"), "404": problem("the organisation has no such client"),
+                "503": problem("retry: the retry completes the erasure") } } },
+        "/v1/orgs/{org}/clients/{client}/export": { "get": {
+            "summary": "Everything the organisation holds about a client (GDPR Art. 15), or that the client was erased",
+            "parameters": params,
+            "responses": {
+                "200": { "description": "events (CloudEvents, personal fields opened, titles in NL/FR/EN), cases and access records; or {client, erased: true, erased_at}",
+                    "content": { "application/json": { "schema": export } } },
+                "400": problem("invalid client reference"), "401": problem("no or unknown token"),
+                "403": problem("another organisation or role"), "404": problem("the organisation has no such client") } } },
+        "/v1/orgs/{org}/clients/{client}/key": { "post": {
+            "summary": "The client's data key (created on first use), for a system that seals events and publishes directly on NATS",
+            "parameters": params,
+            "responses": {
+                "200": { "description": "the key", "content": { "application/json": { "schema": key } } },
+                "400": problem("invalid client reference"), "401": problem("no or unknown token"),
+                "403": problem("another organisation or role"), "409": problem("the client was erased") } } }
+    })
 }
 
-fn document() -> Value {
+/// The OpenAPI document.
+pub async fn openapi() -> Json<Value> {
     let org_param = json!({ "name": "org", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[a-z0-9-]{1,32}$" } });
-    json!({
+    let privacy = privacy_paths(&org_param);
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Relais",
@@ -110,7 +155,14 @@ fn document() -> Value {
                 "parameters": [ org_param, { "name": "case", "in": "path", "required": true, "schema": { "type": "string" } } ],
                 "responses": { "200": { "description": "the case" }, "401": problem("no or unknown token"), "403": problem("another organisation"), "404": problem("no such case") } } }
         }
-    })
+    });
+    if let (Some(paths), Value::Object(more)) = (doc.get_mut("paths").and_then(Value::as_object_mut), privacy) {
+        paths.extend(more);
+    }
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        paths.extend(view_paths());
+    }
+    Json(doc)
 }
 
 /// The paths of the organisation views, the continuity monitor and the statistics.

@@ -142,6 +142,7 @@ impl RuleBook {
             for s in stored {
                 let personal = s.sealed.as_ref().and_then(|sealed| match keys.get(&sealed.key_id) {
                     Some(KeyLookup::Key(k)) => seal::open(k, s.id, sealed).ok(),
+                    Some(KeyLookup::Erased | KeyLookup::Damaged) => Some(erased_placeholder(sealed.key_id)),
                     _ => None,
                 });
                 if let Ok(envelope) = s.open(personal) {
@@ -152,6 +153,14 @@ impl RuleBook {
         self.remember(key.clone(), state.clone());
         Ok(state)
     }
+}
+
+/// What stands in for an erased client's personal fields when the rules are checked: the
+/// client reference becomes `erased.<key id>` (distinct per client, valid as a reference),
+/// every other personal field stays empty. It exists only in the validator's memory, so that a
+/// validator rebuilt after an erasure judges the client's events as the live one did.
+pub fn erased_placeholder(key_id: uuid::Uuid) -> relais_domain::events::PersonalFields {
+    relais_domain::events::PersonalFields(vec![("client_ref".to_owned(), format!("erased.{}", key_id.simple()))])
 }
 
 fn violation(code: &'static str, e: &dyn std::fmt::Display) -> RuleViolation {

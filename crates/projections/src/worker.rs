@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Name of the validator's checkpoint.
@@ -207,6 +208,7 @@ pub fn default_views() -> Vec<Arc<dyn View>> {
 pub fn views(settings: &ProjectorSettings) -> Vec<Arc<dyn View>> {
     vec![
         Arc::new(crate::caseload::Caseload),
+        Arc::new(crate::client_events::ClientEvents),
         Arc::new(crate::timeline::Timeline),
         Arc::new(crate::referrals::Referrals),
         Arc::new(crate::activities::Activities),
@@ -269,15 +271,20 @@ impl Projector {
     {
         let mut pause = Duration::from_millis(200);
         loop {
-            match run(self.clone()).await {
-                Ok(()) | Err(WorkerError::Shutdown) => return,
-                Err(e @ WorkerError::CheckpointMoved { .. }) => {
+            // Each attempt runs as a task of its own, so that even a panic (a bug) is
+            // contained: the worker resumes from its checkpoint instead of stopping.
+            match tokio::spawn(run(self.clone())).await {
+                Ok(Ok(())) | Ok(Err(WorkerError::Shutdown)) => return,
+                Ok(Err(e @ WorkerError::CheckpointMoved { .. })) => {
                     tracing::info!(projection = name, reason = %e, "projection worker restarts from its checkpoint");
                     pause = Duration::from_millis(200);
                     continue;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::error!(projection = name, error = %e, "projection worker failed; resuming from its checkpoint");
+                }
+                Err(e) => {
+                    tracing::error!(projection = name, error = %e, "projection worker panicked; resuming from its checkpoint");
                 }
             }
             tokio::select! {
@@ -323,52 +330,72 @@ impl Projector {
                 consumer.ack_delivered().await?;
                 continue;
             };
-            // Instrumented, never entered across an await: a guard held over an await leaks
-            // the span into whatever else runs on the thread.
             let span = tracing::info_span!("projection.validate", events = batch.len(), last_seq = last);
-            let verdicts = tracing::Instrument::instrument(self.judge(&batch, &mut rules), span).await?;
-            let mut tx = pool.begin().await?;
-            let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
-            let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-            for (m, verdict) in batch.iter().zip(verdicts) {
-                match verdict {
-                    Verdict::Accept { id, org } => {
-                        ids.push(id);
-                        seqs.push(m.sequence as i64);
-                        orgs.push(org);
-                    }
-                    Verdict::Quarantine { reason, detail } => {
-                        tracing::warn!(seq = m.sequence, subject = %m.subject, reason, %detail, "event quarantined");
-                        q_seq.push(m.sequence as i64);
-                        q_subject.push(m.subject.clone());
-                        q_reason.push(reason.to_owned());
-                        q_detail.push(detail);
-                        q_payload.push(m.payload.to_vec());
-                    }
-                }
-            }
-            crate::ledger::record(&mut tx, &ids, &seqs, &orgs).await?;
-            if !q_seq.is_empty() {
-                sqlx::query(
-                    "INSERT INTO quarantine (seq, subject, reason, detail, payload)
-                     SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-                     ON CONFLICT (seq) DO NOTHING",
-                )
-                .bind(&q_seq)
-                .bind(&q_subject)
-                .bind(&q_reason)
-                .bind(&q_detail)
-                .bind(&q_payload)
-                .execute(&mut *tx)
-                .await?;
-            }
-            set_checkpoint(&mut tx, VALIDATOR, last).await?;
-            tx.commit().await?;
+            self.validate_batch(&batch, &mut rules, last).instrument(span).await?;
             consumer.ack_delivered().await?;
             done = last;
             validated.send_replace(done);
         }
+    }
+
+    /// Judges one batch and commits the verdicts with the checkpoint in one transaction.
+    async fn validate_batch(
+        &self,
+        batch: &[LogMessage],
+        rules: &mut crate::rules::RuleBook,
+        last: u64,
+    ) -> Result<(), WorkerError> {
+        let pool = self.db.pool();
+        let started = std::time::Instant::now();
+        let verdicts = self.judge(batch, rules).await?;
+        let judged = started.elapsed();
+        let mut tx = pool.begin().await?;
+        let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (m, verdict) in batch.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Accept { id, org } => {
+                    ids.push(id);
+                    seqs.push(m.sequence as i64);
+                    orgs.push(org);
+                }
+                Verdict::Quarantine { reason, detail } => {
+                    tracing::warn!(seq = m.sequence, subject = %m.subject, reason, %detail, "event quarantined");
+                    q_seq.push(m.sequence as i64);
+                    q_subject.push(m.subject.clone());
+                    q_reason.push(reason.to_owned());
+                    q_detail.push(detail);
+                    // Personal fields in the clear are not copied out of the log (privacy).
+                    let keep = reason != "personal-data-in-clear";
+                    q_payload.push(if keep { m.payload.to_vec() } else { Vec::new() });
+                }
+            }
+        }
+        crate::ledger::record(&mut tx, &ids, &seqs, &orgs).await?;
+        if !q_seq.is_empty() {
+            sqlx::query(
+                "INSERT INTO quarantine (seq, subject, reason, detail, payload)
+                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[])
+                 ON CONFLICT (seq) DO NOTHING",
+            )
+            .bind(&q_seq)
+            .bind(&q_subject)
+            .bind(&q_reason)
+            .bind(&q_detail)
+            .bind(&q_payload)
+            .execute(&mut *tx)
+            .await?;
+        }
+        set_checkpoint(&mut tx, VALIDATOR, last).await?;
+        tx.commit().await?;
+        tracing::debug!(
+            events = batch.len(),
+            judged_ms = judged.as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
+            "batch validated"
+        );
+        Ok(())
     }
 
     /// Judges a batch: accept or quarantine each message, in order. Duplicate ids are found
@@ -378,6 +405,7 @@ impl Projector {
         batch: &[LogMessage],
         rules: &mut crate::rules::RuleBook,
     ) -> Result<Vec<Verdict>, WorkerError> {
+        let judge_started = std::time::Instant::now();
         let mut decoded: Vec<Result<(StoredEventV1, Envelope), Verdict>> = batch.iter().map(decode_checked).collect();
         // Sealed fields must open with the client's key (or the key was destroyed).
         let key_ids: Vec<Uuid> =
@@ -402,7 +430,13 @@ impl Projector {
                             continue;
                         }
                     },
-                    Some(KeyLookup::Erased) => None,
+                    // A damaged key row is the key store's fault, not the event's: like an erased
+                    // client, the statistical part is all that can be read (until a restore).
+                    // The rules still run on a stand-in reference (see `erased_placeholder`).
+                    Some(KeyLookup::Erased | KeyLookup::Damaged) => {
+                        envelope.data.put_personal(crate::rules::erased_placeholder(sealed.key_id));
+                        None
+                    }
                     Some(KeyLookup::Unknown) | None => {
                         let detail = format!("unknown data key {}", sealed.key_id);
                         *d = Err(Verdict::Quarantine { reason: "undecryptable", detail });
@@ -421,6 +455,14 @@ impl Projector {
                 // roster is keyed by the participant's reference).
                 envelope.personal = relais_domain::envelope::PersonalState::Present;
             }
+        }
+        tracing::debug!(opened_ms = judge_started.elapsed().as_millis() as u64, "keys looked up and fields opened");
+        // An erasure event must follow the destruction of the key it names (privacy).
+        let erasures: Vec<(usize, &Envelope)> =
+            decoded.iter().enumerate().filter_map(|(i, d)| Some((i, &d.as_ref().ok()?.1))).collect();
+        let refused = crate::erasure::judge_erasures(self.db.pool(), &erasures).await?;
+        for (i, detail) in refused {
+            decoded[i] = Err(Verdict::Quarantine { reason: "erasure-without-key", detail });
         }
         let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
         let known = crate::ledger::find(self.db.pool(), &ids).await?;

@@ -1,0 +1,444 @@
+//! The Relais side: the real `relais` binary (gateway and projector as separate processes,
+//! as deployed) on its own nats-server and database.
+
+use crate::engines::{self, StoredMessage};
+use crate::{Args, Pair, median};
+use anyhow::{Context as _, bail};
+use base64::Engine;
+use bytes::Bytes;
+use relais::nats_server::{NatsServer, NatsServerOptions};
+use relais::synth::{self, SynthEvent, SynthOptions};
+use relais_domain::reference::default_organisations;
+use relais_projections::{Database, Role, TokenStore};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A synthetic history of exactly `n` events (or as many as the generator gives).
+pub fn history(n: usize) -> Vec<SynthEvent> {
+    let mut events = synth::generate(&SynthOptions { clients: n / 18 + 10, ..Default::default() });
+    events.truncate(n);
+    events
+}
+
+fn relais_binary() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("RELAIS_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("binary directory")?;
+    // Test binaries live in deps/, next to the target profile directory.
+    for candidate in [dir.join("relais"), dir.join("../relais")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "the relais binary is not next to relais-bench: build it (cargo build --release --bin relais) or set RELAIS_BIN"
+    )
+}
+
+/// A running Relais on its own nats-server and database.
+pub struct Instance {
+    nats: NatsServer,
+    db_name: String,
+    pub pool: sqlx::PgPool,
+    gateway: Option<Child>,
+    projector: Option<Child>,
+    pub base: String,
+    pub tokens: HashMap<String, String>,
+}
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+fn db_url(name: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+fn secret() -> String {
+    base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())
+}
+
+impl Instance {
+    pub async fn start(dir: &Path, sync_always: bool, gateway: bool, projector: bool) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let nats = NatsServer::start(&NatsServerOptions {
+            store_dir: dir.join(format!("nats-{id}")),
+            sync_always,
+            extra_config: String::new(),
+            port: None,
+        })?;
+        let db_name = format!("relais_bench_{id}");
+        let db = Database::connect_and_migrate(&db_url(&db_name)).await?;
+        db.sync_organisations(&default_organisations()).await?;
+        let store = TokenStore::new(db.pool().clone());
+        let mut tokens = HashMap::new();
+        for org in default_organisations() {
+            tokens.insert(org.id.to_string(), store.create(&org.id, Role::Org, "bench").await?.1);
+        }
+        let port = relais::nats_server::free_port()?;
+        let env: Vec<(String, String)> = vec![
+            ("RELAIS_NATS_URL".into(), nats.url()),
+            ("RELAIS_DATABASE_URL".into(), db_url(&db_name)),
+            ("RELAIS_LISTEN".into(), format!("127.0.0.1:{port}")),
+            ("RELAIS_KEK".into(), secret()),
+            ("RELAIS_CLIENT_REF_PEPPER".into(), secret()),
+            ("RUST_LOG".into(), std::env::var("RELAIS_BENCH_LOG").unwrap_or_else(|_| "error".into())),
+        ];
+        let spawn = |role: &str| -> anyhow::Result<Child> {
+            Command::new(relais_binary()?)
+                .args(["serve", "--role", role])
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .stdout(Stdio::null())
+                .spawn()
+                .context("cannot start relais")
+        };
+        // The gateway creates the stream; the projector starts after it.
+        let gateway = if gateway { Some(spawn("gateway")?) } else { None };
+        let base = format!("http://127.0.0.1:{port}");
+        let mut instance = Self { nats, db_name, pool: db.pool().clone(), gateway, projector: None, base, tokens };
+        if instance.gateway.is_some() {
+            instance.wait_ready().await?;
+        }
+        if projector {
+            instance.projector = Some(spawn("projector")?);
+        }
+        Ok(instance)
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("relais gateway not ready in 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn js(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        Ok(async_nats::jetstream::new(async_nats::connect(self.nats.url()).await?))
+    }
+
+    pub async fn checkpoint(&self, projection: &str) -> anyhow::Result<u64> {
+        Ok(relais_projections::worker::checkpoint(&self.pool, projection).await?)
+    }
+
+    fn pids(&self) -> (Option<u32>, Option<u32>) {
+        (self.gateway.as_ref().map(Child::id), self.projector.as_ref().map(Child::id))
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        for child in [self.gateway.as_mut(), self.projector.as_mut()].into_iter().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.nats.stop();
+        let name = self.db_name.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                if let Ok(pool) = sqlx::PgPool::connect(ADMIN_URL).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Batches of one organisation each, in the history's order per organisation, serialised
+/// ahead of time (the client's JSON work is not Relais's).
+pub fn org_batches(history: &[SynthEvent], batch: usize) -> Vec<(String, Bytes, usize)> {
+    let mut per_org: Vec<(&str, Vec<&Value>)> = Vec::new();
+    for e in history {
+        match per_org.iter_mut().find(|(o, _)| *o == e.org) {
+            Some((_, v)) => v.push(&e.event),
+            None => per_org.push((e.org, vec![&e.event])),
+        }
+    }
+    // Interleave the organisations' batches, as several NGOs publish at once.
+    let mut chunks: Vec<std::collections::VecDeque<(String, Bytes, usize)>> = per_org
+        .into_iter()
+        .map(|(org, events)| {
+            events
+                .chunks(batch)
+                .map(|c| (org.to_owned(), Bytes::from(serde_json::to_vec(c).unwrap_or_default()), c.len()))
+                .collect()
+        })
+        .collect();
+    let mut out = Vec::new();
+    while chunks.iter().any(|c| !c.is_empty()) {
+        for c in chunks.iter_mut() {
+            if let Some(b) = c.pop_front() {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// Posts every batch with `clients` concurrent HTTP clients; events per second.
+pub async fn post_all(instance: &Instance, batches: &[(String, Bytes, usize)], clients: usize) -> anyhow::Result<f64> {
+    let owned: Vec<(String, Bytes, usize)> = batches.to_owned();
+    let queue = Arc::new(tokio::sync::Mutex::new(owned.into_iter()));
+    let total: usize = batches.iter().map(|b| b.2).sum();
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let queue = queue.clone();
+        let http = http.clone();
+        let url = format!("{}/v1/events", instance.base);
+        let tokens = instance.tokens.clone();
+        tasks.spawn(async move {
+            loop {
+                let Some((org, body, _)) = queue.lock().await.next() else { return anyhow::Ok(()) };
+                let r = http
+                    .post(&url)
+                    .bearer_auth(tokens.get(&org).cloned().unwrap_or_default())
+                    .header("content-type", "application/cloudevents-batch+json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("{org}: {} {}", r.status(), r.text().await.unwrap_or_default());
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.context("client task")??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The ingest pair: Relais `POST /v1/events` against the best bare publisher of the same bytes.
+pub async fn ingest_pair(args: &Args, history: &[SynthEvent], sync_always: bool, dir: &Path) -> anyhow::Result<Pair> {
+    let batches = org_batches(history, args.batch);
+    let mut stored: Option<Vec<StoredMessage>> = None;
+    let (mut relais, mut limit) = (Vec::new(), Vec::new());
+    let mut best_bare = "";
+    for rep in 0..args.reps {
+        let relais_first = rep % 2 == 0 || stored.is_none();
+        for side in if relais_first { [0, 1] } else { [1, 0] } {
+            if side == 0 {
+                let instance = Instance::start(dir, sync_always, true, false).await?;
+                let eps = post_all(&instance, &batches, args.clients).await?;
+                eprintln!("  ingest relais: {eps:.0} events/s");
+                relais.push(eps);
+                if stored.is_none() {
+                    stored = Some(engines::read_stream(&instance.js().await?, "RELAIS").await?);
+                }
+            } else {
+                let messages = stored.as_deref().unwrap_or_default();
+                let pipelined = bare_run(dir, sync_always, |c| engines::publish_pipelined(c, messages)).await?;
+                let batched = bare_run(dir, sync_always, |c| {
+                    engines::publish_atomic_batches(c, messages, args.batch, args.clients)
+                })
+                .await?;
+                eprintln!("  ingest bare: pipelined {pipelined:.0}/s, atomic batches {batched:.0}/s");
+                best_bare = if batched >= pipelined { "atomic batches" } else { "pipelined acks" };
+                limit.push(pipelined.max(batched));
+            }
+        }
+    }
+    Ok(Pair {
+        name: "ingest",
+        relais: median(relais),
+        limit: median(limit),
+        note: format!(
+            "batches of {}, {} HTTP clients; limit: bare async-nats, {best_bare}; sync_interval {}",
+            args.batch,
+            args.clients,
+            if sync_always { "always" } else { "default" }
+        ),
+    })
+}
+
+async fn bare_run<'a, F, Fut>(dir: &Path, sync_always: bool, f: F) -> anyhow::Result<f64>
+where
+    F: FnOnce(async_nats::Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<f64>> + 'a,
+{
+    let nats = NatsServer::start(&NatsServerOptions {
+        store_dir: dir.join(format!("bare-{}", uuid::Uuid::new_v4().simple())),
+        sync_always,
+        extra_config: String::new(),
+        port: None,
+    })?;
+    let client = async_nats::connect(nats.url()).await?;
+    engines::bare_stream(&async_nats::jetstream::new(client.clone())).await?;
+    f(client).await
+}
+
+/// Freshness figures.
+pub struct Freshness {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub samples: usize,
+}
+
+impl Freshness {
+    pub fn json(&self) -> Value {
+        json!({ "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms, "batches": self.samples })
+    }
+}
+
+/// Publish → visible in the caseload view, at `rate` events/s in batches of 10.
+pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Result<Freshness> {
+    let n = (args.freshness_rate * args.freshness_secs) as usize;
+    let events = history(n);
+    let batches = org_batches(&events, 10);
+    let instance = Instance::start(dir, sync_always, true, true).await?;
+    // Wait for the projector to be up (its checkpoint row appears with the first batch).
+    let http = reqwest::Client::new();
+    let pool = instance.pool.clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<(Instant, u64)> = Vec::new();
+            let mut last = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(seq) = relais_projections::worker::checkpoint(&pool, "caseload").await
+                    && seq > last
+                {
+                    last = seq;
+                    seen.push((Instant::now(), seq));
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            seen
+        })
+    };
+    let interval = Duration::from_secs_f64(10.0 / args.freshness_rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    let mut sent = tokio::task::JoinSet::new();
+    for (org, body, _) in batches {
+        ticker.tick().await;
+        let http = http.clone();
+        let url = format!("{}/v1/events", instance.base);
+        let token = instance.tokens.get(&org).cloned().unwrap_or_default();
+        sent.spawn(async move {
+            let at = Instant::now();
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/cloudevents-batch+json")
+                .body(body)
+                .send()
+                .await?;
+            let answer: Value = r.json().await?;
+            let max_seq =
+                answer["events"].as_array().into_iter().flatten().filter_map(|e| e["sequence"].as_u64()).max();
+            anyhow::Ok((at, max_seq.unwrap_or(0)))
+        });
+    }
+    let mut published = Vec::new();
+    while let Some(r) = sent.join_next().await {
+        published.push(r.context("publisher")??);
+    }
+    let target = published.iter().map(|p| p.1).max().unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while instance.checkpoint("caseload").await? < target && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.await?;
+    published.sort_by_key(|p| p.0);
+    // The first seconds warm connections and caches up: 2 s, or a tenth of a short run.
+    let warm = Duration::from_secs(2).min(Duration::from_millis(args.freshness_secs * 100));
+    let warmup = published.first().map(|p| p.0 + warm);
+    let mut latencies: Vec<f64> = published
+        .iter()
+        .filter(|(at, _)| warmup.is_none_or(|w| *at >= w))
+        .filter_map(|(at, seq)| {
+            let visible = seen.iter().find(|(_, s)| s >= seq)?.0;
+            Some(visible.saturating_duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let f = Freshness {
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+        samples: latencies.len(),
+    };
+    eprintln!(
+        "  freshness ({}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} batches",
+        if sync_always { "always" } else { "default" },
+        f.p50_ms,
+        f.p99_ms,
+        f.max_ms,
+        f.samples
+    );
+    Ok(f)
+}
+
+/// Peak resident memory of the gateway and the projector after ingesting and projecting the
+/// whole history.
+pub struct Memory {
+    pub gateway_mib: f64,
+    pub projector_mib: f64,
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+pub async fn memory(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::Result<Memory> {
+    let instance = Instance::start(dir, false, true, true).await?;
+    let batches = org_batches(history, args.batch);
+    post_all(&instance, &batches, args.clients).await?;
+    let posted = Instant::now();
+    let js = instance.js().await?;
+    let last = js.get_stream("RELAIS").await?.info().await?.state.last_sequence;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while instance.checkpoint("caseload").await? < last {
+        if Instant::now() > deadline {
+            bail!("projector did not catch up in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "  projector caught up {:.1} s after the last publish (validator at {}, caseload at {})",
+        posted.elapsed().as_secs_f64(),
+        instance.checkpoint("ledger").await?,
+        instance.checkpoint("caseload").await?
+    );
+    let (g, p) = instance.pids();
+    let m =
+        Memory { gateway_mib: g.map(peak_rss_mib).unwrap_or(0.0), projector_mib: p.map(peak_rss_mib).unwrap_or(0.0) };
+    eprintln!(
+        "  peak RSS after {} events: gateway {:.1} MiB, projector {:.1} MiB",
+        history.len(),
+        m.gateway_mib,
+        m.projector_mib
+    );
+    Ok(m)
+}

@@ -1,0 +1,29 @@
+//! A smoke run of the benchmark at a tiny size, so that it keeps working. It checks the shape
+//! of the figures, not their values: performance is judged by the full run, not by tests.
+
+use std::process::Command;
+
+#[test]
+fn the_benchmark_runs_at_a_tiny_size_and_writes_its_figures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json = dir.path().join("bench.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_relais-bench"))
+        .args(["--events", "400", "--reps", "1", "--freshness-secs", "1", "--freshness-rate", "200", "--json"])
+        .arg(&json)
+        .output()
+        .expect("relais-bench runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let figures: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("figures written")).expect("figures are JSON");
+    let pairs = figures["pairs"].as_array().expect("pairs");
+    let ingest = pairs.iter().find(|p| p["name"] == "ingest").expect("the ingest pair");
+    for key in ["relais", "limit", "ratio"] {
+        assert!(ingest[key].as_f64().is_some_and(|v| v > 0.0), "ingest.{key}: {ingest}");
+    }
+    assert!(figures["events_per_fsync"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(figures["freshness_p99_ms"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(figures["peak_rss_mib"]["gateway"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(figures["peak_rss_mib"]["projector"].as_f64().is_some_and(|v| v > 0.0));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("ingest (always)"), "{table}");
+}

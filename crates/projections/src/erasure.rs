@@ -1,0 +1,270 @@
+//! Erasing a client by crypto-shredding: the client's data key is destroyed, and the erasure is
+//! recorded in the log as `relais.client.erased` (subject `clients/<key id>`, data: the reason),
+//! an event that holds no personal data. The log itself is never rewritten: the client's
+//! events stay, with their statistical facts readable and their personal fields sealed with a
+//! key that no longer exists.
+//!
+//! The HTTP endpoint, the command line and the retention sweep all erase through
+//! [`Eraser`]. An erasure is idempotent: the event id is derived from the key id, so a retried
+//! or concurrent erasure stores one event, and an erasure interrupted between destroying the
+//! key and recording the event is completed by the next attempt.
+
+use crate::keys::{KeyError, KeyStore};
+use crate::ledger;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use relais_domain::envelope::{Envelope, PersonalState};
+use relais_domain::events::{ClientErased, ErasureReason, EventData};
+use relais_domain::{AggregateKind, AggregateRef, OrgId, StoredEvent};
+use relais_eventlog::{AppendError, EventLog, Outgoing, subjects};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Why a client could not be erased.
+#[derive(Debug, thiserror::Error)]
+pub enum ErasureError {
+    /// The organisation has no such client (never seen, or another organisation's): 404.
+    #[error("the organisation has no such client")]
+    UnknownClient,
+    /// The key store failed; nothing or only the key destruction happened. Retry.
+    #[error("key store: {0}")]
+    Keys(#[from] KeyError),
+    /// The erasure event could not be recorded; the key may already be destroyed. Retry: the
+    /// retry records the event once.
+    #[error("event log: {0}")]
+    Log(#[from] AppendError),
+    /// The database failed. Retry.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// A completed erasure.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Erasure {
+    /// The client's (destroyed) data key id: the subject of the erasure event.
+    pub key_id: Uuid,
+    /// The organisation.
+    pub org: String,
+    /// When the key was destroyed.
+    pub erased_at: DateTime<Utc>,
+    /// The id of the `relais.client.erased` event.
+    pub event_id: Uuid,
+    /// Its stream sequence.
+    pub sequence: u64,
+    /// False if the client had been erased completely before (key destroyed and event
+    /// recorded): nothing changed.
+    pub newly_erased: bool,
+}
+
+/// The id of the erasure event of a key: derived from the key id, so every attempt to erase
+/// the same client names the same event (a UUID of version 8, from SHA-256).
+pub fn erasure_event_id(key_id: Uuid) -> Uuid {
+    let digest = Sha256::new().chain_update(b"relais.client.erased\0").chain_update(key_id.as_bytes()).finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    Uuid::from_bytes(bytes)
+}
+
+/// Erases clients: destroys keys and records erasures in the log.
+#[derive(Clone)]
+pub struct Eraser {
+    keys: KeyStore,
+    log: EventLog,
+    pool: PgPool,
+}
+
+impl Eraser {
+    /// An eraser over the key store, the log and the database.
+    pub fn new(keys: KeyStore, log: EventLog, pool: PgPool) -> Self {
+        Self { keys, log, pool }
+    }
+
+    /// The key store.
+    pub fn keys(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// Erases the client `client_ref` of `org`. `actor` is recorded in the erasure event (a
+    /// token id, `retention`, an operator); it must not be personal data.
+    #[tracing::instrument(name = "privacy.erase_client", skip_all, fields(org = %org))]
+    pub async fn erase_client(
+        &self,
+        org: &OrgId,
+        client_ref: &str,
+        reason: ErasureReason,
+        actor: &str,
+    ) -> Result<Erasure, ErasureError> {
+        let info = self.keys.client_info(org, client_ref).await?.ok_or(ErasureError::UnknownClient)?;
+        self.erase_key(org, info.key_id, reason, actor).await
+    }
+
+    /// Erases the client whose data key is `key_id`, which must belong to `org`.
+    #[tracing::instrument(name = "privacy.erase_key", skip_all, fields(org = %org, key_id = %key_id))]
+    pub async fn erase_key(
+        &self,
+        org: &OrgId,
+        key_id: Uuid,
+        reason: ErasureReason,
+        actor: &str,
+    ) -> Result<Erasure, ErasureError> {
+        match self.keys.key_info(key_id).await? {
+            Some(info) if info.org == org.as_str() => {}
+            _ => return Err(ErasureError::UnknownClient),
+        }
+        let destroyed = self.keys.erase_key(key_id).await?.ok_or(ErasureError::UnknownClient)?;
+        let event_id = erasure_event_id(key_id);
+        if let Some(seq) = ledger::find(&self.pool, &[event_id]).await?.get(&event_id) {
+            return Ok(Erasure {
+                key_id,
+                org: org.to_string(),
+                erased_at: destroyed.erased_at,
+                event_id,
+                sequence: *seq,
+                newly_erased: destroyed.newly_erased,
+            });
+        }
+        let subject =
+            AggregateRef::new(AggregateKind::Clients, &key_id.to_string()).map_err(|_| ErasureError::UnknownClient)?;
+        let envelope = Envelope {
+            id: event_id,
+            org: org.clone(),
+            subject,
+            occurred_at: destroyed.erased_at,
+            recorded_at: Utc::now(),
+            actor: actor.to_owned(),
+            correlation_id: None,
+            causation_id: None,
+            data: EventData::ClientErased(ClientErased { reason }),
+            personal: PersonalState::Present,
+        };
+        let (stored, _no_personal_fields) = envelope.split_for_storage();
+        let outgoing = Outgoing {
+            subject: subjects::event_subject(&envelope.org, &envelope.subject),
+            event_id,
+            event_type: envelope.data.event_type(),
+            schema_version: envelope.data.spec().version,
+            payload: Bytes::from(StoredEvent::V1(stored).encode()),
+            expected_last_subject_sequence: None,
+            trace_headers: relais_eventlog::trace::current_headers(),
+        };
+        let appended = self.log.append(std::slice::from_ref(&outgoing)).await?;
+        let Some(appended) = appended.first().copied() else {
+            return Err(AppendError::Unavailable("no acknowledgement for the erasure event".into()).into());
+        };
+        if !appended.duplicate {
+            // The validator records it too; recording now lets a retry find it at once.
+            let mut conn = self.pool.acquire().await?;
+            ledger::record(&mut conn, &[event_id], &[appended.sequence as i64], &[org.to_string()]).await?;
+        }
+        tracing::info!(sequence = appended.sequence, newly = destroyed.newly_erased, "client erased");
+        Ok(Erasure {
+            key_id,
+            org: org.to_string(),
+            erased_at: destroyed.erased_at,
+            event_id,
+            sequence: appended.sequence,
+            newly_erased: destroyed.newly_erased || !appended.duplicate,
+        })
+    }
+}
+
+/// Checks erasure events for the validator: an erasure event is accepted only when the key it
+/// names belongs to its organisation and is destroyed, so that an event published directly
+/// cannot announce an erasure that did not happen. Returns, per index of `events` that fails,
+/// why.
+pub(crate) async fn judge_erasures(
+    pool: &PgPool,
+    events: &[(usize, &Envelope)],
+) -> Result<HashMap<usize, String>, sqlx::Error> {
+    let mut refused = HashMap::new();
+    let mut named: Vec<(usize, Uuid, &OrgId)> = Vec::new();
+    for (i, e) in events {
+        if !matches!(e.data, EventData::ClientErased(_)) {
+            continue;
+        }
+        match Uuid::parse_str(e.subject.id()) {
+            Ok(key_id) => named.push((*i, key_id, &e.org)),
+            Err(_) => {
+                refused.insert(*i, "the subject of an erasure names a data key id (clients/<uuid>)".to_owned());
+            }
+        }
+    }
+    if named.is_empty() {
+        return Ok(refused);
+    }
+    let ids: Vec<Uuid> = named.iter().map(|(_, k, _)| *k).collect();
+    let rows: Vec<(Uuid, String, bool)> =
+        sqlx::query_as("SELECT key_id, org_id, erased_at IS NOT NULL FROM client_keys WHERE key_id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(pool)
+            .await?;
+    let known: HashMap<Uuid, (String, bool)> = rows.into_iter().map(|(k, o, e)| (k, (o, e))).collect();
+    for (i, key_id, org) in named {
+        match known.get(&key_id) {
+            Some((owner, true)) if owner == org.as_str() => {}
+            Some((owner, false)) if owner == org.as_str() => {
+                refused.insert(i, format!("data key {key_id} was not destroyed: erase through Relais"));
+            }
+            _ => {
+                refused.insert(i, format!("data key {key_id} is not a key of {org}"));
+            }
+        }
+    }
+    Ok(refused)
+}
+
+/// An erasure the log records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedErasure {
+    /// The destroyed key.
+    pub key_id: Uuid,
+    /// The organisation that erased.
+    pub org: String,
+    /// When the key was destroyed (the event's time).
+    pub erased_at: DateTime<Utc>,
+    /// The event's sequence.
+    pub sequence: u64,
+}
+
+/// Every erasure recorded in the log, in order, read with one direct get per erasure event
+/// (subjects `relais.ev.*.clients.*`): what a key store restore applies again. Messages that do
+/// not decode as erasures are skipped (the validator quarantines them); whoever applies an
+/// erasure checks that its organisation owns the key.
+pub async fn erasures_in_log(
+    stream: &async_nats::jetstream::stream::Stream,
+) -> Result<Vec<LoggedErasure>, relais_eventlog::reader::ReadError> {
+    let filter = format!("{}.*.{}.*", subjects::PREFIX, AggregateKind::Clients.as_str());
+    let mut out = Vec::new();
+    for m in relais_eventlog::reader::messages_matching(stream, &filter).await? {
+        let Ok(stored) = StoredEvent::decode(&m.payload) else { continue };
+        let Ok(envelope) = stored.v1().open(None) else { continue };
+        if !matches!(envelope.data, EventData::ClientErased(_)) {
+            continue;
+        }
+        let Ok(key_id) = Uuid::parse_str(envelope.subject.id()) else { continue };
+        out.push(LoggedErasure {
+            key_id,
+            org: envelope.org.to_string(),
+            erased_at: envelope.occurred_at,
+            sequence: m.sequence,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_erasure_event_id_is_stable_per_key_and_differs_between_keys() {
+        let a = Uuid::from_u128(1);
+        assert_eq!(erasure_event_id(a), erasure_event_id(a));
+        assert_ne!(erasure_event_id(a), erasure_event_id(Uuid::from_u128(2)));
+        assert_eq!(erasure_event_id(a).get_version_num(), 8);
+    }
+}

@@ -1,0 +1,213 @@
+//! The privacy commands: `relais erase`, `relais keys rotate|backup|restore`,
+//! `relais retention sweep`, and the retention lines of `relais status`.
+
+use crate::config::Settings;
+use crate::startup::Infra;
+use anyhow::Context as _;
+use chrono::Utc;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use relais_domain::OrgId;
+use relais_domain::events::ErasureReason;
+use relais_eventlog::EventLog;
+use relais_projections::erasure::{self, Eraser};
+use relais_projections::key_backup::KeyBackup;
+use relais_projections::retention;
+use std::path::PathBuf;
+
+/// Arguments of `relais erase`.
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The organisation id.
+    #[arg(long)]
+    org: String,
+    /// The organisation's reference of the client.
+    #[arg(long)]
+    client: String,
+    /// client_request or retention_expired.
+    #[arg(long, default_value = "client_request")]
+    reason: String,
+}
+
+/// `relais keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-wraps every client data key under the current KEK (RELAIS_KEK), reading the older ones
+    /// with RELAIS_KEK_PREVIOUS. The log is not touched.
+    Rotate {
+        /// Keys per transaction.
+        #[arg(long, default_value_t = 1000)]
+        batch: i64,
+    },
+    /// Writes the key store (wrapped keys, KEK ids, tombstones) to a new file, mode 0600.
+    Backup {
+        /// The file to create; it must not exist.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Restores a backup into an empty or partly empty key store. Idempotent; erasures the log
+    /// records are applied again, so no erased client comes back.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        input: PathBuf,
+    },
+}
+
+/// `relais retention ...`.
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Erases every client past the retention period of their organisation (RELAIS_RETENTION).
+    Sweep {
+        /// Only list the clients that are due, by key id.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!("{{spinner}} {what} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}}"))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn parse_reason(text: &str) -> anyhow::Result<ErasureReason> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .with_context(|| format!("--reason must be client_request or retention_expired, not {text:?}"))
+}
+
+/// `relais erase --org <org> --client <ref>`.
+pub async fn erase(args: EraseArgs) -> anyhow::Result<()> {
+    let org = OrgId::parse(&args.org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
+    relais_domain::events::check_client_ref("client", &args.client)
+        .map_err(|e| anyhow::anyhow!("--client: {}", e.detail))?;
+    let reason = parse_reason(&args.reason)?;
+    let settings = Settings::from_env()?;
+    let infra = Infra::connect(&settings, "relais-erase").await?;
+    let eraser = Eraser::new(infra.keys.clone(), EventLog::new(infra.client.clone()), infra.db.pool().clone());
+    match eraser.erase_client(&org, &args.client, reason, "relais-cli").await {
+        Ok(e) => {
+            let how = if e.newly_erased { "erased" } else { "already erased" };
+            println!(
+                "{how}: key {} destroyed at {}, erasure event {} at sequence {}",
+                e.key_id, e.erased_at, e.event_id, e.sequence
+            );
+            Ok(())
+        }
+        Err(erasure::ErasureError::UnknownClient) => anyhow::bail!("{org} has no such client"),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `relais keys ...`.
+pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    match command {
+        KeysCommand::Rotate { batch } => {
+            let db = Infra::database(&settings).await?;
+            let keys = relais_projections::KeyStore::new(db.pool().clone(), settings.kek.clone());
+            let total = keys.count_to_rotate().await?;
+            let progress = bar(total, "re-wrapping data keys");
+            let report = keys.rotate(batch, |n| progress.set_position(n)).await?;
+            progress.finish_and_clear();
+            println!("{} data keys now wrapped by KEK {}", report.rewrapped, keys.kek().id());
+            if !report.failed.is_empty() {
+                for (key_id, why) in &report.failed {
+                    eprintln!("not re-wrapped: {key_id}: {why}");
+                }
+                anyhow::bail!(
+                    "{} data keys could not be re-wrapped; keep their KEK in RELAIS_KEK_PREVIOUS",
+                    report.failed.len()
+                );
+            }
+            println!("no key depends on a previous KEK any more: RELAIS_KEK_PREVIOUS may be emptied");
+            Ok(())
+        }
+        KeysCommand::Backup { output } => {
+            let db = Infra::database(&settings).await?;
+            let keys = relais_projections::KeyStore::new(db.pool().clone(), settings.kek.clone());
+            let progress = ProgressBar::new_spinner();
+            let backup = keys.backup(5000, |n| progress.set_message(format!("{n} keys read"))).await?;
+            progress.finish_and_clear();
+            let text = serde_json::to_vec_pretty(&backup)?;
+            write_private(&output, &text).with_context(|| format!("cannot write {}", output.display()))?;
+            println!("{} keys (KEK {}) written to {}", backup.keys.len(), backup.current_kek, output.display());
+            Ok(())
+        }
+        KeysCommand::Restore { input } => {
+            let text = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
+            let backup: KeyBackup = serde_json::from_slice(&text)
+                .with_context(|| format!("{} is not a key store backup", input.display()))?;
+            let infra = Infra::connect(&settings, "relais-keys-restore").await?;
+            let erased = erasure::erasures_in_log(&infra.stream).await?;
+            let progress = bar(backup.keys.len() as u64, "restoring data keys");
+            let report = infra.keys.restore(&backup, &erased, 1000, |n| progress.set_position(n)).await?;
+            progress.finish_and_clear();
+            println!(
+                "{} keys restored, {} already present, {} erasures recorded in the log applied again",
+                report.restored, report.already_present, report.erasures_reapplied
+            );
+            Ok(())
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// `relais retention ...`.
+pub async fn retention(command: RetentionCommand) -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let infra = Infra::connect(&settings, "relais-retention").await?;
+    let policy = &settings.retention.policy;
+    match command {
+        RetentionCommand::Sweep { dry_run: true } => {
+            let due = retention::due(infra.db.pool(), policy, Utc::now()).await?;
+            println!("{:<36}  {:<12}  last event", "key id", "org");
+            for d in &due {
+                println!("{:<36}  {:<12}  {}", d.key_id, d.org_id, d.last_event_at.format("%Y-%m-%d"));
+            }
+            println!("{} clients due for erasure", due.len());
+            Ok(())
+        }
+        RetentionCommand::Sweep { dry_run: false } => {
+            let eraser = Eraser::new(infra.keys.clone(), EventLog::new(infra.client.clone()), infra.db.pool().clone());
+            let progress = bar(0, "erasing clients past retention");
+            let report =
+                retention::sweep(&eraser, infra.db.pool(), &infra.stream, policy, Utc::now(), |done, total| {
+                    progress.set_length(total);
+                    progress.set_position(done);
+                })
+                .await?;
+            progress.finish_and_clear();
+            println!("{} clients erased (retention expired)", report.erased.len());
+            Ok(())
+        }
+    }
+}
+
+/// The retention lines of `relais status`.
+pub async fn print_retention_status(settings: &Settings, infra: &Infra) -> anyhow::Result<()> {
+    let counts = retention::due_counts(infra.db.pool(), &settings.retention.policy, Utc::now()).await?;
+    let total: u64 = counts.values().sum();
+    println!("clients due for erasure (retention): {total}");
+    for (org, n) in counts {
+        let days = settings.retention.policy.period_for(&org).num_days();
+        println!("  {org:<12}  {n:>8}  (period {days} days)");
+    }
+    Ok(())
+}

@@ -1,0 +1,1042 @@
+//! Privacy by design: erasure by crypto-shredding, subject access, the client's key for direct
+//! publishing, KEK rotation, key store backup and restore, retention, and the record of
+//! processing in docs/PRIVACY.md.
+
+use crate::helpers::*;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
+use relais::startup::{Application, ServeRole};
+use relais_domain::events::CATALOGUE;
+use relais_domain::seal::{self, DataKey};
+use relais_domain::{Envelope, StoredEvent};
+use relais_projections::retention::{self, RetentionPolicy};
+use relais_projections::{Kek, KeyLookup, KeyStore, Role};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Events
+
+fn with_time(mut e: Value, time: &str) -> Value {
+    e["time"] = json!(time);
+    e
+}
+
+fn requested(org: &str, case: &str, client: &str, note: &str) -> Value {
+    event(
+        org,
+        "relais.guidance.requested",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client, "channel": "by_person", "language": "nl", "note": note }),
+    )
+}
+
+fn accepted(org: &str, case: &str, client: &str, note: &str) -> Value {
+    event(
+        org,
+        "relais.guidance.accepted",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client, "setting": "in_detention", "legal_status": "convict", "note": note }),
+    )
+}
+
+fn intake(org: &str, case: &str, client: &str, note: &str) -> Value {
+    event(
+        org,
+        "relais.intake.held",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client, "life_domains": ["housing", "justice_procedure"], "language": "nl",
+                "interpreter": "none", "note": note }),
+    )
+}
+
+fn noted_intervention(org: &str, case: &str, client: &str, mode: &str, note: &str) -> Value {
+    let mut e = intervention(org, case, client, mode);
+    e["data"]["note"] = json!(note);
+    e
+}
+
+fn plan(org: &str, case: &str, client: &str, goals: &str) -> Value {
+    event(
+        org,
+        "relais.plan.set",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client, "life_domains": ["housing"], "goals": goals }),
+    )
+}
+
+fn consent_to_share(org: &str, case: &str, client: &str, with: &str) -> Value {
+    event(
+        org,
+        "relais.consent.given",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client, "scope": { "share_with_organisation": with } }),
+    )
+}
+
+fn referral_made(org: &str, referral: &str, case: &str, client: &str, to: &str, message: &str) -> Value {
+    event(
+        org,
+        "relais.referral.made",
+        &format!("referrals/{referral}"),
+        json!({ "client_ref": client, "destination": { "organisation": to }, "life_domains": ["housing"],
+                "case_id": case, "message": message }),
+    )
+}
+
+fn referral_received(org: &str, referral: &str, client: &str) -> Value {
+    event(org, "relais.referral.received", &format!("referrals/{referral}"), json!({ "client_ref": client }))
+}
+
+fn declined(org: &str, case: &str, client: &str) -> Value {
+    event(
+        org,
+        "relais.guidance.declined",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client, "reason": "no_capacity" }),
+    )
+}
+
+fn closed(org: &str, case: &str, client: &str, note: &str) -> Value {
+    event(
+        org,
+        "relais.guidance.closed",
+        &format!("cases/{case}"),
+        json!({ "client_ref": client, "reason": "goals_reached", "note": note }),
+    )
+}
+
+async fn post_all(app: &TestApp, token: &str, events: &[Value]) {
+    let r = app.post_batch(token, events).await;
+    let status = r.status();
+    assert_eq!(status, 201, "{}", r.text().await.unwrap_or_default());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Searching for planted values
+
+/// Values planted in the erased client's personal fields: none may be found after erasure.
+const ERASED_MARKERS: &[&str] = &["ERASE-ME", "ERASE-MARK"];
+/// Values planted in another client's personal fields: found before and after (the search
+/// works).
+const KEPT_MARKERS: &[&str] = &["KEEP-ME", "KEEP-MARK"];
+
+fn found<'a>(haystack: &str, markers: &[&'a str]) -> Vec<&'a str> {
+    markers.iter().copied().filter(|m| haystack.contains(m)).collect()
+}
+
+/// Every endpoint answer searched for the erased client's values: (role, organisation of the
+/// token, path). Endpoints added later (timelines, referrals, replay, statistics) belong here.
+fn endpoints_to_search() -> Vec<(Role, &'static str, String)> {
+    vec![
+        (Role::Org, "apo", "/v1/orgs/apo/cases".into()),
+        (Role::Org, "apo", "/v1/orgs/apo/cases?status=requested".into()),
+        (Role::Org, "apo", "/v1/orgs/apo/cases/case-erase".into()),
+        (Role::Org, "apo", "/v1/orgs/apo/cases/case-keep".into()),
+        (Role::Org, "apo", "/v1/orgs/apo/clients/cl-ERASE-ME-7q/export".into()),
+        (Role::Org, "apo", "/v1/orgs/apo/clients/cl-KEEP-ME-3r/export".into()),
+        (Role::Org, "caw-brussel", "/v1/orgs/caw-brussel/cases".into()),
+        (Role::Org, "caw-brussel", "/v1/orgs/caw-brussel/clients/caw-77/export".into()),
+        (Role::Org, "apo", "/v1/catalogue".into()),
+        (Role::Org, "apo", "/openapi.json".into()),
+    ]
+}
+
+/// The text of every answer of [`endpoints_to_search`].
+async fn endpoint_answers(app: &TestApp) -> Vec<(String, String)> {
+    let mut tokens: HashMap<(Role, &str), String> = HashMap::new();
+    let mut out = Vec::new();
+    for (role, org, path) in endpoints_to_search() {
+        let token = match tokens.get(&(role, org)) {
+            Some(t) => t.clone(),
+            None => {
+                let t = app.token(org, role).await;
+                tokens.insert((role, org), t.clone());
+                t
+            }
+        };
+        let r = app.get(&token, &path).await;
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        out.push((path, r.text().await.expect("body")));
+    }
+    out
+}
+
+/// The text of every row of every table of the database, with the tables' names.
+async fn all_table_text(pool: &sqlx::PgPool) -> Vec<(String, String)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("tables");
+    assert!(tables.len() >= 8, "{tables:?}");
+    let mut out = Vec::new();
+    for t in tables {
+        let text: Option<String> = sqlx::query_scalar(&format!("SELECT string_agg(x::text, '\n') FROM \"{t}\" x"))
+            .fetch_one(pool)
+            .await
+            .expect("table text");
+        // Binary columns read as hex in the row text: search their bytes too.
+        let binary: Vec<String> = sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name = $1 AND data_type = 'bytea'",
+        )
+        .bind(&t)
+        .fetch_all(pool)
+        .await
+        .expect("columns");
+        let mut bytes_text = String::new();
+        for c in binary {
+            let values: Vec<Option<Vec<u8>>> =
+                sqlx::query_scalar(&format!("SELECT \"{c}\" FROM \"{t}\"")).fetch_all(pool).await.expect("bytes");
+            for v in values.into_iter().flatten() {
+                bytes_text.push_str(&String::from_utf8_lossy(&v));
+            }
+        }
+        out.push((t, format!("{}\n{bytes_text}", text.unwrap_or_default())));
+    }
+    out
+}
+
+/// Every message of the stream: raw payloads, and each event decoded as a full replay reads it
+/// (personal fields opened with the key store where the key exists).
+async fn replay(app: &TestApp, keys: &KeyStore) -> (Vec<Vec<u8>>, Vec<Value>) {
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let last = app.stream_last_sequence().await;
+    let mut messages = relais_eventlog::reader::ordered_messages(&stream, "relais.ev.>", 1).await.expect("replay");
+    let (mut raw, mut events) = (Vec::new(), Vec::new());
+    while let Some(m) = messages.next().await {
+        let m = m.expect("message");
+        raw.push(m.payload.to_vec());
+        let stored = StoredEvent::decode(&m.payload).expect("decodes").into_v1();
+        let personal = match &stored.sealed {
+            Some(s) => match keys.lookup(s.key_id).await.expect("lookup") {
+                KeyLookup::Key(k) => Some(seal::open(&k, stored.id, s).expect("opens")),
+                _ => None,
+            },
+            None => None,
+        };
+        events.push(Value::Object(stored.open(personal).expect("opens").to_cloud_event()));
+        if m.sequence >= last {
+            break;
+        }
+    }
+    assert_eq!(raw.len() as u64, last);
+    (raw, events)
+}
+
+/// The statistical columns of the caseload: what erasure must not change.
+async fn caseload_statistics(pool: &sqlx::PgPool) -> String {
+    sqlx::query_scalar(
+        "SELECT string_agg(concat_ws('|', org_id, case_id, status, channel, requested_at, closed_at, legal_status,
+             in_detention, prison, life_domains::text, interventions_by_mode::text, intervention_count,
+             last_contact_at, language, last_event_at, version), '\n' ORDER BY org_id, case_id) FROM caseload",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("statistics")
+}
+
+/// Projects the whole stream again into a database of its own, with a copy of the key store
+/// and the given KEKs; returns its pool and name (drop it with [`drop_database`]).
+async fn rebuild(app: &TestApp, kek: Kek, name: &str) -> (sqlx::PgPool, String) {
+    let db_name = format!("{}_{name}", app.db_name);
+    let (mut settings, _) = test_settings(&app.settings.nats_url, &db_name);
+    settings.kek = kek;
+    settings.consumer_prefix = name.into();
+    settings.retention.sweep_every = None;
+    relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("rebuild database");
+    let pool = sqlx::PgPool::connect(&settings.database_url).await.expect("rebuild pool");
+    type KeyRow = (Uuid, String, Vec<u8>, Option<Vec<u8>>, String, Option<DateTime<Utc>>);
+    let keys: Vec<KeyRow> =
+        sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at FROM client_keys")
+            .fetch_all(&app.pool)
+            .await
+            .expect("keys");
+    for (id, org, hash, wrapped, kek, erased_at) in keys {
+        sqlx::query(
+            "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(org)
+        .bind(hash)
+        .bind(wrapped)
+        .bind(kek)
+        .bind(erased_at)
+        .execute(&pool)
+        .await
+        .expect("key copied");
+    }
+    let projector = Application::build(&settings, ServeRole::Projector).await.expect("rebuild projector");
+    let stop = projector.shutdown_token();
+    tokio::spawn(projector.run_until_stopped());
+    let target = app.stream_last_sequence().await;
+    wait_for_checkpoint(&pool, relais_projections::worker::VALIDATOR, target).await;
+    for view in relais_projections::worker::default_views() {
+        wait_for_checkpoint(&pool, view.name(), target).await;
+    }
+    stop.cancel();
+    (pool, db_name)
+}
+
+async fn drop_database(pool: sqlx::PgPool, name: &str) {
+    pool.close().await;
+    let admin = sqlx::PgPool::connect(ADMIN_DB_URL).await.expect("admin");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.expect("dropped");
+}
+
+fn b64(bytes: &[u8]) -> [u8; 32] {
+    bytes.try_into().expect("32 bytes")
+}
+
+fn decode32(text: &str) -> [u8; 32] {
+    b64(&base64::engine::general_purpose::STANDARD.decode(text).expect("base64"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Erasure
+
+#[tokio::test]
+async fn an_erased_client_leaves_no_personal_value_in_any_answer_table_replay_or_rebuild() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let caw = app.token("caw-brussel", Role::Org).await;
+    let erase_me = "cl-ERASE-ME-7q";
+    let keep_me = "cl-KEEP-ME-3r";
+    post_all(
+        &app,
+        &apo,
+        &[
+            requested("apo", "case-erase", erase_me, "ERASE-MARK-request vraagt hulp bij woning"),
+            accepted("apo", "case-erase", erase_me, "ERASE-MARK-accepted"),
+            intake("apo", "case-erase", erase_me, "ERASE-MARK-intake psychiatrisch verleden"),
+            noted_intervention("apo", "case-erase", erase_me, "informing", "ERASE-MARK-intervention"),
+            noted_intervention("apo", "case-erase", erase_me, "planning", "ERASE-MARK-intervention-2"),
+            plan("apo", "case-erase", erase_me, "ERASE-MARK-goals woning"),
+            consent_to_share("apo", "case-erase", erase_me, "caw-brussel"),
+            referral_made("apo", "ref-erase", "case-erase", erase_me, "caw-brussel", "ERASE-MARK-message aan CAW"),
+            requested("apo", "case-keep", keep_me, "KEEP-MARK-request"),
+            accepted("apo", "case-keep", keep_me, "KEEP-MARK-accepted"),
+            noted_intervention("apo", "case-keep", keep_me, "informing", "KEEP-MARK-intervention"),
+        ],
+    )
+    .await;
+    post_all(&app, &caw, &[referral_received("caw-brussel", "ref-erase", "caw-77")]).await;
+    post_all(&app, &apo, &[closed("apo", "case-erase", erase_me, "ERASE-MARK-closed")]).await;
+    app.wait_for_views().await;
+
+    // Before: the planted values are found where they belong (the search can find them).
+    let before: Value = app.export(&apo, "apo", erase_me).await.json().await.expect("export");
+    assert_eq!(before["erased"], false);
+    assert_eq!(found(&before.to_string(), ERASED_MARKERS), ERASED_MARKERS.to_vec());
+    let tables = all_table_text(&app.pool).await;
+    assert!(tables.iter().any(|(t, text)| t == "caseload" && text.contains(erase_me)));
+    let statistics_before = caseload_statistics(&app.pool).await;
+    let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let (_, events_before) = replay(&app, &keys).await;
+    assert!(!found(&Value::Array(events_before).to_string(), ERASED_MARKERS).is_empty());
+
+    // Erase.
+    let r = app.erase(&apo, "apo", erase_me).await;
+    assert_eq!(r.status(), 202);
+    let erasure: Value = r.json().await.expect("json");
+    assert_eq!(erasure["erased"], true);
+    assert!(found(&erasure.to_string(), ERASED_MARKERS).is_empty());
+    let r = app.export(&apo, "apo", erase_me).await;
+    assert_eq!(r.status(), 200);
+    let after: Value = r.json().await.expect("json");
+    assert_eq!(after["erased"], true, "the erasure is complete at once: {after}");
+    assert_eq!(after["client"]["key_id"], erasure["key_id"]);
+    app.wait_for_views().await;
+
+    // No endpoint answer holds anything of the erased client; the kept client is still there.
+    let answers = endpoint_answers(&app).await;
+    for (path, text) in &answers {
+        assert!(found(text, ERASED_MARKERS).is_empty(), "{path} holds {:?}: {text}", found(text, ERASED_MARKERS));
+    }
+    let all_answers: String = answers.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(found(&all_answers, KEPT_MARKERS), KEPT_MARKERS.to_vec());
+
+    // No row of any table holds it.
+    for (table, text) in all_table_text(&app.pool).await {
+        assert!(found(&text, ERASED_MARKERS).is_empty(), "table {table} holds {:?}", found(&text, ERASED_MARKERS));
+    }
+
+    // The log never held it in the clear, and a full replay reads nothing of it any more.
+    let (raw, events) = replay(&app, &keys).await;
+    for payload in &raw {
+        let text = String::from_utf8_lossy(payload);
+        assert!(found(&text, ERASED_MARKERS).is_empty() && found(&text, KEPT_MARKERS).is_empty());
+    }
+    let replayed = Value::Array(events.clone()).to_string();
+    assert!(found(&replayed, ERASED_MARKERS).is_empty(), "{:?}", found(&replayed, ERASED_MARKERS));
+    assert_eq!(found(&replayed, KEPT_MARKERS), KEPT_MARKERS.to_vec());
+    // Each of the erased client's events still shows its type, time and statistical facts.
+    let erased_events: Vec<&Value> = events.iter().filter(|e| e["personaldata"] == "erased").collect();
+    assert_eq!(erased_events.len(), 9);
+    let intake = erased_events.iter().find(|e| e["type"] == "relais.intake.held").expect("intake");
+    assert_eq!(intake["data"]["life_domains"], json!(["housing", "justice_procedure"]));
+    assert!(intake["data"].get("client_ref").is_none() && intake["data"].get("note").is_none());
+    // The erasure itself holds no personal data, and names no case.
+    let erased = events.iter().find(|e| e["type"] == "relais.client.erased").expect("erasure event");
+    assert_eq!(erased["data"], json!({ "reason": "client_request" }));
+    assert_eq!(erased["subject"], format!("clients/{}", erasure["key_id"].as_str().expect("key id")));
+
+    // Statistics of the past do not change.
+    assert_eq!(caseload_statistics(&app.pool).await, statistics_before);
+
+    // A rebuild from the start of the stream gives the same views.
+    let (clean, clean_name) = rebuild(&app, app.settings.kek.clone(), "rebuild").await;
+    for (table, order) in [("caseload", "org_id, case_id"), ("client_events", "key_id, seq")] {
+        let live = table_checksum(&app.pool, table, order).await;
+        assert!(live.0 > 0);
+        assert_eq!(table_checksum(&clean, table, order).await, live, "{table}");
+    }
+    for (table, text) in all_table_text(&clean).await {
+        assert!(found(&text, ERASED_MARKERS).is_empty(), "rebuilt table {table}");
+    }
+    drop_database(clean, &clean_name).await;
+}
+
+#[tokio::test]
+async fn erasure_is_idempotent_refused_to_others_and_nothing_new_is_recorded_about_the_client() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(&app, &apo, &[requested("apo", "case-1", "cl-1", "n"), requested("apo", "case-2", "cl-2", "n")]).await;
+
+    // Unknown clients, other organisations, other roles, bad references.
+    assert_eq!(app.erase(&apo, "apo", "cl-never-seen").await.status(), 404);
+    let dsr = app.token("dsr", Role::Org).await;
+    assert_eq!(app.erase(&dsr, "apo", "cl-1").await.status(), 403);
+    assert_eq!(app.erase(&dsr, "dsr", "cl-1").await.status(), 404, "dsr has no client cl-1");
+    let auditor = app.token("apo", Role::Auditor).await;
+    assert_eq!(app.erase(&auditor, "apo", "cl-1").await.status(), 403);
+    assert_eq!(app.export(&dsr, "apo", "cl-1").await.status(), 403);
+    assert_eq!(app.erase(&apo, "apo", "bad%20ref").await.status(), 400);
+    let r = app
+        .http
+        .post(format!("{}/v1/orgs/apo/clients/cl-1/erasure", app.address))
+        .bearer_auth(&apo)
+        .header("content-type", "application/json")
+        .body(r#"{"reason":"boredom"}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 400);
+    assert_eq!(app.stream_messages().await, 2, "refused erasures store nothing");
+
+    // Twice: one erasure, one event.
+    let first = app.erase(&apo, "apo", "cl-1").await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.expect("json");
+    let second = app.erase(&apo, "apo", "cl-1").await;
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.expect("json");
+    assert_eq!(first["event_id"], second["event_id"]);
+    assert_eq!(first["sequence"], second["sequence"]);
+    assert_eq!(app.stream_messages().await, 3);
+
+    // The command line erases through the same function.
+    let (ok, out, err) = app.run_relais(&["erase", "--org", "apo", "--client", "cl-1"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("already erased"), "{out}");
+    let (ok, out, err) =
+        app.run_relais(&["erase", "--org", "apo", "--client", "cl-2", "--reason", "client_request"], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("erased"), "{out}");
+    let (ok, _, err) = app.run_relais(&["erase", "--org", "apo", "--client", "cl-nobody"], &[]).await;
+    assert!(!ok && err.contains("no such client"), "{err}");
+    assert_eq!(app.stream_messages().await, 4);
+    let export: Value = app.export(&apo, "apo", "cl-2").await.json().await.expect("json");
+    assert_eq!(export["erased"], true);
+
+    // Nothing new is recorded about an erased client, and its key is not handed out.
+    let r = app.post_event(&apo, &noted_intervention("apo", "case-1", "cl-1", "informing", "x")).await;
+    assert_eq!(r.status(), 409);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["type"], "urn:relais:problem:client-erased");
+    assert_eq!(app.post_empty(&apo, "/v1/orgs/apo/clients/cl-1/key").await.status(), 409);
+
+    // Erasures are recorded by Relais only: not over the ingest endpoint, and a direct one
+    // for a key that was not destroyed is quarantined.
+    let key_id = Uuid::parse_str(first["key_id"].as_str().expect("key id")).expect("uuid");
+    let forged =
+        event("apo", "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
+    let r = app.post_event(&apo, &forged).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["pointer"], "/type");
+    post_all(&app, &apo, &[requested("apo", "case-3", "cl-3", "n")]).await;
+    let live_key: Uuid = sqlx::query_scalar("SELECT key_id FROM client_keys WHERE erased_at IS NULL")
+        .fetch_one(&app.pool)
+        .await
+        .expect("key");
+    let (envelope, _) = Envelope::from_cloud_event(
+        event("apo", "relais.client.erased", &format!("clients/{live_key}"), json!({ "reason": "client_request" })),
+        Utc::now(),
+        "direct",
+    )
+    .expect("valid envelope");
+    let bytes = StoredEvent::V1(envelope.split_for_storage().0).encode();
+    let subject = format!("relais.ev.apo.clients.{live_key}");
+    app.js.publish(subject, bytes.into()).await.expect("sent").await.expect("ack");
+    app.wait_for_views().await;
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
+    assert_eq!(reasons, vec!["erasure-without-key".to_owned()]);
+    let case: Value = app.get(&apo, "/v1/orgs/apo/cases/case-3").await.json().await.expect("json");
+    assert_eq!(case["client_ref"], "cl-3", "a forged erasure blanks nothing");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subject access
+
+#[tokio::test]
+async fn the_export_holds_the_clients_events_cases_and_who_read_them() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(
+        &app,
+        &apo,
+        &[
+            requested("apo", "case-1", "cl-1", "vraagt hulp"),
+            accepted("apo", "case-1", "cl-1", "aanvaard"),
+            noted_intervention("apo", "case-1", "cl-1", "informing", "uitleg over procedure"),
+            consent_to_share("apo", "case-1", "cl-1", "caw-brussel"),
+            referral_made("apo", "ref-1", "case-1", "cl-1", "caw-brussel", "zoekt woning"),
+            requested("apo", "case-2", "cl-2", "another client"),
+        ],
+    )
+    .await;
+    app.wait_for_views().await;
+    assert_eq!(app.get(&apo, "/v1/orgs/apo/cases/case-1").await.status(), 200);
+
+    let r = app.export(&apo, "apo", "cl-1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let export: Value = r.json().await.expect("json");
+    assert_eq!(export["organisation"], "apo");
+    assert_eq!(export["client"]["client_ref"], "cl-1");
+    assert_eq!(export["erased"], false);
+    let events = export["events"].as_array().expect("events");
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().expect("type")).collect();
+    assert_eq!(
+        types,
+        [
+            "relais.guidance.requested",
+            "relais.guidance.accepted",
+            "relais.intervention.recorded",
+            "relais.consent.given",
+            "relais.referral.made"
+        ]
+    );
+    assert_eq!(events[2]["data"]["note"], "uitleg over procedure");
+    assert_eq!(events[4]["data"]["message"], "zoekt woning");
+    assert_eq!(events[2]["sequence"], 3);
+    assert_eq!(events[2]["titles"]["fr"], "Intervention enregistrée");
+    assert!(!export.to_string().contains("another client"), "only this client's events");
+    assert_eq!(export["cases"].as_array().expect("cases").len(), 1);
+    assert_eq!(export["cases"][0]["case_id"], "case-1");
+    assert!(export.get("problems").is_none());
+    let actions: Vec<&str> =
+        export["access"].as_array().expect("access").iter().map(|a| a["action"].as_str().expect("action")).collect();
+    assert_eq!(actions, ["case.read", "client.export"], "the export records itself");
+    // Access records name the client by key id, never by reference.
+    let resources: Vec<String> =
+        sqlx::query_scalar("SELECT resource FROM access_log").fetch_all(&app.pool).await.expect("resources");
+    assert!(resources.iter().all(|r| !r.contains("cl-1")), "{resources:?}");
+
+    assert_eq!(app.export(&apo, "apo", "cl-unknown").await.status(), 404);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct publishing
+
+#[tokio::test]
+async fn an_event_sealed_by_the_organisation_and_published_on_nats_is_accepted_one_in_the_clear_is_not() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    // The NGO's system obtains the client's data key with its organisation's token.
+    let r = app.post_empty(&apo, "/v1/orgs/apo/clients/cl-direct/key").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let key: Value = r.json().await.expect("json");
+    let key_id = Uuid::parse_str(key["key_id"].as_str().expect("key id")).expect("uuid");
+    let data_key = DataKey::from_bytes(decode32(key["key"].as_str().expect("key")));
+    let again: Value = app.post_empty(&apo, "/v1/orgs/apo/clients/cl-direct/key").await.json().await.expect("json");
+    assert_eq!(again["key_id"], key["key_id"], "one key per client");
+    let dsr = app.token("dsr", Role::Org).await;
+    assert_eq!(app.post_empty(&dsr, "/v1/orgs/apo/clients/cl-direct/key").await.status(), 403);
+
+    // It seals with relais-domain and publishes with the event id as message id.
+    let ce = requested("apo", "case-direct", "cl-direct", "sealed by the NGO");
+    let (envelope, _) = Envelope::from_cloud_event(ce, Utc::now(), "apo-system").expect("valid");
+    let (mut stored, personal) = envelope.split_for_storage();
+    let nonce: [u8; 24] = rand::random();
+    stored.sealed = Some(seal::seal(&data_key, key_id, envelope.id, nonce, &personal));
+    let bytes = StoredEvent::V1(stored).encode();
+    let ack = app
+        .js
+        .send_publish(
+            "relais.ev.apo.cases.case-direct",
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(bytes.into())
+                .message_id(envelope.id.to_string().as_str()),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+    assert!(!ack.duplicate);
+
+    // The same in the clear is quarantined.
+    let (clear, _) = Envelope::from_cloud_event(
+        requested("apo", "case-clear", "cl-clear", "in the clear"),
+        Utc::now(),
+        "apo-system",
+    )
+    .expect("valid");
+    let mut stored = clear.split_for_storage().0;
+    stored.data = clear.data.encode();
+    app.js
+        .publish("relais.ev.apo.cases.case-clear", StoredEvent::V1(stored).encode().into())
+        .await
+        .expect("sent")
+        .await
+        .expect("ack");
+    app.wait_for_views().await;
+
+    let case: Value = app.get(&apo, "/v1/orgs/apo/cases/case-direct").await.json().await.expect("json");
+    assert_eq!(case["client_ref"], "cl-direct");
+    let export: Value = app.export(&apo, "apo", "cl-direct").await.json().await.expect("json");
+    assert_eq!(export["events"][0]["data"]["note"], "sealed by the NGO");
+    assert_eq!(app.get(&apo, "/v1/orgs/apo/cases/case-clear").await.status(), 404);
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
+    assert_eq!(reasons, vec!["personal-data-in-clear".to_owned()]);
+    let payload: Vec<u8> =
+        sqlx::query_scalar("SELECT payload FROM quarantine").fetch_one(&app.pool).await.expect("row");
+    assert!(payload.is_empty(), "personal fields in the clear are not copied out of the log");
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM access_log WHERE action = 'client.key'")
+        .fetch_all(&app.pool)
+        .await
+        .expect("rows");
+    assert_eq!(actions.len(), 2, "handing out a key is recorded");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys: typed outcomes, rotation, backup and restore
+
+#[tokio::test]
+async fn a_damaged_or_missing_key_is_a_typed_outcome_and_stops_no_worker() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(
+        &app,
+        &apo,
+        &[
+            requested("apo", "case-a", "cl-a", "a"),
+            accepted("apo", "case-a", "cl-a", "a1"),
+            noted_intervention("apo", "case-a", "cl-a", "informing", "a2"),
+        ],
+    )
+    .await;
+    app.wait_for_views().await;
+    let (key_a,): (Uuid,) = sqlx::query_as("SELECT key_id FROM client_keys").fetch_one(&app.pool).await.expect("key");
+    sqlx::query("UPDATE client_keys SET wrapped_key = decode(repeat('ab', 72), 'hex')")
+        .execute(&app.pool)
+        .await
+        .expect("damaged");
+
+    // A reader without the key in memory gets a typed outcome naming the key.
+    let fresh = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    assert_eq!(fresh.lookup(key_a).await.expect("lookup"), KeyLookup::Damaged);
+    let unknown = Uuid::new_v4();
+    assert_eq!(fresh.lookup(unknown).await.expect("lookup"), KeyLookup::Unknown);
+    // A KEK that is not configured is an error that names the key, for the operator.
+    let other = KeyStore::new(app.pool.clone(), Kek::new(rand::random(), rand::random()));
+    let e = other.lookup(key_a).await.expect_err("unknown KEK");
+    assert!(e.to_string().contains(&key_a.to_string()), "{e}");
+
+    // An export from a process without the key in memory names every unreadable event.
+    let (mut settings, _) = test_settings(&app.settings.nats_url, &app.db_name);
+    settings.kek = app.settings.kek.clone();
+    settings.retention.sweep_every = None;
+    let gateway = Application::build(&settings, ServeRole::Gateway).await.expect("gateway");
+    let address = format!("http://127.0.0.1:{}", gateway.port().expect("port"));
+    let stop = gateway.shutdown_token();
+    tokio::spawn(gateway.run_until_stopped());
+    let export: Value = app
+        .http
+        .get(format!("{address}/v1/orgs/apo/clients/cl-a/export"))
+        .bearer_auth(&apo)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    stop.cancel();
+    let problems = export["problems"].as_array().expect("problems");
+    assert_eq!(problems.len(), 3, "{export}");
+    let events = export["events"].as_array().expect("events");
+    for (p, e) in problems.iter().zip(events) {
+        assert_eq!(p["event_id"], e["id"]);
+        assert!(p["problem"].as_str().expect("text").contains("damaged"));
+        assert_eq!(e["personaldata"], "unreadable");
+        assert!(e["data"].get("note").is_none());
+    }
+
+    // A rebuild over the damaged key store reaches the end: the events read as unreadable.
+    post_all(&app, &apo, &[requested("apo", "case-b", "cl-b", "b")]).await;
+    let (clean, name) = rebuild(&app, app.settings.kek.clone(), "damaged").await;
+    let refs: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT case_id, client_ref FROM caseload ORDER BY case_id")
+            .fetch_all(&clean)
+            .await
+            .expect("rows");
+    assert_eq!(refs, vec![("case-a".to_owned(), None), ("case-b".to_owned(), Some("cl-b".to_owned()))]);
+    drop_database(clean, &name).await;
+}
+
+#[tokio::test]
+async fn rotating_the_kek_keeps_every_event_that_was_not_erased_readable() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let mut events = Vec::new();
+    for i in 0..5 {
+        events.push(requested("apo", &format!("case-{i}"), &format!("cl-{i}"), &format!("note {i}")));
+    }
+    post_all(&app, &apo, &events).await;
+    assert_eq!(app.erase(&apo, "apo", "cl-4").await.status(), 202);
+    app.wait_for_views().await;
+
+    let kek1 = decode32(&app.kek_b64.0);
+    let pepper = decode32(&app.kek_b64.1);
+    let kek2: [u8; 32] = rand::random();
+    let kek2_b64 = base64::engine::general_purpose::STANDARD.encode(kek2);
+    let only_kek2 = Kek::new(kek2, pepper);
+    let key_ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT key_id FROM client_keys ORDER BY key_id").fetch_all(&app.pool).await.expect("ids");
+    // Before: KEK2 alone cannot read keys wrapped by KEK1 (a configuration error, named).
+    let before = KeyStore::new(app.pool.clone(), only_kek2.clone());
+    assert!(matches!(before.lookup_many(&key_ids).await, Err(relais_projections::KeyError::UnknownKek { .. })));
+
+    // Rotate with KEK2 current and KEK1 previous.
+    let env = [("RELAIS_KEK", kek2_b64.as_str()), ("RELAIS_KEK_PREVIOUS", app.kek_b64.0.as_str())];
+    let (ok, out, err) = app.run_relais(&["keys", "rotate", "--batch", "2"], &env).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("4 data keys now wrapped"), "{out}");
+    let keks: Vec<(String, bool)> = sqlx::query_as("SELECT kek_id, erased_at IS NOT NULL FROM client_keys ORDER BY 1")
+        .fetch_all(&app.pool)
+        .await
+        .expect("rows");
+    let kek1_id = Kek::new(kek1, pepper).id().to_owned();
+    assert_eq!(keks.iter().filter(|(k, e)| *k == only_kek2.id() && !e).count(), 4);
+    assert_eq!(keks.iter().filter(|(k, e)| *k == kek1_id && *e).count(), 1, "the tombstone stays a tombstone");
+    let (ok, out, _) = app.run_relais(&["keys", "rotate"], &env).await;
+    assert!(ok && out.contains("0 data keys now wrapped"), "{out}");
+
+    // KEK1 dropped from configuration: every event not erased is readable, the erased one not.
+    let after = KeyStore::new(app.pool.clone(), only_kek2.clone());
+    let (_, replayed) = replay(&app, &after).await;
+    let requests: Vec<&Value> = replayed.iter().filter(|e| e["type"] == "relais.guidance.requested").collect();
+    assert_eq!(requests.len(), 5);
+    for e in &requests {
+        let erased = e["subject"] == "cases/case-4";
+        assert_eq!(e["personaldata"] == "erased", erased, "{e}");
+        assert_eq!(e["data"].get("note").is_some(), !erased, "{e}");
+    }
+    let (clean, name) = rebuild(&app, only_kek2, "rotated").await;
+    let live = table_checksum(&app.pool, "caseload", "org_id, case_id").await;
+    assert_eq!(table_checksum(&clean, "caseload", "org_id, case_id").await, live);
+    drop_database(clean, &name).await;
+}
+
+#[tokio::test]
+async fn a_key_store_restored_from_a_backup_reads_every_event_again_and_no_erasure_is_undone() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(
+        &app,
+        &apo,
+        &[
+            requested("apo", "case-a", "cl-a", "note of a"),
+            requested("apo", "case-b", "cl-b", "note of b"),
+            requested("apo", "case-c", "cl-c", "note of c"),
+        ],
+    )
+    .await;
+    assert_eq!(app.erase(&apo, "apo", "cl-c").await.status(), 202);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("keys.json");
+    let file_arg = file.to_str().expect("path");
+    let (ok, out, err) = app.run_relais(&["keys", "backup", "--output", file_arg], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("3 keys"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).expect("file").permissions().mode() & 0o777, 0o600);
+    }
+    let text = std::fs::read_to_string(&file).expect("backup");
+    assert!(!text.contains("cl-a"), "the backup names no client reference");
+    let (ok, _, err) = app.run_relais(&["keys", "backup", "--output", file_arg], &[]).await;
+    assert!(!ok && err.contains("cannot write"), "an existing backup is never overwritten: {err}");
+
+    // cl-b is erased after the backup was taken.
+    assert_eq!(app.erase(&apo, "apo", "cl-b").await.status(), 202);
+    app.wait_for_views().await;
+
+    // The key store is lost.
+    sqlx::query("DELETE FROM client_keys").execute(&app.pool).await.expect("lost");
+    let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let (_, lost) = replay(&app, &keys).await;
+    assert!(!Value::Array(lost).to_string().contains("note of a"), "without keys nothing personal reads");
+    assert_eq!(app.export(&apo, "apo", "cl-a").await.status(), 404);
+
+    // Restored: everything not erased reads again, and both erasures hold.
+    let (ok, out, err) = app.run_relais(&["keys", "restore", "--input", file_arg], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("3 keys restored"), "{out}");
+    let (_, restored) = replay(&app, &keys).await;
+    let text = Value::Array(restored).to_string();
+    assert!(text.contains("note of a"));
+    assert!(!text.contains("note of b") && !text.contains("note of c"), "no erasure is undone");
+    let a: Value = app.export(&apo, "apo", "cl-a").await.json().await.expect("json");
+    assert_eq!(a["events"][0]["data"]["note"], "note of a");
+    let b: Value = app.export(&apo, "apo", "cl-b").await.json().await.expect("json");
+    assert_eq!(b["erased"], true);
+    // Idempotent.
+    let (ok, out, err) = app.run_relais(&["keys", "restore", "--input", file_arg], &[]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("0 keys restored, 3 already present"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention
+
+fn days_ago(now: DateTime<Utc>, days: i64) -> String {
+    (now - Duration::days(days)).to_rfc3339()
+}
+
+#[tokio::test]
+async fn the_retention_sweep_erases_exactly_the_clients_past_their_period() {
+    let app = spawn_app_with_settings(ServeRole::All, |s| s.retention.sweep_every = None).await;
+    let now = Utc::now();
+    let dsr = app.token("dsr", Role::Org).await;
+    let apo = app.token("apo", Role::Org).await;
+    let t = |days| days_ago(now, days);
+    post_all(
+        &app,
+        &dsr,
+        &[
+            // Closed long ago: due.
+            with_time(requested("dsr", "d1", "cl-d1", "x"), &t(2000)),
+            with_time(accepted("dsr", "d1", "cl-d1", "x"), &t(2000)),
+            with_time(closed("dsr", "d1", "cl-d1", "x"), &t(1900)),
+            // One case closed long ago, another still open: not due.
+            with_time(requested("dsr", "d2a", "cl-d2", "x"), &t(2000)),
+            with_time(accepted("dsr", "d2a", "cl-d2", "x"), &t(2000)),
+            with_time(closed("dsr", "d2a", "cl-d2", "x"), &t(1900)),
+            with_time(requested("dsr", "d2b", "cl-d2", "x"), &t(1800)),
+            // Closed 100 days ago: due only once a year has passed.
+            with_time(requested("dsr", "d3", "cl-d3", "x"), &t(400)),
+            with_time(accepted("dsr", "d3", "cl-d3", "x"), &t(400)),
+            with_time(closed("dsr", "d3", "cl-d3", "x"), &t(100)),
+            // Declined long ago: due.
+            with_time(requested("dsr", "d4", "cl-d4", "x"), &t(3000)),
+            with_time(declined("dsr", "d4", "cl-d4"), &t(2990)),
+            // Closed, then a new request on the same case that is still open: not due.
+            with_time(requested("dsr", "d5", "cl-d5", "x"), &t(3000)),
+            with_time(accepted("dsr", "d5", "cl-d5", "x"), &t(3000)),
+            with_time(closed("dsr", "d5", "cl-d5", "x"), &t(2900)),
+            with_time(requested("dsr", "d5", "cl-d5", "x"), &t(2800)),
+        ],
+    )
+    .await;
+    post_all(
+        &app,
+        &apo,
+        &[
+            // apo keeps ten years: closed six years ago is not due, twelve years ago is.
+            with_time(requested("apo", "a1", "cl-a1", "x"), &t(2300)),
+            with_time(accepted("apo", "a1", "cl-a1", "x"), &t(2300)),
+            with_time(closed("apo", "a1", "cl-a1", "x"), &t(2200)),
+            with_time(requested("apo", "a2", "cl-a2", "x"), &t(4500)),
+            with_time(accepted("apo", "a2", "cl-a2", "x"), &t(4500)),
+            with_time(closed("apo", "a2", "cl-a2", "x"), &t(4400)),
+        ],
+    )
+    .await;
+    app.wait_for_views().await;
+    let policy = RetentionPolicy::parse("default=365,apo=3650").expect("policy");
+    let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let mut key_of = HashMap::new();
+    for (org, client) in [("dsr", "cl-d1"), ("dsr", "cl-d2"), ("dsr", "cl-d3"), ("dsr", "cl-d4")] {
+        let id = keys.find_client(&relais_domain::OrgId::parse(org).expect("org"), client).await.expect("key");
+        key_of.insert(id.expect("known").0, client);
+    }
+    for (org, client) in [("dsr", "cl-d5"), ("apo", "cl-a1"), ("apo", "cl-a2")] {
+        let id = keys.find_client(&relais_domain::OrgId::parse(org).expect("org"), client).await.expect("key");
+        key_of.insert(id.expect("known").0, client);
+    }
+    let due_names = |due: Vec<retention::DueClient>| {
+        let mut names: Vec<&str> = due.iter().map(|d| key_of[&d.key_id]).collect();
+        names.sort_unstable();
+        names
+    };
+
+    // The clock is ours: now, and a year later.
+    assert_eq!(due_names(retention::due(&app.pool, &policy, now).await.expect("due")), ["cl-a2", "cl-d1", "cl-d4"]);
+    let later = now + Duration::days(300);
+    assert_eq!(
+        due_names(retention::due(&app.pool, &policy, later).await.expect("due")),
+        ["cl-a2", "cl-d1", "cl-d3", "cl-d4"]
+    );
+
+    // `relais status` shows what is due.
+    let env = [("RELAIS_RETENTION", "default=365,apo=3650")];
+    let (ok, out, err) = app.run_relais(&["status"], &env).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("clients due for erasure (retention): 3"), "{out}");
+
+    // The sweep erases exactly those.
+    let eraser = relais_projections::erasure::Eraser::new(
+        keys.clone(),
+        relais_eventlog::EventLog::new(app.js.client()),
+        app.pool.clone(),
+    );
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let report = retention::sweep(&eraser, &app.pool, &stream, &policy, now, |_, _| {}).await.expect("sweep");
+    let mut erased: Vec<&str> = report.erased.iter().map(|e| key_of[&e.key_id]).collect();
+    erased.sort_unstable();
+    assert_eq!(erased, ["cl-a2", "cl-d1", "cl-d4"]);
+    for (org, token, client, expect_erased) in [
+        ("dsr", &dsr, "cl-d1", true),
+        ("dsr", &dsr, "cl-d2", false),
+        ("dsr", &dsr, "cl-d3", false),
+        ("dsr", &dsr, "cl-d4", true),
+        ("dsr", &dsr, "cl-d5", false),
+        ("apo", &apo, "cl-a1", false),
+        ("apo", &apo, "cl-a2", true),
+    ] {
+        let export: Value = app.export(token, org, client).await.json().await.expect("json");
+        assert_eq!(export["erased"], expect_erased, "{client}");
+    }
+    app.wait_for_views().await;
+    let reasons: Vec<Value> = replay(&app, &keys)
+        .await
+        .1
+        .into_iter()
+        .filter(|e| e["type"] == "relais.client.erased")
+        .map(|e| e["data"]["reason"].clone())
+        .collect();
+    assert_eq!(reasons, vec![json!("retention_expired"); 3]);
+    let (ok, out, err) = app.run_relais(&["status"], &env).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("clients due for erasure (retention): 0"), "{out}");
+    let again = retention::sweep(&eraser, &app.pool, &stream, &policy, now, |_, _| {}).await.expect("sweep");
+    assert!(again.erased.is_empty());
+}
+
+#[tokio::test]
+async fn the_projector_process_sweeps_periodically() {
+    let app = spawn_app_with_settings(ServeRole::All, |s| {
+        s.retention.policy = RetentionPolicy::parse("default=30").expect("policy");
+        s.retention.sweep_every = Some(std::time::Duration::from_millis(300));
+    })
+    .await;
+    let org = app.token("dsr", Role::Org).await;
+    let old = (Utc::now() - Duration::days(100)).to_rfc3339();
+    post_all(
+        &app,
+        &org,
+        &[
+            with_time(requested("dsr", "c-old", "cl-old", "x"), &old),
+            with_time(accepted("dsr", "c-old", "cl-old", "x"), &old),
+            with_time(closed("dsr", "c-old", "cl-old", "x"), &old),
+            with_time(requested("dsr", "c-open", "cl-open", "x"), &old),
+        ],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let export: Value = app.export(&org, "dsr", "cl-old").await.json().await.expect("json");
+        if export["erased"] == true {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the periodic sweep never erased cl-old");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let open: Value = app.export(&org, "dsr", "cl-open").await.json().await.expect("json");
+    assert_eq!(open["erased"], false);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The record of processing
+
+/// The table of docs/PRIVACY.md between its markers, generated from the catalogue.
+fn field_table() -> String {
+    let mut out = String::from("| Event type | Personal (sealed) | Statistical (in the clear) |\n|---|---|---|\n");
+    for spec in CATALOGUE {
+        let schema = spec.schema();
+        let names: Vec<&String> = schema["properties"].as_object().map(|p| p.keys().collect()).unwrap_or_default();
+        let class = |c: &str| -> String {
+            let fields: Vec<String> = names
+                .iter()
+                .filter(|n| schema["properties"][n.as_str()]["x-relais-class"] == c)
+                .map(|n| format!("`{n}`"))
+                .collect();
+            if fields.is_empty() { "none".into() } else { fields.join(", ") }
+        };
+        out.push_str(&format!("| `{}` | {} | {} |\n", spec.name, class("personal"), class("statistical")));
+    }
+    out
+}
+
+#[test]
+fn privacy_md_lists_every_field_of_every_event_type_with_its_class() {
+    let doc = include_str!("../../docs/PRIVACY.md");
+    let begin = "<!-- fields:begin (generated from the catalogue; a test keeps it true) -->\n";
+    let end = "<!-- fields:end -->";
+    let start = doc.find(begin).expect("begin marker") + begin.len();
+    let stop = doc.find(end).expect("end marker");
+    let expected = field_table();
+    assert!(
+        doc[start..stop] == expected,
+        "docs/PRIVACY.md is out of date with the catalogue; paste this between the markers:\n{expected}"
+    );
+    for spec in CATALOGUE {
+        for field in spec.personal_fields {
+            assert_eq!(spec.schema()["properties"][*field]["x-relais-class"], "personal", "{}.{field}", spec.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_catalogue_classes_every_field_and_marks_erasure_as_recorded_by_relais() {
+    let app = spawn_app().await;
+    let catalogue: Value =
+        app.http.get(format!("{}/v1/catalogue", app.address)).send().await.expect("sent").json().await.expect("json");
+    for t in catalogue["event_types"].as_array().expect("types") {
+        for (name, class) in t["fields"].as_object().expect("fields") {
+            assert_eq!(t["schema"]["properties"][name]["x-relais-class"], *class, "{}.{name}", t["type"]);
+        }
+        let has_client = t["schema"]["properties"].get("client_ref").is_some();
+        if has_client {
+            assert_eq!(t["fields"]["client_ref"], "personal", "{}", t["type"]);
+        }
+        assert_eq!(t["publishable"], t["type"] != "relais.client.erased");
+    }
+    let openapi: Value =
+        app.http.get(format!("{}/openapi.json", app.address)).send().await.expect("sent").json().await.expect("json");
+    for (path, method) in [("erasure", "post"), ("export", "get"), ("key", "post")] {
+        let op = &openapi["paths"][format!("/v1/orgs/{{org}}/clients/{{client}}/{path}")][method];
+        assert!(op["responses"].is_object(), "{path}");
+    }
+    assert!(openapi["paths"]["/v1/orgs/{org}/cases"]["get"].is_object());
+}
