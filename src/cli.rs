@@ -1,4 +1,5 @@
-//! The command line: `relais serve | token | demo | status | rebuild | erase | keys | retention`.
+//! The command line: `relais serve | token | deploy | demo | status | rebuild | erase | keys | retention |
+//! replay | verify | checkpoint | audit | case`.
 
 use crate::config::Settings;
 use crate::startup::{Application, Infra, ServeRole};
@@ -29,6 +30,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Writes deployment files.
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
     /// Starts NATS (the pinned server), Relais and loads a year of synthetic history.
     Demo(crate::demo::DemoArgs),
     /// Shows each projection's checkpoint, lag and quarantined count.
@@ -56,6 +62,23 @@ enum Command {
         #[command(subcommand)]
         command: crate::privacy_cli::RetentionCommand,
     },
+    /// Replays the log (NDJSON, verifiable offline, or CSV) to stdout or a file.
+    Replay(crate::audit_cli::ReplayArgs),
+    /// Verifies the log against the audit chain and its signed checkpoints, or a replay file
+    /// offline (--file, --public-key).
+    Verify(crate::audit_cli::VerifyArgs),
+    /// Signs a checkpoint of the audit chain now.
+    Checkpoint(crate::audit_cli::CheckpointArgs),
+    /// Audit keys.
+    Audit {
+        #[command(subcommand)]
+        command: crate::audit_cli::AuditCommand,
+    },
+    /// Cases as they stood at a moment.
+    Case {
+        #[command(subcommand)]
+        command: crate::audit_cli::CaseCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +101,24 @@ enum TokenCommand {
     Revoke {
         /// The token id (from `token list`).
         id: uuid::Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeployCommand {
+    /// Writes the NATS accounts (one per organisation of the registry, confined to its own
+    /// subjects) to an accounts file that nats.conf includes: docs/DEPLOYMENT.md.
+    NatsConfig {
+        /// Where to write the accounts.
+        #[arg(long, default_value = "deploy/nats/accounts.conf")]
+        out: std::path::PathBuf,
+        /// Also write fresh passwords to this new file (mode 0600, never overwritten), one
+        /// `VARIABLE=password` line per user.
+        #[arg(long)]
+        passwords: Option<std::path::PathBuf>,
+        /// The stream's name.
+        #[arg(long, env = "RELAIS_STREAM", default_value = "RELAIS")]
+        stream: String,
     },
 }
 
@@ -125,8 +166,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let role = Role::parse(&role).with_context(|| {
                         format!("--role must be one of org, coordinator, auditor, admin, not {role:?}")
                     })?;
-                    let (_, secret) = tokens.create(&org, role, &label).await?;
+                    let (id, secret) = tokens.create(&org, role, &label).await?;
+                    // The secret alone on stdout, for scripts; the id (to revoke it) on stderr.
                     println!("{secret}");
+                    eprintln!("created token {id} ({} for {org}); the secret above is shown only once", role.as_str());
                 }
                 TokenCommand::List => {
                     println!("{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  label", "id", "org", "role", "created", "state");
@@ -153,6 +196,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Deploy { command: DeployCommand::NatsConfig { out, passwords, stream } } => {
+            let orgs: Vec<OrgId> = crate::config::organisations_from_env()?.into_iter().map(|o| o.id).collect();
+            crate::deploy::write_nats_config(&stream, &orgs, &out, passwords.as_deref())?;
+            eprintln!("wrote {} for {} organisations", out.display(), orgs.len());
+            if let Some(p) = passwords {
+                eprintln!("wrote fresh passwords to {} (keep it secret)", p.display());
+            }
+            Ok(())
+        }
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Status => {
             let settings = Settings::from_env()?;
@@ -171,6 +223,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Erase(args) => crate::privacy_cli::erase(args).await,
         Command::Keys { command } => crate::privacy_cli::keys(command).await,
         Command::Retention { command } => crate::privacy_cli::retention(command).await,
+        Command::Replay(args) => crate::audit_cli::replay(args).await,
+        Command::Verify(args) => crate::audit_cli::verify(args).await,
+        Command::Checkpoint(args) => crate::audit_cli::checkpoint(args).await,
+        Command::Audit { command } => crate::audit_cli::audit(command).await,
+        Command::Case { command } => crate::audit_cli::case(command).await,
     }
 }
 

@@ -68,6 +68,107 @@ pub struct Settings {
     /// default five years) and how often the projector sweeps (`RELAIS_RETENTION_SWEEP_SECS`,
     /// default one day, 0: only on demand).
     pub retention: RetentionSettings,
+    /// The audit chain, its checkpoints and admission tags.
+    pub audit: AuditSettings,
+}
+
+/// Settings of the audit chain (docs/AUDIT.md).
+#[derive(Clone, Debug)]
+pub struct AuditSettings {
+    /// The checkpoint signing key (`RELAIS_AUDIT_SIGNING_KEY`: base64 of a 32-byte ed25519
+    /// seed). `None` in a process given only `RELAIS_AUDIT_PUBLIC_KEY` (a gateway that does
+    /// not run the chain).
+    pub signing_key: Option<relais_audit::SigningKey>,
+    /// The key that verifies current checkpoints (derived from the signing key, or
+    /// `RELAIS_AUDIT_PUBLIC_KEY`).
+    pub public_key: relais_audit::VerifyingKey,
+    /// Keys of earlier checkpoints, after rotations (`RELAIS_AUDIT_RETIRED_PUBLIC_KEYS`:
+    /// comma-separated base64).
+    pub retired_public_keys: Vec<relais_audit::VerifyingKey>,
+    /// The admission key (`RELAIS_ADMISSION_KEY`: base64 of 32 bytes).
+    pub admission_key: relais_audit::AdmissionKey,
+    /// A checkpoint after at most this many sequences (`RELAIS_CHECKPOINT_EVERY_EVENTS`).
+    pub checkpoint_every_events: u64,
+    /// A checkpoint after at most this long when the log moved (`RELAIS_CHECKPOINT_EVERY_SECS`).
+    pub checkpoint_every: Duration,
+    /// The audit stream (`RELAIS_AUDIT_STREAM`, default `RELAIS_AUDIT`).
+    pub stream: String,
+}
+
+impl AuditSettings {
+    /// Settings with these keys and the default cadence (every 10,000 events or 60 s).
+    pub fn new(signing_seed: [u8; 32], admission_key: [u8; 32]) -> Self {
+        let signing_key = relais_audit::SigningKey::from_seed(signing_seed);
+        Self {
+            public_key: signing_key.verifying_key(),
+            signing_key: Some(signing_key),
+            retired_public_keys: Vec::new(),
+            admission_key: relais_audit::AdmissionKey::from_bytes(admission_key),
+            checkpoint_every_events: 10_000,
+            checkpoint_every: Duration::from_secs(60),
+            stream: relais_eventlog::audit::DEFAULT_STREAM.into(),
+        }
+    }
+
+    /// Every key that verifies checkpoints: the current one first, then the retired ones.
+    pub fn public_keys(&self) -> Vec<relais_audit::VerifyingKey> {
+        std::iter::once(self.public_key).chain(self.retired_public_keys.iter().copied()).collect()
+    }
+
+    fn from_env(state_dir: &Path) -> Result<Self, ConfigError> {
+        let invalid = |name: &'static str, detail: String| ConfigError::Invalid { name, detail };
+        let admission = match var("RELAIS_ADMISSION_KEY") {
+            Some(v) => secret32("RELAIS_ADMISSION_KEY", &v)?,
+            None => local_secret(state_dir, "admission-key")?,
+        };
+        let signing_seed = match (var("RELAIS_AUDIT_SIGNING_KEY"), var("RELAIS_AUDIT_PUBLIC_KEY")) {
+            (Some(v), _) => Some(secret32("RELAIS_AUDIT_SIGNING_KEY", &v)?),
+            (None, Some(_)) => None,
+            (None, None) => Some(local_secret(state_dir, "audit-signing-key")?),
+        };
+        let mut settings = Self::new(signing_seed.unwrap_or([0; 32]), admission);
+        if signing_seed.is_none() {
+            settings.signing_key = None;
+        }
+        if let Some(public) = var("RELAIS_AUDIT_PUBLIC_KEY") {
+            let key = relais_audit::VerifyingKey::from_base64(&public)
+                .map_err(|e| invalid("RELAIS_AUDIT_PUBLIC_KEY", e.to_string()))?;
+            if settings.signing_key.is_some() && key != settings.public_key {
+                return Err(invalid(
+                    "RELAIS_AUDIT_PUBLIC_KEY",
+                    "is not the public key of RELAIS_AUDIT_SIGNING_KEY".into(),
+                ));
+            }
+            settings.public_key = key;
+        }
+        if let Some(list) = var("RELAIS_AUDIT_RETIRED_PUBLIC_KEYS") {
+            settings.retired_public_keys = list
+                .split(',')
+                .filter(|k| !k.trim().is_empty())
+                .map(relais_audit::VerifyingKey::from_base64)
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid("RELAIS_AUDIT_RETIRED_PUBLIC_KEYS", e.to_string()))?;
+        }
+        if let Some(n) = var("RELAIS_CHECKPOINT_EVERY_EVENTS") {
+            settings.checkpoint_every_events = n
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| invalid("RELAIS_CHECKPOINT_EVERY_EVENTS", "a number of events, 1 or more".into()))?;
+        }
+        if let Some(n) = var("RELAIS_CHECKPOINT_EVERY_SECS") {
+            let secs: u64 = n
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| invalid("RELAIS_CHECKPOINT_EVERY_SECS", "a number of seconds, 1 or more".into()))?;
+            settings.checkpoint_every = Duration::from_secs(secs);
+        }
+        if let Some(name) = var("RELAIS_AUDIT_STREAM") {
+            settings.stream = name;
+        }
+        Ok(settings)
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -78,6 +179,7 @@ impl std::fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("stream", &self.stream)
             .field("kek", &self.kek)
+            .field("audit", &self.audit)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +239,20 @@ fn local_secret(dir: &Path, file: &str) -> Result<[u8; 32], ConfigError> {
     Ok(raw)
 }
 
+/// The organisations registry: the JSON file named by `RELAIS_ORGANISATIONS`, else the seven
+/// services and the coordinators.
+pub fn organisations_from_env() -> Result<Vec<Organisation>, ConfigError> {
+    match var("RELAIS_ORGANISATIONS") {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Io { path: PathBuf::from(&path), source })?;
+            serde_json::from_str(&text)
+                .map_err(|e| ConfigError::Invalid { name: "RELAIS_ORGANISATIONS", detail: e.to_string() })
+        }
+        None => Ok(default_organisations()),
+    }
+}
+
 impl Settings {
     /// Reads the settings from the environment, with defaults that work on a development
     /// machine.
@@ -175,15 +291,7 @@ impl Settings {
             })?;
             retention.sweep_every = (secs > 0).then(|| Duration::from_secs(secs));
         }
-        let organisations = match var("RELAIS_ORGANISATIONS") {
-            Some(path) => {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|source| ConfigError::Io { path: PathBuf::from(&path), source })?;
-                serde_json::from_str(&text)
-                    .map_err(|e| ConfigError::Invalid { name: "RELAIS_ORGANISATIONS", detail: e.to_string() })?
-            }
-            None => default_organisations(),
-        };
+        let organisations = organisations_from_env()?;
         let mut stream = relais_eventlog::StreamSettings::default();
         if let Some(name) = var("RELAIS_STREAM") {
             stream.name = name;
@@ -220,6 +328,7 @@ impl Settings {
                 feedback_days: number("RELAIS_MONITOR_FEEDBACK_DAYS", 0..=365, 14)?,
             },
             retention,
+            audit: AuditSettings::from_env(&state_dir)?,
         })
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! The binary is thin (`main.rs`); tests build the same application with [`startup::Application`].
 
+pub mod audit_cli;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod deploy;
 pub mod nats_server;
 pub mod privacy_cli;
 pub mod startup;

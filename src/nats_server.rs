@@ -54,6 +54,12 @@ pub struct NatsServer {
 impl NatsServer {
     /// Writes the config file and starts the server, waiting until it accepts connections.
     pub fn start(options: &NatsServerOptions) -> anyhow::Result<Self> {
+        Self::start_with_env(options, &[])
+    }
+
+    /// Like [`NatsServer::start`], with extra environment variables for the server process:
+    /// the deployed accounts configuration reads its passwords from the environment.
+    pub fn start_with_env(options: &NatsServerOptions, env: &[(String, String)]) -> anyhow::Result<Self> {
         let bin = binary()?;
         let port = match options.port {
             Some(p) => p,
@@ -75,6 +81,7 @@ impl NatsServer {
             .arg(&config_path)
             .stdout(Stdio::null())
             .stderr(log)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;
         let mut server = Self { child, port, store_dir: options.store_dir.clone() };

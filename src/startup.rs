@@ -37,6 +37,8 @@ pub struct Infra {
     pub keys: KeyStore,
     /// Tokens.
     pub tokens: TokenStore,
+    /// The audit stream of signed checkpoints.
+    pub audit_stream: jetstream::stream::Stream,
 }
 
 impl Infra {
@@ -45,13 +47,36 @@ impl Infra {
         let client = relais_eventlog::connect(&settings.nats_url, name).await?;
         let js = jetstream::new(client.clone());
         let stream = relais_eventlog::ensure_stream(&js, &settings.stream).await?;
+        // Each organisation's own durable consumer, which its NATS account may read (and no
+        // other): docs/DEPLOYMENT.md.
+        let orgs: Vec<relais_domain::OrgId> = settings.organisations.iter().map(|o| o.id.clone()).collect();
+        relais_eventlog::broker::ensure_org_consumers(&stream, &orgs).await?;
+        let audit_stream = relais_eventlog::audit::ensure_audit_stream(&js, &settings.audit.stream).await?;
         let db = Database::connect_and_migrate(&settings.database_url)
             .await
             .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
         db.sync_organisations(&settings.organisations).await?;
         let keys = KeyStore::new(db.pool().clone(), settings.kek.clone());
         let tokens = TokenStore::new(db.pool().clone());
-        Ok(Self { db, client, js, stream, keys, tokens })
+        Ok(Self { db, client, js, stream, keys, tokens, audit_stream })
+    }
+
+    /// The chain worker's settings, when this process has the signing key.
+    pub fn chain_settings(&self, settings: &Settings) -> Option<relais_projections::audit::ChainSettings> {
+        Some(relais_projections::audit::ChainSettings {
+            signing_key: settings.audit.signing_key.clone()?,
+            stream_name: settings.stream.name.clone(),
+            every_events: settings.audit.checkpoint_every_events,
+            every: settings.audit.checkpoint_every,
+            js: self.js.clone(),
+        })
+    }
+
+    /// The event log's append side, tagging every message with the gateway's admission tag.
+    pub fn event_log(&self, settings: &Settings) -> EventLog {
+        let admission = settings.audit.admission_key.clone();
+        EventLog::new(self.client.clone())
+            .with_admission(Arc::new(move |subject: &str, payload: &[u8]| admission.gateway_tag(subject, payload)))
     }
 
     /// Connects to PostgreSQL only (for commands that need no NATS, such as tokens).
@@ -102,9 +127,14 @@ impl Application {
                 db: infra.db.clone(),
                 tokens: infra.tokens.clone(),
                 keys: infra.keys.clone(),
-                log: EventLog::new(infra.client.clone()),
+                log: infra.event_log(settings),
                 settings: Arc::new(GatewaySettings { clock: settings.clock.clone(), ..GatewaySettings::default() }),
                 stream: infra.stream.clone(),
+                audit: relais_gateway::AuditState {
+                    stream: infra.stream.clone(),
+                    public_key: settings.audit.public_key,
+                    retired_public_keys: settings.audit.retired_public_keys.clone(),
+                },
             };
             let app = relais_gateway::router(state);
             let stop = shutdown.clone();
@@ -116,12 +146,16 @@ impl Application {
             });
         }
         if matches!(role, ServeRole::All | ServeRole::Projector) {
-            let projector = Projector::new(
+            let mut projector = Projector::new(
                 infra.db.clone(),
                 infra.keys.clone(),
                 infra.stream.clone(),
                 settings.projector_settings(),
             );
+            match infra.chain_settings(settings) {
+                Some(chain) => projector = projector.with_chain(chain),
+                None => tracing::warn!("no RELAIS_AUDIT_SIGNING_KEY: the audit chain does not run in this process"),
+            }
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 projector.run(stop).await;

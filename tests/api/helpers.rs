@@ -24,6 +24,8 @@ pub struct TestApp {
     pub pool: sqlx::PgPool,
     pub js: async_nats::jetstream::Context,
     pub kek_b64: (String, String),
+    /// Base64 of the audit signing seed and of the admission key.
+    pub audit_b64: (String, String),
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
 }
@@ -35,6 +37,13 @@ fn random_secret() -> ([u8; 32], String) {
 
 pub fn db_url(name: &str) -> String {
     format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// Audit settings with fresh keys, and the base64 of the signing seed and admission key.
+pub fn test_audit_settings() -> (relais::config::AuditSettings, (String, String)) {
+    let (seed, seed_b64) = random_secret();
+    let (admission, admission_b64) = random_secret();
+    (relais::config::AuditSettings::new(seed, admission), (seed_b64, admission_b64))
 }
 
 /// Settings for a test: its own database, the given NATS, a free port, fresh secrets.
@@ -54,6 +63,7 @@ pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, Strin
         clock_tick: Duration::from_secs(60),
         monitor: relais_projections::monitor::MonitorSettings::default(),
         retention: relais_projections::retention::RetentionSettings::default(),
+        audit: test_audit_settings().0,
     };
     (settings, (kek_b64, pepper_b64))
 }
@@ -76,6 +86,11 @@ pub async fn spawn_app_with(role: ServeRole) -> TestApp {
     spawn_app_with_settings(role, |_| {}).await
 }
 
+/// An application whose settings `configure` adjusts before it starts.
+pub async fn spawn_app_configured(role: ServeRole, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_with_settings(role, configure).await
+}
+
 /// Like [`spawn_app_with`], with the test settings changed by `edit` first.
 pub async fn spawn_app_with_settings(role: ServeRole, edit: impl FnOnce(&mut Settings)) -> TestApp {
     // The guard lives as long as the test process: dropping it would stop the tracer.
@@ -84,6 +99,8 @@ pub async fn spawn_app_with_settings(role: ServeRole, edit: impl FnOnce(&mut Set
     let nats = start_nats(dir.path());
     let db_name = format!("relais_test_{}", Uuid::new_v4().simple());
     let (mut settings, kek_b64) = test_settings(&nats.url(), &db_name);
+    let (audit, audit_b64) = test_audit_settings();
+    settings.audit = audit;
     edit(&mut settings);
     let app = Application::build(&settings, role).await.expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
@@ -91,7 +108,48 @@ pub async fn spawn_app_with_settings(role: ServeRole, edit: impl FnOnce(&mut Set
     let pool = app.infra().db.pool().clone();
     let js = app.infra().js.clone();
     tokio::spawn(app.run_until_stopped());
-    TestApp { address, settings, db_name, nats, http: reqwest::Client::new(), pool, js, kek_b64, shutdown, _dir: dir }
+    TestApp {
+        address,
+        settings,
+        db_name,
+        nats,
+        http: reqwest::Client::new(),
+        pool,
+        js,
+        kek_b64,
+        audit_b64,
+        shutdown,
+        _dir: dir,
+    }
+}
+
+/// Like [`spawn_app_with`], on a NATS server the test started itself, connecting with
+/// `nats_url` (which may carry a user and password).
+pub async fn spawn_app_on(dir: tempfile::TempDir, nats: NatsServer, nats_url: &str, role: ServeRole) -> TestApp {
+    std::mem::forget(relais::telemetry::init("relais-test", "warn"));
+    let db_name = format!("relais_test_{}", Uuid::new_v4().simple());
+    let (mut settings, kek_b64) = test_settings(nats_url, &db_name);
+    let (audit, audit_b64) = test_audit_settings();
+    settings.audit = audit;
+    let app = Application::build(&settings, role).await.expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
+    let shutdown = app.shutdown_token();
+    let pool = app.infra().db.pool().clone();
+    let js = app.infra().js.clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        settings,
+        db_name,
+        nats,
+        http: reqwest::Client::new(),
+        pool,
+        js,
+        kek_b64,
+        audit_b64,
+        shutdown,
+        _dir: dir,
+    }
 }
 
 impl Drop for TestApp {
@@ -112,6 +170,25 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// The `relais` binary with this application's configuration (NATS, database, secrets).
+    pub fn relais(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relais"));
+        c.env("RELAIS_NATS_URL", &self.settings.nats_url)
+            .env("RELAIS_DATABASE_URL", db_url(&self.db_name))
+            .env("RELAIS_KEK", &self.kek_b64.0)
+            .env("RELAIS_CLIENT_REF_PEPPER", &self.kek_b64.1)
+            .env("RELAIS_AUDIT_SIGNING_KEY", &self.audit_b64.0)
+            .env("RELAIS_ADMISSION_KEY", &self.audit_b64.1)
+            .env("RELAIS_STATE_DIR", self._dir.path().join("state"))
+            .env("RUST_LOG", "error");
+        c
+    }
+
+    /// The directory of this test's files.
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub async fn token(&self, org: &str, role: Role) -> String {
         let store = TokenStore::new(self.pool.clone());
         store.create(&OrgId::parse(org).expect("valid org"), role, "test").await.expect("token created").1

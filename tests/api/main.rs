@@ -1,6 +1,10 @@
 //! End-to-end tests: the real `relais` application against a real nats-server (the pinned
 //! build, one per test, on a free port) and a real PostgreSQL (one database per test).
 
+mod access_matrix;
+mod audit;
+mod bad_input;
+mod broker;
 mod crash;
 mod helpers;
 mod ingest;
@@ -9,4 +13,5 @@ mod privacy;
 mod projector;
 mod rebuild;
 mod statistics;
+mod tokens;
 mod views;

@@ -14,6 +14,8 @@ fn projector_process(app: &TestApp, db_name: &str, prefix: &str) -> Child {
         .env("RELAIS_DATABASE_URL", db_url(db_name))
         .env("RELAIS_KEK", &app.kek_b64.0)
         .env("RELAIS_CLIENT_REF_PEPPER", &app.kek_b64.1)
+        .env("RELAIS_AUDIT_SIGNING_KEY", &app.audit_b64.0)
+        .env("RELAIS_ADMISSION_KEY", &app.audit_b64.1)
         .env("RELAIS_CONSUMER_PREFIX", prefix)
         .env("RELAIS_PROJECTION_BATCH", "37")
         .env("RUST_LOG", "error")

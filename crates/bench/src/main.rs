@@ -99,11 +99,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let freshness_default = relais_side::freshness(&args, false, dir.path()).await?;
     let freshness_always = relais_side::freshness(&args, true, dir.path()).await?;
     eprintln!("== memory");
-    let memory = relais_side::memory(&args, &history, dir.path()).await?;
+    let (memory, replay) = relais_side::memory(&args, &history, dir.path()).await?;
+    all_pairs.push(("server_default", replay));
 
-    let primary: Vec<Value> = all_pairs.iter().filter(|(l, _)| *l == "always").map(|(_, p)| p.json()).collect();
+    // Replay reads; its durability setting does not apply: it is reported with the primary pairs.
+    let primary: Vec<Value> =
+        all_pairs.iter().filter(|(l, p)| *l == "always" || p.name == "replay").map(|(_, p)| p.json()).collect();
     let secondary: Vec<Value> =
-        all_pairs.iter().filter(|(l, _)| *l == "server_default").map(|(_, p)| p.json()).collect();
+        all_pairs.iter().filter(|(l, p)| *l == "server_default" && p.name != "replay").map(|(_, p)| p.json()).collect();
     report.insert("events".into(), json!(args.events));
     report.insert("pairs".into(), Value::Array(primary));
     report.insert("pairs_server_default".into(), Value::Array(secondary));

@@ -411,7 +411,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-pub async fn memory(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::Result<Memory> {
+pub async fn memory(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::Result<(Memory, Pair)> {
     let instance = Instance::start(dir, false, true, true).await?;
     let batches = org_batches(history, args.batch);
     post_all(&instance, &batches, args.clients).await?;
@@ -440,5 +440,49 @@ pub async fn memory(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::
         m.gateway_mib,
         m.projector_mib
     );
-    Ok(m)
+    let replay = replay_pair(args, &instance, last).await?;
+    Ok((m, replay))
+}
+
+/// The replay pair on a loaded instance: `GET /v1/audit/events` read to the end by an HTTP
+/// client, against a bare ordered JetStream consumer over the same stream.
+async fn replay_pair(args: &Args, instance: &Instance, last: u64) -> anyhow::Result<Pair> {
+    use futures::StreamExt;
+    let coordination = relais_domain::OrgId::parse("coordination").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let auditor = TokenStore::new(instance.pool.clone()).create(&coordination, Role::Auditor, "bench").await?.1;
+    let http = reqwest::Client::new();
+    let js = instance.js().await?;
+    let (mut relais, mut limit) = (Vec::new(), Vec::new());
+    for rep in 0..args.reps {
+        for side in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let started = Instant::now();
+            if side == 0 {
+                let r = http.get(format!("{}/v1/audit/events", instance.base)).bearer_auth(&auditor).send().await?;
+                anyhow::ensure!(r.status().is_success(), "replay answered {}", r.status());
+                let mut body = r.bytes_stream();
+                let mut lines = 0u64;
+                while let Some(chunk) = body.next().await {
+                    lines += chunk?.iter().filter(|b| **b == b'\n').count() as u64;
+                }
+                anyhow::ensure!(lines >= last, "replay gave {lines} lines for {last} events");
+                relais.push(last as f64 / started.elapsed().as_secs_f64());
+            } else {
+                let messages = engines::read_stream(&js, "RELAIS").await?;
+                anyhow::ensure!(messages.len() as u64 == last, "ordered consumer read {}", messages.len());
+                limit.push(last as f64 / started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    eprintln!(
+        "  replay: relais {:.0} events/s, bare ordered consumer {:.0} events/s",
+        median(relais.clone()),
+        median(limit.clone())
+    );
+    Ok(Pair {
+        name: "replay",
+        relais: median(relais),
+        limit: median(limit),
+        note: "GET /v1/audit/events (decoded, opened, NDJSON with chain links) read to the end, against a bare ordered consumer"
+            .into(),
+    })
 }

@@ -16,9 +16,11 @@ fn the_benchmark_runs_at_a_tiny_size_and_writes_its_figures() {
     let figures: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("figures written")).expect("figures are JSON");
     let pairs = figures["pairs"].as_array().expect("pairs");
-    let ingest = pairs.iter().find(|p| p["name"] == "ingest").expect("the ingest pair");
-    for key in ["relais", "limit", "ratio"] {
-        assert!(ingest[key].as_f64().is_some_and(|v| v > 0.0), "ingest.{key}: {ingest}");
+    for name in ["ingest", "replay"] {
+        let pair = pairs.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("the {name} pair"));
+        for key in ["relais", "limit", "ratio"] {
+            assert!(pair[key].as_f64().is_some_and(|v| v > 0.0), "{name}.{key}: {pair}");
+        }
     }
     assert!(figures["events_per_fsync"].as_f64().is_some_and(|v| v > 0.0));
     assert!(figures["freshness_p99_ms"].as_f64().is_some_and(|v| v > 0.0));

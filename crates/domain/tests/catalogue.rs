@@ -241,3 +241,21 @@ fn reference_data_holds_every_code_list_the_schemas_use() {
     }
     assert!(data["organisations"].as_array().is_some_and(|l| l.len() == 8));
 }
+
+#[test]
+fn the_organisations_an_event_names_are_found_at_their_pointers() {
+    let mut naming = BTreeSet::new();
+    for s in CATALOGUE {
+        let json = s.example_data();
+        let data = EventData::from_json(s.name, s.version, json.clone()).unwrap();
+        for (pointer, org) in data.organisations() {
+            assert_eq!(json.pointer(&pointer).and_then(|v| v.as_str()), Some(org.as_str()), "{} {pointer}", s.name);
+            naming.insert(s.name);
+        }
+    }
+    // The examples name an organisation in a referral, both consent events and an activity.
+    for name in ["relais.referral.made", "relais.consent.given", "relais.consent.withdrawn", "relais.activity.planned"]
+    {
+        assert!(naming.contains(name), "{name} names no organisation: {naming:?}");
+    }
+}

@@ -9,3 +9,6 @@ pub const SCHEMA_VERSION: &str = "Relais-Schema-Version";
 pub const TRACEPARENT: &str = "traceparent";
 /// W3C trace state.
 pub const TRACESTATE: &str = "tracestate";
+/// Who admitted the message: an HMAC tag of the gateway or of a registered direct publisher
+/// (format in `relais_audit::admission`).
+pub const ADMISSION: &str = "Relais-Admission";

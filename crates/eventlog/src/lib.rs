@@ -7,7 +7,12 @@
 //!   batch (ADR-50), each with its event id as `Nats-Msg-Id`.
 //! - [`subjects`]: the subject scheme `relais.ev.<org>.<kind>.<id>`.
 //! - [`reader`]: durable consumers for projections and ordered reads for replays.
+//! - [`broker`]: the NATS accounts that confine each organisation to its own subjects, and
+//!   each organisation's durable consumer.
+//! - [`audit`]: the audit stream of signed checkpoints.
 
+pub mod audit;
+pub mod broker;
 pub mod headers;
 pub mod reader;
 pub mod subjects;
@@ -16,5 +21,5 @@ pub mod trace;
 mod publish;
 mod server;
 
-pub use publish::{AppendError, Appended, EventLog, Outgoing};
+pub use publish::{AdmissionTagger, AppendError, Appended, EventLog, Outgoing};
 pub use server::{ConnectError, MIN_SERVER_VERSION, StreamSettings, connect, ensure_stream, parse_version};

@@ -106,18 +106,35 @@ mod codes {
     pub const BATCH_TOO_LARGE: u64 = 10199;
 }
 
+/// Computes the `Relais-Admission` header value of a message from its subject and payload.
+pub type AdmissionTagger = Arc<dyn Fn(&str, &[u8]) -> String + Send + Sync>;
+
 /// The append side of the event log.
 #[derive(Clone)]
 pub struct EventLog {
     client: async_nats::Client,
     batches: Arc<Semaphore>,
     timeout: Duration,
+    admission: Option<AdmissionTagger>,
 }
 
 impl EventLog {
     /// Wraps a connected client.
     pub fn new(client: async_nats::Client) -> Self {
-        Self { client, batches: Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES)), timeout: Duration::from_secs(10) }
+        Self {
+            client,
+            batches: Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES)),
+            timeout: Duration::from_secs(10),
+            admission: None,
+        }
+    }
+
+    /// Tags every appended message with `Relais-Admission` (see `relais_audit::admission`), so
+    /// that audits can tell what Relais admitted from what was published with bare broker
+    /// credentials.
+    pub fn with_admission(mut self, tagger: AdmissionTagger) -> Self {
+        self.admission = Some(tagger);
+        self
     }
 
     /// The NATS client.
@@ -125,8 +142,11 @@ impl EventLog {
         &self.client
     }
 
-    fn headers_of(event: &Outgoing) -> HeaderMap {
+    fn headers_of(&self, event: &Outgoing) -> HeaderMap {
         let mut h = HeaderMap::new();
+        if let Some(tag) = &self.admission {
+            h.insert(headers::ADMISSION, tag(&event.subject, &event.payload).as_str());
+        }
         h.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
         h.insert(headers::EVENT_TYPE, event.event_type);
         h.insert(headers::SCHEMA_VERSION, event.schema_version.to_string().as_str());
@@ -181,7 +201,7 @@ impl EventLog {
         match events {
             [] => Ok(Vec::new()),
             [one] => {
-                let ack = self.request(&one.subject, Self::headers_of(one), one.payload.clone()).await?;
+                let ack = self.request(&one.subject, self.headers_of(one), one.payload.clone()).await?;
                 Ok(vec![Appended { sequence: ack.seq, duplicate: ack.duplicate }])
             }
             many => self.append_batch(many).await,
@@ -197,7 +217,7 @@ impl EventLog {
         let batch_id = Uuid::new_v4().simple().to_string();
         let last = events.len() - 1;
         for (i, event) in events[..last].iter().enumerate() {
-            let mut h = Self::headers_of(event);
+            let mut h = self.headers_of(event);
             h.insert(NATS_BATCH_ID, batch_id.as_str());
             h.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
             self.client
@@ -205,7 +225,7 @@ impl EventLog {
                 .await
                 .map_err(|e| AppendError::Unavailable(e.to_string()))?;
         }
-        let mut h = Self::headers_of(&events[last]);
+        let mut h = self.headers_of(&events[last]);
         h.insert(NATS_BATCH_ID, batch_id.as_str());
         h.insert(NATS_BATCH_SEQUENCE, (last + 1).to_string().as_str());
         h.insert(NATS_BATCH_COMMIT, NATS_BATCH_COMMIT_FINAL);

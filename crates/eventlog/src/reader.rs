@@ -32,6 +32,8 @@ pub struct LogMessage {
     pub stored_at: DateTime<Utc>,
     /// The W3C `traceparent` header, if the publisher sent one.
     pub traceparent: Option<String>,
+    /// The `Relais-Admission` header, if the publisher sent one.
+    pub admission: Option<String>,
 }
 
 /// A durable pull consumer of one projection, positioned just after its checkpoint.
@@ -82,14 +84,14 @@ pub async fn open_projection_consumer(
 
 fn to_log_message(m: &jetstream::Message) -> Result<LogMessage, ReadError> {
     let info = m.info().map_err(api)?;
-    let traceparent =
-        m.headers.as_ref().and_then(|h| h.get(crate::headers::TRACEPARENT)).map(|v| v.as_str().to_owned());
+    let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
     Ok(LogMessage {
         sequence: info.stream_sequence,
         subject: m.subject.to_string(),
         payload: m.payload.clone(),
         stored_at: info.published,
-        traceparent,
+        traceparent: header(crate::headers::TRACEPARENT),
+        admission: header(crate::headers::ADMISSION),
     })
 }
 
@@ -152,19 +154,69 @@ pub async fn ordered_messages(
         .await
         .map_err(api)?;
     let messages = consumer.messages().await.map_err(api)?;
-    Ok(messages.map(|m| {
-        let m = m.map_err(api)?;
-        let info = m.info().map_err(api)?;
-        let traceparent =
-            m.headers.as_ref().and_then(|h| h.get(crate::headers::TRACEPARENT)).map(|v| v.as_str().to_owned());
-        Ok(LogMessage {
-            sequence: info.stream_sequence,
-            subject: m.subject.to_string(),
-            payload: m.payload.clone(),
-            stored_at: info.published,
-            traceparent,
+    Ok(messages.map(|m| to_log_message(&m.map_err(api)?)))
+}
+
+/// Reads the stored messages of `filter` with sequences `from_sequence..=to_sequence` in order,
+/// with an ordered consumer, and ends: at `to_sequence`, or at the last message stored when
+/// the read started if that comes first. Memory stays bounded by the consumer's batch.
+pub async fn ordered_range(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    from_sequence: u64,
+    to_sequence: u64,
+) -> Result<futures::stream::BoxStream<'static, Result<LogMessage, ReadError>>, ReadError> {
+    let from_sequence = from_sequence.max(1);
+    if to_sequence < from_sequence {
+        return Ok(futures::stream::empty().boxed());
+    }
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject: filter.to_owned(),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from_sequence },
+            ..Default::default()
         })
-    }))
+        .await
+        .map_err(api)?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(futures::stream::empty().boxed());
+    }
+    let messages = consumer.messages().await.map_err(api)?;
+    Ok(futures::stream::unfold((messages, false), move |(mut messages, done)| async move {
+        if done {
+            return None;
+        }
+        let m = match messages.next().await? {
+            Ok(m) => m,
+            Err(e) => return Some((Err(api(e)), (messages, true))),
+        };
+        let pending = match m.info() {
+            Ok(info) => info.pending,
+            Err(e) => return Some((Err(api(e)), (messages, true))),
+        };
+        match to_log_message(&m) {
+            Ok(lm) if lm.sequence > to_sequence => None,
+            Ok(lm) => {
+                let end = lm.sequence >= to_sequence || pending == 0;
+                Some((Ok(lm), (messages, end)))
+            }
+            Err(e) => Some((Err(e), (messages, true))),
+        }
+    })
+    .fuse()
+    .boxed())
+}
+
+/// The sequence of the last message stored on `subject` (no wildcards), if any.
+pub async fn last_sequence_of_subject(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+) -> Result<Option<u64>, ReadError> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(m) => Ok(Some(m.sequence)),
+        Err(e) if matches!(e.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+        Err(e) => Err(api(e)),
+    }
 }
 
 /// The messages of one subject filter with a sequence below `before_sequence`, in order: an
@@ -221,6 +273,7 @@ fn stream_message(m: async_nats::jetstream::message::StreamMessage) -> LogMessag
         payload: m.payload,
         stored_at: m.time,
         traceparent,
+        admission: m.headers.get(crate::headers::ADMISSION).map(|v| v.as_str().to_owned()),
     }
 }
 

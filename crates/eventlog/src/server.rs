@@ -66,14 +66,59 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The URL without its credentials, and the credentials: `nats://user:password@host:port`
+/// gives a user and password, `nats://token@host:port` a token. (async-nats 0.51 ignores
+/// credentials written in the URL, so they are passed as options.)
+fn split_credentials(url: &str) -> (String, Option<(String, Option<String>)>) {
+    let Some((scheme_and_creds, host)) = url.rsplit_once('@') else { return (url.to_owned(), None) };
+    let (scheme, creds) = match scheme_and_creds.split_once("://") {
+        Some((scheme, creds)) => (format!("{scheme}://"), creds),
+        None => (String::new(), scheme_and_creds),
+    };
+    let creds = match creds.split_once(':') {
+        Some((user, password)) => (percent_decode(user), Some(percent_decode(password))),
+        None => (percent_decode(creds), None),
+    };
+    (format!("{scheme}{host}"), Some(creds))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Connects to NATS and refuses a server older than [`MIN_SERVER_VERSION`] or without JetStream.
+/// Credentials may be given in the URL (`nats://user:password@host:port`, as the NATS accounts
+/// of `deploy/nats` need); they are never logged.
 pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, ConnectError> {
     let shown = redact(url);
-    let client = async_nats::ConnectOptions::new()
+    let (plain_url, credentials) = split_credentials(url);
+    let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .connection_timeout(Duration::from_secs(5))
-        .request_timeout(Some(Duration::from_secs(10)))
-        .connect(url)
+        .request_timeout(Some(Duration::from_secs(10)));
+    options = match credentials {
+        Some((user, Some(password))) => options.user_and_password(user, password),
+        Some((token, None)) => options.token(token),
+        None => options,
+    };
+    let client = options
+        .connect(plain_url.as_str())
         .await
         .map_err(|source| ConnectError::Unreachable { url: shown.clone(), source })?;
     let info = client.server_info();
@@ -156,6 +201,19 @@ mod tests {
         assert!(parse_version("2.9.25").expect("parses") < MIN_SERVER_VERSION);
         assert!(parse_version("2.12.1").expect("parses") >= MIN_SERVER_VERSION);
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn credentials_are_taken_out_of_the_url() {
+        assert_eq!(
+            split_credentials("nats://relais_gateway:s3cr%40t@127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".to_owned(), Some(("relais_gateway".to_owned(), Some("s3cr@t".to_owned()))))
+        );
+        assert_eq!(
+            split_credentials("tls://tok@nats.example:4222"),
+            ("tls://nats.example:4222".to_owned(), Some(("tok".to_owned(), None)))
+        );
+        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".to_owned(), None));
     }
 
     #[test]

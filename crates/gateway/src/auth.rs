@@ -63,3 +63,24 @@ impl Authenticated {
         Ok(())
     }
 }
+
+impl Authenticated {
+    /// Allows auditors only (role `auditor`, of any organisation: they audit the whole log).
+    pub fn require_auditor(&self) -> Result<(), ApiError> {
+        if self.0.role != Role::Auditor {
+            return Err(ApiError::forbidden(format!(
+                "role {} cannot audit; use an auditor token",
+                self.0.role.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Allows the organisation's own systems for that organisation, and auditors.
+    pub fn require_org_or_auditor(&self, org: &str) -> Result<OrgId, ApiError> {
+        if self.0.role == Role::Auditor {
+            return OrgId::parse(org).map_err(|_| ApiError::not_found("no such organisation"));
+        }
+        self.require_org(org)
+    }
+}

@@ -140,6 +140,15 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.pointer {
+            Some(p) => write!(f, "{p}: {}", self.detail),
+            None => f.write_str(&self.detail),
+        }
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
@@ -175,4 +184,14 @@ impl IntoResponse for ApiError {
 /// Answers unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such resource")
+}
+
+/// Answers a known route called with a method it does not have.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this resource does not answer this method",
+    )
 }

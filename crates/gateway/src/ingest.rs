@@ -124,6 +124,25 @@ pub async fn post_events(
         parsed.push((prefix, envelope, expected));
     }
 
+    // An event may name only organisations of the registry (a referral's destination, a
+    // consent's organisation, an activity's partners).
+    let named: Vec<(String, String)> = parsed
+        .iter()
+        .flat_map(|(prefix, e, _)| {
+            e.data
+                .organisations()
+                .into_iter()
+                .map(move |(pointer, org)| (format!("{prefix}/data{pointer}"), org.to_string()))
+        })
+        .collect();
+    if !named.is_empty() {
+        let ids: Vec<String> = named.iter().map(|(_, org)| org.clone()).collect();
+        let known = relais_projections::registry::known(state.db.pool(), &ids).await?;
+        if let Some((pointer, org)) = named.iter().find(|(_, org)| !known.contains(org)) {
+            return Err(ApiError::invalid(pointer.clone(), format!("no organisation {org:?} in the registry")));
+        }
+    }
+
     // Idempotency beyond the broker's window: ids the log already holds are answered as
     // duplicates with their original sequence.
     let all_ids: Vec<Uuid> = parsed.iter().map(|(_, e, _)| e.id).collect();

@@ -3,6 +3,7 @@
 //! Invariant: a request either changes nothing or stores exactly what it was answered for;
 //! every error is `application/problem+json` (RFC 9457) with a stable `type`.
 
+mod audit;
 mod auth;
 mod catalogue;
 mod error;
@@ -13,11 +14,14 @@ mod org_views;
 mod paging;
 mod privacy;
 mod quarantine;
+mod query;
 mod statistics;
 mod views;
 
+pub use audit::{AuditState, replay_filter};
 pub use auth::Authenticated;
 pub use error::ApiError;
+pub use query::ValidQuery;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -58,6 +62,8 @@ pub struct AppState {
     pub settings: Arc<GatewaySettings>,
     /// The event stream (reads by sequence: subject access exports).
     pub stream: async_nats::jetstream::stream::Stream,
+    /// What the auditors' endpoints need.
+    pub audit: AuditState,
 }
 
 /// The router of the whole HTTP API.
@@ -76,7 +82,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/clients/{client}/erasure", post(privacy::post_erasure))
         .route("/v1/orgs/{org}/clients/{client}/export", get(privacy::get_export))
         .route("/v1/orgs/{org}/clients/{client}/key", post(privacy::post_key))
+        .route("/v1/audit/events", get(audit::replay_events))
+        .route("/v1/audit/public-key", get(audit::public_key))
+        .route("/v1/audit/access", get(audit::access_records))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req
                 .extensions()
@@ -84,7 +94,7 @@ pub fn router(state: AppState) -> Router {
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_else(|| "unmatched".into());
             // The path template, never the raw path: raw paths hold client and case ids.
-            tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty)
+            tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty, token_id = tracing::field::Empty)
         }))
         .with_state(state)
 }

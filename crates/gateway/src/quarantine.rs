@@ -4,7 +4,7 @@
 
 use crate::{AppState, auth::Authenticated, error::ApiError};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use serde::Deserialize;
 
 /// Query of the quarantine listing.
@@ -19,13 +19,21 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(org): Path<String>,
-    Query(q): Query<QuarantineQuery>,
+    crate::ValidQuery(q): crate::ValidQuery<QuarantineQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let org = auth.require_org(&org)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid_parameter("limit", "between 1 and 1000"));
     }
+    relais_projections::access::record(
+        state.db.pool(),
+        &auth.0,
+        "quarantine.list",
+        &format!("orgs/{org}/quarantine"),
+        serde_json::json!({ "after": q.after, "limit": limit }),
+    )
+    .await?;
     let items =
         relais_projections::quarantine::list_for_org(state.db.pool(), &org, q.after.unwrap_or(0), limit).await?;
     let next_after = if items.len() as i64 == limit { items.last().map(|i| i.seq) } else { None };

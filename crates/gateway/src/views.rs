@@ -1,8 +1,8 @@
 //! Health, readiness and the organisation views.
 
-use crate::{AppState, auth::Authenticated, error::ApiError};
+use crate::{AppState, auth::Authenticated, error::ApiError, query::ValidQuery};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -67,7 +67,7 @@ pub async fn list_cases(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(org): Path<String>,
-    Query(q): Query<CaseQuery>,
+    ValidQuery(q): ValidQuery<CaseQuery>,
 ) -> Result<Json<Page<CaseRow>>, ApiError> {
     let org = auth.require_org(&org)?;
     if let Some(s) = &q.status
@@ -132,12 +132,17 @@ pub async fn list_cases(
     Ok(Json(Page { items, next_cursor }))
 }
 
-/// `GET /v1/orgs/{org}/cases/{case}`: one case of the organisation's caseload.
+/// `GET /v1/orgs/{org}/cases/{case}`: one case of the organisation's caseload; with
+/// `?as_of=`, the case as it stood then, rebuilt from the log (see `audit::case_as_of`).
 pub async fn get_case(
     State(state): State<AppState>,
     auth: Authenticated,
     Path((org, case)): Path<(String, String)>,
-) -> Result<(StatusCode, Json<CaseRow>), ApiError> {
+    crate::ValidQuery(q): crate::ValidQuery<std::collections::HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    if q.contains_key("as_of") {
+        return crate::audit::case_as_of(&state, &auth, &org, &case, &q).await;
+    }
     let org = auth.require_org(&org)?;
     relais_projections::access::record(
         state.db.pool(),
@@ -148,5 +153,5 @@ pub async fn get_case(
     )
     .await?;
     let row = caseload::get(state.db.pool(), &org, &case).await?.ok_or_else(|| ApiError::not_found("no such case"))?;
-    Ok((StatusCode::OK, Json(row)))
+    Ok(axum::response::IntoResponse::into_response((StatusCode::OK, Json(row))))
 }

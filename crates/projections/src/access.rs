@@ -50,6 +50,26 @@ pub async fn record(
     Ok(())
 }
 
+/// Records an access made on the command line with the operator's configuration (no token):
+/// token id nil, organisation empty, role `operator`; `detail` names the system user.
+pub async fn record_operator(
+    pool: &PgPool,
+    action: &str,
+    resource: &str,
+    detail: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO access_log (token_id, org_id, role, action, resource, detail) VALUES ($1, '', 'operator', $2, $3, $4)",
+    )
+    .bind(uuid::Uuid::nil())
+    .bind(action)
+    .bind(resource)
+    .bind(detail)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Filter of an access-log listing.
 #[derive(Debug, Clone, Default)]
 pub struct AccessFilter {

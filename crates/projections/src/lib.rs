@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod activities;
+pub mod audit;
 pub mod caseload;
 pub mod client_events;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod monitor;
 pub mod quarantine;
 pub mod rebuild;
 pub mod referrals;
+pub mod registry;
 pub mod retention;
 pub mod rules;
 pub mod statistics;

@@ -42,6 +42,7 @@ pub async fn projection_status(pool: &PgPool, stream: &Stream) -> Result<Status,
     let last_sequence = relais_eventlog::reader::last_sequence(stream).await?;
     let mut names: Vec<String> = vec![crate::worker::VALIDATOR.to_owned()];
     names.extend(crate::worker::default_views().iter().map(|v| v.name().to_owned()));
+    names.push(crate::audit::chain::CHAIN.to_owned());
     let mut projections = Vec::new();
     for name in names {
         let checkpoint = crate::worker::checkpoint(pool, &name).await?;

@@ -136,6 +136,9 @@ pub enum WorkerError {
     /// Reading the log failed.
     #[error("event log: {0}")]
     Log(#[from] reader::ReadError),
+    /// The audit chain in PostgreSQL is not what the chain worker left there.
+    #[error("audit chain: {0}")]
+    Chain(String),
     /// Shut down while waiting.
     #[error("shutting down")]
     Shutdown,
@@ -158,6 +161,7 @@ pub struct Projector {
     stream: Stream,
     settings: ProjectorSettings,
     views: Vec<Arc<dyn View>>,
+    chain: Option<Arc<crate::audit::ChainSettings>>,
 }
 
 /// Reads a projection's checkpoint (0 when it never ran).
@@ -226,7 +230,13 @@ impl Projector {
     /// Projection workers over the stream, with the default views.
     pub fn new(db: Database, keys: KeyStore, stream: Stream, settings: ProjectorSettings) -> Self {
         let views = views(&settings);
-        Self { db, keys, stream, settings, views }
+        Self { db, keys, stream, settings, views, chain: None }
+    }
+
+    /// Also runs the audit chain worker ([`crate::audit::chain`]) with these settings.
+    pub fn with_chain(mut self, chain: crate::audit::ChainSettings) -> Self {
+        self.chain = Some(Arc::new(chain));
+        self
     }
 
     /// Runs the validator and every view until `shutdown`; a failing worker is restarted from
@@ -243,6 +253,29 @@ impl Projector {
                     let tx = validated_tx.clone();
                     let shutdown = shutdown.clone();
                     Box::pin(async move { p.run_validator(&tx, &shutdown).await })
+                })
+                .await
+            });
+        }
+        if let Some(chain) = self.chain.clone() {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                this.supervise(crate::audit::chain::CHAIN, shutdown.clone(), move |p| {
+                    let chain = chain.clone();
+                    let shutdown = shutdown.clone();
+                    Box::pin(async move {
+                        let name = p.settings.durable_name(crate::audit::chain::CHAIN);
+                        crate::audit::chain::run(
+                            p.db.pool(),
+                            &p.stream,
+                            &name,
+                            &chain,
+                            p.settings.batch_size,
+                            &shutdown,
+                        )
+                        .await
+                    })
                 })
                 .await
             });

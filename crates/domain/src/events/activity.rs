@@ -161,6 +161,9 @@ impl EventPayload for ActivityPlanned {
         }
         Ok(())
     }
+    fn organisations(&self) -> Vec<(String, &OrgId)> {
+        self.partners.iter().enumerate().map(|(i, o)| (format!("/partners/{i}"), o)).collect()
+    }
 }
 
 /// A candidate registered for the activity.

@@ -28,6 +28,14 @@ pub enum ConsentScope {
 }
 
 impl ConsentScope {
+    /// The organisation a sharing consent names.
+    pub fn organisation(&self) -> Option<&OrgId> {
+        match self {
+            Self::ShareWithOrganisation(org) => Some(org),
+            Self::Guidance | Self::ContinuityMonitor => None,
+        }
+    }
+
     /// The kind of scope, without its organisation.
     pub fn kind(&self) -> ConsentScopeKind {
         match self {
@@ -162,6 +170,9 @@ impl EventPayload for ConsentGiven {
     fn client_ref(&self) -> Option<&str> {
         Some(&self.client_ref)
     }
+    fn organisations(&self) -> Vec<(String, &OrgId)> {
+        self.scope.organisation().map(|o| ("/scope/share_with_organisation".to_owned(), o)).into_iter().collect()
+    }
 }
 
 /// The client withdrew consent for a scope.
@@ -186,5 +197,8 @@ impl EventPayload for ConsentWithdrawn {
     }
     fn client_ref(&self) -> Option<&str> {
         Some(&self.client_ref)
+    }
+    fn organisations(&self) -> Vec<(String, &OrgId)> {
+        self.scope.organisation().map(|o| ("/scope/share_with_organisation".to_owned(), o)).into_iter().collect()
     }
 }

@@ -181,6 +181,13 @@ pub trait EventPayload: Serialize + DeserializeOwned + schemars::JsonSchema + Cl
     fn client_ref(&self) -> Option<&str> {
         None
     }
+
+    /// The other organisations this event names (a referral's destination, a consent's
+    /// organisation, an activity's partners), each with a JSON pointer into `data`, so that an
+    /// event naming an organisation outside the registry can be refused.
+    fn organisations(&self) -> Vec<(String, &crate::ids::OrgId)> {
+        Vec::new()
+    }
 }
 
 /// A personal field that can be taken out of an event (to be sealed) and put back (opened).
@@ -476,6 +483,12 @@ macro_rules! catalogue {
             /// client.
             pub fn client_ref(&self) -> Option<&str> {
                 match self { $( Self::$variant(d) => EventPayload::client_ref(d), )* }
+            }
+
+            /// The organisations this event names in its data, with JSON pointers into `data`
+            /// (see [`EventPayload::organisations`]).
+            pub fn organisations(&self) -> Vec<(String, &crate::ids::OrgId)> {
+                match self { $( Self::$variant(d) => EventPayload::organisations(d), )* }
             }
 
             /// Takes the personal fields out, leaving them empty: what remains is statistical.

@@ -132,6 +132,9 @@ impl EventPayload for ReferralMade {
     fn client_ref(&self) -> Option<&str> {
         Some(&self.client_ref)
     }
+    fn organisations(&self) -> Vec<(String, &OrgId)> {
+        self.destination.organisation().map(|o| ("/destination/organisation".to_owned(), o)).into_iter().collect()
+    }
 }
 
 /// The receiving organisation received the referral.

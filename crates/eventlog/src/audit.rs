@@ -1,0 +1,66 @@
+//! The audit stream `RELAIS_AUDIT`: signed checkpoints of the audit chain, kept apart from the
+//! event stream (and in PostgreSQL as well), so that whoever rewrites one store cannot silently
+//! rewrite the checkpoints too.
+
+use crate::server::ConnectError;
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// Default name of the audit stream.
+pub const DEFAULT_STREAM: &str = "RELAIS_AUDIT";
+
+/// Subject of a checkpoint.
+pub const CHECKPOINT_SUBJECT: &str = "relais.audit.checkpoint";
+
+/// Every subject of the audit stream.
+pub const ALL_SUBJECTS: &str = "relais.audit.>";
+
+/// Creates the audit stream, or checks that an existing one keeps everything.
+pub async fn ensure_audit_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, ConnectError> {
+    let err = |detail: String| ConnectError::Stream { stream: name.to_owned(), detail };
+    let config = stream::Config {
+        name: name.to_owned(),
+        subjects: vec![ALL_SUBJECTS.to_owned()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_messages: -1,
+        max_bytes: -1,
+        max_age: Duration::ZERO,
+        max_messages_per_subject: -1,
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: Duration::from_secs(3600),
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    };
+    let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
+    let info = stream.info().await.map_err(|e| err(e.to_string()))?;
+    let c = &info.config;
+    if c.max_messages > 0 || c.max_bytes > 0 || !c.max_age.is_zero() || c.max_messages_per_subject > 0 {
+        return Err(err("existing audit stream has a limit that could drop checkpoints".into()));
+    }
+    if !c.subjects.iter().any(|s| s == ALL_SUBJECTS) {
+        return Err(err(format!("existing audit stream does not capture {ALL_SUBJECTS}")));
+    }
+    Ok(stream)
+}
+
+/// Publishes a checkpoint (its JSON) with `message_id` as `Nats-Msg-Id`, and waits for the
+/// acknowledgement; returns its sequence in the audit stream.
+pub async fn publish_checkpoint(
+    js: &jetstream::Context,
+    message_id: &str,
+    body: Bytes,
+) -> Result<u64, crate::reader::ReadError> {
+    let ack = js
+        .send_publish(
+            CHECKPOINT_SUBJECT,
+            jetstream::message::PublishMessage::build().payload(body).message_id(message_id),
+        )
+        .await
+        .map_err(|e| crate::reader::ReadError::Api(e.to_string()))?
+        .await
+        .map_err(|e| crate::reader::ReadError::Api(e.to_string()))?;
+    Ok(ack.sequence)
+}

@@ -1,0 +1,382 @@
+//! Bad input of every kind the autonomy issue lists (unknown or revoked tokens, forged
+//! sources, oversized bodies and batches, wrong media types, events for unknown
+//! organisations) and then some: each gets its problem details, and nothing changes anywhere.
+//! (tests/api/ingest.rs covers the first cases of the spine; these are the others.)
+
+use crate::helpers::*;
+use bytes::Bytes;
+use relais_projections::{Role, TokenStore};
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use uuid::Uuid;
+
+/// Everything a request could change: the log, and every table a request writes.
+async fn snapshot(app: &TestApp) -> Vec<(String, (i64, String))> {
+    let mut out = vec![("stream".to_owned(), (app.stream_messages().await as i64, String::new()))];
+    for (table, order) in [
+        ("event_ledger", "seq"),
+        ("client_keys", "key_id"),
+        ("api_tokens", "id"),
+        ("access_log", "id"),
+        ("quarantine", "seq"),
+        ("caseload", "org_id, case_id"),
+    ] {
+        out.push((table.to_owned(), table_checksum(&app.pool, table, order).await));
+    }
+    out
+}
+
+fn example(event_type: &str, org: &str, subject_kind: &str) -> Value {
+    let spec = relais_domain::events::spec(event_type).expect("known type");
+    event(org, event_type, &format!("{subject_kind}/{}", Uuid::new_v4().simple()), spec.example_data())
+}
+
+/// One bad request and the problem it must get.
+struct Bad {
+    what: &'static str,
+    request: reqwest::RequestBuilder,
+    status: u16,
+    problem: &'static str,
+    /// The JSON pointer the problem must carry, if any.
+    pointer: Option<&'static str>,
+}
+
+#[tokio::test]
+async fn bad_input_gets_problem_details_and_changes_nothing() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let coordination = app.token("coordination", Role::Org).await;
+    let store = TokenStore::new(app.pool.clone());
+    let (revoked_id, revoked) =
+        store.create(&relais_domain::OrgId::parse("apo").expect("valid"), Role::Org, "revoked").await.expect("token");
+    assert!(store.revoke(revoked_id).await.expect("revoked"));
+    // Something stored already, so that "unchanged" is about real rows.
+    assert_eq!(app.post_event(&apo, &guidance_requested("apo", "case-0", "cl-0")).await.status(), 201);
+    app.wait_for_projection("caseload").await;
+
+    let events = format!("{}/v1/events", app.address);
+    let post = |token: &str, content_type: &str, body: String| {
+        app.http.post(&events).bearer_auth(token).header("content-type", content_type).body(body)
+    };
+    let single = |token: &str, body: &Value| post(token, "application/cloudevents+json", body.to_string());
+    let batch =
+        |token: &str, body: &[Value]| post(token, "application/cloudevents-batch+json", json!(body).to_string());
+    let valid = || guidance_requested("apo", &format!("case-{}", Uuid::new_v4().simple()), "cl-1");
+    let with = |mut e: Value, pointer: &str, value: Value| {
+        *e.pointer_mut(pointer).expect("pointer exists") = value;
+        e
+    };
+    let without = |mut e: Value, field: &str| {
+        e.as_object_mut().expect("object").remove(field);
+        e
+    };
+    let over_limit = 4 * 1024 * 1024 + 1;
+    // A valid batch padded with whitespace beyond the body limit.
+    let padded = format!("[{}{}]", valid(), " ".repeat(over_limit));
+    let chunks: Vec<Result<Bytes, std::io::Error>> = (0..80).map(|_| Ok(Bytes::from(vec![b' '; 64 * 1024]))).collect();
+    let referral = example("relais.referral.made", "apo", "referrals");
+    let consent = example("relais.consent.given", "apo", "cases");
+    let activity = example("relais.activity.planned", "coordination", "activities");
+    let duplicate = valid();
+
+    let cases: Vec<Bad> = vec![
+        // Tokens.
+        Bad {
+            what: "an unknown token",
+            request: single("rls_unknownUnknownUnknownUnknownUnknown00000", &valid()),
+            status: 401,
+            problem: "unauthenticated",
+            pointer: None,
+        },
+        Bad {
+            what: "a revoked token",
+            request: single(&revoked, &valid()),
+            status: 401,
+            problem: "unauthenticated",
+            pointer: None,
+        },
+        Bad {
+            what: "a token without the rls_ prefix",
+            request: single("not-a-relais-token", &valid()),
+            status: 401,
+            problem: "unauthenticated",
+            pointer: None,
+        },
+        Bad {
+            what: "an overlong token",
+            request: single(&format!("rls_{}", "A".repeat(10_000)), &valid()),
+            status: 401,
+            problem: "unauthenticated",
+            pointer: None,
+        },
+        Bad {
+            what: "another authorization scheme",
+            request: app
+                .http
+                .post(&events)
+                .header("authorization", format!("Basic {apo}"))
+                .header("content-type", "application/cloudevents+json")
+                .body(valid().to_string()),
+            status: 401,
+            problem: "unauthenticated",
+            pointer: None,
+        },
+        Bad {
+            what: "an unknown token and a wrong media type: the token is judged first",
+            request: post("rls_unknownUnknownUnknownUnknownUnknown00000", "text/plain", valid().to_string()),
+            status: 401,
+            problem: "unauthenticated",
+            pointer: None,
+        },
+        // Forged sources.
+        Bad {
+            what: "an unknown organisation as source",
+            request: single(&apo, &with(valid(), "/source", json!("/orgs/nobody"))),
+            status: 403,
+            problem: "wrong-organisation",
+            pointer: Some("/source"),
+        },
+        Bad {
+            what: "another organisation's source deep in a batch",
+            request: batch(&apo, &[valid(), valid(), guidance_requested("dsr", "case-x", "cl-x")]),
+            status: 403,
+            problem: "wrong-organisation",
+            pointer: Some("/2/source"),
+        },
+        Bad {
+            what: "no source",
+            request: single(&apo, &without(valid(), "source")),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/source"),
+        },
+        Bad {
+            what: "a source that is not /orgs/<id>",
+            request: single(&apo, &with(valid(), "/source", json!("apo"))),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/source"),
+        },
+        // Oversized.
+        Bad {
+            what: "a batch body over the limit, padded",
+            request: post(&apo, "application/cloudevents-batch+json", padded),
+            status: 413,
+            problem: "too-large",
+            pointer: None,
+        },
+        Bad {
+            what: "a body over the limit without a content length (chunked)",
+            request: app
+                .http
+                .post(&events)
+                .bearer_auth(&apo)
+                .header("content-type", "application/cloudevents+json")
+                .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks))),
+            status: 413,
+            problem: "too-large",
+            pointer: None,
+        },
+        Bad {
+            what: "an overlong free text",
+            request: single(&apo, &{
+                let mut e = valid();
+                e["data"]["note"] = json!("n".repeat(501));
+                e
+            }),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/data/note"),
+        },
+        Bad {
+            what: "an overlong actor",
+            request: single(&apo, &{
+                let mut e = valid();
+                e["actor"] = json!("a".repeat(129));
+                e
+            }),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/actor"),
+        },
+        // Media types and shapes.
+        Bad {
+            what: "no media type",
+            request: app.http.post(&events).bearer_auth(&apo).body(valid().to_string()),
+            status: 415,
+            problem: "unsupported-media-type",
+            pointer: None,
+        },
+        Bad {
+            what: "text/plain",
+            request: post(&apo, "text/plain", valid().to_string()),
+            status: 415,
+            problem: "unsupported-media-type",
+            pointer: None,
+        },
+        Bad {
+            what: "a form",
+            request: post(&apo, "multipart/form-data; boundary=x", valid().to_string()),
+            status: 415,
+            problem: "unsupported-media-type",
+            pointer: None,
+        },
+        Bad {
+            what: "one event sent as a batch",
+            request: post(&apo, "application/cloudevents-batch+json", valid().to_string()),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some(""),
+        },
+        Bad {
+            what: "a batch sent as one event",
+            request: post(&apo, "application/cloudevents+json", json!([valid()]).to_string()),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some(""),
+        },
+        Bad {
+            what: "an empty batch",
+            request: batch(&apo, &[]),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some(""),
+        },
+        // Events for unknown organisations.
+        Bad {
+            what: "a referral to an organisation outside the registry",
+            request: single(&apo, &with(referral.clone(), "/data/destination", json!({ "organisation": "nobody" }))),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/data/destination/organisation"),
+        },
+        Bad {
+            what: "a consent to share with an organisation outside the registry",
+            request: single(
+                &apo,
+                &with(consent.clone(), "/data/scope", json!({ "share_with_organisation": "nobody" })),
+            ),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/data/scope/share_with_organisation"),
+        },
+        Bad {
+            what: "an activity with a partner outside the registry",
+            request: single(&coordination, &with(activity.clone(), "/data/partners", json!(["caw-brussel", "nobody"]))),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/data/partners/1"),
+        },
+        Bad {
+            what: "a batch whose second event names an organisation outside the registry",
+            request: batch(
+                &apo,
+                &[valid(), with(referral.clone(), "/data/destination", json!({ "organisation": "nobody" }))],
+            ),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/1/data/destination/organisation"),
+        },
+        // Other shapes Relais refuses.
+        Bad {
+            what: "an attribute only Relais sets",
+            request: single(&apo, &{
+                let mut e = valid();
+                e["recordedat"] = json!("2026-03-02T09:30:00Z");
+                e
+            }),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/recordedat"),
+        },
+        Bad {
+            what: "the same id twice in a batch",
+            request: batch(&apo, &[duplicate.clone(), with(valid(), "/id", duplicate["id"].clone())]),
+            status: 400,
+            problem: "invalid-event",
+            pointer: Some("/1/id"),
+        },
+        // Other endpoints.
+        Bad {
+            what: "a method the resource does not have",
+            request: app.http.get(&events).bearer_auth(&apo),
+            status: 405,
+            problem: "method-not-allowed",
+            pointer: None,
+        },
+        Bad {
+            what: "deleting a caseload",
+            request: app.http.delete(format!("{}/v1/orgs/apo/cases", app.address)).bearer_auth(&apo),
+            status: 405,
+            problem: "method-not-allowed",
+            pointer: None,
+        },
+        Bad {
+            what: "an unknown path",
+            request: app.http.get(format!("{}/v1/nothing-here", app.address)).bearer_auth(&apo),
+            status: 404,
+            problem: "not-found",
+            pointer: None,
+        },
+        Bad {
+            what: "a limit that is not a number",
+            request: app.http.get(format!("{}/v1/orgs/apo/cases?limit=ten", app.address)).bearer_auth(&apo),
+            status: 400,
+            problem: "invalid-parameter",
+            pointer: Some("?limit"),
+        },
+        Bad {
+            what: "a boolean that is not one",
+            request: app.http.get(format!("{}/v1/orgs/apo/cases?in_detention=maybe", app.address)).bearer_auth(&apo),
+            status: 400,
+            problem: "invalid-parameter",
+            pointer: Some("?in_detention"),
+        },
+        Bad {
+            what: "a forged cursor",
+            request: app.http.get(format!("{}/v1/orgs/apo/cases?cursor=Zm9yZ2Vk", app.address)).bearer_auth(&apo),
+            status: 400,
+            problem: "invalid-parameter",
+            pointer: Some("?cursor"),
+        },
+        Bad {
+            what: "an unknown status",
+            request: app.http.get(format!("{}/v1/orgs/apo/cases?status=astral", app.address)).bearer_auth(&apo),
+            status: 400,
+            problem: "invalid-parameter",
+            pointer: Some("?status"),
+        },
+    ];
+
+    let before = snapshot(&app).await;
+    let mut failures = String::new();
+    for bad in cases {
+        let r = bad.request.send().await.expect("request sent");
+        let status = r.status().as_u16();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        let problem = format!("urn:relais:problem:{}", bad.problem);
+        let pointer_ok = bad.pointer.is_none_or(|p| body["pointer"] == p);
+        if status != bad.status
+            || content_type != "application/problem+json"
+            || body["type"] != problem.as_str()
+            || body["status"] != bad.status
+            || !pointer_ok
+        {
+            let _ = writeln!(
+                failures,
+                "{}: {status} {content_type} {body} (expected {} {problem} at {:?})",
+                bad.what, bad.status, bad.pointer
+            );
+        }
+    }
+    assert!(failures.is_empty(), "bad input answered wrongly:\n{failures}");
+    assert_eq!(snapshot(&app).await, before, "bad input changed something");
+
+    // The same requests made right are accepted: the cases above fail for the reason named.
+    let charset = post(&apo, "application/cloudevents+json; charset=utf-8", valid().to_string());
+    assert_eq!(charset.send().await.expect("sent").status(), 201);
+    assert_eq!(single(&apo, &referral).send().await.expect("sent").status(), 201);
+    assert_eq!(single(&apo, &consent).send().await.expect("sent").status(), 201);
+    assert_eq!(single(&coordination, &activity).send().await.expect("sent").status(), 201);
+}

@@ -1,0 +1,428 @@
+//! Autonomy enforced by NATS itself. nats-server runs with the deployed accounts
+//! (`deploy/nats/accounts.conf`, passwords from its environment); Relais connects with its
+//! backend users; an organisation's own system connects with its own user and may publish and
+//! read its own events, and nothing of another organisation's.
+
+use crate::helpers::*;
+use async_nats::jetstream::{self, consumer::pull, context::ContextBuilder, message::PublishMessage};
+use bytes::Bytes;
+use chrono::Utc;
+use relais::nats_server::{NatsServer, NatsServerOptions};
+use relais::startup::{Application, ServeRole};
+use relais_domain::envelope::Envelope;
+use relais_domain::{OrgId, StoredEvent, seal};
+use relais_eventlog::broker::{self, GATEWAY_USER, ORG_API_PREFIX, PROJECTOR_USER};
+use relais_eventlog::{EventLog, Outgoing, subjects};
+use relais_projections::{KeyStore, Role};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Short: a denial at the broker is silence, so every wait for an answer that must not come
+/// ends here.
+const DENIED_WITHIN: Duration = Duration::from_secs(1);
+/// Patient: what must succeed may take its time on a busy machine.
+const ALLOWED_WITHIN: Duration = Duration::from_secs(10);
+
+fn organisations() -> Vec<OrgId> {
+    relais_domain::reference::default_organisations().into_iter().map(|o| o.id).collect()
+}
+
+fn deployed_accounts() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/accounts.conf")
+}
+
+/// A password for every user of the deployed accounts, as nats-server's environment.
+fn password_env() -> (Vec<(String, String)>, HashMap<String, String>) {
+    let mut env = Vec::new();
+    let mut by_user = HashMap::new();
+    for user in broker::users(&organisations()) {
+        let password = relais::deploy::generate_password();
+        env.push((broker::password_variable(&user), password.clone()));
+        by_user.insert(user, password);
+    }
+    (env, by_user)
+}
+
+struct Broker {
+    app: TestApp,
+    passwords: HashMap<String, String>,
+    port: u16,
+    stop_projector: CancellationToken,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop_projector.cancel();
+    }
+}
+
+impl Broker {
+    fn url(&self, user: &str) -> String {
+        format!("nats://{user}:{}@127.0.0.1:{}", self.passwords[user], self.port)
+    }
+
+    /// An organisation's own system, connected with its own user; server errors (permission
+    /// violations) arrive on the receiver.
+    async fn org_client(&self, user: &str) -> (async_nats::Client, mpsc::UnboundedReceiver<String>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::with_user_and_password(user.into(), self.passwords[user].clone())
+            .request_timeout(Some(DENIED_WITHIN))
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(format!("nats://127.0.0.1:{}", self.port))
+            .await
+            .expect("the organisation's user connects");
+        (client, rx)
+    }
+
+    async fn stream(&self) -> jetstream::stream::Stream {
+        self.app.js.get_stream("RELAIS").await.expect("stream")
+    }
+
+    async fn subject_count(&self, filter: &str) -> u64 {
+        use futures::TryStreamExt;
+        let stream = self.stream().await;
+        let counts: HashMap<String, usize> =
+            stream.info_with_subjects(filter).await.expect("subjects").try_collect().await.expect("subject counts");
+        counts.values().map(|n| *n as u64).sum()
+    }
+}
+
+/// nats-server with the deployed accounts; Relais's gateway with the gateway user and its
+/// projection workers, in an application of their own, with the projector user.
+async fn start_broker() -> Broker {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("nats");
+    std::fs::create_dir_all(&store).expect("store dir");
+    std::fs::copy(deployed_accounts(), store.join("accounts.conf")).expect("accounts copied");
+    let (env, passwords) = password_env();
+    let nats = NatsServer::start_with_env(
+        &NatsServerOptions {
+            store_dir: store,
+            sync_always: true,
+            extra_config: "include \"accounts.conf\"\n".into(),
+            port: None,
+        },
+        &env,
+    )
+    .expect("nats-server starts with the deployed accounts");
+    let port = nats.port();
+    let gateway_url = format!("nats://{GATEWAY_USER}:{}@127.0.0.1:{port}", passwords[GATEWAY_USER]);
+    let app = spawn_app_on(dir, nats, &gateway_url, ServeRole::Gateway).await;
+    let mut settings = app.settings.clone();
+    settings.nats_url = format!("nats://{PROJECTOR_USER}:{}@127.0.0.1:{port}", passwords[PROJECTOR_USER]);
+    let projector = Application::build(&settings, ServeRole::Projector).await.expect("projector connects");
+    let stop_projector = projector.shutdown_token();
+    tokio::spawn(projector.run_until_stopped());
+    Broker { app, passwords, port, stop_projector }
+}
+
+/// An event as an organisation's own system stores it: envelope from the CloudEvent, personal
+/// fields sealed with the client's data key.
+async fn sealed(app: &TestApp, event: Value) -> Outgoing {
+    let (envelope, expected) = Envelope::from_cloud_event(event, Utc::now(), "own-system").expect("valid event");
+    let (mut stored, personal) = envelope.split_for_storage();
+    if let Some(client_ref) = envelope.data.client_ref() {
+        let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+        let (key_id, key) = keys.key_for_client(&envelope.org, client_ref).await.expect("client key");
+        stored.sealed = Some(seal::seal(&key, key_id, envelope.id, rand::random(), &personal));
+    }
+    Outgoing {
+        subject: subjects::event_subject(&envelope.org, &envelope.subject),
+        event_id: envelope.id,
+        event_type: envelope.data.event_type(),
+        schema_version: envelope.data.spec().version,
+        payload: Bytes::from(StoredEvent::V1(stored).encode()),
+        expected_last_subject_sequence: expected,
+        trace_headers: Vec::new(),
+    }
+}
+
+/// Waits for the permission violation the server reports for `operation` (`Publish` or
+/// `Subscription`) on `subject`.
+async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, operation: &str, subject: &str) {
+    let wanted = format!("permissions violation for {operation} to \"{subject}\"").to_lowercase();
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), errors.recv()).await {
+            Ok(Some(e)) if e.to_lowercase().contains(&wanted) => return,
+            Ok(Some(e)) => seen.push(e),
+            _ => panic!("no permission violation for {operation} to {subject}; server errors seen: {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_organisation_publishes_its_own_events_directly_and_reads_back_only_its_own() {
+    let b = start_broker().await;
+    let apo_http = b.app.token("apo", Role::Org).await;
+    let dsr_http = b.app.token("dsr", Role::Org).await;
+    // Another organisation's events are in the same stream.
+    assert_eq!(b.app.post_event(&dsr_http, &guidance_requested("dsr", "case-b", "cl-b")).await.status(), 201);
+
+    // One event, published the way the deployment guide shows: plain JetStream publish.
+    let (apo, mut errors) = b.org_client("apo").await;
+    let one = sealed(&b.app, guidance_requested("apo", "case-direct", "cl-direct")).await;
+    let js = jetstream::new(apo.clone());
+    let ack = js
+        .send_publish(
+            one.subject.clone(),
+            PublishMessage::build()
+                .payload(one.payload.clone())
+                .message_id(one.event_id.to_string())
+                .header("Relais-Type", one.event_type),
+        )
+        .await
+        .expect("sent")
+        .await
+        .expect("acknowledged by the stream through the account import");
+    assert_eq!(ack.stream, "RELAIS");
+    assert!(!ack.duplicate);
+    // Three more as one atomic batch, with Relais's own publisher over the organisation's
+    // connection.
+    let batch = vec![
+        sealed(&b.app, guidance_accepted("apo", "case-direct", "cl-direct")).await,
+        sealed(&b.app, intervention("apo", "case-direct", "cl-direct", "informing")).await,
+        sealed(&b.app, intervention("apo", "case-direct", "cl-direct", "planning")).await,
+    ];
+    let appended = EventLog::new(apo.clone()).append(&batch).await.expect("atomic batch stored");
+    assert_eq!(appended[2].sequence, appended[0].sequence + 2);
+
+    // The events reach the organisation's view, opened with the client's key.
+    b.app.wait_for_projection("caseload").await;
+    let r = b.app.get(&apo_http, "/v1/orgs/apo/cases/case-direct").await;
+    assert_eq!(r.status(), 200);
+    let case: Value = r.json().await.expect("json");
+    assert_eq!(case["client_ref"], "cl-direct");
+    assert_eq!(case["intervention_count"], 2);
+    let (quarantined,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM quarantine").fetch_one(&b.app.pool).await.expect("count");
+    assert_eq!(quarantined, 0);
+
+    // Its own durable consumer gives exactly its own events, and acks go through.
+    let own = ContextBuilder::new().api_prefix(ORG_API_PREFIX).timeout(ALLOWED_WITHIN).build(apo.clone());
+    let consumer: jetstream::consumer::PullConsumer =
+        own.get_consumer_from_stream("org-apo", "RELAIS").await.expect("its own consumer");
+    let mut messages = consumer.fetch().max_messages(100).messages().await.expect("fetch");
+    let mut subjects_read = Vec::new();
+    while let Some(m) = futures::StreamExt::next(&mut messages).await {
+        let m = m.expect("message");
+        subjects_read.push(m.subject.to_string());
+        m.double_ack().await.expect("acknowledged");
+    }
+    assert_eq!(subjects_read, vec!["relais.ev.apo.cases.case-direct"; 4]);
+    let mut consumer = own.get_consumer_from_stream::<pull::Config, _, _>("org-apo", "RELAIS").await.expect("info");
+    let info = consumer.info().await.expect("info");
+    assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
+    assert!(errors.try_recv().is_err(), "no permission violation on its own subjects");
+
+    // The relais binary works through the accounts too (version check, stream, consumers).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_relais"))
+        .arg("status")
+        .env("RELAIS_NATS_URL", b.url(PROJECTOR_USER))
+        .env("RELAIS_DATABASE_URL", db_url(&b.app.db_name))
+        .env("RELAIS_KEK", &b.app.kek_b64.0)
+        .env("RELAIS_CLIENT_REF_PEPPER", &b.app.kek_b64.1)
+        .output()
+        .expect("relais status runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("stream last sequence: 5"), "{stdout}");
+}
+
+#[tokio::test]
+async fn an_organisation_cannot_publish_as_another_nor_read_its_events() {
+    let b = start_broker().await;
+    let dsr_http = b.app.token("dsr", Role::Org).await;
+    assert_eq!(b.app.post_event(&dsr_http, &guidance_requested("dsr", "case-b", "cl-b")).await.status(), 201);
+    let dsr_before = b.subject_count("relais.ev.dsr.>").await;
+    let total_before = b.app.stream_messages().await;
+    let mut dsr_consumer = b.stream().await.get_consumer::<pull::Config>("org-dsr").await.expect("dsr's consumer");
+    let dsr_info_before = dsr_consumer.info().await.expect("info").clone();
+
+    let (apo, mut errors) = b.org_client("apo").await;
+    let js = ContextBuilder::new().timeout(DENIED_WITHIN).build(apo.clone());
+
+    // Publishing on dsr's subjects: a permission violation, and nothing stored.
+    let forged = sealed(&b.app, guidance_requested("dsr", "case-forged", "cl-forged")).await;
+    let err = js
+        .send_publish(forged.subject.clone(), PublishMessage::build().payload(forged.payload.clone()))
+        .await
+        .expect("queued")
+        .await
+        .expect_err("publishing on another organisation's subject is refused");
+    assert_eq!(err.kind(), jetstream::context::PublishErrorKind::TimedOut, "{err}");
+    violation(&mut errors, "Publish", "relais.ev.dsr.cases.case-forged").await;
+    apo.publish("relais.ev.dsr.cases.case-forged", forged.payload.clone()).await.expect("queued");
+    apo.flush().await.expect("flushed");
+    violation(&mut errors, "Publish", "relais.ev.dsr.cases.case-forged").await;
+
+    // Creating a consumer over dsr's subjects, through the mapped API or the account's own.
+    let over_dsr = pull::Config {
+        durable_name: Some("peek".into()),
+        filter_subject: "relais.ev.dsr.>".into(),
+        ..Default::default()
+    };
+    let mapped = ContextBuilder::new().api_prefix(ORG_API_PREFIX).timeout(DENIED_WITHIN).build(apo.clone());
+    assert!(mapped.create_consumer_on_stream(over_dsr.clone(), "RELAIS").await.is_err());
+    violation(&mut errors, "Publish", "JS.RELAIS.API.CONSUMER.CREATE.RELAIS.peek.relais.ev.dsr.>").await;
+    assert!(js.create_consumer_on_stream(over_dsr.clone(), "RELAIS").await.is_err());
+    violation(&mut errors, "Publish", "$JS.API.CONSUMER.CREATE.RELAIS.peek.relais.ev.dsr.>").await;
+    // Nor over everything, nor a consumer of its own making over its own subjects.
+    let unfiltered = pull::Config { durable_name: Some("all".into()), ..Default::default() };
+    assert!(mapped.create_consumer_on_stream(unfiltered, "RELAIS").await.is_err());
+    violation(&mut errors, "Publish", "JS.RELAIS.API.CONSUMER.CREATE.RELAIS.all").await;
+    let own_filter = pull::Config {
+        durable_name: Some("mine".into()),
+        filter_subject: "relais.ev.apo.>".into(),
+        ..Default::default()
+    };
+    assert!(mapped.create_consumer_on_stream(own_filter, "RELAIS").await.is_err());
+    violation(&mut errors, "Publish", "JS.RELAIS.API.CONSUMER.CREATE.RELAIS.mine.relais.ev.apo.>").await;
+    for name in ["peek", "all", "mine"] {
+        assert!(b.stream().await.consumer_info(name).await.is_err(), "no consumer {name} was created");
+    }
+
+    // Fetching from dsr's durable consumer.
+    assert!(mapped.get_consumer_from_stream::<pull::Config, _, _>("org-dsr", "RELAIS").await.is_err());
+    violation(&mut errors, "Publish", "JS.RELAIS.API.CONSUMER.INFO.RELAIS.org-dsr").await;
+    let next = apo
+        .request(
+            "JS.RELAIS.API.CONSUMER.MSG.NEXT.RELAIS.org-dsr",
+            Bytes::from_static(b"{\"batch\":10,\"no_wait\":true}"),
+        )
+        .await;
+    assert!(next.is_err(), "no message of dsr's consumer is delivered");
+    violation(&mut errors, "Publish", "JS.RELAIS.API.CONSUMER.MSG.NEXT.RELAIS.org-dsr").await;
+    let next = apo.request("$JS.API.CONSUMER.MSG.NEXT.RELAIS.org-dsr", Bytes::from_static(b"{\"batch\":10}")).await;
+    assert!(next.is_err());
+    violation(&mut errors, "Publish", "$JS.API.CONSUMER.MSG.NEXT.RELAIS.org-dsr").await;
+
+    // Nor any other read of the stream: info (it lists subjects), message get, direct get.
+    for subject in [
+        "JS.RELAIS.API.STREAM.INFO.RELAIS",
+        "$JS.API.STREAM.INFO.RELAIS",
+        "$JS.API.STREAM.MSG.GET.RELAIS",
+        "$JS.API.DIRECT.GET.RELAIS.relais.ev.dsr.cases.case-b",
+    ] {
+        assert!(apo.request(subject, Bytes::from_static(b"{\"seq\":1}")).await.is_err(), "{subject} answered");
+        violation(&mut errors, "Publish", subject).await;
+    }
+    // Nor listening on the event subjects.
+    let _subscription = apo.subscribe("relais.ev.>").await.expect("queued");
+    apo.flush().await.expect("flushed");
+    violation(&mut errors, "Subscription", "relais.ev.>").await;
+
+    // dsr's events and consumer are untouched.
+    assert_eq!(b.subject_count("relais.ev.dsr.>").await, dsr_before);
+    assert_eq!(b.app.stream_messages().await, total_before);
+    let dsr_info = dsr_consumer.info().await.expect("info");
+    assert_eq!(dsr_info.delivered.stream_sequence, dsr_info_before.delivered.stream_sequence);
+    assert_eq!(dsr_info.num_pending, dsr_info_before.num_pending);
+
+    // The projection workers' user may read everything but publish no event.
+    let (projector, mut projector_errors) = b.org_client(PROJECTOR_USER).await;
+    projector.publish("relais.ev.apo.cases.x", Bytes::from_static(b"x")).await.expect("queued");
+    projector.flush().await.expect("flushed");
+    violation(&mut projector_errors, "Publish", "relais.ev.apo.cases.x").await;
+    assert_eq!(b.app.stream_messages().await, total_before);
+
+    // No connection without a user of the accounts, or with another's password.
+    let url = format!("nats://127.0.0.1:{}", b.port);
+    assert!(async_nats::connect(&url).await.is_err(), "anonymous connections are refused");
+    let wrong = async_nats::ConnectOptions::with_user_and_password("apo".into(), b.passwords["dsr"].clone())
+        .connect(&url)
+        .await;
+    assert!(wrong.is_err(), "a password opens only its own user");
+}
+
+#[test]
+fn the_production_configuration_is_valid_and_syncs_every_write() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats");
+    let conf = std::fs::read_to_string(dir.join("nats.conf")).expect("deploy/nats/nats.conf");
+    assert!(conf.contains("sync_interval: always"));
+    assert!(conf.contains("include \"accounts.conf\""));
+    let bin = relais::nats_server::binary().expect("nats-server");
+    let check = |env: &[(String, String)]| {
+        std::process::Command::new(&bin)
+            .args(["-t", "-c"])
+            .arg(dir.join("nats.conf"))
+            .envs(env.iter().cloned())
+            .output()
+            .expect("nats-server runs")
+    };
+    let (env, _) = password_env();
+    let out = check(&env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Without its passwords the server refuses to start: no user is ever left without one.
+    let out = check(&env[1..]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&env[0].0));
+}
+
+#[tokio::test]
+async fn the_accounts_alone_confine_an_organisation_without_its_user_permissions() {
+    // Defence in depth: with the user permissions taken out of the deployed file, the account
+    // boundaries still hold (the permissions make a denial loud; the accounts make it so).
+    let deployed = std::fs::read_to_string(deployed_accounts()).expect("accounts");
+    let start = deployed.find("{ user: \"apo\"").expect("apo's user");
+    let end = start + deployed[start..].find("} } }").expect("end of apo's user") + "} } }".len();
+    let apo_user = format!("{{ user: \"apo\", password: ${} }}", broker::password_variable("apo"));
+    let stripped = format!("{}{apo_user}{}", &deployed[..start], &deployed[end..]);
+    assert!(!stripped.contains("publish: { allow: [\"relais.ev.apo.>\""), "apo's permissions are gone");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("nats");
+    std::fs::create_dir_all(&store).expect("store dir");
+    std::fs::write(store.join("accounts.conf"), stripped).expect("written");
+    let (env, passwords) = password_env();
+    let nats = NatsServer::start_with_env(
+        &NatsServerOptions {
+            store_dir: store,
+            sync_always: false,
+            extra_config: "include \"accounts.conf\"\n".into(),
+            port: None,
+        },
+        &env,
+    )
+    .expect("nats-server starts");
+    let backend_url = format!("nats://{GATEWAY_USER}:{}@127.0.0.1:{}", passwords[GATEWAY_USER], nats.port());
+    let backend = relais_eventlog::connect(&backend_url, "backend").await.expect("backend connects");
+    let stream = relais_eventlog::ensure_stream(&jetstream::new(backend), &Default::default()).await.expect("stream");
+    relais_eventlog::broker::ensure_org_consumers(&stream, &organisations()).await.expect("consumers");
+
+    let apo = async_nats::ConnectOptions::with_user_and_password("apo".into(), passwords["apo"].clone())
+        .request_timeout(Some(ALLOWED_WITHIN))
+        .connect(nats.url())
+        .await
+        .expect("apo connects");
+    let js = ContextBuilder::new().timeout(ALLOWED_WITHIN).build(apo.clone());
+    let own = js.send_publish("relais.ev.apo.cases.x", PublishMessage::build().payload("x".into())).await;
+    assert_eq!(own.expect("sent").await.expect("its own subjects are stored").stream, "RELAIS");
+    let other = js.send_publish("relais.ev.dsr.cases.x", PublishMessage::build().payload("x".into())).await;
+    let err = other.expect("sent").await.expect_err("another's subjects reach no stream");
+    assert_eq!(err.kind(), jetstream::context::PublishErrorKind::StreamNotFound, "{err}");
+    let over_dsr = pull::Config {
+        durable_name: Some("peek".into()),
+        filter_subject: "relais.ev.dsr.>".into(),
+        ..Default::default()
+    };
+    let err = js.create_consumer_on_stream(over_dsr, "RELAIS").await.expect_err("no JetStream of its own");
+    assert!(err.to_string().contains("10039") || err.to_string().to_lowercase().contains("not enabled"), "{err}");
+    let mapped = ContextBuilder::new().api_prefix(ORG_API_PREFIX).timeout(ALLOWED_WITHIN).build(apo.clone());
+    let err =
+        mapped.get_consumer_from_stream::<pull::Config, _, _>("org-dsr", "RELAIS").await.expect_err("not imported");
+    assert!(err.to_string().contains("does not exist"), "no responder behind the mapped subject: {err}");
+    let mut stream = stream;
+    assert_eq!(stream.info().await.expect("info").state.messages, 1);
+    assert!(stream.consumer_info("peek").await.is_err());
+}
