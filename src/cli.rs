@@ -1,5 +1,5 @@
-//! The command line: `relais serve | token | deploy | demo | status | erase | keys | retention | replay |
-//! verify | checkpoint | audit | case`.
+//! The command line: `relais serve | token | deploy | demo | status | rebuild | erase | keys | retention |
+//! replay | verify | checkpoint | audit | case`.
 
 use crate::config::Settings;
 use crate::startup::{Application, Infra, ServeRole};
@@ -39,6 +39,17 @@ enum Command {
     Demo(crate::demo::DemoArgs),
     /// Shows each projection's checkpoint, lag and quarantined count.
     Status,
+    /// Rebuilds a projection (or all) from the start of the stream into fresh tables while the
+    /// live ones keep serving, then swaps them in atomically. Needs the projector running (its
+    /// validator judges the events). See docs/OPERATIONS.md.
+    Rebuild {
+        /// The projection: caseload, timeline, referrals, activities, monitor, statistics.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        projection: Option<String>,
+        /// Every projection, one after another.
+        #[arg(long)]
+        all: bool,
+    },
     /// Erases a client: destroys the client's data key and records the erasure in the log.
     Erase(crate::privacy_cli::EraseArgs),
     /// Manages the key store: KEK rotation, backup and restore.
@@ -208,6 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::privacy_cli::print_retention_status(&settings, &infra).await?;
             Ok(())
         }
+        Command::Rebuild { projection, all } => rebuild(projection, all).await,
         Command::Erase(args) => crate::privacy_cli::erase(args).await,
         Command::Keys { command } => crate::privacy_cli::keys(command).await,
         Command::Retention { command } => crate::privacy_cli::retention(command).await,
@@ -217,4 +229,63 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit { command } => crate::audit_cli::audit(command).await,
         Command::Case { command } => crate::audit_cli::case(command).await,
     }
+}
+
+async fn rebuild(projection: Option<String>, all: bool) -> anyhow::Result<()> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use relais_projections::rebuild::{RebuildError, RebuildProgress};
+    let settings = Settings::from_env()?;
+    let projector = settings.projector_settings();
+    let views = match (projection, all) {
+        (_, true) => relais_projections::worker::views(&projector),
+        (Some(name), false) => vec![
+            relais_projections::worker::view_named(&projector, &name)
+                .ok_or(RebuildError::UnknownProjection(name))
+                .with_context(|| {
+                    let names: Vec<&str> =
+                        relais_projections::worker::default_views().iter().map(|v| v.name()).collect();
+                    format!("projections: {}", names.join(", "))
+                })?,
+        ],
+        (None, false) => anyhow::bail!("name a projection or give --all"),
+    };
+    let infra = Infra::connect(&settings, "relais-rebuild").await?;
+    for view in views {
+        let name = view.name();
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_prefix(name);
+        let progress = {
+            let bar = bar.clone();
+            move |p: RebuildProgress| {
+                bar.set_length(p.target);
+                bar.set_position(p.at);
+                bar.set_message(format!("{} events", p.events));
+            }
+        };
+        let report = relais_projections::rebuild::rebuild(
+            &infra.db,
+            &infra.keys,
+            &infra.stream,
+            &projector,
+            view.clone(),
+            &progress,
+        )
+        .await
+        .with_context(|| format!("rebuilding {name}"))?;
+        bar.finish();
+        println!(
+            "{name}: {} events in {:.1} s ({:.0} events/s); swapped in at sequence {}",
+            report.events,
+            report.elapsed.as_secs_f64(),
+            report.events_per_second(),
+            report.checkpoint
+        );
+    }
+    Ok(())
 }

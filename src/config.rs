@@ -2,10 +2,13 @@
 
 use base64::Engine;
 use relais_domain::reference::{Organisation, default_organisations};
+use relais_projections::Clock;
 use relais_projections::Kek;
+use relais_projections::monitor::MonitorSettings;
 use relais_projections::retention::{RetentionPolicy, RetentionSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the configuration is unusable.
@@ -52,6 +55,15 @@ pub struct Settings {
     pub projection_batch: usize,
     /// Prefix of the projections' durable consumer names (`RELAIS_CONSUMER_PREFIX`).
     pub consumer_prefix: String,
+    /// The clock of the views that depend on time (the system clock; tests set their own).
+    pub clock: Arc<dyn Clock>,
+    /// How often views that depend on time are brought up to the clock without a new event
+    /// (`RELAIS_CLOCK_TICK_SECS`, default 60).
+    pub clock_tick: Duration,
+    /// Thresholds of the continuity monitor (`RELAIS_MONITOR_RELEASE_DAYS` 14,
+    /// `RELAIS_MONITOR_ANSWER_WORKING_DAYS` 10, `RELAIS_MONITOR_FIRST_CONTACT_WORKING_DAYS` 20,
+    /// `RELAIS_MONITOR_FEEDBACK_DAYS` 14).
+    pub monitor: MonitorSettings,
     /// Retention of closed cases (`RELAIS_RETENTION`: `default=<days>,<org>=<days>,...`,
     /// default five years) and how often the projector sweeps (`RELAIS_RETENTION_SWEEP_SECS`,
     /// default one day, 0: only on demand).
@@ -183,6 +195,19 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+fn number<T>(name: &'static str, range: std::ops::RangeInclusive<T>, default: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| ConfigError::Invalid {
+            name,
+            detail: format!("a number from {} to {}", range.start(), range.end()),
+        }),
+    }
+}
+
 fn secret32(name: &'static str, value: &str) -> Result<[u8; 32], ConfigError> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(value.trim())
@@ -294,6 +319,14 @@ impl Settings {
             organisations,
             projection_batch,
             consumer_prefix: var("RELAIS_CONSUMER_PREFIX").unwrap_or_else(|| "relais".into()),
+            clock: relais_projections::clock::system(),
+            clock_tick: Duration::from_secs(number("RELAIS_CLOCK_TICK_SECS", 1..=3600, 60)?),
+            monitor: MonitorSettings {
+                release_window_days: number("RELAIS_MONITOR_RELEASE_DAYS", 0..=365, 14)?,
+                answer_working_days: number("RELAIS_MONITOR_ANSWER_WORKING_DAYS", 1..=250, 10)?,
+                first_contact_working_days: number("RELAIS_MONITOR_FIRST_CONTACT_WORKING_DAYS", 1..=250, 20)?,
+                feedback_days: number("RELAIS_MONITOR_FEEDBACK_DAYS", 0..=365, 14)?,
+            },
             retention,
             audit: AuditSettings::from_env(&state_dir)?,
         })

@@ -67,6 +67,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let coordination = OrgId::parse("coordination").map_err(|e| anyhow::anyhow!("{e}"))?;
     let (_, auditor) = tokens.create(&coordination, Role::Auditor, "demo auditor").await?;
+    let (_, coordinator) = tokens.create(&coordination, Role::Coordinator, "demo coordinator").await?;
 
     let history = synth::generate(&SynthOptions { clients: args.clients, ..Default::default() });
     let rounds = synth::daily_batches(&history, 500);
@@ -140,9 +141,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("  {apo}");
     println!("An auditor token:");
     println!("  {auditor}");
+    println!("A coordinator token (continuity monitor, statistics):");
+    println!("  {coordinator}");
     println!();
     println!("Try:");
     println!("  curl -s -H 'Authorization: Bearer {apo}' '{base}/v1/orgs/apo/cases?limit=5'");
+    println!("  curl -s -H 'Authorization: Bearer {apo}' '{base}/v1/orgs/apo/worklist?limit=5'");
+    println!("  curl -s -H 'Authorization: Bearer {apo}' '{base}/v1/orgs/apo/referrals?direction=in'");
+    println!("  curl -s -H 'Authorization: Bearer {coordinator}' '{base}/v1/monitor/alerts?limit=5'");
+    println!(
+        "  curl -s -H 'Authorization: Bearer {coordinator}' '{base}/v1/statistics?from=2026-01-01&format=csv' | head"
+    );
     println!("  curl -s '{base}/v1/catalogue' | head -c 600");
     println!();
     if args.exit_after_load {

@@ -89,6 +89,19 @@ impl Infra {
     }
 }
 
+impl Settings {
+    /// The settings of the projection workers.
+    pub fn projector_settings(&self) -> ProjectorSettings {
+        ProjectorSettings {
+            batch_size: self.projection_batch,
+            consumer_prefix: self.consumer_prefix.clone(),
+            clock: self.clock.clone(),
+            tick_interval: self.clock_tick,
+            monitor: self.monitor.clone(),
+        }
+    }
+}
+
 /// A running Relais: gateway and/or projection workers.
 pub struct Application {
     port: Option<u16>,
@@ -115,7 +128,7 @@ impl Application {
                 tokens: infra.tokens.clone(),
                 keys: infra.keys.clone(),
                 log: infra.event_log(settings),
-                settings: Arc::new(GatewaySettings::default()),
+                settings: Arc::new(GatewaySettings { clock: settings.clock.clone(), ..GatewaySettings::default() }),
                 stream: infra.stream.clone(),
                 audit: relais_gateway::AuditState {
                     stream: infra.stream.clone(),
@@ -137,10 +150,7 @@ impl Application {
                 infra.db.clone(),
                 infra.keys.clone(),
                 infra.stream.clone(),
-                ProjectorSettings {
-                    batch_size: settings.projection_batch,
-                    consumer_prefix: settings.consumer_prefix.clone(),
-                },
+                settings.projector_settings(),
             );
             match infra.chain_settings(settings) {
                 Some(chain) => projector = projector.with_chain(chain),

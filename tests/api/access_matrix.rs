@@ -66,6 +66,7 @@ struct Endpoint {
 }
 
 const ORG_ONLY: &[Role] = &[Role::Org];
+const COORDINATOR_ONLY: &[Role] = &[Role::Coordinator];
 
 fn new_case(org: &str) -> Value {
     let id = Uuid::new_v4().simple().to_string();
@@ -188,6 +189,106 @@ const ENDPOINTS: &[Endpoint] = &[
         stores: false,
         reveals_other_orgs_to: &[],
     },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/cases/{case}/timeline",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/referrals",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/coming-up",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/activities",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/activities/{activity}",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/worklist",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/orgs/{org}/statistics",
+        body: Body::None,
+        access: Access::Roles { roles: ORG_ONLY, org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: false,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/statistics",
+        body: Body::None,
+        access: Access::Roles { roles: COORDINATOR_ONLY, org_scoped: false, other_org: 403 },
+        ok: 200,
+        case_level: false,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/monitor/alerts",
+        body: Body::None,
+        access: Access::Roles { roles: COORDINATOR_ONLY, org_scoped: false, other_org: 403 },
+        ok: 200,
+        case_level: false,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/monitor/persons",
+        body: Body::None,
+        access: Access::Roles { roles: COORDINATOR_ONLY, org_scoped: false, other_org: 403 },
+        ok: 200,
+        case_level: false,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
 ];
 /// Who calls.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -229,6 +330,10 @@ impl Fixture {
         if org == OWN { &self.own_case } else { &self.other_case }
     }
 
+    fn activity(&self, org: &str) -> String {
+        format!("act-{}", self.case(org).trim_start_matches("case-"))
+    }
+
     fn client(&self, org: &str) -> String {
         format!("cl-{}", self.case(org).trim_start_matches("case-"))
     }
@@ -242,6 +347,7 @@ impl Fixture {
             "case" => self.case(org).to_owned(),
             "client" if missing => "cl-that-does-not-exist".to_owned(),
             "client" => self.client(org),
+            "activity" => self.activity(org),
             "event_type" => "relais.guidance.requested".to_owned(),
             "version" => "v1".to_owned(),
             other => panic!("no value for placeholder {{{other}}}: add it to Fixture::value"),
@@ -317,8 +423,16 @@ async fn every_role_on_every_endpoint_for_its_own_and_another_organisation() {
         let token = app.token(org, Role::Org).await;
         let event = guidance_requested(org, fixture.case(org), &fixture.client(org));
         assert_eq!(app.post_event(&token, &event).await.status(), 201);
+        let planned = relais_domain::events::spec("relais.activity.planned").expect("in the catalogue").example_data();
+        let activity = crate::helpers::event(
+            org,
+            "relais.activity.planned",
+            &format!("activities/{}", fixture.activity(org)),
+            planned,
+        );
+        assert_eq!(app.post_event(&token, &activity).await.status(), 201);
     }
-    app.wait_for_projection("caseload").await;
+    app.wait_for_views().await;
 
     // Every caller's token belongs to OWN, whatever its role.
     let store = TokenStore::new(app.pool.clone());

@@ -59,6 +59,9 @@ pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, Strin
         organisations: default_organisations(),
         projection_batch: 1000,
         consumer_prefix: "test".into(),
+        clock: relais_projections::clock::system(),
+        clock_tick: Duration::from_secs(60),
+        monitor: relais_projections::monitor::MonitorSettings::default(),
         retention: relais_projections::retention::RetentionSettings::default(),
         audit: test_audit_settings().0,
     };
@@ -286,12 +289,18 @@ impl TestApp {
     }
 }
 
+/// Waits until `projection` reaches `target`; fails if it makes no progress for a minute.
 pub async fn wait_for_checkpoint(pool: &sqlx::PgPool, projection: &str, target: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = 0;
     loop {
         let seq = relais_projections::worker::checkpoint(pool, projection).await.expect("checkpoint read");
         if seq >= target {
             return;
+        }
+        if seq > last {
+            last = seq;
+            deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         }
         assert!(tokio::time::Instant::now() < deadline, "{projection} stuck at {seq}, expected {target}");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -354,4 +363,167 @@ pub async fn table_checksum(pool: &sqlx::PgPool, table: &str, order: &str) -> (i
     .fetch_one(pool)
     .await
     .expect("checksum query")
+}
+
+/// An event at a given time (RFC 3339).
+pub fn event_at(org: &str, event_type: &str, subject: &str, time: &str, data: Value) -> Value {
+    let mut e = event(org, event_type, subject, data);
+    e["time"] = json!(time);
+    e
+}
+
+/// Every view table of the projections, with its key order: what crash and rebuild
+/// equivalence compare.
+pub const VIEW_TABLES: &[(&str, &str)] = &[
+    ("caseload", "org_id, case_id"),
+    ("coming_up", "org_id, case_id, item, item_seq"),
+    ("case_timeline", "seq"),
+    ("referrals", "referral_id"),
+    ("activities", "activity_id"),
+    ("activity_participants", "activity_id, org_id, key_id"),
+    ("monitor_members", "org_id, case_id"),
+    ("monitor_moments", "org_id, case_id, seq"),
+    ("monitor_referrals", "referral_id"),
+    ("monitor_dropouts", "activity_id, org_id, key_id"),
+    ("monitor_alerts", "alert_id"),
+    ("stats_cases", "org_id, case_id"),
+    ("stats_referrals", "referral_id"),
+    ("stats_activities", "activity_id"),
+    ("stats_facts", "seq, n"),
+    ("client_events", "key_id, seq"),
+];
+
+/// The projections (views) of Relais.
+pub const PROJECTIONS: &[&str] =
+    &["caseload", "client_events", "timeline", "referrals", "activities", "monitor", "statistics"];
+
+/// Checksums of every view table, the monitor brought to `at` first (its alerts depend on
+/// the clock).
+pub async fn views_checksum(pool: &sqlx::PgPool, at: chrono::DateTime<chrono::Utc>) -> Vec<(String, i64, String)> {
+    relais_projections::monitor::settle(pool, &relais_projections::monitor::MonitorSettings::default(), at)
+        .await
+        .expect("monitor settled");
+    let mut out = Vec::new();
+    for (table, order) in VIEW_TABLES {
+        let (n, sum) = table_checksum(pool, table, order).await;
+        out.push(((*table).to_owned(), n, sum));
+    }
+    out
+}
+
+impl TestApp {
+    /// Erases a client through the privacy endpoint (the key is destroyed, then
+    /// `relais.client.erased` is recorded on `clients/<key id>`).
+    pub async fn erase_client(&self, token: &str, org: &str, client_ref: &str) {
+        let r = self
+            .http
+            .post(format!("{}/v1/orgs/{org}/clients/{client_ref}/erasure", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap_or_default());
+    }
+
+    /// GET as JSON, asserting the status.
+    pub async fn get_json(&self, token: &str, path: &str, status: u16) -> Value {
+        let r = self.get(token, path).await;
+        assert_eq!(r.status().as_u16(), status, "GET {path}");
+        r.json().await.expect("a JSON body")
+    }
+
+    /// Posts a batch and asserts it was stored.
+    pub async fn publish(&self, token: &str, events: &[Value]) {
+        let r = self.post_batch(token, events).await;
+        let status = r.status();
+        assert!(status.is_success(), "{status}: {}", r.text().await.unwrap_or_default());
+    }
+}
+
+impl TestApp {
+    /// Publishes a synthetic history of `clients` clients (about 25 events each) through the
+    /// HTTP API, as `relais demo` does: one round per day, each organisation's events of the
+    /// day in one batch. Returns the number of events.
+    pub async fn load_history(&self, clients: usize) -> u64 {
+        use relais::synth::{self, SynthOptions};
+        let history = synth::generate(&SynthOptions { clients, ..Default::default() });
+        let mut tokens = std::collections::HashMap::new();
+        for org in self.settings.organisations.iter() {
+            tokens.insert(org.id.to_string(), self.token(org.id.as_str(), Role::Org).await);
+        }
+        for round in synth::daily_batches(&history, 500) {
+            let posts = round.into_iter().map(|(org, batch)| {
+                let token = tokens.get(org).cloned().unwrap_or_default();
+                async move {
+                    let r = self.post_batch(&token, &batch).await;
+                    assert!(r.status().is_success(), "{org}: {}", r.text().await.unwrap_or_default());
+                }
+            });
+            futures::future::join_all(posts).await;
+        }
+        history.len() as u64
+    }
+
+    /// Runs a clean projector (in this process) over the same stream into a database of its
+    /// own, with a copy of the key store, until it has applied the whole stream; returns its
+    /// pool and the database name (drop it with [`drop_database`]).
+    pub async fn clean_run(&self, suffix: &str) -> (sqlx::PgPool, String) {
+        let clean_db = format!("{}_{suffix}", self.db_name);
+        let (mut settings, _) = test_settings(&self.settings.nats_url, &clean_db);
+        settings.kek = self.settings.kek.clone();
+        settings.consumer_prefix = suffix.into();
+        // The key store travels with a rebuild into another database (docs/OPERATIONS.md).
+        relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("clean database");
+        let clean_pool = sqlx::PgPool::connect(&settings.database_url).await.expect("clean pool");
+        type KeyRow = (Uuid, String, Vec<u8>, Option<Vec<u8>>, String);
+        let keys: Vec<KeyRow> =
+            sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id FROM client_keys")
+                .fetch_all(&self.pool)
+                .await
+                .expect("keys");
+        for (id, org, hash, wrapped, kek) in keys {
+            sqlx::query(
+                "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at)
+                 VALUES ($1, $2, $3, $4, $5, CASE WHEN $4::bytea IS NULL THEN now() END)",
+            )
+            .bind(id)
+            .bind(org)
+            .bind(hash)
+            .bind(wrapped)
+            .bind(kek)
+            .execute(&clean_pool)
+            .await
+            .expect("key copied");
+        }
+        let clean = Application::build(&settings, ServeRole::Projector).await.expect("clean projector");
+        let stop = clean.shutdown_token();
+        let running = tokio::spawn(clean.run_until_stopped());
+        let target = self.stream_last_sequence().await;
+        wait_for_checkpoint(&clean_pool, relais_projections::worker::VALIDATOR, target).await;
+        for p in PROJECTIONS {
+            wait_for_checkpoint(&clean_pool, p, target).await;
+        }
+        stop.cancel();
+        let _ = running.await;
+        (clean_pool, clean_db)
+    }
+}
+
+/// Drops a database made by a test.
+pub async fn drop_database(name: &str) {
+    let admin = sqlx::PgPool::connect(ADMIN_DB_URL).await.expect("admin");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.expect("dropped");
+}
+
+/// The environment of a `relais` process working on the test application's log and the
+/// database `db_name`.
+pub fn relais_command(app: &TestApp, db_name: &str, prefix: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relais"));
+    c.env("RELAIS_NATS_URL", &app.settings.nats_url)
+        .env("RELAIS_DATABASE_URL", db_url(db_name))
+        .env("RELAIS_KEK", &app.kek_b64.0)
+        .env("RELAIS_CLIENT_REF_PEPPER", &app.kek_b64.1)
+        .env("RELAIS_CONSUMER_PREFIX", prefix)
+        .env("RUST_LOG", "error");
+    c
 }

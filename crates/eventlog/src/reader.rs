@@ -243,6 +243,7 @@ pub async fn subject_history(
         })
         .await
         .map_err(api)?;
+    let name = consumer.cached_info().name.clone();
     let mut messages = consumer.messages().await.map_err(api)?;
     let mut out = Vec::new();
     while let Some(m) = messages.next().await {
@@ -257,6 +258,10 @@ pub async fn subject_history(
             break;
         }
     }
+    drop(messages);
+    // Thousands of histories are read after a restart: delete each consumer at once rather
+    // than leave them to the inactivity threshold (the server limits how many may exist).
+    let _ = stream.delete_consumer(&name).await;
     Ok(out)
 }
 

@@ -51,6 +51,17 @@ impl Authenticated {
         }
         Ok(p.org.clone())
     }
+
+    /// Allows the coordination role (continuity monitor and anonymous statistics) only.
+    pub fn require_coordinator(&self) -> Result<(), ApiError> {
+        if self.0.role != Role::Coordinator {
+            return Err(ApiError::forbidden(format!(
+                "role {} cannot read the continuity monitor or the shared statistics",
+                self.0.role.as_str()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Authenticated {

@@ -8,10 +8,14 @@ mod auth;
 mod catalogue;
 mod error;
 mod ingest;
+mod monitor;
 mod openapi;
+mod org_views;
+mod paging;
 mod privacy;
 mod quarantine;
 mod query;
+mod statistics;
 mod views;
 
 pub use audit::{AuditState, replay_filter};
@@ -33,11 +37,13 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// Most events in one batch (the broker's atomic batch limit is 1000).
     pub max_batch_events: usize,
+    /// The clock of ages, "today" and "the next N days" in the views.
+    pub clock: Arc<dyn relais_projections::Clock>,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, max_batch_events: 1000 }
+        Self { max_body_bytes: 4 * 1024 * 1024, max_batch_events: 1000, clock: relais_projections::clock::system() }
     }
 }
 
@@ -72,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/orgs/{org}/cases", get(views::list_cases))
         .route("/v1/orgs/{org}/cases/{case}", get(views::get_case))
         .route("/v1/orgs/{org}/quarantine", get(quarantine::list))
+        .merge(org_views::routes())
         .route("/v1/orgs/{org}/clients/{client}/erasure", post(privacy::post_erasure))
         .route("/v1/orgs/{org}/clients/{client}/export", get(privacy::get_export))
         .route("/v1/orgs/{org}/clients/{client}/key", post(privacy::post_key))

@@ -136,6 +136,11 @@ pub async fn openapi() -> Json<Value> {
                 "parameters": [ org_param.clone(),
                     { "name": "status", "in": "query", "schema": { "enum": ["requested", "open", "declined", "closed", "after_care"] } },
                     { "name": "in_detention", "in": "query", "schema": { "type": "boolean" } },
+                    { "name": "open", "in": "query", "description": "true: requested, open, after_care; false: declined, closed", "schema": { "type": "boolean" } },
+                    { "name": "legal_status", "in": "query", "schema": { "enum": ["suspect", "convict", "internee"] } },
+                    { "name": "language", "in": "query", "schema": { "type": "string", "pattern": "^[a-z]{2,3}$" } },
+                    { "name": "life_domain", "in": "query", "schema": { "type": "string" } },
+                    { "name": "active_within_days", "in": "query", "description": "only cases with an event in the last N days (recent)", "schema": { "type": "integer", "minimum": 0, "maximum": 3660 } },
                     { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 } },
                     { "name": "cursor", "in": "query", "schema": { "type": "string" } } ],
                 "responses": { "200": { "description": "a page of cases" }, "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("another organisation") } } },
@@ -154,6 +159,95 @@ pub async fn openapi() -> Json<Value> {
     if let (Some(paths), Value::Object(more)) = (doc.get_mut("paths").and_then(Value::as_object_mut), privacy) {
         paths.extend(more);
     }
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        paths.extend(view_paths());
+    }
     crate::audit::openapi_paths(&mut doc, problem);
     Json(doc)
+}
+
+/// The paths of the organisation views, the continuity monitor and the statistics.
+fn view_paths() -> serde_json::Map<String, Value> {
+    let org = json!({ "name": "org", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^[a-z0-9-]{1,32}$" } });
+    let limit = |max: i64, default: i64| json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": max, "default": default } });
+    let cursor = json!({ "name": "cursor", "in": "query", "description": "next_cursor of the previous page", "schema": { "type": "string" } });
+    let page = |what: &str| json!({ "description": format!("a page of {what}: {{ items, next_cursor }}") });
+    let org_reads = |what: &str| json!({ "200": page(what), "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("another organisation or another role") });
+    let stats_params = |shared: bool| {
+        let mut p = vec![
+            json!({ "name": "period", "in": "query", "schema": { "enum": ["month", "quarter", "year"], "default": "month" } }),
+            json!({ "name": "from", "in": "query", "description": "first day (default: 1 January of this year)", "schema": { "type": "string", "format": "date" } }),
+            json!({ "name": "to", "in": "query", "description": "last day (default: today)", "schema": { "type": "string", "format": "date" } }),
+            json!({ "name": "measure", "in": "query", "schema": { "enum": relais_projections::statistics::MEASURES } }),
+            json!({ "name": "format", "in": "query", "description": "or Accept: text/csv", "schema": { "enum": ["json", "csv"] } }),
+        ];
+        if shared {
+            p.push(json!({ "name": "group_by", "in": "query", "schema": { "enum": ["authority", "organisation", "total"], "default": "authority" } }));
+            p.push(json!({ "name": "org", "in": "query", "schema": { "type": "string" } }));
+            p.push(json!({ "name": "authority", "in": "query", "schema": { "enum": ["cocom", "flemish_community", "french_community", "none"] } }));
+        }
+        p
+    };
+    let stats_responses = json!({
+        "200": { "description": "cells { period, authority, organisation, measure, dimension_1, dimension_2, people, count, suppressed }; cells with fewer than 5 people have people and count null (CSV: `<5` and empty)",
+            "content": { "application/json": {}, "text/csv": {} } },
+        "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("wrong role or organisation") });
+    let paths = json!({
+        "/v1/orgs/{org}/cases/{case}/timeline": { "get": {
+            "summary": "Every event of one case, in order, with who recorded it; personal fields while the client is not erased",
+            "parameters": [ org.clone(), { "name": "case", "in": "path", "required": true, "schema": { "type": "string" } },
+                { "name": "type", "in": "query", "schema": { "type": "string" } }, limit(1000, 100), cursor.clone() ],
+            "responses": { "200": page("events"), "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("another organisation"), "404": problem("no such case") } } },
+        "/v1/orgs/{org}/referrals": { "get": {
+            "summary": "Referrals out (made by the organisation) or in (made to it), with closed-loop stage and age; the receiver never sees the sender's case id or client reference",
+            "parameters": [ org.clone(),
+                { "name": "direction", "in": "query", "schema": { "enum": ["out", "in"], "default": "out" } },
+                { "name": "stage", "in": "query", "schema": { "enum": relais_projections::referrals::STAGES } },
+                { "name": "open", "in": "query", "schema": { "type": "boolean" } }, limit(500, 50), cursor.clone() ],
+            "responses": org_reads("referrals") } },
+        "/v1/orgs/{org}/coming-up": { "get": {
+            "summary": "Scheduled releases, prepared furloughs and escorted outings from today (Brussels) to N days ahead",
+            "parameters": [ org.clone(),
+                { "name": "days", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 366, "default": 14 } },
+                { "name": "item", "in": "query", "schema": { "enum": ["release", "leave", "outing"] } }, limit(1000, 100), cursor.clone() ],
+            "responses": org_reads("items") } },
+        "/v1/orgs/{org}/activities": { "get": {
+            "summary": "Group activities the organisation organised, recorded on or is a partner of, with sessions (attendance), evaluations and counts",
+            "parameters": [ org.clone(), { "name": "kind", "in": "query", "schema": { "enum": ["formative", "psychosocial", "sociocultural"] } }, limit(500, 50), cursor.clone() ],
+            "responses": org_reads("activities") } },
+        "/v1/orgs/{org}/activities/{activity}": { "get": {
+            "summary": "One activity with the organisation's own participants, dropouts waiting for their feedback conversation, sessions and evaluations",
+            "parameters": [ org.clone(), { "name": "activity", "in": "path", "required": true, "schema": { "type": "string" } } ],
+            "responses": { "200": { "description": "{ activity, roster, dropouts_waiting_for_feedback }" }, "401": problem("no or unknown token"), "403": problem("another organisation"), "404": problem("no such activity for this organisation") } } },
+        "/v1/orgs/{org}/worklist": { "get": {
+            "summary": "What needs action now, longest waiting first: referrals to answer, accepted referrals without first contact, releases without after-care, dropouts without feedback",
+            "parameters": [ org.clone(),
+                { "name": "kind", "in": "query", "schema": { "enum": relais_projections::worklist::KINDS } },
+                { "name": "release_days", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 366, "default": 14 } }, limit(1000, 100), cursor.clone() ],
+            "responses": org_reads("work items") } },
+        "/v1/orgs/{org}/statistics": { "get": {
+            "summary": "The organisation's own statistics per period (small cells suppressed)",
+            "parameters": std::iter::once(org.clone()).chain(stats_params(false)).collect::<Vec<_>>(),
+            "responses": stats_responses.clone() } },
+        "/v1/statistics": { "get": {
+            "summary": "Funder statistics of every organisation per period and per recognising authority, organisation or in total (role coordinator); anonymous: cells under 5 people suppressed",
+            "parameters": stats_params(true),
+            "responses": stats_responses } },
+        "/v1/monitor/alerts": { "get": {
+            "summary": "Continuity monitor alerts by linkage key, longest open first, with how long each has been open (role coordinator; consented clients only; never case ids or client references)",
+            "parameters": [
+                { "name": "state", "in": "query", "schema": { "enum": ["open", "closed", "all"], "default": "open" } },
+                { "name": "kind", "in": "query", "schema": { "enum": relais_projections::monitor::ALERT_KINDS } },
+                { "name": "org", "in": "query", "schema": { "type": "string" } },
+                { "name": "linkage_key", "in": "query", "schema": { "type": "string", "pattern": "^[0-9a-f]{64}$" } }, limit(1000, 100), cursor.clone() ],
+            "responses": { "200": page("alerts"), "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("not the coordinator role") } } },
+        "/v1/monitor/persons": { "get": {
+            "summary": "Consented persons by linkage key: organisations helping (status, detention, release, after-care), open referrals, open alerts (role coordinator)",
+            "parameters": [ limit(500, 100), cursor ],
+            "responses": { "200": page("persons"), "400": problem("invalid parameter"), "401": problem("no or unknown token"), "403": problem("not the coordinator role") } } }
+    });
+    match paths {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }

@@ -34,6 +34,11 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 pub struct CaseQuery {
     status: Option<String>,
     in_detention: Option<bool>,
+    open: Option<bool>,
+    legal_status: Option<String>,
+    language: Option<String>,
+    life_domain: Option<String>,
+    active_within_days: Option<i64>,
     limit: Option<i64>,
     cursor: Option<String>,
 }
@@ -44,7 +49,7 @@ pub struct Page<T> {
     next_cursor: Option<String>,
 }
 
-const STATUSES: &[&str] = &["requested", "open", "declined", "closed", "after_care"];
+const STATUSES: &[&str] = caseload::STATUSES;
 
 fn encode_cursor(at: DateTime<Utc>, id: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}|{id}", at.timestamp_micros()))
@@ -70,6 +75,23 @@ pub async fn list_cases(
     {
         return Err(ApiError::invalid_parameter("status", format!("one of {}", STATUSES.join(", "))));
     }
+    crate::paging::one_of("legal_status", q.legal_status.as_deref(), &["suspect", "convict", "internee"])?;
+    if let Some(l) = &q.language
+        && relais_domain::reference::Language::parse(l).is_err()
+    {
+        return Err(ApiError::invalid_parameter("language", "an ISO 639 code (2 or 3 lower-case letters)"));
+    }
+    if let Some(d) = &q.life_domain {
+        use relais_domain::reference::{CodeList, LifeDomain};
+        if !LifeDomain::ALL.iter().any(|x| x.code() == d) {
+            return Err(ApiError::invalid_parameter("life_domain", "a life domain code of the catalogue"));
+        }
+    }
+    let active_since = match q.active_within_days {
+        Some(d) if (0..=3660).contains(&d) => Some(state.settings.clock.now() - chrono::Duration::days(d)),
+        Some(_) => return Err(ApiError::invalid_parameter("active_within_days", "between 0 and 3660")),
+        None => None,
+    };
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid_parameter("limit", "between 1 and 500"));
@@ -85,10 +107,22 @@ pub async fn list_cases(
         &auth.0,
         "cases.list",
         &format!("orgs/{org}/cases"),
-        serde_json::json!({ "status": q.status, "in_detention": q.in_detention, "cursor": q.cursor, "limit": limit }),
+        serde_json::json!({ "status": q.status, "in_detention": q.in_detention, "open": q.open,
+            "legal_status": q.legal_status, "language": q.language, "life_domain": q.life_domain,
+            "active_within_days": q.active_within_days, "cursor": q.cursor, "limit": limit }),
     )
     .await?;
-    let filter = CaseFilter { status: q.status, in_detention: q.in_detention, after, limit };
+    let filter = CaseFilter {
+        status: q.status,
+        in_detention: q.in_detention,
+        open: q.open,
+        legal_status: q.legal_status,
+        language: q.language,
+        life_domain: q.life_domain,
+        active_since,
+        after,
+        limit,
+    };
     let items = caseload::list(state.db.pool(), &org, &filter).await?;
     let next_cursor = if items.len() as i64 == limit {
         items.last().map(|r| encode_cursor(r.last_event_at, &r.case_id))

@@ -40,6 +40,10 @@ impl View for ClientEvents {
     fn apply<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Applied]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(apply(tx, events))
     }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["client_events"]
+    }
 }
 
 async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Error> {

@@ -11,10 +11,19 @@
 //! only once the validator has judged it (its checkpoint is at least the batch's last
 //! sequence) and skips quarantined sequences, so every view applies exactly the same events
 //! on every run. View changes and checkpoint commit in one transaction.
+//!
+//! A view's transaction first locks its checkpoint row and checks that it still holds the
+//! sequence the worker resumed from: `relais rebuild` swaps in rebuilt tables and moves the
+//! checkpoint under a running worker, which then restarts from the new checkpoint.
+//!
+//! Views that depend on the clock (the continuity monitor) are also called every
+//! [`ProjectorSettings::tick_interval`] without a new event, with [`ProjectorSettings::clock`].
 
+use crate::clock::Clock;
 use crate::db::Database;
 use crate::keys::{KeyLookup, KeyStore};
 use async_nats::jetstream::stream::Stream;
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use relais_domain::envelope::{Envelope, StoredEventV1};
 use relais_domain::{StoredEvent, seal};
@@ -49,6 +58,42 @@ pub trait View: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Applies a batch of events, in order, inside the caller's transaction.
     fn apply<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Applied]) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
+    /// The tables the view writes: `relais rebuild` rebuilds them together into copies and
+    /// swaps them in. A view with none cannot be rebuilt.
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// True if what the view holds depends on the clock: then [`View::on_clock`] is called
+    /// after every batch and every tick.
+    fn uses_clock(&self) -> bool {
+        false
+    }
+
+    /// Brings what depends on the time up to `now`, inside the caller's transaction.
+    fn on_clock<'a>(
+        &'a self,
+        _tx: &'a mut PgConnection,
+        _now: DateTime<Utc>,
+        _why: ClockCall,
+    ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Why [`View::on_clock`] is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockCall {
+    /// Right after a batch, in its transaction: what the batch touched.
+    AfterBatch,
+    /// A tick, without a new event: everything. `caught_up` is true when the view has applied
+    /// every event of the stream, so that forgetting by the clock cannot overtake events still
+    /// to be applied.
+    Tick {
+        /// The view has applied the whole stream.
+        caught_up: bool,
+    },
 }
 
 /// Settings of the projection workers.
@@ -59,11 +104,23 @@ pub struct ProjectorSettings {
     /// Prefix of the durable consumers' names, so that two deployments (or tests) projecting
     /// the same stream into different databases do not share consumers.
     pub consumer_prefix: String,
+    /// The clock of the views that depend on time.
+    pub clock: Arc<dyn Clock>,
+    /// How often views that depend on time are brought up to the clock without a new event.
+    pub tick_interval: Duration,
+    /// Thresholds of the continuity monitor.
+    pub monitor: crate::monitor::MonitorSettings,
 }
 
 impl Default for ProjectorSettings {
     fn default() -> Self {
-        Self { batch_size: 1000, consumer_prefix: "relais".into() }
+        Self {
+            batch_size: 1000,
+            consumer_prefix: "relais".into(),
+            clock: crate::clock::system(),
+            tick_interval: Duration::from_secs(60),
+            monitor: crate::monitor::MonitorSettings::default(),
+        }
     }
 }
 
@@ -85,6 +142,15 @@ pub enum WorkerError {
     /// Shut down while waiting.
     #[error("shutting down")]
     Shutdown,
+    /// The checkpoint moved under the worker (a rebuild was swapped in): it restarts from the
+    /// new checkpoint.
+    #[error("checkpoint moved from {expected} to {found}")]
+    CheckpointMoved {
+        /// Where the worker was.
+        expected: u64,
+        /// Where the checkpoint now is.
+        found: u64,
+    },
 }
 
 /// The projection workers of one process.
@@ -107,6 +173,24 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
     Ok(seq.unwrap_or(0) as u64)
 }
 
+/// Locks a projection's checkpoint row for the rest of the transaction and checks that it
+/// still holds `expected`: the first statement of every view transaction, and of a rebuild's
+/// swap, so the two never interleave.
+pub(crate) async fn claim_checkpoint(tx: &mut PgConnection, name: &str, expected: u64) -> Result<(), WorkerError> {
+    sqlx::query("INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let found: i64 = sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+    if found as u64 != expected {
+        return Err(WorkerError::CheckpointMoved { expected, found: found as u64 });
+    }
+    Ok(())
+}
+
 pub(crate) async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, $2)
@@ -119,15 +203,34 @@ pub(crate) async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) 
     Ok(())
 }
 
-/// The default views of Relais.
+/// The default views of Relais, with default settings.
 pub fn default_views() -> Vec<Arc<dyn View>> {
-    vec![Arc::new(crate::caseload::Caseload), Arc::new(crate::client_events::ClientEvents)]
+    views(&ProjectorSettings::default())
+}
+
+/// The views of Relais, configured by `settings`.
+pub fn views(settings: &ProjectorSettings) -> Vec<Arc<dyn View>> {
+    vec![
+        Arc::new(crate::caseload::Caseload),
+        Arc::new(crate::client_events::ClientEvents),
+        Arc::new(crate::timeline::Timeline),
+        Arc::new(crate::referrals::Referrals),
+        Arc::new(crate::activities::Activities),
+        Arc::new(crate::monitor::Monitor::new(settings.monitor.clone())),
+        Arc::new(crate::statistics::Statistics),
+    ]
+}
+
+/// The view of that name, configured by `settings`.
+pub fn view_named(settings: &ProjectorSettings, name: &str) -> Option<Arc<dyn View>> {
+    views(settings).into_iter().find(|v| v.name() == name)
 }
 
 impl Projector {
     /// Projection workers over the stream, with the default views.
     pub fn new(db: Database, keys: KeyStore, stream: Stream, settings: ProjectorSettings) -> Self {
-        Self { db, keys, stream, settings, views: default_views(), chain: None }
+        let views = views(&settings);
+        Self { db, keys, stream, settings, views, chain: None }
     }
 
     /// Also runs the audit chain worker ([`crate::audit::chain`]) with these settings.
@@ -205,6 +308,11 @@ impl Projector {
             // contained: the worker resumes from its checkpoint instead of stopping.
             match tokio::spawn(run(self.clone())).await {
                 Ok(Ok(())) | Ok(Err(WorkerError::Shutdown)) => return,
+                Ok(Err(e @ WorkerError::CheckpointMoved { .. })) => {
+                    tracing::info!(projection = name, reason = %e, "projection worker restarts from its checkpoint");
+                    pause = Duration::from_millis(200);
+                    continue;
+                }
                 Ok(Err(e)) => {
                     tracing::error!(projection = name, error = %e, "projection worker failed; resuming from its checkpoint");
                 }
@@ -376,6 +484,9 @@ impl Projector {
                     continue;
                 }
                 envelope.data = data;
+                // The fields are opened: the rules must see them as present (an activity's
+                // roster is keyed by the participant's reference).
+                envelope.personal = relais_domain::envelope::PersonalState::Present;
             }
         }
         tracing::debug!(opened_ms = judge_started.elapsed().as_millis() as u64, "keys looked up and fields opened");
@@ -433,8 +544,17 @@ impl Projector {
             self.settings.batch_size,
         )
         .await?;
+        let mut ticks = tokio::time::interval(self.settings.tick_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let batch = Self::next_batch(&mut consumer, self.settings.batch_size, shutdown).await?;
+            let batch = tokio::select! {
+                _ = shutdown.cancelled() => return Err(WorkerError::Shutdown),
+                b = consumer.next_batch(self.settings.batch_size) => b?,
+                _ = ticks.tick(), if view.uses_clock() => {
+                    self.tick(view, done).await?;
+                    continue;
+                }
+            };
             let batch: Vec<LogMessage> = batch.into_iter().filter(|m| m.sequence > done).collect();
             let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence))
             else {
@@ -446,14 +566,7 @@ impl Projector {
                 _ = shutdown.cancelled() => return Err(WorkerError::Shutdown),
                 r = validated.wait_for(|v| *v >= last) => { r.map_err(|_| WorkerError::Shutdown)?; }
             }
-            let quarantined: HashSet<i64> =
-                sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq BETWEEN $1 AND $2")
-                    .bind(first as i64)
-                    .bind(last as i64)
-                    .fetch_all(pool)
-                    .await?
-                    .into_iter()
-                    .collect();
+            let quarantined = quarantined_between(pool, first, last).await?;
             let batch: Vec<&LogMessage> =
                 batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
             let spans: Vec<tracing::Span> = batch
@@ -465,9 +578,13 @@ impl Projector {
                     Some(span)
                 })
                 .collect();
-            let applied = self.open_all(&batch).await?;
+            let applied = open_events(&self.keys, &batch).await?;
             let mut tx = pool.begin().await?;
+            claim_checkpoint(&mut tx, name, done).await?;
             view.apply(&mut tx, &applied).await?;
+            if view.uses_clock() {
+                view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::AfterBatch).await?;
+            }
             set_checkpoint(&mut tx, name, last).await?;
             tx.commit().await?;
             drop(spans);
@@ -476,27 +593,48 @@ impl Projector {
         }
     }
 
-    /// Decodes validated messages and opens their personal fields where the key exists.
-    async fn open_all(&self, batch: &[&LogMessage]) -> Result<Vec<Applied>, WorkerError> {
-        let stored: Vec<(u64, StoredEventV1)> =
-            batch.iter().filter_map(|m| Some((m.sequence, StoredEvent::decode(&m.payload).ok()?.into_v1()))).collect();
-        let key_ids: Vec<Uuid> = stored.iter().filter_map(|(_, s)| s.sealed.as_ref().map(|x| x.key_id)).collect();
-        let keys = self.keys.lookup_many(&key_ids).await?;
-        Ok(stored
-            .into_iter()
-            .filter_map(|(seq, s)| {
-                let key_id = s.sealed.as_ref().map(|x| x.key_id);
-                let personal = s.sealed.as_ref().and_then(|sealed| match keys.get(&sealed.key_id) {
-                    Some(KeyLookup::Key(k)) => seal::open(k, s.id, sealed).ok(),
-                    _ => None,
-                });
-                // Validated events decode; a failure here would be a bug, and the event was
-                // judged by the same code, so skipping cannot diverge between runs.
-                let envelope = s.open(personal).ok()?;
-                Some(Applied { seq, envelope, key_id })
-            })
-            .collect())
+    /// Brings a view that depends on the clock up to now, without a new event.
+    async fn tick(&self, view: &dyn View, done: u64) -> Result<(), WorkerError> {
+        let caught_up = reader::last_sequence(&self.stream).await? <= done;
+        let mut tx = self.db.pool().begin().await?;
+        claim_checkpoint(&mut tx, view.name(), done).await?;
+        view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::Tick { caught_up }).await?;
+        tx.commit().await?;
+        Ok(())
     }
+}
+
+/// The quarantined sequences between `first` and `last`.
+pub(crate) async fn quarantined_between(pool: &PgPool, first: u64, last: u64) -> Result<HashSet<i64>, sqlx::Error> {
+    Ok(sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq BETWEEN $1 AND $2")
+        .bind(first as i64)
+        .bind(last as i64)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Decodes validated messages and opens their personal fields where the key exists.
+pub(crate) async fn open_events(keys: &KeyStore, batch: &[&LogMessage]) -> Result<Vec<Applied>, WorkerError> {
+    let stored: Vec<(u64, StoredEventV1)> =
+        batch.iter().filter_map(|m| Some((m.sequence, StoredEvent::decode(&m.payload).ok()?.into_v1()))).collect();
+    let key_ids: Vec<Uuid> = stored.iter().filter_map(|(_, s)| s.sealed.as_ref().map(|x| x.key_id)).collect();
+    let found = keys.lookup_many(&key_ids).await?;
+    Ok(stored
+        .into_iter()
+        .filter_map(|(seq, s)| {
+            let key_id = s.sealed.as_ref().map(|x| x.key_id);
+            let personal = s.sealed.as_ref().and_then(|sealed| match found.get(&sealed.key_id) {
+                Some(KeyLookup::Key(k)) => seal::open(k, s.id, sealed).ok(),
+                _ => None,
+            });
+            // Validated events decode; a failure here would be a bug, and the event was
+            // judged by the same code, so skipping cannot diverge between runs.
+            let envelope = s.open(personal).ok()?;
+            Some(Applied { seq, envelope, key_id })
+        })
+        .collect())
 }
 
 impl ProjectorSettings {

@@ -1,0 +1,398 @@
+//! Rebuilding a projection from the start of the stream into fresh tables while the live ones
+//! keep serving, then swapping them in atomically (`relais rebuild <projection>|--all`).
+//!
+//! 1. The view's tables are copied empty into a schema of their own, `rebuild_<projection>`
+//!    (`CREATE TABLE ... (LIKE <live> INCLUDING ALL)`: the live definition, made by the
+//!    migrations, is the only definition).
+//! 2. The stream is read from sequence 1 with an ordered consumer; every batch is applied, as
+//!    the live worker would (only what the validator accepted, quarantined sequences skipped,
+//!    personal fields opened with the key store), with `search_path` set to the rebuild schema,
+//!    and committed with a checkpoint of its own (`<projection>:rebuild`), up to the stream's
+//!    last sequence.
+//! 3. The swap, in one transaction: lock the live checkpoint row (the live worker takes the
+//!    same lock first in each of its transactions, so it is either done with its batch or
+//!    waits), apply what the live view applied since the rebuild caught up, drop the live
+//!    tables, move the rebuilt ones in, give their indexes the live names, set the live
+//!    checkpoint. Readers wait for the swap for a moment and then read the new tables.
+//! 4. A live worker that finds its checkpoint moved (it was behind the rebuild) restarts from
+//!    the new checkpoint.
+//!
+//! The validator must be running (a `relais serve` with the projector), since only judged
+//! events are applied. A rebuild that stops half-way leaves the live view untouched; the next
+//! rebuild starts afresh.
+
+use crate::db::Database;
+use crate::keys::KeyStore;
+use crate::worker::{
+    self, ClockCall, ProjectorSettings, VALIDATOR, View, WorkerError, claim_checkpoint, open_events,
+    quarantined_between, set_checkpoint,
+};
+use async_nats::jetstream::stream::Stream;
+use futures::{FutureExt, StreamExt};
+use relais_eventlog::reader::{self, LogMessage, ReadError};
+use relais_eventlog::subjects;
+use sqlx::{PgConnection, PgPool};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a rebuild failed. The live view is untouched unless the swap committed.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// No projection of that name.
+    #[error("no projection named {0:?}")]
+    UnknownProjection(String),
+    /// The projection has no tables (the validator cannot be rebuilt).
+    #[error("{0} cannot be rebuilt")]
+    NotRebuildable(String),
+    /// The validator does not advance: no projector is running.
+    #[error(
+        "the validator is at sequence {validated} and the stream at {target}: start the projector (`relais serve`) so that it judges the events"
+    )]
+    ValidatorStalled {
+        /// The validator's checkpoint.
+        validated: u64,
+        /// The sequence the rebuild waits for.
+        target: u64,
+    },
+    /// The ordered read of the log ended early.
+    #[error("the event log stopped delivering at sequence {0}")]
+    LogEnded(u64),
+    /// Applying failed.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// PostgreSQL failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// NATS failed.
+    #[error(transparent)]
+    Log(#[from] ReadError),
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildReport {
+    /// The projection.
+    pub projection: &'static str,
+    /// Events applied (quarantined ones are skipped).
+    pub events: u64,
+    /// The checkpoint the swapped-in view has.
+    pub checkpoint: u64,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+impl RebuildReport {
+    /// Events per second.
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-6)
+    }
+}
+
+/// Where a rebuild is, for a progress bar.
+#[derive(Debug, Clone, Copy)]
+pub struct RebuildProgress {
+    /// The last sequence applied.
+    pub at: u64,
+    /// The sequence the rebuild runs to (it may grow while the stream grows).
+    pub target: u64,
+    /// Events applied so far.
+    pub events: u64,
+}
+
+/// The name of a rebuild's checkpoint.
+pub fn rebuild_checkpoint(projection: &str) -> String {
+    format!("{projection}:rebuild")
+}
+
+fn rebuild_schema(projection: &str) -> String {
+    format!("rebuild_{projection}")
+}
+
+/// How long the rebuild waits for the validator without progress.
+const VALIDATOR_PATIENCE: Duration = Duration::from_secs(60);
+
+/// The reading side of a rebuild: an ordered consumer cut into batches.
+struct Reader {
+    messages: std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogMessage, ReadError>> + Send>>,
+    done: u64,
+}
+
+impl Reader {
+    /// The next messages up to `until` (inclusive), at most `max`.
+    async fn batch(&mut self, until: u64, max: usize) -> Result<Vec<LogMessage>, RebuildError> {
+        let mut out = Vec::new();
+        while self.done < until && out.len() < max {
+            let next = if out.is_empty() {
+                match tokio::time::timeout(Duration::from_secs(30), self.messages.next()).await {
+                    Ok(n) => n,
+                    Err(_) => return Err(RebuildError::LogEnded(self.done)),
+                }
+            } else {
+                match self.messages.next().now_or_never() {
+                    Some(n) => n,
+                    None => break,
+                }
+            };
+            let Some(m) = next else { return Err(RebuildError::LogEnded(self.done)) };
+            let m = m?;
+            self.done = m.sequence;
+            out.push(m);
+        }
+        Ok(out)
+    }
+}
+
+/// Rebuilds the projection `view` and swaps it in; `progress` is called after each batch.
+pub async fn rebuild(
+    db: &Database,
+    keys: &KeyStore,
+    stream: &Stream,
+    settings: &ProjectorSettings,
+    view: Arc<dyn View>,
+    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport, RebuildError> {
+    let span = tracing::info_span!("projection.rebuild", projection = view.name());
+    tracing::Instrument::instrument(run(db, keys, stream, settings, view, progress), span).await
+}
+
+async fn run(
+    db: &Database,
+    keys: &KeyStore,
+    stream: &Stream,
+    settings: &ProjectorSettings,
+    view: Arc<dyn View>,
+    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+) -> Result<RebuildReport, RebuildError> {
+    let started = Instant::now();
+    let name = view.name();
+    let tables = view.tables();
+    if tables.is_empty() {
+        return Err(RebuildError::NotRebuildable(name.to_owned()));
+    }
+    let pool = db.pool();
+    let live_schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(pool).await?;
+    let schema = rebuild_schema(name);
+    let temp = rebuild_checkpoint(name);
+    prepare(pool, &live_schema, &schema, tables, &temp).await?;
+
+    let messages = reader::ordered_messages(stream, &subjects::all_events(), 1).await?;
+    let mut reader = Reader { messages: Box::pin(messages), done: 0 };
+    let mut events = 0u64;
+    let mut target = reader::last_sequence(stream).await?;
+    progress(RebuildProgress { at: 0, target, events });
+    // Twice: to the last sequence at the start, then to the one reached meanwhile; the swap
+    // applies whatever the live view got beyond that.
+    for _ in 0..2 {
+        while reader.done < target {
+            let batch = reader.batch(target, settings.batch_size).await?;
+            events += apply_batch(pool, keys, view.as_ref(), &schema, &live_schema, &temp, &batch).await?;
+            progress(RebuildProgress { at: reader.done, target, events });
+        }
+        target = reader::last_sequence(stream).await?;
+    }
+    // What depends on the clock, as a tick of a caught-up view would.
+    if view.uses_clock() {
+        let mut tx = pool.begin().await?;
+        set_search_path(&mut tx, &schema, &live_schema).await?;
+        view.on_clock(&mut tx, settings.clock.now(), ClockCall::Tick { caught_up: true }).await?;
+        tx.commit().await?;
+    }
+    let checkpoint = swap(pool, keys, view.as_ref(), &mut reader, settings, &live_schema, &schema, &temp).await?;
+    progress(RebuildProgress { at: checkpoint, target: checkpoint, events });
+    tracing::info!(projection = name, events, checkpoint, "projection rebuilt and swapped in");
+    Ok(RebuildReport { projection: name, events, checkpoint, elapsed: started.elapsed() })
+}
+
+/// Creates the empty copies of the live tables.
+async fn prepare(pool: &PgPool, live: &str, schema: &str, tables: &[&str], temp: &str) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema))).execute(&mut *tx).await?;
+    sqlx::query(&format!("CREATE SCHEMA {}", ident(schema))).execute(&mut *tx).await?;
+    for t in tables {
+        sqlx::query(&format!(
+            "CREATE TABLE {s}.{t} (LIKE {l}.{t} INCLUDING ALL)",
+            s = ident(schema),
+            l = ident(live),
+            t = ident(t)
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(temp).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+async fn set_search_path(tx: &mut PgConnection, schema: &str, live: &str) -> Result<(), sqlx::Error> {
+    // The view's SQL names its tables without a schema: inside this transaction they are the
+    // rebuild's copies; everything else (checkpoints, quarantine, registry) is the live one.
+    sqlx::query(&format!("SET LOCAL search_path TO {}, {}", ident(schema), ident(live))).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Waits until the validator has judged `last`.
+async fn wait_for_validator(pool: &PgPool, last: u64) -> Result<(), RebuildError> {
+    let mut seen = worker::checkpoint(pool, VALIDATOR).await?;
+    let mut since = Instant::now();
+    while seen < last {
+        if since.elapsed() > VALIDATOR_PATIENCE {
+            return Err(RebuildError::ValidatorStalled { validated: seen, target: last });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = worker::checkpoint(pool, VALIDATOR).await?;
+        if now > seen {
+            since = Instant::now();
+        }
+        seen = now;
+    }
+    Ok(())
+}
+
+/// Applies one batch into the rebuild's tables, with the rebuild's checkpoint; returns the
+/// number of events applied.
+async fn apply_batch(
+    pool: &PgPool,
+    keys: &KeyStore,
+    view: &dyn View,
+    schema: &str,
+    live: &str,
+    temp: &str,
+    batch: &[LogMessage],
+) -> Result<u64, RebuildError> {
+    let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence)) else {
+        return Ok(0);
+    };
+    wait_for_validator(pool, last).await?;
+    let applied = judged(pool, keys, batch, first, last).await?;
+    let mut tx = pool.begin().await?;
+    set_search_path(&mut tx, schema, live).await?;
+    // Facts only: what depends on the clock is brought up to it once, before the swap.
+    view.apply(&mut tx, &applied).await?;
+    set_checkpoint(&mut tx, temp, last).await?;
+    tx.commit().await?;
+    Ok(applied.len() as u64)
+}
+
+async fn judged(
+    pool: &PgPool,
+    keys: &KeyStore,
+    batch: &[LogMessage],
+    first: u64,
+    last: u64,
+) -> Result<Vec<worker::Applied>, RebuildError> {
+    let quarantined = quarantined_between(pool, first, last).await?;
+    let kept: Vec<&LogMessage> = batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
+    Ok(open_events(keys, &kept).await?)
+}
+
+/// The swap, in one transaction; returns the live checkpoint it set.
+#[allow(clippy::too_many_arguments)]
+async fn swap(
+    pool: &PgPool,
+    keys: &KeyStore,
+    view: &dyn View,
+    reader: &mut Reader,
+    settings: &ProjectorSettings,
+    live: &str,
+    schema: &str,
+    temp: &str,
+) -> Result<u64, RebuildError> {
+    let name = view.name();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL lock_timeout = '60s'").execute(&mut *tx).await?;
+    // The live worker's lock: it is between two batches from here on.
+    let live_at = worker::checkpoint(pool, name).await?;
+    let locked = claim_checkpoint(&mut tx, name, live_at).await;
+    let live_at = match locked {
+        Ok(()) => live_at,
+        // It committed a batch in between: lock whatever it reached.
+        Err(WorkerError::CheckpointMoved { found, .. }) => {
+            claim_checkpoint(&mut tx, name, found).await?;
+            found
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Catch up with what the live view applied since (it was judged: the live view applied it).
+    set_search_path(&mut tx, schema, live).await?;
+    while reader.done < live_at {
+        let batch = reader.batch(live_at, settings.batch_size).await?;
+        let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence)) else {
+            break;
+        };
+        let applied = judged(pool, keys, &batch, first, last).await?;
+        view.apply(&mut tx, &applied).await?;
+    }
+    if view.uses_clock() {
+        view.on_clock(&mut tx, settings.clock.now(), ClockCall::Tick { caught_up: true }).await?;
+    }
+    sqlx::query("SET LOCAL search_path TO DEFAULT").execute(&mut *tx).await?;
+    let checkpoint = reader.done;
+    let mut live_names: BTreeMap<(String, String), String> = BTreeMap::new();
+    for t in view.tables() {
+        for (index, def) in indexes(&mut tx, live, t).await? {
+            live_names.insert((t.to_string(), normalise(&def)), index);
+        }
+    }
+    let mut rebuilt: Vec<(String, String, String)> = Vec::new();
+    for t in view.tables() {
+        for (index, def) in indexes(&mut tx, schema, t).await? {
+            rebuilt.push((t.to_string(), index, normalise(&def)));
+        }
+    }
+    for t in view.tables() {
+        sqlx::query(&format!("DROP TABLE {}.{}", ident(live), ident(t))).execute(&mut *tx).await?;
+    }
+    for t in view.tables() {
+        sqlx::query(&format!("ALTER TABLE {}.{} SET SCHEMA {}", ident(schema), ident(t), ident(live)))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (table, index, def) in rebuilt {
+        if let Some(live_name) = live_names.get(&(table, def))
+            && *live_name != index
+        {
+            sqlx::query(&format!("ALTER INDEX {}.{} RENAME TO {}", ident(live), ident(&index), ident(live_name)))
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    sqlx::query(&format!("DROP SCHEMA {}", ident(schema))).execute(&mut *tx).await?;
+    set_checkpoint(&mut tx, name, checkpoint).await?;
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(temp).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(checkpoint)
+}
+
+async fn indexes(tx: &mut PgConnection, schema: &str, table: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2")
+        .bind(schema)
+        .bind(table)
+        .fetch_all(tx)
+        .await
+}
+
+/// An index definition without its name and schema: `UNIQUE USING btree (a, b) WHERE ...`.
+fn normalise(def: &str) -> String {
+    let unique = def.starts_with("CREATE UNIQUE INDEX");
+    let body = def.find(" USING ").map(|i| &def[i..]).unwrap_or(def);
+    format!("{}{body}", if unique { "UNIQUE" } else { "" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalise;
+
+    #[test]
+    fn index_definitions_compare_without_name_and_schema() {
+        let live =
+            "CREATE INDEX caseload_by_activity ON public.caseload USING btree (org_id, last_event_at DESC, case_id)";
+        let copy = "CREATE INDEX caseload_org_id_last_event_at_case_id_idx ON rebuild_caseload.caseload USING btree (org_id, last_event_at DESC, case_id)";
+        assert_eq!(normalise(live), normalise(copy));
+        let pk = "CREATE UNIQUE INDEX caseload_pkey ON public.caseload USING btree (org_id, case_id)";
+        assert_ne!(normalise(pk), normalise("CREATE INDEX x ON public.caseload USING btree (org_id, case_id)"));
+    }
+}

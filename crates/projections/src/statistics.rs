@@ -1,0 +1,563 @@
+//! Funder statistics: per period, per recognising authority and per organisation, from the
+//! statistical fields of the events only, so that past periods never change when a client is
+//! erased later (erasure destroys keys; statistical fields stay readable).
+//!
+//! Each event gives facts (`stats_facts`): a measure, up to two dimensions, a counting key for
+//! the person (an organisation's case, a referral's sending case, a participant's key id, all
+//! opaque and never shown) and a value. The day of a fact is the Brussels date of the event.
+//!
+//! | measure | dimension 1 | dimension 2 | from |
+//! |---|---|---|---|
+//! | `new_requests` | channel | | guidance requested |
+//! | `clients_guided` | | | every guidance, situation and network event after acceptance |
+//! | `clients_by_legal_situation` | legal status or `unknown` | `in_detention` / `at_liberty` | same |
+//! | `clients_by_language` | language or `unknown` | | same |
+//! | `interventions_by_mode` | mode | | interventions; urgent help as `practical_help` |
+//! | `interventions_by_life_domain` | life domain | | same |
+//! | `intervention_minutes_by_mode` | mode | | interventions (value: minutes) |
+//! | `family_contacts` | relation | form | family contact facilitated |
+//! | `relatives_supported` | relation | | relative supported |
+//! | `referrals` | stage | destination type (`organisation` or the outside service) | every referral event |
+//! | `activity_participants` | activity kind | | participant enrolled |
+//! | `activity_dropouts` | activity kind | reason | participant dropped out |
+//!
+//! **Anonymity.** A cell counts the distinct people in it; any cell with fewer than
+//! [`MIN_PEOPLE`] people is suppressed: its people and count are withheld (`null` in JSON,
+//! `<5` in CSV). Complementary cells are not suppressed: totals of a finer breakdown may
+//! narrow a suppressed cell down, so publish one breakdown per table.
+
+use crate::support::code;
+use crate::worker::{Applied, View};
+use chrono::NaiveDate;
+use futures::future::BoxFuture;
+use relais_domain::aggregates::brussels_date;
+use relais_domain::events::{EventData, GuidanceSetting, ReferralDestination};
+use relais_domain::reference::{CodeList, InterventionMode};
+use relais_domain::{AggregateKind, OrgId};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use std::collections::BTreeMap;
+
+/// Cells with fewer distinct people are suppressed.
+pub const MIN_PEOPLE: i64 = 5;
+
+/// The measures, in report order.
+pub const MEASURES: &[&str] = &[
+    "new_requests",
+    "clients_guided",
+    "clients_by_legal_situation",
+    "clients_by_language",
+    "interventions_by_mode",
+    "interventions_by_life_domain",
+    "intervention_minutes_by_mode",
+    "family_contacts",
+    "relatives_supported",
+    "referrals",
+    "activity_participants",
+    "activity_dropouts",
+];
+
+/// The statistics view.
+pub struct Statistics;
+
+impl View for Statistics {
+    fn name(&self) -> &'static str {
+        "statistics"
+    }
+
+    fn apply<'a>(&'a self, tx: &'a mut PgConnection, events: &'a [Applied]) -> BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(apply(tx, events))
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["stats_cases", "stats_referrals", "stats_activities", "stats_facts"]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct CaseState {
+    org_id: String,
+    case_id: String,
+    legal_status: Option<String>,
+    in_detention: bool,
+    language: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+struct ReferralState {
+    referral_id: String,
+    sender_org: String,
+    sender_case_id: String,
+    destination_type: String,
+}
+
+struct Fact {
+    seq: i64,
+    n: i16,
+    day: NaiveDate,
+    org: String,
+    measure: &'static str,
+    dim1: String,
+    dim2: String,
+    person: String,
+    value: i64,
+}
+
+#[derive(Default)]
+struct Out {
+    facts: Vec<Fact>,
+}
+
+impl Out {
+    #[allow(clippy::too_many_arguments)]
+    fn fact(&mut self, e: &Applied, measure: &'static str, dim1: &str, dim2: &str, person: &str, value: i64) {
+        let n = self.facts.iter().rev().take_while(|f| f.seq == e.seq as i64).count() as i16;
+        self.facts.push(Fact {
+            seq: e.seq as i64,
+            n,
+            day: brussels_date(e.envelope.occurred_at),
+            org: e.envelope.org.to_string(),
+            measure,
+            dim1: dim1.to_owned(),
+            dim2: dim2.to_owned(),
+            person: person.to_owned(),
+            value,
+        });
+    }
+}
+
+fn is_guidance(data: &EventData) -> bool {
+    matches!(
+        data,
+        EventData::GuidanceAccepted(_)
+            | EventData::IntakeHeld(_)
+            | EventData::PlanSet(_)
+            | EventData::PlanAdjusted(_)
+            | EventData::InterventionRecorded(_)
+            | EventData::UrgentRequestHandled(_)
+            | EventData::FamilyContactFacilitated(_)
+            | EventData::RelativeSupported(_)
+            | EventData::AftercareStarted(_)
+            | EventData::LeavePrepared(_)
+            | EventData::OutingEscorted(_)
+    )
+}
+
+fn fold_case(state: &mut CaseState, e: &Applied, out: &mut Out) {
+    let person = format!("c:{}/{}", state.org_id, state.case_id);
+    match &e.envelope.data {
+        EventData::GuidanceRequested(d) => {
+            state.language = Some(d.language.code().to_owned());
+            out.fact(e, "new_requests", d.channel.code(), "", &person, 1);
+        }
+        EventData::GuidanceAccepted(d) => {
+            if let Some(l) = d.legal_status {
+                state.legal_status = Some(code(l));
+            }
+            state.in_detention = d.setting == GuidanceSetting::InDetention;
+        }
+        EventData::IntakeHeld(d) => state.language = Some(d.language.code().to_owned()),
+        EventData::InterventionRecorded(d) => state.language = Some(d.language.code().to_owned()),
+        EventData::DetentionStarted(d) => {
+            state.in_detention = true;
+            state.legal_status = Some(code(d.legal_status));
+        }
+        EventData::LegalStatusChanged(d) => state.legal_status = Some(code(d.legal_status)),
+        EventData::DetaineeReleased(_) => state.in_detention = false,
+        _ => {}
+    }
+    if !is_guidance(&e.envelope.data) {
+        return;
+    }
+    out.fact(e, "clients_guided", "", "", &person, 1);
+    let legal = state.legal_status.as_deref().unwrap_or("unknown");
+    let place = if state.in_detention { "in_detention" } else { "at_liberty" };
+    out.fact(e, "clients_by_legal_situation", legal, place, &person, 1);
+    out.fact(e, "clients_by_language", state.language.as_deref().unwrap_or("unknown"), "", &person, 1);
+    match &e.envelope.data {
+        EventData::InterventionRecorded(d) => {
+            out.fact(e, "interventions_by_mode", d.mode.code(), "", &person, 1);
+            out.fact(e, "intervention_minutes_by_mode", d.mode.code(), "", &person, i64::from(d.duration_minutes));
+            for l in &d.life_domains {
+                out.fact(e, "interventions_by_life_domain", l.code(), "", &person, 1);
+            }
+        }
+        EventData::UrgentRequestHandled(d) => {
+            out.fact(e, "interventions_by_mode", InterventionMode::PracticalHelp.code(), "", &person, 1);
+            out.fact(e, "interventions_by_life_domain", d.life_domain.code(), "", &person, 1);
+        }
+        EventData::FamilyContactFacilitated(d) => {
+            out.fact(e, "family_contacts", d.relation.code(), d.form.code(), &person, 1);
+        }
+        EventData::RelativeSupported(d) => out.fact(e, "relatives_supported", d.relation.code(), "", &person, 1),
+        _ => {}
+    }
+}
+
+fn referral_stage(data: &EventData) -> Option<&'static str> {
+    Some(match data {
+        EventData::ReferralMade(_) => "made",
+        EventData::ReferralReceived(_) => "received",
+        EventData::ReferralAccepted(_) => "accepted",
+        EventData::ReferralFirstContactMade(_) => "first_contact",
+        EventData::ReferralCompleted(_) => "completed",
+        EventData::ReferralDeclined(_) => "declined",
+        EventData::ReferralCancelled(_) => "cancelled",
+        EventData::ReferralExpired(_) => "expired",
+        _ => return None,
+    })
+}
+
+async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Error> {
+    let mut case_keys = (Vec::new(), Vec::new());
+    let mut referral_ids = Vec::new();
+    let mut activity_ids = Vec::new();
+    for e in events {
+        let id = e.envelope.subject.id().to_owned();
+        match e.envelope.subject.kind() {
+            AggregateKind::Cases => {
+                case_keys.0.push(e.envelope.org.to_string());
+                case_keys.1.push(id);
+            }
+            AggregateKind::Referrals => referral_ids.push(id),
+            AggregateKind::Activities => activity_ids.push(id),
+            _ => {}
+        }
+    }
+    if case_keys.0.is_empty() && referral_ids.is_empty() && activity_ids.is_empty() {
+        return Ok(());
+    }
+    let cases: Vec<CaseState> = sqlx::query_as(
+        "SELECT * FROM stats_cases WHERE (org_id, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+    )
+    .bind(&case_keys.0)
+    .bind(&case_keys.1)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut cases: BTreeMap<(String, String), CaseState> =
+        cases.into_iter().map(|c| ((c.org_id.clone(), c.case_id.clone()), c)).collect();
+    let referrals: Vec<ReferralState> = sqlx::query_as("SELECT * FROM stats_referrals WHERE referral_id = ANY($1)")
+        .bind(&referral_ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    let mut referrals: BTreeMap<String, ReferralState> =
+        referrals.into_iter().map(|r| (r.referral_id.clone(), r)).collect();
+    let activities: Vec<(String, String)> =
+        sqlx::query_as("SELECT activity_id, kind FROM stats_activities WHERE activity_id = ANY($1)")
+            .bind(&activity_ids)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut activities: BTreeMap<String, String> = activities.into_iter().collect();
+    let (mut new_referrals, mut new_activities) = (Vec::new(), Vec::new());
+    let mut out = Out::default();
+    for e in events {
+        let env = &e.envelope;
+        let id = env.subject.id();
+        match env.subject.kind() {
+            AggregateKind::Cases => {
+                let key = (env.org.to_string(), id.to_owned());
+                let state = cases.entry(key.clone()).or_insert_with(|| CaseState {
+                    org_id: key.0,
+                    case_id: key.1,
+                    legal_status: None,
+                    in_detention: false,
+                    language: None,
+                });
+                fold_case(state, e, &mut out);
+            }
+            AggregateKind::Referrals => {
+                if let EventData::ReferralMade(d) = &env.data {
+                    let destination_type = match &d.destination {
+                        ReferralDestination::Organisation(_) => "organisation".to_owned(),
+                        ReferralDestination::OutsideService(s) => code(*s),
+                    };
+                    let r = ReferralState {
+                        referral_id: id.to_owned(),
+                        sender_org: env.org.to_string(),
+                        sender_case_id: d.case_id.clone(),
+                        destination_type,
+                    };
+                    new_referrals.push(r.clone());
+                    referrals.insert(id.to_owned(), r);
+                }
+                let (Some(r), Some(stage)) = (referrals.get(id), referral_stage(&env.data)) else { continue };
+                let person = format!("c:{}/{}", r.sender_org, r.sender_case_id);
+                out.fact(e, "referrals", stage, &r.destination_type, &person, 1);
+            }
+            AggregateKind::Activities => {
+                if let EventData::ActivityPlanned(d) = &env.data {
+                    activities.insert(id.to_owned(), code(d.kind));
+                    new_activities.push((id.to_owned(), code(d.kind)));
+                }
+                let kind = activities.get(id).cloned().unwrap_or_else(|| "unknown".into());
+                let Some(key) = e.key_id else { continue };
+                let person = format!("k:{key}");
+                match &env.data {
+                    EventData::ParticipantEnrolled(_) => out.fact(e, "activity_participants", &kind, "", &person, 1),
+                    EventData::ParticipantDroppedOut(d) => {
+                        out.fact(e, "activity_dropouts", &kind, d.reason.code(), &person, 1)
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    // Case states.
+    let (mut o, mut c, mut l, mut d, mut g) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for s in cases.into_values() {
+        o.push(s.org_id);
+        c.push(s.case_id);
+        l.push(s.legal_status);
+        d.push(s.in_detention);
+        g.push(s.language);
+    }
+    sqlx::query(
+        "INSERT INTO stats_cases (org_id, case_id, legal_status, in_detention, language)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[])
+         ON CONFLICT (org_id, case_id) DO UPDATE SET legal_status = EXCLUDED.legal_status,
+            in_detention = EXCLUDED.in_detention, language = EXCLUDED.language",
+    )
+    .bind(&o)
+    .bind(&c)
+    .bind(&l)
+    .bind(&d)
+    .bind(&g)
+    .execute(&mut *tx)
+    .await?;
+    if !new_referrals.is_empty() {
+        let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in new_referrals {
+            a.push(r.referral_id);
+            b.push(r.sender_org);
+            c.push(r.sender_case_id);
+            d.push(r.destination_type);
+        }
+        sqlx::query(
+            "INSERT INTO stats_referrals (referral_id, sender_org, sender_case_id, destination_type)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&a)
+        .bind(&b)
+        .bind(&c)
+        .bind(&d)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !new_activities.is_empty() {
+        let (a, k): (Vec<String>, Vec<String>) = new_activities.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO stats_activities (activity_id, kind) SELECT * FROM UNNEST($1::text[], $2::text[])
+             ON CONFLICT (activity_id) DO UPDATE SET kind = EXCLUDED.kind",
+        )
+        .bind(&a)
+        .bind(&k)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !out.facts.is_empty() {
+        let n = out.facts.len();
+        let mut cols = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for f in out.facts {
+            cols.0.push(f.seq);
+            cols.1.push(f.n);
+            cols.2.push(f.day);
+            cols.3.push(f.org);
+            cols.4.push(f.measure.to_owned());
+            cols.5.push(f.dim1);
+            cols.6.push(f.dim2);
+            cols.7.push(f.person);
+            cols.8.push(f.value);
+        }
+        sqlx::query(
+            "INSERT INTO stats_facts (seq, n, day, org_id, measure, dim1, dim2, person, value)
+             SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::date[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::text[], $9::int8[])
+             ON CONFLICT (seq, n) DO NOTHING",
+        )
+        .bind(&cols.0)
+        .bind(&cols.1)
+        .bind(&cols.2)
+        .bind(&cols.3)
+        .bind(&cols.4)
+        .bind(&cols.5)
+        .bind(&cols.6)
+        .bind(&cols.7)
+        .bind(&cols.8)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The length of a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// Calendar months.
+    Month,
+    /// Calendar quarters.
+    Quarter,
+    /// Calendar years.
+    Year,
+}
+
+impl Period {
+    /// Parses `month`, `quarter` or `year`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "month" => Some(Self::Month),
+            "quarter" => Some(Self::Quarter),
+            "year" => Some(Self::Year),
+            _ => None,
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Month => "month",
+            Self::Quarter => "quarter",
+            Self::Year => "year",
+        }
+    }
+}
+
+/// How cells are grouped besides the period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Per recognising authority.
+    Authority,
+    /// Per organisation (with its authority).
+    Organisation,
+    /// All organisations together.
+    Total,
+}
+
+impl Grouping {
+    /// Parses `authority`, `organisation` or `total`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "authority" => Some(Self::Authority),
+            "organisation" => Some(Self::Organisation),
+            "total" => Some(Self::Total),
+            _ => None,
+        }
+    }
+}
+
+/// What a statistics request asks for.
+#[derive(Debug, Clone)]
+pub struct StatsQuery {
+    /// Period length.
+    pub period: Period,
+    /// First day (inclusive).
+    pub from: NaiveDate,
+    /// Last day (inclusive).
+    pub to: NaiveDate,
+    /// Grouping.
+    pub grouping: Grouping,
+    /// Only this organisation.
+    pub org: Option<OrgId>,
+    /// Only this authority.
+    pub authority: Option<String>,
+    /// Only this measure.
+    pub measure: Option<String>,
+}
+
+/// One cell of the statistics, after suppression.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Cell {
+    /// The first day of the period.
+    pub period: NaiveDate,
+    /// The recognising authority (`none` for the coordinators), unless grouped in total.
+    pub authority: Option<String>,
+    /// The organisation, when grouped per organisation.
+    pub organisation: Option<String>,
+    /// The measure.
+    pub measure: String,
+    /// First dimension (empty when the measure has none).
+    pub dimension_1: String,
+    /// Second dimension.
+    pub dimension_2: String,
+    /// Distinct people in the cell; `None` when suppressed.
+    pub people: Option<i64>,
+    /// Events (or the measure's value, such as minutes); `None` when suppressed.
+    pub count: Option<i64>,
+    /// True when the cell had fewer than [`MIN_PEOPLE`] people.
+    pub suppressed: bool,
+}
+
+/// The statistics cells of a query, small cells suppressed.
+pub async fn query(pool: &PgPool, q: &StatsQuery) -> Result<Vec<Cell>, sqlx::Error> {
+    let (authority, organisation, group) = match q.grouping {
+        Grouping::Authority => ("coalesce(o.authority, 'none')", "NULL::text", "2"),
+        Grouping::Organisation => ("coalesce(o.authority, 'none')", "f.org_id", "2, 3"),
+        Grouping::Total => ("NULL::text", "NULL::text", "2"),
+    };
+    let mut cells: Vec<Cell> = sqlx::query_as(&format!(
+        "SELECT date_trunc('{period}', f.day)::date AS period, {authority} AS authority,
+            {organisation} AS organisation, f.measure, f.dim1 AS dimension_1, f.dim2 AS dimension_2,
+            count(DISTINCT f.person) AS people, sum(f.value)::int8 AS count, false AS suppressed
+         FROM stats_facts f LEFT JOIN organisations o ON o.id = f.org_id
+         WHERE f.day BETWEEN $1 AND $2
+           AND ($3::text IS NULL OR f.org_id = $3)
+           AND ($4::text IS NULL OR coalesce(o.authority, 'none') = $4)
+           AND ($5::text IS NULL OR f.measure = $5)
+         GROUP BY 1, {group}, f.measure, f.dim1, f.dim2
+         ORDER BY 1, 2, 3, array_position($6::text[], f.measure), f.dim1, f.dim2",
+        period = q.period.sql(),
+    ))
+    .bind(q.from)
+    .bind(q.to)
+    .bind(q.org.as_ref().map(OrgId::as_str))
+    .bind(&q.authority)
+    .bind(&q.measure)
+    .bind(MEASURES)
+    .fetch_all(pool)
+    .await?;
+    for c in &mut cells {
+        if c.people.unwrap_or(0) < MIN_PEOPLE {
+            c.people = None;
+            c.count = None;
+            c.suppressed = true;
+        }
+    }
+    Ok(cells)
+}
+
+/// The cells as CSV (RFC 4180), suppressed cells shown as `<5` people and an empty count.
+pub fn to_csv(cells: &[Cell]) -> String {
+    fn field(s: &str) -> String {
+        if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
+    }
+    let mut out = String::from("period,authority,organisation,measure,dimension_1,dimension_2,people,count\r\n");
+    for c in cells {
+        let people = match c.people {
+            Some(p) => p.to_string(),
+            None => format!("<{MIN_PEOPLE}"),
+        };
+        let count = c.count.map(|n| n.to_string()).unwrap_or_default();
+        let row = [
+            c.period.to_string(),
+            c.authority.clone().unwrap_or_default(),
+            c.organisation.clone().unwrap_or_default(),
+            c.measure.clone(),
+            c.dimension_1.clone(),
+            c.dimension_2.clone(),
+            people,
+            count,
+        ];
+        out.push_str(&row.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
