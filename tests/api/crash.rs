@@ -4,9 +4,9 @@
 //!
 //! The size is `RELAIS_CRASH_EVENTS` (default 50,000 events: the synthetic history gives about
 //! 21 events per client, so 2,400 clients). Measured on the 2-core development machine, shared
-//! with other builds: 49,283 events in 4 min 50 s to 5 min 50 s (loading through HTTP about
-//! 80 s, the killed and restarted projector about 130 s, the clean run about 125 s); set
-//! `RELAIS_CRASH_EVENTS=5000` for a quick run (about 1 min).
+//! with other builds: 49,283 events in 3 min 20 s (quiet) to 5 min 50 s (busy: loading through
+//! HTTP about 80 s, the killed and restarted projector about 130 s, the clean run about 125 s);
+//! set `RELAIS_CRASH_EVENTS=5000` for a quick run (under 1 min).
 
 use crate::helpers::*;
 use rand::Rng;
