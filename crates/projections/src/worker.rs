@@ -573,7 +573,9 @@ impl Projector {
                 .iter()
                 .filter_map(|m| {
                     let tp = m.traceparent.as_deref()?;
-                    let span = tracing::info_span!("projection.apply", projection = name, seq = m.sequence);
+                    // A root span: its parent is the remote publisher's, not this task's.
+                    let span =
+                        tracing::info_span!(parent: None, "projection.apply", projection = name, seq = m.sequence);
                     relais_eventlog::trace::set_remote_parent(&span, tp);
                     Some(span)
                 })

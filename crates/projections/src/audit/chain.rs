@@ -165,8 +165,9 @@ pub async fn run(
             consumer.ack_delivered().await?;
             continue;
         };
-        let span = tracing::info_span!("audit.chain", events = batch.len(), last_seq = last);
-        let _entered = span.enter();
+        // Never entered: a guard held across the awaits below would corrupt the span stack of
+        // whichever thread resumes the task.
+        tracing::debug!(events = batch.len(), last_seq = last, "chaining a batch");
         let (seqs, links, missing, head) = links_of(&batch, done, prev);
         let mut tx = pool.begin().await?;
         sqlx::query(
