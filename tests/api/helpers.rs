@@ -102,25 +102,7 @@ pub async fn spawn_app_with_settings(role: ServeRole, edit: impl FnOnce(&mut Set
     let (audit, audit_b64) = test_audit_settings();
     settings.audit = audit;
     edit(&mut settings);
-    let app = Application::build(&settings, role).await.expect("application builds");
-    let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
-    let shutdown = app.shutdown_token();
-    let pool = app.infra().db.pool().clone();
-    let js = app.infra().js.clone();
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        settings,
-        db_name,
-        nats,
-        http: reqwest::Client::new(),
-        pool,
-        js,
-        kek_b64,
-        audit_b64,
-        shutdown,
-        _dir: dir,
-    }
+    start(settings, role, dir, nats, db_name, kek_b64, audit_b64).await
 }
 
 /// Like [`spawn_app_with`], on a NATS server the test started itself, connecting with
@@ -131,25 +113,7 @@ pub async fn spawn_app_on(dir: tempfile::TempDir, nats: NatsServer, nats_url: &s
     let (mut settings, kek_b64) = test_settings(nats_url, &db_name);
     let (audit, audit_b64) = test_audit_settings();
     settings.audit = audit;
-    let app = Application::build(&settings, role).await.expect("application builds");
-    let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
-    let shutdown = app.shutdown_token();
-    let pool = app.infra().db.pool().clone();
-    let js = app.infra().js.clone();
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        settings,
-        db_name,
-        nats,
-        http: reqwest::Client::new(),
-        pool,
-        js,
-        kek_b64,
-        audit_b64,
-        shutdown,
-        _dir: dir,
-    }
+    start(settings, role, dir, nats, db_name, kek_b64, audit_b64).await
 }
 
 impl Drop for TestApp {
@@ -476,25 +440,7 @@ impl TestApp {
         relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("clean database");
         let clean_pool = sqlx::PgPool::connect(&settings.database_url).await.expect("clean pool");
         type KeyRow = (Uuid, String, Vec<u8>, Option<Vec<u8>>, String);
-        let keys: Vec<KeyRow> =
-            sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id FROM client_keys")
-                .fetch_all(&self.pool)
-                .await
-                .expect("keys");
-        for (id, org, hash, wrapped, kek) in keys {
-            sqlx::query(
-                "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at)
-                 VALUES ($1, $2, $3, $4, $5, CASE WHEN $4::bytea IS NULL THEN now() END)",
-            )
-            .bind(id)
-            .bind(org)
-            .bind(hash)
-            .bind(wrapped)
-            .bind(kek)
-            .execute(&clean_pool)
-            .await
-            .expect("key copied");
-        }
+        copy_key_store(&self.pool, &clean_pool).await;
         let clean = Application::build(&settings, ServeRole::Projector).await.expect("clean projector");
         let stop = clean.shutdown_token();
         let running = tokio::spawn(clean.run_until_stopped());
@@ -526,4 +472,61 @@ pub fn relais_command(app: &TestApp, db_name: &str, prefix: &str) -> std::proces
         .env("RELAIS_CONSUMER_PREFIX", prefix)
         .env("RUST_LOG", "error");
     c
+}
+
+/// Copies the key store of one database into another: a rebuild into another database needs
+/// the client data keys (and the tombstones of erased clients), as docs/OPERATIONS.md says.
+pub async fn copy_key_store(from: &sqlx::PgPool, to: &sqlx::PgPool) {
+    type KeyRow = (Uuid, String, Vec<u8>, Option<Vec<u8>>, String, Option<chrono::DateTime<chrono::Utc>>);
+    let keys: Vec<KeyRow> =
+        sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at FROM client_keys")
+            .fetch_all(from)
+            .await
+            .expect("keys");
+    for (id, org, hash, wrapped, kek, erased_at) in keys {
+        sqlx::query(
+            "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(org)
+        .bind(hash)
+        .bind(wrapped)
+        .bind(kek)
+        .bind(erased_at)
+        .execute(to)
+        .await
+        .expect("key copied");
+    }
+}
+
+/// Builds and starts the application of a test, and the handle the test holds.
+async fn start(
+    settings: Settings,
+    role: ServeRole,
+    dir: tempfile::TempDir,
+    nats: NatsServer,
+    db_name: String,
+    kek_b64: (String, String),
+    audit_b64: (String, String),
+) -> TestApp {
+    let app = Application::build(&settings, role).await.expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port().unwrap_or(0));
+    let shutdown = app.shutdown_token();
+    let pool = app.infra().db.pool().clone();
+    let js = app.infra().js.clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        settings,
+        db_name,
+        nats,
+        http: reqwest::Client::new(),
+        pool,
+        js,
+        kek_b64,
+        audit_b64,
+        shutdown,
+        _dir: dir,
+    }
 }

@@ -263,27 +263,7 @@ async fn rebuild(app: &TestApp, kek: Kek, name: &str) -> (sqlx::PgPool, String) 
     settings.retention.sweep_every = None;
     relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("rebuild database");
     let pool = sqlx::PgPool::connect(&settings.database_url).await.expect("rebuild pool");
-    type KeyRow = (Uuid, String, Vec<u8>, Option<Vec<u8>>, String, Option<DateTime<Utc>>);
-    let keys: Vec<KeyRow> =
-        sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at FROM client_keys")
-            .fetch_all(&app.pool)
-            .await
-            .expect("keys");
-    for (id, org, hash, wrapped, kek, erased_at) in keys {
-        sqlx::query(
-            "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id, erased_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(org)
-        .bind(hash)
-        .bind(wrapped)
-        .bind(kek)
-        .bind(erased_at)
-        .execute(&pool)
-        .await
-        .expect("key copied");
-    }
+    copy_key_store(&app.pool, &pool).await;
     let projector = Application::build(&settings, ServeRole::Projector).await.expect("rebuild projector");
     let stop = projector.shutdown_token();
     tokio::spawn(projector.run_until_stopped());

@@ -78,23 +78,7 @@ async fn a_projector_killed_mid_run_resumes_to_the_view_of_a_clean_run() {
     // The key store travels with a rebuild into another database (docs/OPERATIONS.md).
     relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("clean database");
     let clean_pool = sqlx::PgPool::connect(&settings.database_url).await.expect("clean pool");
-    type KeyRow = (uuid::Uuid, String, Vec<u8>, Option<Vec<u8>>, String);
-    let keys: Vec<KeyRow> =
-        sqlx::query_as("SELECT key_id, org_id, client_ref_hash, wrapped_key, kek_id FROM client_keys")
-            .fetch_all(&app.pool)
-            .await
-            .expect("keys");
-    for (id, org, hash, wrapped, kek) in keys {
-        sqlx::query("INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(org)
-            .bind(hash)
-            .bind(wrapped)
-            .bind(kek)
-            .execute(&clean_pool)
-            .await
-            .expect("key copied");
-    }
+    copy_key_store(&app.pool, &clean_pool).await;
     let clean = Application::build(&settings, ServeRole::Projector).await.expect("clean projector");
     let stop = clean.shutdown_token();
     tokio::spawn(clean.run_until_stopped());
