@@ -19,21 +19,7 @@ pub const ALL_SUBJECTS: &str = "relais.audit.>";
 /// Creates the audit stream, or checks that an existing one keeps everything.
 pub async fn ensure_audit_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, ConnectError> {
     let err = |detail: String| ConnectError::Stream { stream: name.to_owned(), detail };
-    let config = stream::Config {
-        name: name.to_owned(),
-        subjects: vec![ALL_SUBJECTS.to_owned()],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        max_messages: -1,
-        max_bytes: -1,
-        max_age: Duration::ZERO,
-        max_messages_per_subject: -1,
-        discard: stream::DiscardPolicy::New,
-        duplicate_window: Duration::from_secs(3600),
-        deny_delete: true,
-        deny_purge: true,
-        ..Default::default()
-    };
+    let config = crate::server::history_stream_config(name, ALL_SUBJECTS, Duration::from_secs(3600));
     let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
     let info = stream.info().await.map_err(|e| err(e.to_string()))?;
     let c = &info.config;

@@ -147,13 +147,12 @@ impl Default for StreamSettings {
     }
 }
 
-/// Creates the event stream, or checks that the existing one keeps history forever. Never
-/// changes an existing stream: a stream that does not fit is an operator's decision.
-pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<stream::Stream, ConnectError> {
-    let err = |detail: String| ConnectError::Stream { stream: settings.name.clone(), detail };
-    let config = stream::Config {
-        name: settings.name.clone(),
-        subjects: vec![crate::subjects::all_events()],
+/// The configuration of a stream that keeps history forever: file storage, no limit that
+/// could drop a message, no delete and no purge. The event stream and the audit stream share it.
+pub(crate) fn history_stream_config(name: &str, subjects: &str, duplicate_window: Duration) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subjects.to_owned()],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_messages: -1,
@@ -161,12 +160,21 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
         max_age: Duration::ZERO,
         max_messages_per_subject: -1,
         discard: stream::DiscardPolicy::New,
-        duplicate_window: settings.duplicate_window,
-        allow_direct: true,
-        allow_atomic_publish: true,
+        duplicate_window,
         deny_delete: true,
         deny_purge: true,
         ..Default::default()
+    }
+}
+
+/// Creates the event stream, or checks that the existing one keeps history forever. Never
+/// changes an existing stream: a stream that does not fit is an operator's decision.
+pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<stream::Stream, ConnectError> {
+    let err = |detail: String| ConnectError::Stream { stream: settings.name.clone(), detail };
+    let config = stream::Config {
+        allow_direct: true,
+        allow_atomic_publish: true,
+        ..history_stream_config(&settings.name, &crate::subjects::all_events(), settings.duplicate_window)
     };
     let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
     let info = stream.info().await.map_err(|e| err(e.to_string()))?;
