@@ -250,37 +250,33 @@ async fn rebuild(projection: Option<String>, all: bool) -> anyhow::Result<()> {
         (None, false) => anyhow::bail!("name a projection or give --all"),
     };
     let infra = Infra::connect(&settings, "relais-rebuild").await?;
-    for view in views {
-        let name = view.name();
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>10} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_prefix(name);
-        let progress = {
-            let bar = bar.clone();
-            move |p: RebuildProgress| {
-                bar.set_length(p.target);
-                bar.set_position(p.at);
-                bar.set_message(format!("{} events", p.events));
-            }
-        };
-        let report = relais_projections::rebuild::rebuild(
-            &infra.db,
-            &infra.keys,
-            &infra.stream,
-            &projector,
-            view.clone(),
-            &progress,
+    let names: Vec<&str> = views.iter().map(|v| v.name()).collect();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
         )
-        .await
-        .with_context(|| format!("rebuilding {name}"))?;
-        bar.finish();
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(if names.len() == 1 { names[0].to_owned() } else { format!("{} views", names.len()) });
+    let progress = {
+        let bar = bar.clone();
+        move |p: RebuildProgress| {
+            bar.set_length(p.target);
+            bar.set_position(p.at);
+            bar.set_message(format!("{} events", p.events));
+        }
+    };
+    // One read of the log for every view named.
+    let reports =
+        relais_projections::rebuild::rebuild_many(&infra.db, &infra.keys, &infra.stream, &projector, views, &progress)
+            .await
+            .with_context(|| format!("rebuilding {}", names.join(", ")))?;
+    bar.finish();
+    for report in reports {
         println!(
-            "{name}: {} events in {:.1} s ({:.0} events/s); swapped in at sequence {}",
+            "{}: {} events in {:.1} s ({:.0} events/s); swapped in at sequence {}",
+            report.projection,
             report.events,
             report.elapsed.as_secs_f64(),
             report.events_per_second(),

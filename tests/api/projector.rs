@@ -96,3 +96,31 @@ async fn a_projector_killed_mid_run_resumes_to_the_view_of_a_clean_run() {
     let admin = sqlx::PgPool::connect(ADMIN_DB_URL).await.expect("admin");
     sqlx::query(&format!("DROP DATABASE IF EXISTS {clean_db} WITH (FORCE)")).execute(&admin).await.expect("dropped");
 }
+
+#[tokio::test]
+async fn every_view_announces_its_checkpoint_when_its_batch_commits() {
+    let app = spawn_app().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool).await.expect("listener");
+    listener.listen(relais_projections::worker::CHECKPOINT_CHANNEL).await.expect("listen");
+    let apo = app.token("apo", Role::Org).await;
+    app.publish(&apo, &open_case("apo", "announced", "ap-announced")).await;
+    let last = app.stream_last_sequence().await;
+    let mut waiting: std::collections::BTreeSet<String> =
+        relais_projections::worker::default_views().iter().map(|v| v.name().to_owned()).collect();
+    waiting.insert(relais_projections::worker::VALIDATOR.to_owned());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !waiting.is_empty() {
+        let n = tokio::time::timeout_at(deadline, listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no announcement from {waiting:?}"))
+            .expect("notification");
+        let (name, seq) = n.payload().split_once(' ').expect("<projection> <sequence>");
+        let seq: u64 = seq.parse().expect("a sequence");
+        assert!(seq <= last, "{name} announced {seq} beyond the stream's {last}");
+        if seq == last {
+            // The announcement follows the commit: the checkpoint is readable at once.
+            assert_eq!(app.checkpoint(name).await, last, "{name}");
+            waiting.remove(name);
+        }
+    }
+}

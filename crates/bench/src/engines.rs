@@ -37,6 +37,70 @@ pub fn fsync_rate(dir: &Path) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// fsync and fdatasync calls of a process, counted by `perf stat` on the syscall tracepoints
+/// while it runs (no tracing, no slowdown worth measuring).
+pub struct SyncCounter {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+/// Events stored and disk syncs made to store them.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncCount {
+    /// Events stored while counting.
+    pub events: u64,
+    /// fsync and fdatasync calls.
+    pub syncs: u64,
+}
+
+impl SyncCount {
+    /// Events carried by each disk sync.
+    pub fn events_per_sync(&self) -> f64 {
+        self.events as f64 / self.syncs.max(1) as f64
+    }
+}
+
+impl SyncCounter {
+    /// Starts counting the syncs of `pid`; `None` where perf cannot (not installed, not
+    /// permitted): the caller falls back to the bound from the disk's fsync rate.
+    pub fn attach(pid: u32) -> Option<Self> {
+        let out = std::env::temp_dir().join(format!("relais-bench-perf-{}.csv", uuid::Uuid::new_v4().simple()));
+        let child = std::process::Command::new("perf")
+            .args(["stat", "-x,", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync", "-o"])
+            .arg(&out)
+            .args(["-p", &pid.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        // perf needs a moment to attach to the tracepoints.
+        std::thread::sleep(Duration::from_millis(300));
+        Some(Self { child, out })
+    }
+
+    /// Stops counting (SIGINT, as perf expects) and reads the counts.
+    pub fn finish(mut self, events: u64) -> Option<SyncCount> {
+        let _ = std::process::Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let status = self.child.wait().ok()?;
+        let text = std::fs::read_to_string(&self.out).ok();
+        let _ = std::fs::remove_file(&self.out);
+        if !status.success() && text.is_none() {
+            return None;
+        }
+        let mut syncs = 0u64;
+        let mut found = false;
+        for line in text?.lines() {
+            let mut fields = line.split(',');
+            let (Some(value), Some(event)) = (fields.next(), fields.nth(1)) else { continue };
+            if event.contains("sys_enter_f") {
+                syncs += value.trim().parse::<u64>().ok()?;
+                found = true;
+            }
+        }
+        found.then_some(SyncCount { events, syncs })
+    }
+}
+
 /// Reads back every message of a stream, in order.
 pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<StoredMessage>> {
     let mut s = js.get_stream(stream).await?;
@@ -95,6 +159,35 @@ pub async fn publish_pipelined(client: async_nats::Client, messages: &[StoredMes
         r?;
     }
     Ok(messages.len() as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Latencies (ms) of publishing `messages` as atomic batches of `size`, one batch at a time:
+/// what the broker alone takes to store each small batch of the same bytes.
+pub async fn atomic_batch_latencies(
+    client: async_nats::Client,
+    messages: &[StoredMessage],
+    size: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for chunk in messages.chunks(size) {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let started = Instant::now();
+        for (i, m) in chunk.iter().enumerate() {
+            let mut h = HeaderMap::new();
+            h.insert(NATS_MESSAGE_ID, m.msg_id.as_str());
+            h.insert(NATS_BATCH_ID, id.as_str());
+            h.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+            if i + 1 == chunk.len() {
+                h.insert(NATS_BATCH_COMMIT, "1");
+                let reply = client.request_with_headers(m.subject.clone(), h, m.payload.clone()).await?;
+                anyhow::ensure!(!String::from_utf8_lossy(&reply.payload).contains("\"error\""), "batch refused");
+            } else {
+                client.publish_with_headers(m.subject.clone(), h, m.payload.clone()).await?;
+            }
+        }
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
 }
 
 /// Publishes atomic batches of `batch` from `publishers` concurrent tasks: events per second.

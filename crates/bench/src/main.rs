@@ -16,8 +16,9 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "relais-bench", about = "Relais against bare NATS JetStream and PostgreSQL")]
 pub struct Args {
-    /// Number of events of the synthetic history.
-    #[arg(long, default_value_t = 100_000)]
+    /// Number of events of the synthetic history (the default run stays under 5 minutes on a
+    /// 2-core machine).
+    #[arg(long, default_value_t = 50_000)]
     pub events: usize,
     /// Use 1,000,000 events.
     #[arg(long)]
@@ -40,6 +41,16 @@ pub struct Args {
     /// Events per second of the freshness run (in batches of 10).
     #[arg(long, default_value_t = 1000)]
     pub freshness_rate: u64,
+    /// Run only these parts (while tuning one): `ingest`, `freshness`, `loaded` (memory,
+    /// replay and rebuild on one loaded instance). Default: everything.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
 }
 
 /// One pair of figures.
@@ -87,37 +98,63 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut report = serde_json::Map::new();
     let mut all_pairs = Vec::new();
-    for (label, sync_always) in [("always", true), ("server_default", false)] {
-        eprintln!("== durability: {label}");
-        let ingest = relais_side::ingest_pair(&args, &history, sync_always, dir.path()).await?;
-        all_pairs.push((label, ingest));
+    let mut syncs = None;
+    if args.runs("ingest") {
+        for (label, sync_always) in [("always", true), ("server_default", false)] {
+            eprintln!("== durability: {label}");
+            let (ingest, counted) = relais_side::ingest_pair(&args, &history, sync_always, dir.path()).await?;
+            all_pairs.push((label, ingest));
+            if sync_always {
+                syncs = counted;
+            }
+        }
     }
     let ingest_always = all_pairs.iter().find(|(l, _)| *l == "always").map(|(_, p)| p.relais).unwrap_or(0.0);
-    let events_per_fsync = ingest_always / fsync_per_sec.max(1.0);
+    // Counted: events stored ÷ fsync calls nats-server made while Relais ingested (perf).
+    // Otherwise the lower bound: the events each sync must carry at the disk's fsync rate.
+    let (events_per_fsync, fsync_method) = match syncs {
+        Some(s) => (s.events_per_sync(), "counted"),
+        None => (ingest_always / fsync_per_sec.max(1.0), "bound"),
+    };
 
-    eprintln!("== freshness");
-    let freshness_default = relais_side::freshness(&args, false, dir.path()).await?;
-    let freshness_always = relais_side::freshness(&args, true, dir.path()).await?;
-    eprintln!("== memory");
-    let (memory, replay) = relais_side::memory(&args, &history, dir.path()).await?;
-    all_pairs.push(("server_default", replay));
+    let (mut freshness_default, mut freshness_always) = (None, None);
+    if args.runs("freshness") {
+        eprintln!("== freshness");
+        freshness_default = Some(relais_side::freshness(&args, false, dir.path()).await?);
+        freshness_always = Some(relais_side::freshness(&args, true, dir.path()).await?);
+    }
+    let mut memory = None;
+    if args.runs("loaded") {
+        eprintln!("== memory, replay, rebuild");
+        let loaded = relais_side::loaded(&args, &history, dir.path()).await?;
+        all_pairs.push(("reads", loaded.rebuild));
+        all_pairs.push(("reads", loaded.replay));
+        memory = Some(loaded.memory);
+    }
 
-    // Replay reads; its durability setting does not apply: it is reported with the primary pairs.
+    // Rebuild and replay write nothing to the log: the log's durability setting does not apply
+    // to them; they are reported with the primary pairs.
     let primary: Vec<Value> =
-        all_pairs.iter().filter(|(l, p)| *l == "always" || p.name == "replay").map(|(_, p)| p.json()).collect();
+        all_pairs.iter().filter(|(l, _)| *l == "always" || *l == "reads").map(|(_, p)| p.json()).collect();
     let secondary: Vec<Value> =
-        all_pairs.iter().filter(|(l, p)| *l == "server_default" && p.name != "replay").map(|(_, p)| p.json()).collect();
+        all_pairs.iter().filter(|(l, _)| *l == "server_default").map(|(_, p)| p.json()).collect();
     report.insert("events".into(), json!(args.events));
     report.insert("pairs".into(), Value::Array(primary));
     report.insert("pairs_server_default".into(), Value::Array(secondary));
     report.insert("fsync_per_sec".into(), json!(fsync_per_sec));
     report.insert("events_per_fsync".into(), json!(events_per_fsync));
-    report.insert("freshness_p99_ms".into(), json!(freshness_default.p99_ms));
     report.insert(
-        "freshness".into(),
-        json!({ "server_default": freshness_default.json(), "always": freshness_always.json() }),
+        "durable_ingest".into(),
+        json!({ "method": fsync_method, "events": syncs.map(|s| s.events), "fsync_calls": syncs.map(|s| s.syncs),
+                "bound_events_per_fsync": ingest_always / fsync_per_sec.max(1.0) }),
     );
-    report.insert("peak_rss_mib".into(), json!({ "gateway": memory.gateway_mib, "projector": memory.projector_mib }));
+    if let (Some(d), Some(a)) = (&freshness_default, &freshness_always) {
+        report.insert("freshness_p99_ms".into(), json!(d.p99_ms));
+        report.insert("freshness".into(), json!({ "server_default": d.json(), "always": a.json() }));
+    }
+    if let Some(m) = &memory {
+        report.insert("peak_rss_mib".into(), json!({ "gateway": m.gateway_mib, "projector": m.projector_mib }));
+    }
     report.insert("seconds".into(), json!(started.elapsed().as_secs_f64()));
 
     println!();
@@ -125,18 +162,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for (label, p) in &all_pairs {
         println!(
             "{:<28} {:>14.0} {:>14.0} {:>8.2}",
-            format!("{} ({label})", p.name),
+            if *label == "reads" { p.name.to_owned() } else { format!("{} ({label})", p.name) },
             p.relais,
             p.limit,
             if p.limit > 0.0 { p.relais / p.limit } else { 0.0 }
         );
     }
-    println!("{:<28} {:>14.1}   (fsync {:.0}/s)", "events per fsync (always)", events_per_fsync, fsync_per_sec);
-    println!(
-        "{:<28} {:>14.1} ms  (always: {:.1} ms)",
-        "freshness p99 (default)", freshness_default.p99_ms, freshness_always.p99_ms
-    );
-    println!("{:<28} {:>14.1} MiB (projector {:.1} MiB)", "peak RSS gateway", memory.gateway_mib, memory.projector_mib);
+    if args.runs("ingest") {
+        println!(
+            "{:<28} {:>14.1}   ({fsync_method}; disk fsync {:.0}/s)",
+            "events per fsync (always)", events_per_fsync, fsync_per_sec
+        );
+    }
+    if let (Some(d), Some(a)) = (&freshness_default, &freshness_always) {
+        println!("{:<28} {:>14.1} ms  (always: {:.1} ms)", "freshness p99 (default)", d.p99_ms, a.p99_ms);
+    }
+    if let Some(m) = &memory {
+        println!("{:<28} {:>14.1} MiB (projector {:.1} MiB)", "peak RSS gateway", m.gateway_mib, m.projector_mib);
+    }
     std::fs::write(&args.json, serde_json::to_vec_pretty(&Value::Object(report))?)
         .with_context(|| format!("cannot write {}", args.json.display()))?;
     eprintln!("figures written to {} in {:.0} s", args.json.display(), started.elapsed().as_secs_f64());

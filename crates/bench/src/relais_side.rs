@@ -50,6 +50,8 @@ pub struct Instance {
     projector: Option<Child>,
     pub base: String,
     pub tokens: HashMap<String, String>,
+    /// The environment of the relais processes (for `relais rebuild`).
+    env: Vec<(String, String)>,
 }
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -99,7 +101,8 @@ impl Instance {
         // The gateway creates the stream; the projector starts after it.
         let gateway = if gateway { Some(spawn("gateway")?) } else { None };
         let base = format!("http://127.0.0.1:{port}");
-        let mut instance = Self { nats, db_name, pool: db.pool().clone(), gateway, projector: None, base, tokens };
+        let mut instance =
+            Self { nats, db_name, pool: db.pool().clone(), gateway, projector: None, base, tokens, env: env.clone() };
         if instance.gateway.is_some() {
             instance.wait_ready().await?;
         }
@@ -189,6 +192,37 @@ pub fn org_batches(history: &[SynthEvent], batch: usize) -> Vec<(String, Bytes, 
     out
 }
 
+/// Batches of one organisation each, due in the order of their first event in the history, so
+/// that every organisation publishes at its own share of the rate throughout the run.
+pub fn batches_in_history_order(history: &[SynthEvent], batch: usize) -> Vec<(String, Bytes, usize)> {
+    let mut open: HashMap<&str, (usize, Vec<&Value>)> = HashMap::new();
+    let mut out: Vec<(usize, String, Bytes, usize)> = Vec::new();
+    let close = |org: &str, first: usize, events: &[&Value], out: &mut Vec<(usize, String, Bytes, usize)>| {
+        out.push((first, org.to_owned(), Bytes::from(serde_json::to_vec(events).unwrap_or_default()), events.len()));
+    };
+    for (i, e) in history.iter().enumerate() {
+        let entry = open.entry(e.org).or_insert_with(|| (i, Vec::new()));
+        if entry.1.is_empty() {
+            entry.0 = i;
+        }
+        entry.1.push(&e.event);
+        if entry.1.len() == batch {
+            let (first, events) = std::mem::take(entry);
+            close(e.org, first, &events, &mut out);
+        }
+    }
+    for (org, (first, events)) in open {
+        if !events.is_empty() {
+            close(org, first, &events, &mut out);
+        }
+    }
+    out.sort_by_key(|b| b.0);
+    out.into_iter().map(|(_, org, body, n)| (org, body, n)).collect()
+}
+
+/// Most messages the bare pipelined publisher sends per run.
+const PIPELINED_SAMPLE: usize = 10_000;
+
 /// Posts every batch with `clients` concurrent HTTP clients; events per second.
 pub async fn post_all(instance: &Instance, batches: &[(String, Bytes, usize)], clients: usize) -> anyhow::Result<f64> {
     let owned: Vec<(String, Bytes, usize)> = batches.to_owned();
@@ -224,10 +258,18 @@ pub async fn post_all(instance: &Instance, batches: &[(String, Bytes, usize)], c
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The ingest pair: Relais `POST /v1/events` against the best bare publisher of the same bytes.
-pub async fn ingest_pair(args: &Args, history: &[SynthEvent], sync_always: bool, dir: &Path) -> anyhow::Result<Pair> {
+/// The ingest pair: Relais `POST /v1/events` against the best bare publisher of the same bytes;
+/// with it, under `sync_always`, the fsync calls nats-server made during the first Relais run
+/// (when `perf` can count them).
+pub async fn ingest_pair(
+    args: &Args,
+    history: &[SynthEvent],
+    sync_always: bool,
+    dir: &Path,
+) -> anyhow::Result<(Pair, Option<engines::SyncCount>)> {
     let batches = org_batches(history, args.batch);
     let mut stored: Option<Vec<StoredMessage>> = None;
+    let mut syncs = None;
     let (mut relais, mut limit) = (Vec::new(), Vec::new());
     let mut best_bare = "";
     for rep in 0..args.reps {
@@ -235,7 +277,17 @@ pub async fn ingest_pair(args: &Args, history: &[SynthEvent], sync_always: bool,
         for side in if relais_first { [0, 1] } else { [1, 0] } {
             if side == 0 {
                 let instance = Instance::start(dir, sync_always, true, false).await?;
+                // Counting syscalls through perf's tracepoints costs little, but only the first
+                // run is counted so that the others are untouched.
+                let counter = if sync_always && syncs.is_none() {
+                    engines::SyncCounter::attach(instance.nats.pid())
+                } else {
+                    None
+                };
                 let eps = post_all(&instance, &batches, args.clients).await?;
+                if let Some(counter) = counter {
+                    syncs = counter.finish(history.len() as u64);
+                }
                 eprintln!("  ingest relais: {eps:.0} events/s");
                 relais.push(eps);
                 if stored.is_none() {
@@ -243,7 +295,10 @@ pub async fn ingest_pair(args: &Args, history: &[SynthEvent], sync_always: bool,
                 }
             } else {
                 let messages = stored.as_deref().unwrap_or_default();
-                let pipelined = bare_run(dir, sync_always, |c| engines::publish_pipelined(c, messages)).await?;
+                // Under `sync_interval: always` single publishes run at a fraction of batches'
+                // speed: a rate over the first 10,000 keeps the run short.
+                let sample = &messages[..messages.len().min(PIPELINED_SAMPLE)];
+                let pipelined = bare_run(dir, sync_always, |c| engines::publish_pipelined(c, sample)).await?;
                 let batched = bare_run(dir, sync_always, |c| {
                     engines::publish_atomic_batches(c, messages, args.batch, args.clients)
                 })
@@ -254,7 +309,7 @@ pub async fn ingest_pair(args: &Args, history: &[SynthEvent], sync_always: bool,
             }
         }
     }
-    Ok(Pair {
+    let pair = Pair {
         name: "ingest",
         relais: median(relais),
         limit: median(limit),
@@ -264,13 +319,14 @@ pub async fn ingest_pair(args: &Args, history: &[SynthEvent], sync_always: bool,
             args.clients,
             if sync_always { "always" } else { "default" }
         ),
-    })
+    };
+    Ok((pair, syncs))
 }
 
-async fn bare_run<'a, F, Fut>(dir: &Path, sync_always: bool, f: F) -> anyhow::Result<f64>
+async fn bare_run<'a, T, F, Fut>(dir: &Path, sync_always: bool, f: F) -> anyhow::Result<T>
 where
     F: FnOnce(async_nats::Client) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<f64>> + 'a,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + 'a,
 {
     let nats = NatsServer::start(&NatsServerOptions {
         store_dir: dir.join(format!("bare-{}", uuid::Uuid::new_v4().simple())),
@@ -285,77 +341,134 @@ where
 
 /// Freshness figures.
 pub struct Freshness {
+    /// The broker alone: atomic batches of 10 of the same stored bytes, published and
+    /// acknowledged one at a time.
+    pub floor_p50_ms: f64,
+    pub floor_p99_ms: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
     pub samples: usize,
+    /// Due → answered by the gateway (stored in the log), for comparison.
+    pub ack_p50_ms: f64,
+    pub ack_p99_ms: f64,
 }
 
 impl Freshness {
     pub fn json(&self) -> Value {
-        json!({ "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms, "batches": self.samples })
+        json!({ "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms, "batches": self.samples,
+                "stored_p50_ms": self.ack_p50_ms, "stored_p99_ms": self.ack_p99_ms,
+                "broker_atomic_batch_of_10_p50_ms": self.floor_p50_ms,
+                "broker_atomic_batch_of_10_p99_ms": self.floor_p99_ms })
     }
 }
 
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0.0)
+}
+
+/// Requests of one organisation in flight at once in the freshness run.
+const LANE_IN_FLIGHT: usize = 4;
+
 /// Publish → visible in the caseload view, at `rate` events/s in batches of 10.
+///
+/// Each organisation is a lane that posts its batches in the history's order, a few at once
+/// (`LANE_IN_FLIGHT`); a batch's clock starts when it is due, so time spent waiting for its
+/// lane counts. Visibility is learnt from the projector's checkpoint
+/// announcements (`LISTEN relais_checkpoints`), not by polling.
 pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Result<Freshness> {
     let n = (args.freshness_rate * args.freshness_secs) as usize;
     let events = history(n);
-    let batches = org_batches(&events, 10);
+    let batches = batches_in_history_order(&events, 10);
     let instance = Instance::start(dir, sync_always, true, true).await?;
-    // Wait for the projector to be up (its checkpoint row appears with the first batch).
-    let http = reqwest::Client::new();
-    let pool = instance.pool.clone();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&instance.pool).await?;
+    listener.listen(relais_projections::worker::CHECKPOINT_CHANNEL).await?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut seen: Vec<(Instant, u64)> = Vec::new();
-            let mut last = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(seq) = relais_projections::worker::checkpoint(&pool, "caseload").await
-                    && seq > last
-                {
-                    last = seq;
-                    seen.push((Instant::now(), seq));
+                let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), listener.recv()).await else {
+                    continue;
+                };
+                let at = Instant::now();
+                if let Some(seq) = n.payload().strip_prefix("caseload ").and_then(|s| s.parse::<u64>().ok()) {
+                    seen.push((at, seq));
                 }
-                tokio::time::sleep(Duration::from_micros(500)).await;
             }
             seen
         })
     };
-    let interval = Duration::from_secs_f64(10.0 / args.freshness_rate as f64);
-    let mut ticker = tokio::time::interval(interval);
-    let mut sent = tokio::task::JoinSet::new();
-    for (org, body, _) in batches {
-        ticker.tick().await;
+    let http = reqwest::Client::new();
+    let mut lanes: HashMap<String, tokio::sync::mpsc::UnboundedSender<(Instant, Bytes)>> = HashMap::new();
+    let mut lane_tasks = tokio::task::JoinSet::new();
+    for org in default_organisations() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Bytes)>();
+        lanes.insert(org.id.to_string(), tx);
         let http = http.clone();
         let url = format!("{}/v1/events", instance.base);
-        let token = instance.tokens.get(&org).cloned().unwrap_or_default();
-        sent.spawn(async move {
-            let at = Instant::now();
-            let r = http
-                .post(url)
-                .bearer_auth(token)
-                .header("content-type", "application/cloudevents-batch+json")
-                .body(body)
-                .send()
-                .await?;
-            let answer: Value = r.json().await?;
-            let max_seq =
-                answer["events"].as_array().into_iter().flatten().filter_map(|e| e["sequence"].as_u64()).max();
-            anyhow::Ok((at, max_seq.unwrap_or(0)))
+        let token = instance.tokens.get(org.id.as_str()).cloned().unwrap_or_default();
+        lane_tasks.spawn(async move {
+            // A few requests of one organisation in flight at once, started in order, as an
+            // NGO's system with a small connection pool would send them.
+            let mut in_flight = futures::stream::FuturesOrdered::new();
+            let mut out = Vec::new();
+            let post = |due: Instant, body: Bytes| {
+                let (http, url, token) = (http.clone(), url.clone(), token.clone());
+                async move {
+                    let r = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("content-type", "application/cloudevents-batch+json")
+                        .body(body)
+                        .send()
+                        .await?;
+                    anyhow::ensure!(r.status().is_success(), "freshness batch answered {}", r.status());
+                    let answer: Value = r.json().await?;
+                    let max_seq =
+                        answer["events"].as_array().into_iter().flatten().filter_map(|e| e["sequence"].as_u64()).max();
+                    anyhow::Ok((due, max_seq.unwrap_or(0), due.elapsed()))
+                }
+            };
+            loop {
+                tokio::select! {
+                    next = rx.recv(), if in_flight.len() < LANE_IN_FLIGHT => match next {
+                        Some((due, body)) => in_flight.push_back(post(due, body)),
+                        None => break,
+                    },
+                    Some(done) = futures::StreamExt::next(&mut in_flight) => out.push(done?),
+                }
+            }
+            while let Some(done) = futures::StreamExt::next(&mut in_flight).await {
+                out.push(done?);
+            }
+            anyhow::Ok(out)
         });
     }
-    let mut published = Vec::new();
-    while let Some(r) = sent.join_next().await {
-        published.push(r.context("publisher")??);
+    let interval = Duration::from_secs_f64(10.0 / args.freshness_rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for (org, body, _) in batches {
+        ticker.tick().await;
+        let lane = lanes.get(&org).with_context(|| format!("no lane for {org}"))?;
+        lane.send((Instant::now(), body)).map_err(|_| anyhow::anyhow!("the lane of {org} stopped"))?;
     }
+    lanes.clear();
+    let mut published = Vec::new();
+    while let Some(r) = lane_tasks.join_next().await {
+        published.extend(r.context("lane")??);
+    }
+    let mut acks: Vec<f64> = published.iter().map(|p| p.2.as_secs_f64() * 1000.0).collect();
+    acks.sort_by(f64::total_cmp);
+    let mut published: Vec<(Instant, u64)> = published.into_iter().map(|p| (p.0, p.1)).collect();
     let target = published.iter().map(|p| p.1).max().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(120);
     while instance.checkpoint("caseload").await? < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The last announcement may still be on its way.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let seen = watcher.await?;
     published.sort_by_key(|p| p.0);
@@ -366,30 +479,39 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
         .iter()
         .filter(|(at, _)| warmup.is_none_or(|w| *at >= w))
         .filter_map(|(at, seq)| {
-            let visible = seen.iter().find(|(_, s)| s >= seq)?.0;
+            // Announcements arrive in checkpoint order.
+            let visible = seen.get(seen.partition_point(|(_, s)| s < seq))?.0;
             Some(visible.saturating_duration_since(*at).as_secs_f64() * 1000.0)
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0.0)
-    };
+    // The broker's part: the first 300 batches' stored bytes, republished bare one at a time.
+    let mut stored = engines::read_stream(&instance.js().await?, "RELAIS").await?;
+    stored.truncate(3000);
+    drop(instance);
+    let mut floor = bare_run(dir, sync_always, |c| engines::atomic_batch_latencies(c, &stored, 10)).await?;
+    floor.sort_by(f64::total_cmp);
     let f = Freshness {
-        p50_ms: pick(0.5),
-        p99_ms: pick(0.99),
+        floor_p50_ms: quantile(&floor, 0.5),
+        floor_p99_ms: quantile(&floor, 0.99),
+        p50_ms: quantile(&latencies, 0.5),
+        p99_ms: quantile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),
         samples: latencies.len(),
+        ack_p50_ms: quantile(&acks, 0.5),
+        ack_p99_ms: quantile(&acks, 0.99),
     };
     eprintln!(
-        "  freshness ({}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} batches",
+        "  freshness ({}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} batches (stored: p50 {:.1} ms, p99 {:.1} ms; bare atomic batch of 10: p50 {:.1} ms, p99 {:.1} ms)",
         if sync_always { "always" } else { "default" },
         f.p50_ms,
         f.p99_ms,
         f.max_ms,
-        f.samples
+        f.samples,
+        f.ack_p50_ms,
+        f.ack_p99_ms,
+        f.floor_p50_ms,
+        f.floor_p99_ms
     );
     Ok(f)
 }
@@ -411,7 +533,14 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-pub async fn memory(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::Result<(Memory, Pair)> {
+/// What the loaded instance gives: memory, and the replay and rebuild pairs.
+pub struct Loaded {
+    pub memory: Memory,
+    pub replay: Pair,
+    pub rebuild: Pair,
+}
+
+pub async fn loaded(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::Result<Loaded> {
     let instance = Instance::start(dir, false, true, true).await?;
     let batches = org_batches(history, args.batch);
     post_all(&instance, &batches, args.clients).await?;
@@ -441,7 +570,99 @@ pub async fn memory(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::
         m.projector_mib
     );
     let replay = replay_pair(args, &instance, last).await?;
-    Ok((m, replay))
+    let rebuild = rebuild_pair(args, &instance).await?;
+    Ok(Loaded { memory: m, replay, rebuild })
+}
+
+/// The rebuild pair on a loaded instance: `relais rebuild --all` (the real command, as a
+/// process, with the projector running) against a bare `COPY ... FROM STDIN (FORMAT binary)`
+/// of the same final view rows into empty copies of the view tables (same indexes), in one
+/// transaction.
+async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> {
+    let tables: Vec<&str> =
+        relais_projections::worker::default_views().iter().flat_map(|v| v.tables()).copied().collect();
+    let (mut relais, mut limit) = (Vec::new(), Vec::new());
+    let mut rows_total = 0u64;
+    let mut events_total = 0u64;
+    for rep in 0..args.reps {
+        for side in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
+            if side == 0 {
+                let started = Instant::now();
+                let out = Command::new(relais_binary()?)
+                    .args(["rebuild", "--all"])
+                    .envs(instance.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .stderr(Stdio::null())
+                    .output()
+                    .context("cannot run relais rebuild")?;
+                let elapsed = started.elapsed().as_secs_f64();
+                let text = String::from_utf8_lossy(&out.stdout);
+                anyhow::ensure!(out.status.success(), "relais rebuild --all failed: {text}");
+                // "<view>: <n> events in ..." — every view applied the same events.
+                events_total = text
+                    .lines()
+                    .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0);
+                anyhow::ensure!(events_total > 0, "relais rebuild --all reported no events: {text}");
+                relais.push(events_total as f64 / elapsed);
+            } else {
+                let (rows, secs) = bare_copy(&instance.pool, &tables).await?;
+                rows_total = rows;
+                limit.push(rows as f64 / secs);
+            }
+        }
+    }
+    eprintln!(
+        "  rebuild: relais {:.0} events/s ({events_total} events), bare COPY {:.0} rows/s ({rows_total} rows)",
+        median(relais.clone()),
+        median(limit.clone())
+    );
+    Ok(Pair {
+        name: "rebuild",
+        relais: median(relais),
+        limit: median(limit),
+        note: format!(
+            "relais rebuild --all ({events_total} events, {} views, one read of the log) against a bare binary COPY of the {rows_total} final view rows into empty tables with the same indexes",
+            relais_projections::worker::default_views().len()
+        ),
+    })
+}
+
+/// Copies the rows of `tables` out, then times loading them into empty copies of the tables
+/// (same columns, constraints and indexes) with binary `COPY`: rows and seconds.
+async fn bare_copy(pool: &sqlx::PgPool, tables: &[&str]) -> anyhow::Result<(u64, f64)> {
+    use futures::TryStreamExt;
+    let mut conn = pool.acquire().await?;
+    let mut dumps: Vec<(&str, Vec<bytes::Bytes>)> = Vec::new();
+    for t in tables {
+        let chunks: Vec<bytes::Bytes> =
+            conn.copy_out_raw(&format!("COPY {t} TO STDOUT (FORMAT binary)")).await?.try_collect().await?;
+        dumps.push((t, chunks));
+    }
+    let mut rows = 0u64;
+    for t in tables {
+        rows += sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut *conn).await? as u64;
+    }
+    sqlx::query("DROP SCHEMA IF EXISTS bench_copy CASCADE").execute(&mut *conn).await?;
+    sqlx::query("CREATE SCHEMA bench_copy").execute(&mut *conn).await?;
+    for t in tables {
+        sqlx::query(&format!("CREATE TABLE bench_copy.{t} (LIKE public.{t} INCLUDING ALL)"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    let started = Instant::now();
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    for (t, chunks) in &dumps {
+        let mut copy = tx.copy_in_raw(&format!("COPY bench_copy.{t} FROM STDIN (FORMAT binary)")).await?;
+        for c in chunks {
+            copy.send(c.as_ref()).await?;
+        }
+        copy.finish().await?;
+    }
+    tx.commit().await?;
+    let secs = started.elapsed().as_secs_f64();
+    sqlx::query("DROP SCHEMA bench_copy CASCADE").execute(&mut *conn).await?;
+    Ok((rows, secs))
 }
 
 /// The replay pair on a loaded instance: `GET /v1/audit/events` read to the end by an HTTP

@@ -16,7 +16,7 @@ fn the_benchmark_runs_at_a_tiny_size_and_writes_its_figures() {
     let figures: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("figures written")).expect("figures are JSON");
     let pairs = figures["pairs"].as_array().expect("pairs");
-    for name in ["ingest", "replay"] {
+    for name in ["ingest", "rebuild", "replay"] {
         let pair = pairs.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("the {name} pair"));
         for key in ["relais", "limit", "ratio"] {
             assert!(pair[key].as_f64().is_some_and(|v| v > 0.0), "{name}.{key}: {pair}");

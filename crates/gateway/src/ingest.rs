@@ -16,6 +16,7 @@ use relais_projections::{KeyError, Role, ledger};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Media type of one CloudEvent in structured mode.
@@ -170,13 +171,24 @@ pub async fn post_events(
         };
         answer.push(Stored { id: e.id, sequence, duplicate });
     }
-    // The validator records these too; recording now closes the gap for immediate retries.
-    let orgs = vec![principal.org.to_string(); new_ids.len()];
-    if !new_ids.is_empty()
-        && let Ok(mut conn) = state.db.pool().acquire().await
-        && let Err(e) = ledger::record(&mut conn, &new_ids, &new_seqs, &orgs).await
-    {
-        tracing::warn!(error = %e, "ledger not updated; the validator will record these ids");
+    // The validator records these too; recording now closes the gap for retries that come
+    // before the validator judged the events. Off the answer path: the broker's duplicate
+    // window covers a retry in the meantime.
+    if !new_ids.is_empty() {
+        let orgs = vec![principal.org.to_string(); new_ids.len()];
+        let pool = state.db.pool().clone();
+        tokio::spawn(
+            async move {
+                let recorded = match pool.acquire().await {
+                    Ok(mut conn) => ledger::record(&mut conn, &new_ids, &new_seqs, &orgs).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = recorded {
+                    tracing::warn!(error = %e, "ledger not updated; the validator will record these ids");
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
     }
     let status = if answer.iter().all(|s| s.duplicate) { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, axum::Json(Answer { events: answer })).into_response())

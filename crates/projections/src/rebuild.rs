@@ -8,7 +8,8 @@
 //!    the live worker would (only what the validator accepted, quarantined sequences skipped,
 //!    personal fields opened with the key store), with `search_path` set to the rebuild schema,
 //!    and committed with a checkpoint of its own (`<projection>:rebuild`), up to the stream's
-//!    last sequence.
+//!    last sequence. Several projections (`--all`) share one read: each batch is read, judged
+//!    and opened once and applied to every view concurrently, each in its own transaction.
 //! 3. The swap, in one transaction: lock the live checkpoint row (the live worker takes the
 //!    same lock first in each of its transactions, so it is either done with its batch or
 //!    waits), apply what the live view applied since the rebuild caught up, drop the live
@@ -152,29 +153,50 @@ pub async fn rebuild(
     view: Arc<dyn View>,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport, RebuildError> {
-    let span = tracing::info_span!("projection.rebuild", projection = view.name());
-    tracing::Instrument::instrument(run(db, keys, stream, settings, view, progress), span).await
+    let mut reports = rebuild_many(db, keys, stream, settings, vec![view], progress).await?;
+    reports.pop().ok_or(RebuildError::NotRebuildable(String::new()))
 }
+
+/// Rebuilds several projections in one read of the log (each batch is read, judged and opened
+/// once, then applied to every view concurrently, each into its own tables) and swaps each in;
+/// `progress` is called after each batch. What `relais rebuild --all` runs.
+pub async fn rebuild_many(
+    db: &Database,
+    keys: &KeyStore,
+    stream: &Stream,
+    settings: &ProjectorSettings,
+    views: Vec<Arc<dyn View>>,
+    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
+) -> Result<Vec<RebuildReport>, RebuildError> {
+    let names: Vec<&str> = views.iter().map(|v| v.name()).collect();
+    let span = tracing::info_span!("projection.rebuild", projections = names.join(","));
+    tracing::Instrument::instrument(run(db, keys, stream, settings, views, progress), span).await
+}
+
+/// Events per transaction of a rebuild: larger than a live batch, since nobody waits for
+/// freshness and every transaction costs a commit per view.
+const REBUILD_BATCH: usize = 5000;
 
 async fn run(
     db: &Database,
     keys: &KeyStore,
     stream: &Stream,
     settings: &ProjectorSettings,
-    view: Arc<dyn View>,
+    views: Vec<Arc<dyn View>>,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
-) -> Result<RebuildReport, RebuildError> {
+) -> Result<Vec<RebuildReport>, RebuildError> {
     let started = Instant::now();
-    let name = view.name();
-    let tables = view.tables();
-    if tables.is_empty() {
-        return Err(RebuildError::NotRebuildable(name.to_owned()));
+    for view in &views {
+        if view.tables().is_empty() {
+            return Err(RebuildError::NotRebuildable(view.name().to_owned()));
+        }
     }
     let pool = db.pool();
     let live_schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(pool).await?;
-    let schema = rebuild_schema(name);
-    let temp = rebuild_checkpoint(name);
-    prepare(pool, &live_schema, &schema, tables, &temp).await?;
+    for view in &views {
+        let name = view.name();
+        prepare(pool, &live_schema, &rebuild_schema(name), view.tables(), &rebuild_checkpoint(name)).await?;
+    }
 
     let messages = reader::ordered_messages(stream, &subjects::all_events(), 1).await?;
     let mut reader = Reader { messages: Box::pin(messages), done: 0 };
@@ -185,23 +207,41 @@ async fn run(
     // applies whatever the live view got beyond that.
     for _ in 0..2 {
         while reader.done < target {
-            let batch = reader.batch(target, settings.batch_size).await?;
-            events += apply_batch(pool, keys, view.as_ref(), &schema, &live_schema, &temp, &batch).await?;
+            let batch = reader.batch(target, settings.batch_size.max(REBUILD_BATCH)).await?;
+            let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence))
+            else {
+                continue;
+            };
+            wait_for_validator(pool, last).await?;
+            let applied = judged(pool, keys, &batch, first, last).await?;
+            futures::future::try_join_all(
+                views.iter().map(|view| apply_batch(pool, view.as_ref(), &live_schema, &applied, last)),
+            )
+            .await?;
+            events += applied.len() as u64;
             progress(RebuildProgress { at: reader.done, target, events });
         }
         target = reader::last_sequence(stream).await?;
     }
-    // What depends on the clock, as a tick of a caught-up view would.
-    if view.uses_clock() {
-        let mut tx = pool.begin().await?;
-        set_search_path(&mut tx, &schema, &live_schema).await?;
-        view.on_clock(&mut tx, settings.clock.now(), ClockCall::Tick { caught_up: true }).await?;
-        tx.commit().await?;
+    let rebuilt_at = reader.done;
+    drop(reader);
+    let mut reports = Vec::with_capacity(views.len());
+    for view in &views {
+        let name = view.name();
+        let schema = rebuild_schema(name);
+        // What depends on the clock, as a tick of a caught-up view would.
+        if view.uses_clock() {
+            let mut tx = worker::begin_projection(pool).await?;
+            set_search_path(&mut tx, &schema, &live_schema).await?;
+            view.on_clock(&mut tx, settings.clock.now(), ClockCall::Tick { caught_up: true }).await?;
+            tx.commit().await?;
+        }
+        let checkpoint = swap(pool, keys, stream, view.as_ref(), rebuilt_at, settings, &live_schema).await?;
+        tracing::info!(projection = name, events, checkpoint, "projection rebuilt and swapped in");
+        reports.push(RebuildReport { projection: name, events, checkpoint, elapsed: started.elapsed() });
     }
-    let checkpoint = swap(pool, keys, view.as_ref(), &mut reader, settings, &live_schema, &schema, &temp).await?;
-    progress(RebuildProgress { at: checkpoint, target: checkpoint, events });
-    tracing::info!(projection = name, events, checkpoint, "projection rebuilt and swapped in");
-    Ok(RebuildReport { projection: name, events, checkpoint, elapsed: started.elapsed() })
+    progress(RebuildProgress { at: rebuilt_at, target: rebuilt_at, events });
+    Ok(reports)
 }
 
 /// Creates the empty copies of the live tables.
@@ -252,29 +292,22 @@ async fn wait_for_validator(pool: &PgPool, last: u64) -> Result<(), RebuildError
     Ok(())
 }
 
-/// Applies one batch into the rebuild's tables, with the rebuild's checkpoint; returns the
-/// number of events applied.
+/// Applies one judged batch into a view's rebuild tables, with the rebuild's checkpoint.
 async fn apply_batch(
     pool: &PgPool,
-    keys: &KeyStore,
     view: &dyn View,
-    schema: &str,
     live: &str,
-    temp: &str,
-    batch: &[LogMessage],
-) -> Result<u64, RebuildError> {
-    let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence)) else {
-        return Ok(0);
-    };
-    wait_for_validator(pool, last).await?;
-    let applied = judged(pool, keys, batch, first, last).await?;
-    let mut tx = pool.begin().await?;
-    set_search_path(&mut tx, schema, live).await?;
+    applied: &[worker::Applied],
+    last: u64,
+) -> Result<(), RebuildError> {
+    let name = view.name();
+    let mut tx = worker::begin_projection(pool).await?;
+    set_search_path(&mut tx, &rebuild_schema(name), live).await?;
     // Facts only: what depends on the clock is brought up to it once, before the swap.
-    view.apply(&mut tx, &applied).await?;
-    set_checkpoint(&mut tx, temp, last).await?;
+    view.apply(&mut tx, applied).await?;
+    set_checkpoint(&mut tx, &rebuild_checkpoint(name), last).await?;
     tx.commit().await?;
-    Ok(applied.len() as u64)
+    Ok(())
 }
 
 async fn judged(
@@ -289,19 +322,20 @@ async fn judged(
     Ok(open_events(keys, &kept).await?)
 }
 
-/// The swap, in one transaction; returns the live checkpoint it set.
-#[allow(clippy::too_many_arguments)]
+/// The swap, in one transaction; returns the live checkpoint it set. The rebuilt tables hold
+/// the log up to `rebuilt_at`.
 async fn swap(
     pool: &PgPool,
     keys: &KeyStore,
+    stream: &Stream,
     view: &dyn View,
-    reader: &mut Reader,
+    rebuilt_at: u64,
     settings: &ProjectorSettings,
     live: &str,
-    schema: &str,
-    temp: &str,
 ) -> Result<u64, RebuildError> {
     let name = view.name();
+    let schema = &rebuild_schema(name);
+    let temp = &rebuild_checkpoint(name);
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL lock_timeout = '60s'").execute(&mut *tx).await?;
     // The live worker's lock: it is between two batches from here on.
@@ -318,6 +352,10 @@ async fn swap(
     };
     // Catch up with what the live view applied since (it was judged: the live view applied it).
     set_search_path(&mut tx, schema, live).await?;
+    let mut reader = Reader { messages: futures::stream::empty().boxed(), done: rebuilt_at };
+    if live_at > rebuilt_at {
+        reader.messages = Box::pin(reader::ordered_messages(stream, &subjects::all_events(), rebuilt_at + 1).await?);
+    }
     while reader.done < live_at {
         let batch = reader.batch(live_at, settings.batch_size).await?;
         let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence)) else {

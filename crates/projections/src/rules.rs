@@ -8,6 +8,7 @@
 use crate::keys::{KeyLookup, KeyStore};
 use crate::worker::WorkerError;
 use async_nats::jetstream::stream::Stream;
+use futures::{StreamExt, TryStreamExt};
 use relais_domain::aggregates::{activity, case, referral};
 use relais_domain::envelope::Envelope;
 use relais_domain::{AggregateKind, AggregateRef, OrgId, StoredEvent, seal};
@@ -15,7 +16,7 @@ use relais_eventlog::reader;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 
-/// Most aggregate states kept in memory.
+/// Most aggregate states kept in memory between two batches.
 const CAPACITY: usize = 50_000;
 
 #[derive(Debug, Clone)]
@@ -71,12 +72,69 @@ pub struct RuleBook {
     keys: KeyStore,
     pool: PgPool,
     states: HashMap<AggregateKey, AggregateState>,
+    /// True while `states` holds every aggregate that an admitted event touched: the book
+    /// started at the beginning of the stream and never forgot. A miss then means a new
+    /// aggregate, with no history to read.
+    complete: bool,
 }
 
+/// How many aggregate histories are read from the log at once when a batch brings aggregates
+/// the book does not hold.
+const PREFETCH_CONCURRENCY: usize = 32;
+
 impl RuleBook {
-    /// An empty rule book over the stream.
-    pub fn new(stream: Stream, keys: KeyStore, pool: PgPool) -> Self {
-        Self { stream, keys, pool, states: HashMap::new() }
+    /// An empty rule book over the stream, for a validator that resumes after sequence
+    /// `after` (0: from the start of the stream).
+    pub fn new(stream: Stream, keys: KeyStore, pool: PgPool, after: u64) -> Self {
+        Self { stream, keys, pool, states: HashMap::new(), complete: after == 0 }
+    }
+
+    /// Prepares the book for a batch starting at sequence `batch_start`: forgets everything if
+    /// it holds too many states, then loads, concurrently, the states of the aggregates the
+    /// batch's `events` touch and the book does not hold, as of just before the batch. The
+    /// batch's own events are then folded by [`RuleBook::admit`], in order, only if admitted;
+    /// reading them from the log here would fold events this batch is about to quarantine.
+    pub async fn prefetch(&mut self, batch_start: u64, events: &[&Envelope]) -> Result<(), WorkerError> {
+        if self.states.len() >= CAPACITY {
+            // Forgetting is always safe: a forgotten state is folded again from the log.
+            // Only between batches, so that no state of this batch is read mid-way.
+            self.states.clear();
+            self.complete = false;
+        }
+        if self.complete {
+            return Ok(());
+        }
+        let mut wanted: Vec<(AggregateKey, u64)> = Vec::new();
+        let mut seen: HashSet<AggregateKey> = HashSet::new();
+        for event in events {
+            let own = AggregateKey::of(&event.org, &event.subject);
+            let sender_case = match own.as_ref().map(|k| k.subject.kind()) {
+                Some(AggregateKind::Referrals) => referral::sender_case(event)
+                    .map(|case_ref| AggregateKey { org: Some(event.org.clone()), subject: case_ref }),
+                _ => None,
+            };
+            for key in own.into_iter().chain(sender_case) {
+                if !self.states.contains_key(&key) && seen.insert(key.clone()) {
+                    wanted.push((key, batch_start));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let this = &*self;
+        let loaded: Vec<(AggregateKey, AggregateState)> = futures::stream::iter(wanted)
+            .map(|(key, before)| async move {
+                let state = this.load(&key, before).await?;
+                Ok::<_, WorkerError>((key, state))
+            })
+            .buffer_unordered(PREFETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (key, state) in loaded {
+            self.remember(key, state);
+        }
+        Ok(())
     }
 
     /// Checks `event` (at sequence `seq`) against its aggregate and, if it keeps the rules,
@@ -109,10 +167,6 @@ impl RuleBook {
     }
 
     fn remember(&mut self, key: AggregateKey, state: AggregateState) {
-        if self.states.len() >= CAPACITY && !self.states.contains_key(&key) {
-            // Forgetting is always safe: a forgotten state is folded again from the log.
-            self.states.clear();
-        }
         self.states.insert(key, state);
     }
 
@@ -121,6 +175,13 @@ impl RuleBook {
         if let Some(s) = self.states.get(key) {
             return Ok(s.clone());
         }
+        let state = if self.complete { key.initial() } else { self.load(key, before).await? };
+        self.remember(key.clone(), state.clone());
+        Ok(state)
+    }
+
+    /// Folds an aggregate's admitted history before sequence `before` from the log.
+    async fn load(&self, key: &AggregateKey, before: u64) -> Result<AggregateState, WorkerError> {
         let history = reader::subject_history(&self.stream, &key.filter(), before).await?;
         let mut state = key.initial();
         if !history.is_empty() {
@@ -150,7 +211,6 @@ impl RuleBook {
                 }
             }
         }
-        self.remember(key.clone(), state.clone());
         Ok(state)
     }
 }

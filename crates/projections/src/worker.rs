@@ -191,16 +191,37 @@ pub(crate) async fn claim_checkpoint(tx: &mut PgConnection, name: &str, expected
     Ok(())
 }
 
+/// The PostgreSQL channel on which every checkpoint move is announced, as
+/// `<projection> <sequence>`, when its transaction commits: dashboards and benchmarks learn
+/// that a view changed without polling.
+pub const CHECKPOINT_CHANNEL: &str = "relais_checkpoints";
+
 pub(crate) async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) -> Result<(), sqlx::Error> {
+    // One round trip: the move and its announcement (delivered only if the transaction commits).
     sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, $2)
-         ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()",
+        "WITH moved AS (
+             INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, $2)
+             ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+             RETURNING projection, seq)
+         SELECT pg_notify($3, projection || ' ' || seq) FROM moved",
     )
     .bind(name)
     .bind(seq as i64)
+    .bind(CHECKPOINT_CHANNEL)
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Begins a projection transaction: view changes and checkpoint commit together, without
+/// waiting for the WAL flush (`synchronous_commit = off`). A projection is derived from the
+/// log, so a commit lost in a crash loses the change and its checkpoint together (PostgreSQL
+/// flushes commits in WAL order) and the worker applies the same events again: the view of a
+/// clean run, for one disk flush less per batch.
+pub(crate) async fn begin_projection(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    Ok(tx)
 }
 
 /// The default views of Relais, with default settings.
@@ -347,7 +368,7 @@ impl Projector {
         let pool = self.db.pool();
         let mut done = checkpoint(pool, VALIDATOR).await?;
         validated.send_replace(done);
-        let mut rules = crate::rules::RuleBook::new(self.stream.clone(), self.keys.clone(), pool.clone());
+        let mut rules = crate::rules::RuleBook::new(self.stream.clone(), self.keys.clone(), pool.clone(), done);
         let mut consumer = reader::open_projection_consumer(
             &self.stream,
             &self.settings.durable_name(VALIDATOR),
@@ -382,7 +403,7 @@ impl Projector {
         let started = std::time::Instant::now();
         let verdicts = self.judge(batch, rules).await?;
         let judged = started.elapsed();
-        let mut tx = pool.begin().await?;
+        let mut tx = begin_projection(pool).await?;
         let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
         let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -499,6 +520,10 @@ impl Projector {
         }
         let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
         let known = crate::ledger::find(self.db.pool(), &ids).await?;
+        let touched: Vec<&Envelope> = decoded.iter().filter_map(|d| Some(&d.as_ref().ok()?.1)).collect();
+        if let Some(start) = batch.first().map(|m| m.sequence) {
+            rules.prefetch(start, &touched).await?;
+        }
         let mut seen_here: HashMap<Uuid, u64> = HashMap::new();
         let mut out = Vec::with_capacity(batch.len());
         for (m, d) in batch.iter().zip(decoded) {
@@ -581,7 +606,7 @@ impl Projector {
                 })
                 .collect();
             let applied = open_events(&self.keys, &batch).await?;
-            let mut tx = pool.begin().await?;
+            let mut tx = begin_projection(pool).await?;
             claim_checkpoint(&mut tx, name, done).await?;
             view.apply(&mut tx, &applied).await?;
             if view.uses_clock() {
@@ -598,7 +623,7 @@ impl Projector {
     /// Brings a view that depends on the clock up to now, without a new event.
     async fn tick(&self, view: &dyn View, done: u64) -> Result<(), WorkerError> {
         let caught_up = reader::last_sequence(&self.stream).await? <= done;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = begin_projection(self.db.pool()).await?;
         claim_checkpoint(&mut tx, view.name(), done).await?;
         view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::Tick { caught_up }).await?;
         tx.commit().await?;
