@@ -7,13 +7,15 @@
 //! rules. A message that fails is quarantined with its sequence and reason; none is dropped
 //! silently and none stops the worker.
 //!
-//! The **views** each have their own durable consumer and checkpoint. A view applies a batch
-//! only once the validator has judged it (its checkpoint is at least the batch's last
-//! sequence) and skips quarantined sequences, so every view applies exactly the same events
-//! on every run. View changes and checkpoint commit in one transaction.
+//! The **views** share one worker (`views`): one durable consumer, and one transaction per
+//! batch in which every view applies the batch and moves its own checkpoint, so a batch is
+//! read and opened once, committed once, and all views show the same moment. The worker
+//! applies a batch only once the validator has judged it (its checkpoint is at least the
+//! batch's last sequence) and skips quarantined sequences, so every view applies exactly the
+//! same events on every run.
 //!
-//! A view's transaction first locks its checkpoint row and checks that it still holds the
-//! sequence the worker resumed from: `relais rebuild` swaps in rebuilt tables and moves the
+//! The views' transaction first locks their checkpoint rows and checks that they still hold
+//! the sequences the worker resumed from: `relais rebuild` swaps in rebuilt tables and moves the
 //! checkpoint under a running worker, which then restarts from the new checkpoint.
 //!
 //! Views that depend on the clock (the continuity monitor) are also called every
@@ -40,6 +42,9 @@ use uuid::Uuid;
 
 /// Name of the validator's checkpoint.
 pub const VALIDATOR: &str = "ledger";
+
+/// Name of the views' worker (its durable consumer); each view keeps a checkpoint of its own.
+pub const VIEWS: &str = "views";
 
 /// One event as a view receives it: decoded, personal fields opened when the key exists.
 #[derive(Debug, Clone)]
@@ -191,6 +196,57 @@ pub(crate) async fn claim_checkpoint(tx: &mut PgConnection, name: &str, expected
     Ok(())
 }
 
+/// [`claim_checkpoint`] for several projections at once, in one order (no deadlock with a
+/// rebuild's swap, which claims one).
+pub(crate) async fn claim_checkpoints(
+    tx: &mut PgConnection,
+    names: &[&'static str],
+    expected: &[u64],
+) -> Result<(), WorkerError> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, seq) SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING",
+    )
+    .bind(names)
+    .execute(&mut *tx)
+    .await?;
+    let found: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projection, seq FROM projection_checkpoints WHERE projection = ANY($1) ORDER BY projection FOR UPDATE",
+    )
+    .bind(names)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (name, want) in names.iter().zip(expected) {
+        let got = found.iter().find(|(n, _)| n == name).map(|(_, s)| *s as u64).unwrap_or(0);
+        if got != *want {
+            return Err(WorkerError::CheckpointMoved { expected: *want, found: got });
+        }
+    }
+    Ok(())
+}
+
+/// [`set_checkpoint`] for several projections at once.
+pub(crate) async fn set_checkpoints(
+    tx: &mut PgConnection,
+    names: &[&'static str],
+    seqs: &[u64],
+) -> Result<(), sqlx::Error> {
+    let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
+    sqlx::query(
+        "WITH moved AS (
+             INSERT INTO projection_checkpoints (projection, seq) SELECT * FROM UNNEST($1::text[], $2::int8[])
+             ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+             WHERE projection_checkpoints.seq IS DISTINCT FROM EXCLUDED.seq
+             RETURNING projection, seq)
+         SELECT pg_notify($3, projection || ' ' || seq) FROM moved",
+    )
+    .bind(names)
+    .bind(&seqs)
+    .bind(CHECKPOINT_CHANNEL)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// The PostgreSQL channel on which every checkpoint move is announced, as
 /// `<projection> <sequence>`, when its transaction commits: dashboards and benchmarks learn
 /// that a view changed without polling.
@@ -301,17 +357,15 @@ impl Projector {
                 .await
             });
         }
-        for view in self.views.clone() {
+        {
             let this = self.clone();
             let shutdown = shutdown.clone();
             let rx = validated_rx.clone();
             tasks.spawn(async move {
-                let name = view.name();
-                this.supervise(name, shutdown.clone(), move |p| {
-                    let view = view.clone();
+                this.supervise(VIEWS, shutdown.clone(), move |p| {
                     let rx = rx.clone();
                     let shutdown = shutdown.clone();
-                    Box::pin(async move { p.run_view(view.as_ref(), rx, &shutdown).await })
+                    Box::pin(async move { p.run_views(rx, &shutdown).await })
                 })
                 .await
             });
@@ -552,35 +606,45 @@ impl Projector {
         Ok(out)
     }
 
-    async fn run_view(
+    /// The views' worker: one consumer and one transaction per batch for every view, so that
+    /// a batch is read, opened and committed once and all views show the same moment. Each
+    /// view keeps its own checkpoint (a rebuild swaps one view in and moves its checkpoint):
+    /// the worker reads from the lowest and gives each view only what lies beyond its own.
+    async fn run_views(
         &self,
-        view: &dyn View,
         mut validated: watch::Receiver<u64>,
         shutdown: &CancellationToken,
     ) -> Result<(), WorkerError> {
         let pool = self.db.pool();
-        let name = view.name();
-        let mut done = checkpoint(pool, name).await?;
+        let views = &self.views;
+        let names: Vec<&'static str> = views.iter().map(|v| v.name()).collect();
+        let mut done: Vec<u64> = Vec::with_capacity(views.len());
+        for name in &names {
+            done.push(checkpoint(pool, name).await?);
+        }
+        let from = done.iter().copied().min().unwrap_or(0);
         let mut consumer = reader::open_projection_consumer(
             &self.stream,
-            &self.settings.durable_name(name),
+            &self.settings.durable_name(VIEWS),
             &subjects::all_events(),
-            done,
+            from,
             self.settings.batch_size,
         )
         .await?;
+        let clock = views.iter().any(|v| v.uses_clock());
         let mut ticks = tokio::time::interval(self.settings.tick_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let floor = done.iter().copied().min().unwrap_or(0);
             let batch = tokio::select! {
                 _ = shutdown.cancelled() => return Err(WorkerError::Shutdown),
                 b = consumer.next_batch(self.settings.batch_size) => b?,
-                _ = ticks.tick(), if view.uses_clock() => {
-                    self.tick(view, done).await?;
+                _ = ticks.tick(), if clock => {
+                    self.tick(&names, &done).await?;
                     continue;
                 }
             };
-            let batch: Vec<LogMessage> = batch.into_iter().filter(|m| m.sequence > done).collect();
+            let batch: Vec<LogMessage> = batch.into_iter().filter(|m| m.sequence > floor).collect();
             let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence))
             else {
                 consumer.ack_delivered().await?;
@@ -599,33 +663,44 @@ impl Projector {
                 .filter_map(|m| {
                     let tp = m.traceparent.as_deref()?;
                     // A root span: its parent is the remote publisher's, not this task's.
-                    let span =
-                        tracing::info_span!(parent: None, "projection.apply", projection = name, seq = m.sequence);
+                    let span = tracing::info_span!(parent: None, "projection.apply", seq = m.sequence);
                     relais_eventlog::trace::set_remote_parent(&span, tp);
                     Some(span)
                 })
                 .collect();
             let applied = open_events(&self.keys, &batch).await?;
             let mut tx = begin_projection(pool).await?;
-            claim_checkpoint(&mut tx, name, done).await?;
-            view.apply(&mut tx, &applied).await?;
-            if view.uses_clock() {
-                view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::AfterBatch).await?;
+            claim_checkpoints(&mut tx, &names, &done).await?;
+            for (view, at) in views.iter().zip(&done) {
+                // Applied events are in sequence order: what this view still needs is a tail.
+                let tail = &applied[applied.partition_point(|a| a.seq <= *at)..];
+                if !tail.is_empty() {
+                    view.apply(&mut tx, tail).await?;
+                }
+                if view.uses_clock() {
+                    view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::AfterBatch).await?;
+                }
             }
-            set_checkpoint(&mut tx, name, last).await?;
+            let moved: Vec<u64> = done.iter().map(|d| (*d).max(last)).collect();
+            set_checkpoints(&mut tx, &names, &moved).await?;
             tx.commit().await?;
             drop(spans);
             consumer.ack_delivered().await?;
-            done = last;
+            done = moved;
         }
     }
 
-    /// Brings a view that depends on the clock up to now, without a new event.
-    async fn tick(&self, view: &dyn View, done: u64) -> Result<(), WorkerError> {
-        let caught_up = reader::last_sequence(&self.stream).await? <= done;
+    /// Brings the views that depend on the clock up to now, without a new event.
+    async fn tick(&self, names: &[&'static str], done: &[u64]) -> Result<(), WorkerError> {
+        let last = reader::last_sequence(&self.stream).await?;
         let mut tx = begin_projection(self.db.pool()).await?;
-        claim_checkpoint(&mut tx, view.name(), done).await?;
-        view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::Tick { caught_up }).await?;
+        claim_checkpoints(&mut tx, names, done).await?;
+        for (view, at) in self.views.iter().zip(done) {
+            if view.uses_clock() {
+                let caught_up = last <= *at;
+                view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::Tick { caught_up }).await?;
+            }
+        }
         tx.commit().await?;
         Ok(())
     }
