@@ -369,3 +369,32 @@ async fn an_event_that_breaks_a_rule_is_quarantined_with_its_reason_and_listed_f
     let own: Value = app.get(&apo, "/v1/orgs/apo/quarantine").await.json().await.expect("json");
     assert_eq!(own["items"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test]
+async fn concurrent_batches_for_the_same_new_clients_in_opposite_orders_are_all_stored() {
+    // Two requests creating data keys for the same new clients, listed in opposite orders,
+    // must wait for each other, not deadlock (a 500 for one of them).
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    for round in 0..4 {
+        let clients: Vec<String> = (0..60).map(|i| format!("ap-r{round}-{i}")).collect();
+        let forward: Vec<Value> =
+            clients.iter().enumerate().map(|(i, c)| guidance_requested("apo", &format!("f{round}-{i}"), c)).collect();
+        let backward: Vec<Value> = clients
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, c)| guidance_requested("apo", &format!("b{round}-{i}"), c))
+            .collect();
+        let (a, b) = tokio::join!(app.post_batch(&token, &forward), app.post_batch(&token, &backward));
+        assert_eq!(a.status(), 201, "round {round}: {}", a.text().await.unwrap_or_default());
+        assert_eq!(b.status(), 201, "round {round}: {}", b.text().await.unwrap_or_default());
+    }
+    // One key per client, whichever request created it.
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM client_keys WHERE org_id = 'apo'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(keys, 240);
+    assert_eq!(app.stream_messages().await, 480);
+}

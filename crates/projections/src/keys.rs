@@ -338,9 +338,12 @@ impl KeyStore {
             }
         }
         if !new_ids.is_empty() {
+            // In one order (ORDER BY h): two requests creating keys for the same new clients
+            // wait for each other instead of deadlocking.
             let inserted: Vec<Uuid> = sqlx::query_scalar(
                 "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id)
                  SELECT k, $2, h, w, $5 FROM UNNEST($1::uuid[], $3::bytea[], $4::bytea[]) AS u(k, h, w)
+                 ORDER BY h
                  ON CONFLICT (org_id, client_ref_hash) DO NOTHING RETURNING key_id",
             )
             .bind(&new_ids)

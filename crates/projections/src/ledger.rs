@@ -17,8 +17,11 @@ pub async fn find(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, sql
 /// Records ids at their sequences; ids already recorded keep their first sequence.
 pub async fn record(conn: &mut PgConnection, ids: &[Uuid], seqs: &[i64], orgs: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query(
+        // In one order, so that the gateway and the validator recording the same ids at once
+        // wait for each other instead of deadlocking.
         "INSERT INTO event_ledger (event_id, seq, org_id)
-         SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[]) ON CONFLICT DO NOTHING",
+         SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[]) AS u(event_id, seq, org_id) ORDER BY event_id
+         ON CONFLICT DO NOTHING",
     )
     .bind(ids)
     .bind(seqs)

@@ -668,6 +668,7 @@ impl Projector {
                     Some(span)
                 })
                 .collect();
+            let started = std::time::Instant::now();
             let applied = open_events(&self.keys, &batch).await?;
             let mut tx = begin_projection(pool).await?;
             claim_checkpoints(&mut tx, &names, &done).await?;
@@ -685,6 +686,12 @@ impl Projector {
             set_checkpoints(&mut tx, &names, &moved).await?;
             tx.commit().await?;
             drop(spans);
+            tracing::debug!(
+                events = applied.len(),
+                last_seq = last,
+                ms = started.elapsed().as_millis() as u64,
+                "batch applied to the views"
+            );
             consumer.ack_delivered().await?;
             done = moved;
         }
