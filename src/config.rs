@@ -55,6 +55,9 @@ pub struct Settings {
     pub projection_batch: usize,
     /// Prefix of the projections' durable consumer names (`RELAIS_CONSUMER_PREFIX`).
     pub consumer_prefix: String,
+    /// Aggregate states the validator keeps per generation (`RELAIS_VALIDATOR_STATES`, default
+    /// 20,000; two generations at most, about 0.7 KiB a state).
+    pub validator_states: usize,
     /// The clock of the views that depend on time (the system clock; tests set their own).
     pub clock: Arc<dyn Clock>,
     /// How often views that depend on time are brought up to the clock without a new event
@@ -318,6 +321,7 @@ impl Settings {
             kek: Kek::new(kek_key, pepper).with_previous(previous_keks),
             organisations,
             projection_batch,
+            validator_states: number("RELAIS_VALIDATOR_STATES", 1..=10_000_000, 20_000)?,
             consumer_prefix: var("RELAIS_CONSUMER_PREFIX").unwrap_or_else(|| "relais".into()),
             clock: relais_projections::clock::system(),
             clock_tick: Duration::from_secs(number("RELAIS_CLOCK_TICK_SECS", 1..=3600, 60)?),

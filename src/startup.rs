@@ -95,6 +95,7 @@ impl Settings {
         ProjectorSettings {
             batch_size: self.projection_batch,
             consumer_prefix: self.consumer_prefix.clone(),
+            validator_states: self.validator_states,
             clock: self.clock.clone(),
             tick_interval: self.clock_tick,
             monitor: self.monitor.clone(),

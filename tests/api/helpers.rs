@@ -59,6 +59,7 @@ pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, Strin
         organisations: default_organisations(),
         projection_batch: 1000,
         consumer_prefix: "test".into(),
+        validator_states: 20_000,
         clock: relais_projections::clock::system(),
         clock_tick: Duration::from_secs(60),
         monitor: relais_projections::monitor::MonitorSettings::default(),

@@ -124,3 +124,24 @@ async fn every_view_announces_its_checkpoint_when_its_batch_commits() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_validator_that_keeps_only_a_few_states_judges_as_one_that_keeps_them_all() {
+    // Three states per generation: the validator forgets all the time and folds histories
+    // again from the log; its verdicts and the views must be those of a clean run.
+    let app = spawn_app_with_settings(ServeRole::All, |s| s.validator_states = 3).await;
+    app.load_history(40).await;
+    app.wait_for_views().await;
+    let quarantined: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM quarantine").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(quarantined, 0, "the synthetic history keeps every rule");
+    let (clean_pool, clean_db) = app.clean_run("roomy").await;
+    let at = chrono::Utc::now();
+    assert_eq!(views_checksum(&app.pool, at).await, views_checksum(&clean_pool, at).await);
+    assert_eq!(
+        table_checksum(&app.pool, "event_ledger", "seq").await,
+        table_checksum(&clean_pool, "event_ledger", "seq").await
+    );
+    clean_pool.close().await;
+    drop_database(&clean_db).await;
+}

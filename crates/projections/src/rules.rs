@@ -16,8 +16,9 @@ use relais_eventlog::reader;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 
-/// Most aggregate states kept in memory between two batches.
-const CAPACITY: usize = 50_000;
+/// Most aggregate states of one generation, by default: the book keeps two (the current one
+/// and the one before), so at most twice this between two batches, about 0.7 KiB each.
+pub const DEFAULT_CAPACITY: usize = 20_000;
 
 #[derive(Debug, Clone)]
 enum AggregateState {
@@ -72,10 +73,17 @@ pub struct RuleBook {
     keys: KeyStore,
     pool: PgPool,
     states: HashMap<AggregateKey, AggregateState>,
-    /// True while `states` holds every aggregate that an admitted event touched: the book
+    /// The generation before `states`: what was not used since it was retired. A state found
+    /// here moves back to `states`; the whole generation is forgotten at the next retirement,
+    /// so recently used states stay (an approximation of least-recently-used, without
+    /// bookkeeping per access).
+    older: HashMap<AggregateKey, AggregateState>,
+    /// True while the book holds every aggregate that an admitted event touched: the book
     /// started at the beginning of the stream and never forgot. A miss then means a new
     /// aggregate, with no history to read.
     complete: bool,
+    /// Most states of one generation.
+    capacity: usize,
 }
 
 /// How many aggregate histories are read from the log at once when a batch brings aggregates
@@ -86,20 +94,36 @@ impl RuleBook {
     /// An empty rule book over the stream, for a validator that resumes after sequence
     /// `after` (0: from the start of the stream).
     pub fn new(stream: Stream, keys: KeyStore, pool: PgPool, after: u64) -> Self {
-        Self { stream, keys, pool, states: HashMap::new(), complete: after == 0 }
+        Self {
+            stream,
+            keys,
+            pool,
+            states: HashMap::new(),
+            older: HashMap::new(),
+            complete: after == 0,
+            capacity: DEFAULT_CAPACITY,
+        }
     }
 
-    /// Prepares the book for a batch starting at sequence `batch_start`: forgets everything if
-    /// it holds too many states, then loads, concurrently, the states of the aggregates the
+    /// Keeps at most `capacity` states per generation (at least one).
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Prepares the book for a batch starting at sequence `batch_start`: retires the current
+    /// generation of states if it is full (forgetting the one before), then loads, concurrently, the states of the aggregates the
     /// batch's `events` touch and the book does not hold, as of just before the batch. The
     /// batch's own events are then folded by [`RuleBook::admit`], in order, only if admitted;
     /// reading them from the log here would fold events this batch is about to quarantine.
     pub async fn prefetch(&mut self, batch_start: u64, events: &[&Envelope]) -> Result<(), WorkerError> {
-        if self.states.len() >= CAPACITY {
+        if self.states.len() >= self.capacity {
             // Forgetting is always safe: a forgotten state is folded again from the log.
             // Only between batches, so that no state of this batch is read mid-way.
-            self.states.clear();
-            self.complete = false;
+            let forgotten = std::mem::replace(&mut self.older, std::mem::take(&mut self.states));
+            if !forgotten.is_empty() {
+                self.complete = false;
+            }
         }
         if self.complete {
             return Ok(());
@@ -114,7 +138,9 @@ impl RuleBook {
                 _ => None,
             };
             for key in own.into_iter().chain(sender_case) {
-                if !self.states.contains_key(&key) && seen.insert(key.clone()) {
+                if let Some(state) = self.older.remove(&key) {
+                    self.states.insert(key, state);
+                } else if !self.states.contains_key(&key) && seen.insert(key.clone()) {
                     wanted.push((key, batch_start));
                 }
             }
@@ -174,6 +200,10 @@ impl RuleBook {
     async fn state(&mut self, key: &AggregateKey, before: u64) -> Result<AggregateState, WorkerError> {
         if let Some(s) = self.states.get(key) {
             return Ok(s.clone());
+        }
+        if let Some(s) = self.older.remove(key) {
+            self.remember(key.clone(), s.clone());
+            return Ok(s);
         }
         let state = if self.complete { key.initial() } else { self.load(key, before).await? };
         self.remember(key.clone(), state.clone());

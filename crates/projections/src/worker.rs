@@ -109,6 +109,8 @@ pub struct ProjectorSettings {
     /// Prefix of the durable consumers' names, so that two deployments (or tests) projecting
     /// the same stream into different databases do not share consumers.
     pub consumer_prefix: String,
+    /// Aggregate states the validator keeps per generation (see [`crate::rules::RuleBook`]).
+    pub validator_states: usize,
     /// The clock of the views that depend on time.
     pub clock: Arc<dyn Clock>,
     /// How often views that depend on time are brought up to the clock without a new event.
@@ -122,6 +124,7 @@ impl Default for ProjectorSettings {
         Self {
             batch_size: 1000,
             consumer_prefix: "relais".into(),
+            validator_states: crate::rules::DEFAULT_CAPACITY,
             clock: crate::clock::system(),
             tick_interval: Duration::from_secs(60),
             monitor: crate::monitor::MonitorSettings::default(),
@@ -422,7 +425,8 @@ impl Projector {
         let pool = self.db.pool();
         let mut done = checkpoint(pool, VALIDATOR).await?;
         validated.send_replace(done);
-        let mut rules = crate::rules::RuleBook::new(self.stream.clone(), self.keys.clone(), pool.clone(), done);
+        let mut rules = crate::rules::RuleBook::new(self.stream.clone(), self.keys.clone(), pool.clone(), done)
+            .with_capacity(self.settings.validator_states);
         let mut consumer = reader::open_projection_consumer(
             &self.stream,
             &self.settings.durable_name(VALIDATOR),
