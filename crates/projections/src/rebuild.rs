@@ -101,6 +101,10 @@ pub struct RebuildProgress {
     pub events: u64,
 }
 
+/// Events per transaction of a rebuild: larger than a live batch, since nobody waits for
+/// freshness and every transaction costs a commit per view.
+const REBUILD_BATCH: usize = 5000;
+
 /// The name of a rebuild's checkpoint.
 pub fn rebuild_checkpoint(projection: &str) -> String {
     format!("{projection}:rebuild")
@@ -153,31 +157,20 @@ pub async fn rebuild(
     view: Arc<dyn View>,
     progress: &(dyn Fn(RebuildProgress) + Send + Sync),
 ) -> Result<RebuildReport, RebuildError> {
+    let name = view.name();
     let mut reports = rebuild_many(db, keys, stream, settings, vec![view], progress).await?;
-    reports.pop().ok_or(RebuildError::NotRebuildable(String::new()))
+    reports.pop().ok_or_else(|| RebuildError::NotRebuildable(name.to_owned()))
 }
 
 /// Rebuilds several projections in one read of the log (each batch is read, judged and opened
 /// once, then applied to every view concurrently, each into its own tables) and swaps each in;
 /// `progress` is called after each batch. What `relais rebuild --all` runs.
+#[tracing::instrument(
+    name = "projection.rebuild",
+    skip_all,
+    fields(projections = %views.iter().map(|v| v.name()).collect::<Vec<_>>().join(","))
+)]
 pub async fn rebuild_many(
-    db: &Database,
-    keys: &KeyStore,
-    stream: &Stream,
-    settings: &ProjectorSettings,
-    views: Vec<Arc<dyn View>>,
-    progress: &(dyn Fn(RebuildProgress) + Send + Sync),
-) -> Result<Vec<RebuildReport>, RebuildError> {
-    let names: Vec<&str> = views.iter().map(|v| v.name()).collect();
-    let span = tracing::info_span!("projection.rebuild", projections = names.join(","));
-    tracing::Instrument::instrument(run(db, keys, stream, settings, views, progress), span).await
-}
-
-/// Events per transaction of a rebuild: larger than a live batch, since nobody waits for
-/// freshness and every transaction costs a commit per view.
-const REBUILD_BATCH: usize = 5000;
-
-async fn run(
     db: &Database,
     keys: &KeyStore,
     stream: &Stream,

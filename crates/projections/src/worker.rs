@@ -185,25 +185,14 @@ pub async fn checkpoint(pool: &PgPool, name: &str) -> Result<u64, sqlx::Error> {
 /// still holds `expected`: the first statement of every view transaction, and of a rebuild's
 /// swap, so the two never interleave.
 pub(crate) async fn claim_checkpoint(tx: &mut PgConnection, name: &str, expected: u64) -> Result<(), WorkerError> {
-    sqlx::query("INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, 0) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-    let found: i64 = sqlx::query_scalar("SELECT seq FROM projection_checkpoints WHERE projection = $1 FOR UPDATE")
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-    if found as u64 != expected {
-        return Err(WorkerError::CheckpointMoved { expected, found: found as u64 });
-    }
-    Ok(())
+    claim_checkpoints(tx, &[name], &[expected]).await
 }
 
 /// [`claim_checkpoint`] for several projections at once, in one order (no deadlock with a
 /// rebuild's swap, which claims one).
 pub(crate) async fn claim_checkpoints(
     tx: &mut PgConnection,
-    names: &[&'static str],
+    names: &[&str],
     expected: &[u64],
 ) -> Result<(), WorkerError> {
     sqlx::query(
@@ -227,12 +216,9 @@ pub(crate) async fn claim_checkpoints(
     Ok(())
 }
 
-/// [`set_checkpoint`] for several projections at once.
-pub(crate) async fn set_checkpoints(
-    tx: &mut PgConnection,
-    names: &[&'static str],
-    seqs: &[u64],
-) -> Result<(), sqlx::Error> {
+/// Moves the checkpoints of several projections and announces each move on
+/// [`CHECKPOINT_CHANNEL`], in one round trip (delivered only if the transaction commits).
+pub(crate) async fn set_checkpoints(tx: &mut PgConnection, names: &[&str], seqs: &[u64]) -> Result<(), sqlx::Error> {
     let seqs: Vec<i64> = seqs.iter().map(|s| *s as i64).collect();
     sqlx::query(
         "WITH moved AS (
@@ -256,20 +242,7 @@ pub(crate) async fn set_checkpoints(
 pub const CHECKPOINT_CHANNEL: &str = "relais_checkpoints";
 
 pub(crate) async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) -> Result<(), sqlx::Error> {
-    // One round trip: the move and its announcement (delivered only if the transaction commits).
-    sqlx::query(
-        "WITH moved AS (
-             INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, $2)
-             ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
-             RETURNING projection, seq)
-         SELECT pg_notify($3, projection || ' ' || seq) FROM moved",
-    )
-    .bind(name)
-    .bind(seq as i64)
-    .bind(CHECKPOINT_CHANNEL)
-    .execute(tx)
-    .await?;
-    Ok(())
+    set_checkpoints(tx, &[name], &[seq]).await
 }
 
 /// Begins a projection transaction: view changes and checkpoint commit together, without
