@@ -8,6 +8,7 @@ use crate::config::Settings;
 use crate::startup::Infra;
 use anyhow::Context as _;
 use base64::Engine;
+use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use relais_audit::VerifyingKey;
 use relais_audit::offline::FileVerifier;
@@ -164,15 +165,20 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let from = replay.from_sequence();
     let bar = progress_bar(replay.upper_sequence().saturating_sub(from) + 1, "replay");
     match args.format {
-        ReplayFormat::Ndjson => write_ndjson(&mut out, &[replay.header()])?,
-        ReplayFormat::Csv => writeln!(out, "{}", CSV_COLUMNS.join(","))?,
-    }
-    while let Some(lines) = replay.next_lines().await? {
-        match args.format {
-            ReplayFormat::Ndjson => write_ndjson(&mut out, &lines)?,
-            ReplayFormat::Csv => write_csv(&mut out, &lines)?,
+        ReplayFormat::Ndjson => {
+            let mut chunks = std::pin::pin!(replay.into_chunks());
+            while let Some((bytes, position)) = chunks.next().await {
+                out.write_all(&bytes)?;
+                bar.set_position(position.saturating_sub(from) + 1);
+            }
         }
-        bar.set_position(replay.position().saturating_sub(from) + 1);
+        ReplayFormat::Csv => {
+            writeln!(out, "{}", CSV_COLUMNS.join(","))?;
+            while let Some(lines) = replay.next_lines().await? {
+                write_csv(&mut out, &lines)?;
+                bar.set_position(replay.position().saturating_sub(from) + 1);
+            }
+        }
     }
     out.flush()?;
     bar.finish_and_clear();
@@ -186,14 +192,6 @@ fn problem_detail(e: relais_gateway::ApiError) -> String {
         Some((name, rest)) => format!("--{}:{rest}", name.replace('_', "-")),
         None => text,
     }
-}
-
-fn write_ndjson(out: &mut impl Write, lines: &[Map<String, Value>]) -> anyhow::Result<()> {
-    for l in lines {
-        serde_json::to_writer(&mut *out, l)?;
-        out.write_all(b"\n")?;
-    }
-    Ok(())
 }
 
 const CSV_COLUMNS: &[&str] = &[

@@ -362,19 +362,26 @@ impl Envelope {
         Ok((envelope, expected_version))
     }
 
+    /// The `data` member as shown: the typed data as JSON, without personal fields once the
+    /// client was erased (shared by the CloudEvent and the replay line writers).
+    pub fn shown_data(&self) -> Value {
+        let mut data = self.data.to_json();
+        if self.personal == PersonalState::Erased
+            && let Some(d) = data.as_object_mut()
+        {
+            for field in self.data.spec().personal_fields {
+                d.remove(*field);
+            }
+        }
+        data
+    }
+
     /// The CloudEvent (JSON object) of this envelope, with extensions `actor`, `recordedat`,
     /// `schemaversion`, and `correlationid`/`causationid` when set. An erased event's personal
     /// properties are left out of `data` and the extension `personaldata` says `erased`.
     pub fn to_cloud_event(&self) -> Map<String, Value> {
         let spec = self.data.spec();
-        let mut data = self.data.to_json();
-        if self.personal == PersonalState::Erased
-            && let Some(d) = data.as_object_mut()
-        {
-            for field in spec.personal_fields {
-                d.remove(*field);
-            }
-        }
+        let data = self.shown_data();
         let mut obj = Map::new();
         obj.insert("specversion".into(), "1.0".into());
         obj.insert("id".into(), self.id.to_string().into());

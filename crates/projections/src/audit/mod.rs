@@ -29,6 +29,9 @@ pub enum AuditError {
     /// The stored chain or checkpoints are not in the shape Relais writes.
     #[error("audit records: {0}")]
     Corrupt(String),
+    /// A task of the replay's pipeline stopped (a panic, or the runtime shutting down).
+    #[error("replay task: {0}")]
+    Task(String),
 }
 
 /// What the chain worker needs.

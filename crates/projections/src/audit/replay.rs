@@ -3,6 +3,12 @@
 //! whatever the size of the history. Each event is decoded, its personal fields opened where
 //! the client's key still exists, and shown with its sequence, its exact stored bytes and its
 //! chain links; signed checkpoints are placed after the line of their sequence.
+//!
+//! The NDJSON answer is a pipeline: the messages are read in order and cut into chunks; each
+//! chunk is looked up (links, quarantine, data keys), opened and written as NDJSON in a task
+//! of its own, a few at once; the chunks are then joined in order with the checkpoints between
+//! them. A data key looked up once is kept for the rest of the replay: a replay shows the
+//! personal fields as they could be read when it started reading them.
 
 use super::{AuditError, chain, checkpoints};
 use crate::keys::{KeyLookup, KeyStore};
@@ -20,10 +26,19 @@ use relais_eventlog::subjects;
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 /// Most messages decoded and answered per chunk.
 const CHUNK: usize = 512;
+
+/// Chunks rendered at once, each in a task of its own (so both cores of a small machine work on
+/// a replay); the answer still leaves in the log's order.
+const CHUNKS_IN_FLIGHT: usize = 3;
+
+/// Most data keys a replay keeps between chunks (about 150 bytes each); past it, it forgets
+/// them all and looks them up again.
+const KEYS_KEPT: usize = 50_000;
 
 /// What a replay shows. Times filter on `recordedat` (when Relais recorded the event):
 /// `from` inclusive, `to` exclusive. Sequences are inclusive.
@@ -96,7 +111,7 @@ impl ReplayFilter {
 /// A replay under way.
 pub struct Replay {
     pool: PgPool,
-    keys: KeyStore,
+    chunks: ChunkReader,
     stream_name: String,
     filter: ReplayFilter,
     from: u64,
@@ -122,7 +137,12 @@ pub async fn open(pool: &PgPool, keys: &KeyStore, stream: &Stream, filter: Repla
     let messages = reader::ordered_range(stream, &filter.subject_filter(), from, upper).await?;
     Ok(Replay {
         pool: pool.clone(),
-        keys: keys.clone(),
+        chunks: ChunkReader {
+            pool: pool.clone(),
+            keys: keys.clone(),
+            kept_keys: Arc::new(Mutex::new(HashMap::new())),
+            filter: Arc::new(filter.clone()),
+        },
         stream_name: stream.cached_info().config.name.clone(),
         filter,
         from,
@@ -169,7 +189,13 @@ impl Replay {
         self.position
     }
 
-    async fn next_checkpoint_before(&mut self, seq: u64) -> Result<Option<Map<String, Value>>, AuditError> {
+    /// The sequence of the next checkpoint to show, if any.
+    async fn next_checkpoint_sequence(&mut self) -> Result<Option<u64>, AuditError> {
+        self.load_checkpoints().await?;
+        Ok(self.checkpoints.front().map(|c| c.checkpoint.sequence))
+    }
+
+    async fn load_checkpoints(&mut self) -> Result<(), AuditError> {
         if self.checkpoints.is_empty() && !self.checkpoints_exhausted {
             let page = checkpoints::page(&self.pool, self.from, self.upper, self.checkpoint_cursor, 256).await?;
             self.checkpoints_exhausted = page.len() < 256;
@@ -178,6 +204,11 @@ impl Replay {
             }
             self.checkpoints.extend(page);
         }
+        Ok(())
+    }
+
+    async fn next_checkpoint_before(&mut self, seq: u64) -> Result<Option<Map<String, Value>>, AuditError> {
+        self.load_checkpoints().await?;
         match self.checkpoints.front() {
             Some(c) if c.checkpoint.sequence < seq => {
                 let c = self.checkpoints.pop_front().map(|c| c.checkpoint.to_json());
@@ -195,56 +226,252 @@ impl Replay {
         Ok(())
     }
 
-    /// The next lines (one chunk), or `None` once the end line was given.
+    fn end_line(&self) -> Map<String, Value> {
+        line::end_line(self.events, self.others, self.checkpoints_shown, self.last_shown)
+    }
+
+    /// The next messages, at most a chunk: waits for the first, takes the others already there.
+    async fn next_batch(&mut self) -> Result<Option<Vec<LogMessage>>, AuditError> {
+        next_batch(&mut self.messages).await.map_err(AuditError::from)
+    }
+
+    /// The next lines (one chunk) as JSON objects, or `None` once the end line was given. The
+    /// NDJSON answer uses [`Replay::into_chunks`], which gives the same lines faster.
     pub async fn next_lines(&mut self) -> Result<Option<Vec<Map<String, Value>>>, AuditError> {
         if self.finished {
             return Ok(None);
         }
         let mut lines = Vec::new();
-        let mut batch = Vec::new();
-        match self.messages.next().await {
-            None => {
-                self.checkpoints_before(self.upper.saturating_add(1), &mut lines).await?;
-                lines.push(line::end_line(self.events, self.others, self.checkpoints_shown, self.last_shown));
-                self.finished = true;
-                return Ok(Some(lines));
+        let Some(batch) = self.next_batch().await? else {
+            self.checkpoints_before(self.upper.saturating_add(1), &mut lines).await?;
+            lines.push(self.end_line());
+            self.finished = true;
+            return Ok(Some(lines));
+        };
+        for opened in self.chunks.open(batch).await? {
+            self.checkpoints_before(opened.message.sequence, &mut lines).await?;
+            self.position = opened.message.sequence;
+            let chain = opened.chain();
+            match &opened.shown {
+                Shown::Event(e) => {
+                    lines.push(line::event_line(e, &chain));
+                    self.events += 1;
+                    self.last_shown = opened.message.sequence;
+                }
+                Shown::Message => {
+                    lines.push(line::message_line(&chain));
+                    self.others += 1;
+                    self.last_shown = opened.message.sequence;
+                }
+                Shown::Hidden => {}
             }
-            Some(m) => batch.push(m?),
         }
-        while batch.len() < CHUNK {
-            match self.messages.next().now_or_never() {
-                Some(Some(m)) => batch.push(m?),
-                Some(None) | None => break,
+        Ok(Some(lines))
+    }
+
+    /// Places the checkpoints that come before each line of a rendered chunk, and the chunk.
+    async fn join(&mut self, chunk: RenderedChunk) -> Result<Vec<u8>, AuditError> {
+        self.events += chunk.events;
+        self.others += chunk.others;
+        if let Some(s) = chunk.last_shown {
+            self.last_shown = s;
+        }
+        self.position = chunk.position;
+        // Most chunks hold no checkpoint: they leave as they are, without a copy.
+        let last_line = chunk.lines.last().map_or(0, |(seq, _)| *seq);
+        if self.next_checkpoint_sequence().await?.is_none_or(|c| c >= last_line) {
+            return Ok(chunk.bytes);
+        }
+        let mut out = Vec::with_capacity(chunk.bytes.len() + 1024);
+        let (mut written, mut start) = (0, 0);
+        for (seq, end) in &chunk.lines {
+            while let Some(c) = self.next_checkpoint_before(*seq).await? {
+                out.extend_from_slice(&chunk.bytes[written..start]);
+                written = start;
+                write_json_line(&mut out, &c);
             }
+            start = *end;
         }
-        let wanted: Vec<i64> = batch.iter().flat_map(|m| [m.sequence as i64, m.sequence as i64 - 1]).collect();
-        let links: HashMap<u64, Link> = chain::links_at(&self.pool, &wanted).await?.into_iter().collect();
-        let seqs: Vec<i64> = batch.iter().map(|m| m.sequence as i64).collect();
-        let quarantine: HashMap<i64, String> =
+        out.extend_from_slice(&chunk.bytes[written..]);
+        Ok(out)
+    }
+
+    /// The replay as NDJSON chunks with the position reached after each: the header, the
+    /// chunks, the end line. An error ends the replay with an `error` line (and no end line),
+    /// after logging it. Chunks are rendered [`CHUNKS_IN_FLIGHT`] at a time, in tasks of
+    /// their own: call it within a Tokio runtime.
+    pub fn into_chunks(mut self) -> impl futures::Stream<Item = (Bytes, u64)> + Send {
+        let messages = std::mem::replace(&mut self.messages, futures::stream::empty().boxed());
+        let reader = self.chunks.clone();
+        let rendered = futures::stream::unfold(messages, |mut messages| async move {
+            match next_batch(&mut messages).await {
+                Ok(Some(batch)) => Some((Ok(batch), messages)),
+                Ok(None) => None,
+                // Ends the read: the error is given once.
+                Err(e) => Some((Err(e), futures::stream::empty().boxed())),
+            }
+        })
+        .map(move |batch| {
+            let reader = reader.clone();
+            let task = batch.map(|b| tokio::spawn(async move { reader.render(b).await }));
+            async move {
+                match task {
+                    Ok(handle) => handle.await.map_err(|e| AuditError::Task(e.to_string()))?,
+                    Err(e) => Err(AuditError::from(e)),
+                }
+            }
+        })
+        .buffered(CHUNKS_IN_FLIGHT)
+        .boxed();
+        let header = to_ndjson(&[self.header()]);
+        let start = self.position;
+        futures::stream::once(async move { (header, start) }).chain(futures::stream::unfold(
+            (self, rendered),
+            |(mut replay, mut rendered)| async move {
+                if replay.finished {
+                    return None;
+                }
+                let next = match rendered.next().await {
+                    Some(Ok(chunk)) => replay.join(chunk).await,
+                    Some(Err(e)) => Err(e),
+                    None => {
+                        let mut lines = Vec::new();
+                        let end = replay.checkpoints_before(replay.upper.saturating_add(1), &mut lines).await;
+                        end.map(|()| {
+                            lines.push(replay.end_line());
+                            replay.finished = true;
+                            to_ndjson(&lines).to_vec()
+                        })
+                    }
+                };
+                let bytes = match next {
+                    Ok(bytes) => Bytes::from(bytes),
+                    Err(e) => {
+                        tracing::error!(error = %e, "replay stopped");
+                        replay.finished = true;
+                        to_ndjson(&[line::error_line("the replay stopped on an internal error; it was logged")])
+                    }
+                };
+                let position = replay.position;
+                Some(((bytes, position), (replay, rendered)))
+            },
+        ))
+    }
+
+    /// The replay as NDJSON (see [`Replay::into_chunks`]).
+    pub fn into_ndjson(self) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+        self.into_chunks().map(|(bytes, _)| Ok(bytes))
+    }
+}
+
+/// The next messages, at most a chunk: waits for the first, takes the others already there.
+async fn next_batch(
+    messages: &mut BoxStream<'static, Result<LogMessage, ReadError>>,
+) -> Result<Option<Vec<LogMessage>>, ReadError> {
+    let Some(first) = messages.next().await else {
+        return Ok(None);
+    };
+    let mut batch = vec![first?];
+    while batch.len() < CHUNK {
+        match messages.next().now_or_never() {
+            Some(Some(m)) => batch.push(m?),
+            Some(None) | None => break,
+        }
+    }
+    Ok(Some(batch))
+}
+
+/// Looks up, opens and renders chunks of messages; cheap to clone into a task.
+#[derive(Clone)]
+struct ChunkReader {
+    pool: PgPool,
+    keys: KeyStore,
+    /// The data keys looked up so far in this replay.
+    kept_keys: Arc<Mutex<HashMap<Uuid, KeyLookup>>>,
+    filter: Arc<ReplayFilter>,
+}
+
+/// How a stored message is shown.
+enum Shown {
+    /// As an event line.
+    Event(Box<Envelope>),
+    /// As a message line (not a readable event).
+    Message,
+    /// Not at all (filtered out).
+    Hidden,
+}
+
+/// A stored message with what the replay shows of it.
+struct Opened {
+    message: LogMessage,
+    link: Option<Link>,
+    prev: Option<Link>,
+    quarantine: Option<String>,
+    shown: Shown,
+}
+
+impl Opened {
+    fn chain(&self) -> ChainFields<'_> {
+        ChainFields {
+            sequence: self.message.sequence,
+            subject: &self.message.subject,
+            payload: &self.message.payload,
+            prev: self.link.and(self.prev),
+            link: self.link,
+            admission: self.message.admission.as_deref(),
+            quarantine: self.quarantine.as_deref(),
+        }
+    }
+}
+
+/// A chunk written as NDJSON, with where each line ends.
+struct RenderedChunk {
+    bytes: Vec<u8>,
+    /// Sequence and end offset of each line.
+    lines: Vec<(u64, usize)>,
+    events: u64,
+    others: u64,
+    last_shown: Option<u64>,
+    /// The last sequence of the chunk.
+    position: u64,
+}
+
+impl ChunkReader {
+    /// Chain links, quarantine reasons and data keys of a chunk (concurrently), then each
+    /// message decoded and opened.
+    async fn open(&self, batch: Vec<LogMessage>) -> Result<Vec<Opened>, AuditError> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(Vec::new());
+        };
+        let (first, last) = (first.sequence, last.sequence);
+        let links = async {
+            // A dense chunk (a whole replay) reads its links as a range; a sparse one (one case
+            // across the history) by sequence.
+            let lo = first.saturating_sub(1);
+            if last - lo <= 2 * batch.len() as u64 {
+                chain::links_between(&self.pool, lo, last).await
+            } else {
+                let wanted: Vec<i64> = batch.iter().flat_map(|m| [m.sequence as i64, m.sequence as i64 - 1]).collect();
+                chain::links_at(&self.pool, &wanted).await
+            }
+        };
+        let quarantine = async {
+            let seqs: Vec<i64> = batch.iter().map(|m| m.sequence as i64).collect();
             sqlx::query_as::<_, (i64, String)>("SELECT seq, reason FROM quarantine WHERE seq = ANY($1)")
                 .bind(&seqs)
                 .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .collect();
+                .await
+                .map_err(AuditError::from)
+        };
         let stored: Vec<Option<relais_domain::envelope::StoredEventV1>> =
             batch.iter().map(|m| StoredEvent::decode(&m.payload).ok().map(StoredEvent::into_v1)).collect();
         let key_ids: Vec<Uuid> = stored.iter().filter_map(|s| s.as_ref()?.sealed.as_ref().map(|x| x.key_id)).collect();
-        let keys = self.keys.lookup_many(&key_ids).await?;
-        for (m, stored) in batch.iter().zip(stored) {
-            self.checkpoints_before(m.sequence, &mut lines).await?;
-            self.position = m.sequence;
-            let link = links.get(&m.sequence).copied();
-            let prev = if m.sequence == 1 { Some(GENESIS) } else { links.get(&(m.sequence - 1)).copied() };
-            let chain = ChainFields {
-                sequence: m.sequence,
-                subject: &m.subject,
-                payload: &m.payload,
-                prev: link.and(prev),
-                link,
-                admission: m.admission.as_deref(),
-                quarantine: quarantine.get(&(m.sequence as i64)).map(String::as_str),
-            };
+        let (links, quarantine, keys) = futures::try_join!(links, quarantine, self.keys_of(&key_ids))?;
+        let links: HashMap<u64, Link> = links.into_iter().collect();
+        let mut quarantine: HashMap<i64, String> = quarantine.into_iter().collect();
+        let mut out = Vec::with_capacity(batch.len());
+        for (message, stored) in batch.into_iter().zip(stored) {
+            let seq = message.sequence;
             let envelope = stored.and_then(|s| {
                 let personal = s.sealed.as_ref().and_then(|sealed| match keys.get(&sealed.key_id) {
                     Some(KeyLookup::Key(k)) => seal::open(k, s.id, sealed).ok(),
@@ -252,55 +479,96 @@ impl Replay {
                 });
                 s.open(personal).ok()
             });
-            match envelope {
-                Some(e) if self.filter.keeps(&e) => {
-                    lines.push(line::event_line(&e, &chain));
-                    self.events += 1;
-                    self.last_shown = m.sequence;
-                }
-                Some(_) => {}
-                None if self.filter.filters_content() => {}
-                None => {
-                    lines.push(line::message_line(&chain));
-                    self.others += 1;
-                    self.last_shown = m.sequence;
+            let shown = match envelope {
+                Some(e) if self.filter.keeps(&e) => Shown::Event(Box::new(e)),
+                Some(_) => Shown::Hidden,
+                None if self.filter.filters_content() => Shown::Hidden,
+                None => Shown::Message,
+            };
+            out.push(Opened {
+                link: links.get(&seq).copied(),
+                prev: if seq == 1 { Some(GENESIS) } else { links.get(&(seq - 1)).copied() },
+                quarantine: quarantine.remove(&(seq as i64)),
+                message,
+                shown,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The data keys of `key_ids`: those this replay looked up before, the others from the
+    /// key store.
+    async fn keys_of(&self, key_ids: &[Uuid]) -> Result<HashMap<Uuid, KeyLookup>, AuditError> {
+        let mut found = HashMap::new();
+        let mut missing = Vec::new();
+        {
+            let kept = self.kept_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in key_ids {
+                match kept.get(id) {
+                    Some(k) => {
+                        found.insert(*id, k.clone());
+                    }
+                    None => missing.push(*id),
                 }
             }
         }
-        Ok(Some(lines))
+        if !missing.is_empty() {
+            let looked_up = self.keys.lookup_many(&missing).await?;
+            let mut kept = self.kept_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if kept.len() + looked_up.len() > KEYS_KEPT {
+                kept.clear();
+            }
+            for (id, k) in looked_up {
+                kept.insert(id, k.clone());
+                found.insert(id, k);
+            }
+        }
+        Ok(found)
     }
 
-    /// The replay as NDJSON chunks: the header, one chunk per batch, the end line. An error
-    /// ends the replay with an `error` line (and no end line), after logging it.
-    pub fn into_ndjson(self) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
-        futures::stream::unfold((self, false), |(mut replay, started)| async move {
-            if !started {
-                let header = to_ndjson(&[replay.header()]);
-                return Some((Ok(header), (replay, true)));
-            }
-            match replay.next_lines().await {
-                Ok(Some(lines)) => Some((Ok(to_ndjson(&lines)), (replay, true))),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(error = %e, "replay stopped");
-                    replay.finished = true;
-                    Some((
-                        Ok(to_ndjson(&[line::error_line("the replay stopped on an internal error; it was logged")])),
-                        (replay, true),
-                    ))
+    /// A chunk opened and written as NDJSON.
+    async fn render(self, batch: Vec<LogMessage>) -> Result<RenderedChunk, AuditError> {
+        let position = batch.last().map_or(0, |m| m.sequence);
+        let opened = self.open(batch).await?;
+        let mut chunk = RenderedChunk {
+            bytes: Vec::with_capacity(opened.len() * 1024),
+            lines: Vec::with_capacity(opened.len()),
+            events: 0,
+            others: 0,
+            last_shown: None,
+            position,
+        };
+        for o in &opened {
+            let chain = o.chain();
+            match &o.shown {
+                Shown::Event(e) => {
+                    line::write_event_line(&mut chunk.bytes, e, &chain);
+                    chunk.events += 1;
                 }
+                Shown::Message => {
+                    line::write_message_line(&mut chunk.bytes, &chain);
+                    chunk.others += 1;
+                }
+                Shown::Hidden => continue,
             }
-        })
+            chunk.last_shown = Some(o.message.sequence);
+            chunk.lines.push((o.message.sequence, chunk.bytes.len()));
+        }
+        Ok(chunk)
     }
+}
+
+fn write_json_line(out: &mut Vec<u8>, line: &Map<String, Value>) {
+    // Serialising a JSON map into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, line);
+    out.push(b'\n');
 }
 
 /// Serialises lines as NDJSON.
 pub fn to_ndjson(lines: &[Map<String, Value>]) -> Bytes {
     let mut out = Vec::with_capacity(lines.len() * 512);
     for l in lines {
-        // Serialising a JSON map into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, l);
-        out.push(b'\n');
+        write_json_line(&mut out, l);
     }
     Bytes::from(out)
 }
