@@ -125,7 +125,16 @@ enum DeployCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The projector alone waits on PostgreSQL and NATS far more than it computes: one thread
+    // serves it, and one allocator arena keeps its memory flat (each thread that allocates
+    // gets an arena of its own, and fragmentation grows with their number).
+    let runtime = match cli.command {
+        Command::Serve { role: ServeRole::Projector } => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        }
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

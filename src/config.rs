@@ -56,8 +56,10 @@ pub struct Settings {
     /// Prefix of the projections' durable consumer names (`RELAIS_CONSUMER_PREFIX`).
     pub consumer_prefix: String,
     /// Aggregate states the validator keeps per generation (`RELAIS_VALIDATOR_STATES`, default
-    /// 20,000; two generations at most, about 0.7 KiB a state).
+    /// 20,000; two generations at most, about 0.3 KiB a state).
     pub validator_states: usize,
+    /// Most PostgreSQL connections of this process (`RELAIS_DB_CONNECTIONS`, default 16).
+    pub db_connections: u32,
     /// The clock of the views that depend on time (the system clock; tests set their own).
     pub clock: Arc<dyn Clock>,
     /// How often views that depend on time are brought up to the clock without a new event
@@ -322,6 +324,7 @@ impl Settings {
             organisations,
             projection_batch,
             validator_states: number("RELAIS_VALIDATOR_STATES", 1..=10_000_000, 20_000)?,
+            db_connections: number("RELAIS_DB_CONNECTIONS", 2..=1000, 16)?,
             consumer_prefix: var("RELAIS_CONSUMER_PREFIX").unwrap_or_else(|| "relais".into()),
             clock: relais_projections::clock::system(),
             clock_tick: Duration::from_secs(number("RELAIS_CLOCK_TICK_SECS", 1..=3600, 60)?),

@@ -52,7 +52,7 @@ impl Infra {
         let orgs: Vec<relais_domain::OrgId> = settings.organisations.iter().map(|o| o.id.clone()).collect();
         relais_eventlog::broker::ensure_org_consumers(&stream, &orgs).await?;
         let audit_stream = relais_eventlog::audit::ensure_audit_stream(&js, &settings.audit.stream).await?;
-        let db = Database::connect_and_migrate(&settings.database_url)
+        let db = Database::connect_and_migrate_with(&settings.database_url, settings.db_connections)
             .await
             .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
         db.sync_organisations(&settings.organisations).await?;

@@ -60,6 +60,7 @@ pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, Strin
         projection_batch: 1000,
         consumer_prefix: "test".into(),
         validator_states: 20_000,
+        db_connections: 16,
         clock: relais_projections::clock::system(),
         clock_tick: Duration::from_secs(60),
         monitor: relais_projections::monitor::MonitorSettings::default(),

@@ -18,6 +18,26 @@ pub struct StoredMessage {
     pub msg_id: String,
     /// The stored bytes.
     pub payload: Bytes,
+    /// The other headers Relais stored with it (admission tag, type, version, trace context).
+    pub headers: Vec<(String, String)>,
+}
+
+/// The headers of message `i` (from 0) of an atomic batch: its id, the batch's, the commit on
+/// the last, and with `stored_headers` the other headers Relais stored with it.
+fn batch_headers(m: &StoredMessage, batch_id: &str, i: usize, last: bool, stored_headers: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if stored_headers {
+        for (name, value) in &m.headers {
+            h.insert(name.as_str(), value.as_str());
+        }
+    }
+    h.insert(NATS_MESSAGE_ID, m.msg_id.as_str());
+    h.insert(NATS_BATCH_ID, batch_id);
+    h.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+    if last {
+        h.insert(NATS_BATCH_COMMIT, "1");
+    }
+    h
 }
 
 /// fdatasync calls per second on the disk that holds `dir` (8 KiB writes), measured for 2 s.
@@ -116,9 +136,18 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Resul
     while let Some(m) = messages.next().await {
         let m = m?;
         let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-        let msg_id =
-            m.headers.as_ref().and_then(|h| h.get(NATS_MESSAGE_ID)).map(|v| v.as_str().to_owned()).unwrap_or_default();
-        out.push(StoredMessage { subject: m.subject.to_string(), msg_id, payload: m.payload.clone() });
+        let mut msg_id = String::new();
+        let mut headers = Vec::new();
+        for (name, values) in m.headers.iter().flat_map(|h| h.iter()) {
+            let Some(value) = values.first() else { continue };
+            if AsRef::<str>::as_ref(name) == AsRef::<str>::as_ref(&NATS_MESSAGE_ID) {
+                msg_id = value.as_str().to_owned();
+            } else if !AsRef::<str>::as_ref(name).to_ascii_lowercase().starts_with("nats-") {
+                // The broker's own headers (the batch's id, sequence and commit) stay out.
+                headers.push((name.to_string(), value.as_str().to_owned()));
+            }
+        }
+        out.push(StoredMessage { subject: m.subject.to_string(), msg_id, payload: m.payload.clone(), headers });
         if seq >= last {
             break;
         }
@@ -173,12 +202,8 @@ pub async fn atomic_batch_latencies(
         let id = uuid::Uuid::new_v4().simple().to_string();
         let started = Instant::now();
         for (i, m) in chunk.iter().enumerate() {
-            let mut h = HeaderMap::new();
-            h.insert(NATS_MESSAGE_ID, m.msg_id.as_str());
-            h.insert(NATS_BATCH_ID, id.as_str());
-            h.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+            let h = batch_headers(m, &id, i, i + 1 == chunk.len(), false);
             if i + 1 == chunk.len() {
-                h.insert(NATS_BATCH_COMMIT, "1");
                 let reply = client.request_with_headers(m.subject.clone(), h, m.payload.clone()).await?;
                 anyhow::ensure!(!String::from_utf8_lossy(&reply.payload).contains("\"error\""), "batch refused");
             } else {
@@ -191,11 +216,13 @@ pub async fn atomic_batch_latencies(
 }
 
 /// Publishes atomic batches of `batch` from `publishers` concurrent tasks: events per second.
+/// With `stored_headers`, each message also carries the other headers Relais stored with it.
 pub async fn publish_atomic_batches(
     client: async_nats::Client,
     messages: &[StoredMessage],
     batch: usize,
     publishers: usize,
+    stored_headers: bool,
 ) -> anyhow::Result<f64> {
     let chunks: Vec<Vec<StoredMessage>> = messages.chunks(batch).map(<[StoredMessage]>::to_vec).collect();
     let queue = std::sync::Arc::new(tokio::sync::Mutex::new(chunks.into_iter()));
@@ -210,12 +237,8 @@ pub async fn publish_atomic_batches(
                 let id = uuid::Uuid::new_v4().simple().to_string();
                 let last = chunk.len() - 1;
                 for (i, m) in chunk.iter().enumerate() {
-                    let mut h = HeaderMap::new();
-                    h.insert(NATS_MESSAGE_ID, m.msg_id.as_str());
-                    h.insert(NATS_BATCH_ID, id.as_str());
-                    h.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
+                    let h = batch_headers(m, &id, i, i == last, stored_headers);
                     if i == last {
-                        h.insert(NATS_BATCH_COMMIT, "1");
                         let reply = client.request_with_headers(m.subject.clone(), h, m.payload.clone()).await?;
                         let text = String::from_utf8_lossy(&reply.payload);
                         anyhow::ensure!(!text.contains("\"error\""), "batch refused: {text}");

@@ -125,32 +125,39 @@ pub async fn post_events(
         parsed.push((prefix, envelope, expected));
     }
 
-    // An event may name only organisations of the registry (a referral's destination, a
-    // consent's organisation, an activity's partners).
-    let named: Vec<(String, String)> = parsed
-        .iter()
-        .flat_map(|(prefix, e, _)| {
-            e.data
-                .organisations()
-                .into_iter()
-                .map(move |(pointer, org)| (format!("{prefix}/data{pointer}"), org.to_string()))
-        })
-        .collect();
-    if !named.is_empty() {
+    // Two independent lookups, at once: organisations named by the events (they must be in
+    // the registry), and ids the log already holds (idempotency beyond the broker's window:
+    // answered as duplicates with their original sequence). Data keys come after: a refused
+    // batch creates none.
+    let registry_check = async {
+        let named: Vec<(String, String)> = parsed
+            .iter()
+            .flat_map(|(prefix, e, _)| {
+                e.data
+                    .organisations()
+                    .into_iter()
+                    .map(move |(pointer, org)| (format!("{prefix}/data{pointer}"), org.to_string()))
+            })
+            .collect();
+        if named.is_empty() {
+            return Ok(());
+        }
         let ids: Vec<String> = named.iter().map(|(_, org)| org.clone()).collect();
         let known = relais_projections::registry::known(state.db.pool(), &ids).await?;
-        if let Some((pointer, org)) = named.iter().find(|(_, org)| !known.contains(org)) {
-            return Err(ApiError::invalid(pointer.clone(), format!("no organisation {org:?} in the registry")));
+        match named.iter().find(|(_, org)| !known.contains(org)) {
+            Some((pointer, org)) => {
+                Err(ApiError::invalid(pointer.clone(), format!("no organisation {org:?} in the registry")))
+            }
+            None => Ok(()),
         }
-    }
-
-    // Idempotency beyond the broker's window: ids the log already holds are answered as
-    // duplicates with their original sequence.
+    };
     let all_ids: Vec<Uuid> = parsed.iter().map(|(_, e, _)| e.id).collect();
-    let known = ledger::find(state.db.pool(), &all_ids).await?;
+    let ledger_lookup = async { ledger::find(state.db.pool(), &all_ids).await.map_err(ApiError::from) };
+    let ((), known) = tokio::try_join!(registry_check, ledger_lookup)?;
     let fresh: Vec<&(String, Envelope, Option<u64>)> =
         parsed.iter().filter(|(_, e, _)| !known.contains_key(&e.id)).collect();
-    let outgoing = seal_all(&state, &fresh).await?;
+    let keys = client_keys(&state, &fresh).await?;
+    let outgoing = seal_all(&fresh, &keys)?;
     let appended = append_resolving_duplicates(&state, outgoing).await?;
 
     let mut answer = Vec::with_capacity(parsed.len());
@@ -194,17 +201,24 @@ pub async fn post_events(
     Ok((status, axum::Json(Answer { events: answer })).into_response())
 }
 
-/// Seals personal fields with each client's data key and encodes the stored bytes.
-async fn seal_all(state: &AppState, events: &[&(String, Envelope, Option<u64>)]) -> Result<Vec<Outgoing>, ApiError> {
-    let trace_headers = relais_eventlog::trace::current_headers();
-    // One lookup for every client of the request (a request publishes for one organisation).
-    let mut keys: HashMap<String, Result<(Uuid, seal::DataKey), KeyError>> = HashMap::new();
-    if let Some((_, first, _)) = events.first() {
-        let refs: Vec<&str> = events.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
-        if !refs.is_empty() {
-            keys = state.keys.keys_for_clients(&first.org, &refs).await.map_err(|e| ApiError::internal(&e))?;
-        }
+type ClientKeys = HashMap<String, Result<(Uuid, seal::DataKey), KeyError>>;
+
+/// The data keys of every client the events name, created for new clients (one lookup: a
+/// request publishes for one organisation).
+async fn client_keys(state: &AppState, events: &[&(String, Envelope, Option<u64>)]) -> Result<ClientKeys, ApiError> {
+    let Some((_, first, _)) = events.first() else {
+        return Ok(HashMap::new());
+    };
+    let refs: Vec<&str> = events.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
+    if refs.is_empty() {
+        return Ok(HashMap::new());
     }
+    state.keys.keys_for_clients(&first.org, &refs).await.map_err(|e| ApiError::internal(&e))
+}
+
+/// Seals personal fields with each client's data key and encodes the stored bytes.
+fn seal_all(events: &[&(String, Envelope, Option<u64>)], keys: &ClientKeys) -> Result<Vec<Outgoing>, ApiError> {
+    let trace_headers = relais_eventlog::trace::current_headers();
     let mut out = Vec::with_capacity(events.len());
     for (prefix, envelope, expected) in events {
         let (mut stored, personal): (_, PersonalFields) = envelope.split_for_storage();

@@ -26,15 +26,23 @@ pub struct Database {
 }
 
 impl Database {
-    /// Connects, creating the database if it does not exist, and applies the migrations.
+    /// Connects, creating the database if it does not exist, and applies the migrations (a
+    /// pool of at most 16 connections).
     pub async fn connect_and_migrate(url: &str) -> Result<Self, DbError> {
+        Self::connect_and_migrate_with(url, 16).await
+    }
+
+    /// Like [`Database::connect_and_migrate`], with at most `max_connections` connections.
+    /// Each connection keeps buffers as large as the largest statement it sent (a batch of
+    /// rows), so a process that needs few should not hold more.
+    pub async fn connect_and_migrate_with(url: &str, max_connections: u32) -> Result<Self, DbError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| DbError::InvalidUrl(e.to_string()))?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
         create_database_if_missing(&options).await?;
         let pool = PgPoolOptions::new()
-            .max_connections(16)
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;

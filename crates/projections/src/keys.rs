@@ -182,7 +182,10 @@ impl From<sqlx::Error> for KeyError {
     }
 }
 
-const CACHE_MAX: usize = 200_000;
+/// Most unwrapped keys kept (about 100 bytes each with the map's own): past it the cache is
+/// emptied. A miss costs one unwrap, not a query (the row is read anyway), so a small bound
+/// keeps a process's memory flat however many clients the history holds.
+const CACHE_MAX: usize = 20_000;
 /// How long an unwrapped key stays in memory: it bounds how long a process keeps the
 /// plaintext key of a client erased by another process (it is never used once the database
 /// says the key is gone).

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 
 /// Most aggregate states of one generation, by default: the book keeps two (the current one
-/// and the one before), so at most twice this between two batches, about 0.7 KiB each.
+/// and the one before), so at most twice this between two batches.
 pub const DEFAULT_CAPACITY: usize = 20_000;
 
 #[derive(Debug, Clone)]
@@ -120,7 +120,8 @@ impl RuleBook {
         if self.states.len() >= self.capacity {
             // Forgetting is always safe: a forgotten state is folded again from the log.
             // Only between batches, so that no state of this batch is read mid-way.
-            let forgotten = std::mem::replace(&mut self.older, std::mem::take(&mut self.states));
+            let current = std::mem::replace(&mut self.states, HashMap::with_capacity(self.capacity));
+            let forgotten = std::mem::replace(&mut self.older, current);
             if !forgotten.is_empty() {
                 self.complete = false;
             }
