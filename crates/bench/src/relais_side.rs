@@ -56,6 +56,20 @@ pub struct Instance {
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// Lets the writes of the parts before settle, so that a timed part starts on a quiet disk:
+/// PostgreSQL writes its dirty pages (`CHECKPOINT`; dropping the databases of earlier runs
+/// leaves many) and the system flushes its page cache (`sync`; earlier runs' store
+/// directories). The timed parts themselves still meet checkpoints as they come.
+async fn settle() -> anyhow::Result<()> {
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(ADMIN_URL).await?;
+    sqlx::query("CHECKPOINT").execute(&mut admin).await?;
+    let synced = tokio::task::spawn_blocking(|| Command::new("sync").status()).await?;
+    if !synced.is_ok_and(|s| s.success()) {
+        eprintln!("  (sync did not run; the disk may still be writing earlier runs' data)");
+    }
+    Ok(())
+}
+
 fn db_url(name: &str) -> String {
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
@@ -276,6 +290,7 @@ pub async fn ingest_pair(
     for rep in 0..args.reps {
         let relais_first = rep % 2 == 0 || stored.is_none();
         for side in if relais_first { [0, 1] } else { [1, 0] } {
+            settle().await?;
             if side == 0 {
                 let instance = Instance::start(dir, sync_always, true, false).await?;
                 // Counting syscalls through perf's tracepoints costs little, but only the first
@@ -393,6 +408,7 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
     let n = (args.freshness_rate * args.freshness_secs) as usize;
     let events = history(n);
     let batches = batches_in_history_order(&events, 10);
+    settle().await?;
     let instance = Instance::start(dir, sync_always, true, true).await?;
     let mut listener = sqlx::postgres::PgListener::connect_with(&instance.pool).await?;
     listener.listen(relais_projections::worker::CHECKPOINT_CHANNEL).await?;
