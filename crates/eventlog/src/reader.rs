@@ -220,48 +220,28 @@ pub async fn last_sequence_of_subject(
 }
 
 /// The messages of one subject filter with a sequence below `before_sequence`, in order: an
-/// aggregate's history up to an event (aggregates are short, so this is read whole).
+/// aggregate's history up to an event (aggregates are short, so this is read whole). One
+/// direct get per message: no consumer is created on the stream, which matters when thousands
+/// of histories are read (a consumer's creation makes the server count what it would deliver).
 pub async fn subject_history(
     stream: &jetstream::stream::Stream,
     filter: &str,
     before_sequence: u64,
 ) -> Result<Vec<LogMessage>, ReadError> {
-    // The first message of the subject tells at once whether there is any history at all.
-    let first = match stream.direct_get_first_for_subject(filter).await {
-        Ok(m) => m.sequence,
-        Err(e) if e.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(api(e)),
-    };
-    if first >= before_sequence {
-        return Ok(Vec::new());
-    }
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: first },
-            ..Default::default()
-        })
-        .await
-        .map_err(api)?;
-    let name = consumer.cached_info().name.clone();
-    let mut messages = consumer.messages().await.map_err(api)?;
+    use async_nats::jetstream::stream::DirectGetErrorKind;
     let mut out = Vec::new();
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(api)?;
-        let info = m.info().map_err(api)?;
-        let (sequence, pending) = (info.stream_sequence, info.pending);
-        if sequence >= before_sequence {
-            break;
-        }
-        out.push(to_log_message(&m)?);
-        if pending == 0 {
-            break;
+    let mut from = 1;
+    while from < before_sequence {
+        match stream.direct_get_next_for_subject(filter, Some(from)).await {
+            Ok(m) if m.sequence < before_sequence => {
+                from = m.sequence + 1;
+                out.push(stream_message(m));
+            }
+            Ok(_) => break,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
+            Err(e) => return Err(api(e)),
         }
     }
-    drop(messages);
-    // Thousands of histories are read after a restart: delete each consumer at once rather
-    // than leave them to the inactivity threshold (the server limits how many may exist).
-    let _ = stream.delete_consumer(&name).await;
     Ok(out)
 }
 
