@@ -221,8 +221,8 @@ pub async fn last_sequence_of_subject(
 
 /// The messages of one subject filter with a sequence below `before_sequence`, in order: an
 /// aggregate's history up to an event (aggregates are short, so this is read whole). One
-/// direct get per message: no consumer is created on the stream, which matters when thousands
-/// of histories are read (a consumer's creation makes the server count what it would deliver).
+/// direct get per message, and no consumer: when thousands of histories are read, creating and
+/// deleting a consumer for each cost the server twice as much (docs/BENCHMARKS.md).
 pub async fn subject_history(
     stream: &jetstream::stream::Stream,
     filter: &str,
