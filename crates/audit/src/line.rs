@@ -106,13 +106,7 @@ pub fn write_event_line(out: &mut Vec<u8>, envelope: &Envelope, chain: &ChainFie
         id: Shown(envelope.id),
         personaldata: (envelope.personal == PersonalState::Erased).then_some("erased"),
         recordedat: time(&envelope.recorded_at),
-        relaisadmission: chain.admission,
-        relaiskind: kind::EVENT,
-        relaislink: chain.link.map(Hex),
-        relaispayload: Base64(chain.payload),
-        relaisprev: chain.prev.map(Hex),
-        relaisquarantine: chain.quarantine,
-        relaissubject: chain.subject,
+        relais: RelaisMembers::of(kind::EVENT, chain),
         schemaversion: spec.version,
         sequence: chain.sequence,
         source: Shown(format_args!("/orgs/{}", envelope.org)),
@@ -127,16 +121,7 @@ pub fn write_event_line(out: &mut Vec<u8>, envelope: &Envelope, chain: &ChainFie
 /// Writes the line of a stored message that is not a readable event, and its newline: the same
 /// bytes as serialising [`message_line`].
 pub fn write_message_line(out: &mut Vec<u8>, chain: &ChainFields<'_>) {
-    let line = MessageLine {
-        relaisadmission: chain.admission,
-        relaiskind: kind::MESSAGE,
-        relaislink: chain.link.map(Hex),
-        relaispayload: Base64(chain.payload),
-        relaisprev: chain.prev.map(Hex),
-        relaisquarantine: chain.quarantine,
-        relaissubject: chain.subject,
-        sequence: chain.sequence,
-    };
+    let line = MessageLine { relais: RelaisMembers::of(kind::MESSAGE, chain), sequence: chain.sequence };
     write_line(out, &line);
 }
 
@@ -163,14 +148,8 @@ struct EventLine<'a, D1: Display, D2: Display, D3: Display, D4: Display> {
     #[serde(skip_serializing_if = "Option::is_none")]
     personaldata: Option<&'static str>,
     recordedat: String,
-    relaisadmission: Option<&'a str>,
-    relaiskind: &'static str,
-    relaislink: Option<Hex>,
-    relaispayload: Base64<'a>,
-    relaisprev: Option<Hex>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    relaisquarantine: Option<&'a str>,
-    relaissubject: &'a str,
+    #[serde(flatten)]
+    relais: RelaisMembers<'a>,
     schemaversion: u16,
     sequence: u64,
     source: Shown<D2>,
@@ -182,6 +161,14 @@ struct EventLine<'a, D1: Display, D2: Display, D3: Display, D4: Display> {
 
 #[derive(Serialize)]
 struct MessageLine<'a> {
+    #[serde(flatten)]
+    relais: RelaisMembers<'a>,
+    sequence: u64,
+}
+
+/// The `relais…` members every event and message line carries, consecutive in name order.
+#[derive(Serialize)]
+struct RelaisMembers<'a> {
     relaisadmission: Option<&'a str>,
     relaiskind: &'static str,
     relaislink: Option<Hex>,
@@ -190,7 +177,20 @@ struct MessageLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     relaisquarantine: Option<&'a str>,
     relaissubject: &'a str,
-    sequence: u64,
+}
+
+impl<'a> RelaisMembers<'a> {
+    fn of(kind: &'static str, chain: &ChainFields<'a>) -> Self {
+        Self {
+            relaisadmission: chain.admission,
+            relaiskind: kind,
+            relaislink: chain.link.map(Hex),
+            relaispayload: Base64(chain.payload),
+            relaisprev: chain.prev.map(Hex),
+            relaisquarantine: chain.quarantine,
+            relaissubject: chain.subject,
+        }
+    }
 }
 
 /// Serialises as the string its `Display` writes, without allocating it first.

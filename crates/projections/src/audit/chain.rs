@@ -36,13 +36,7 @@ pub async fn link_at(pool: &PgPool, seq: u64) -> Result<Option<Link>, AuditError
 pub async fn links_at(pool: &PgPool, seqs: &[i64]) -> Result<Vec<(u64, Link)>, AuditError> {
     let rows: Vec<(i64, Vec<u8>)> =
         sqlx::query_as("SELECT seq, link FROM audit_chain WHERE seq = ANY($1)").bind(seqs).fetch_all(pool).await?;
-    rows.into_iter()
-        .map(|(s, l)| {
-            Link::from_slice(&l)
-                .map(|l| (s as u64, l))
-                .ok_or_else(|| AuditError::Corrupt(format!("link at {s} is not 32 bytes")))
-        })
-        .collect()
+    decode_links(rows)
 }
 
 /// Stored links with sequences `from..=to` (a range scan: cheaper than [`links_at`] for the
@@ -53,6 +47,10 @@ pub async fn links_between(pool: &PgPool, from: u64, to: u64) -> Result<Vec<(u64
         .bind(to as i64)
         .fetch_all(pool)
         .await?;
+    decode_links(rows)
+}
+
+fn decode_links(rows: Vec<(i64, Vec<u8>)>) -> Result<Vec<(u64, Link)>, AuditError> {
     rows.into_iter()
         .map(|(s, l)| {
             Link::from_slice(&l)

@@ -230,11 +230,6 @@ impl Replay {
         line::end_line(self.events, self.others, self.checkpoints_shown, self.last_shown)
     }
 
-    /// The next messages, at most a chunk: waits for the first, takes the others already there.
-    async fn next_batch(&mut self) -> Result<Option<Vec<LogMessage>>, AuditError> {
-        next_batch(&mut self.messages).await.map_err(AuditError::from)
-    }
-
     /// The next lines (one chunk) as JSON objects, or `None` once the end line was given. The
     /// NDJSON answer uses [`Replay::into_chunks`], which gives the same lines faster.
     pub async fn next_lines(&mut self) -> Result<Option<Vec<Map<String, Value>>>, AuditError> {
@@ -242,7 +237,7 @@ impl Replay {
             return Ok(None);
         }
         let mut lines = Vec::new();
-        let Some(batch) = self.next_batch().await? else {
+        let Some(batch) = next_batch(&mut self.messages).await? else {
             self.checkpoints_before(self.upper.saturating_add(1), &mut lines).await?;
             lines.push(self.end_line());
             self.finished = true;
