@@ -44,6 +44,12 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping before each use: it is a round trip per statement outside a transaction
+            // and per transaction, on every batch and request. A connection that died meanwhile
+            // fails its statement instead, is dropped from the pool, and the caller's error path
+            // runs (a worker restarts from its checkpoint; the gateway answers 503 and the
+            // publisher retries with the same event ids).
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         sqlx::migrate!("../../migrations").run(&pool).await?;

@@ -776,10 +776,14 @@ pub async fn evaluate(
             }
         }
     }
-    // The member cases in scope: consent holding today.
-    let scope = "SELECT org_id, case_id FROM monitor_members
-                 WHERE ($1::text[] IS NULL OR linkage_key = ANY($1))
-                   AND (consent_expires_on IS NULL OR consent_expires_on >= $2)";
+    // The member cases in scope: consent holding today. One statement per case (some keys, or
+    // everyone), not `$1 IS NULL OR ...`: projection transactions use generic plans
+    // (`worker::begin_projection`), and a generic plan of that form cannot use the index.
+    let linkage = if keys.is_some() { "linkage_key = ANY($1)" } else { "$1::text[] IS NULL" };
+    let scope = format!(
+        "SELECT org_id, case_id FROM monitor_members
+         WHERE {linkage} AND (consent_expires_on IS NULL OR consent_expires_on >= $2)"
+    );
     let members: Vec<Member> = sqlx::query_as(&format!(
         "SELECT * FROM monitor_members WHERE (org_id, case_id) IN ({scope}) ORDER BY org_id, case_id"
     ))
@@ -810,11 +814,10 @@ pub async fn evaluate(
     .await?;
     let alerts = compute_alerts(settings, now, &members, &referrals, &moments, &dropouts);
 
-    let existing: Vec<AlertRow> =
-        sqlx::query_as("SELECT * FROM monitor_alerts WHERE $1::text[] IS NULL OR linkage_key = ANY($1)")
-            .bind(&keys)
-            .fetch_all(&mut *tx)
-            .await?;
+    let existing: Vec<AlertRow> = sqlx::query_as(&format!("SELECT * FROM monitor_alerts WHERE {linkage}"))
+        .bind(&keys)
+        .fetch_all(&mut *tx)
+        .await?;
     let existing: BTreeMap<String, AlertRow> = existing.into_iter().map(|a| (a.alert_id.clone(), a)).collect();
     let gone: Vec<String> = existing.keys().filter(|id| !alerts.contains_key(*id)).cloned().collect();
     if !gone.is_empty() {

@@ -195,18 +195,20 @@ pub(crate) async fn claim_checkpoints(
     names: &[&str],
     expected: &[u64],
 ) -> Result<(), WorkerError> {
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projection, seq) SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING",
-    )
-    .bind(names)
-    .execute(&mut *tx)
-    .await?;
-    let found: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT projection, seq FROM projection_checkpoints WHERE projection = ANY($1) ORDER BY projection FOR UPDATE",
-    )
-    .bind(names)
-    .fetch_all(&mut *tx)
-    .await?;
+    const LOCK: &str =
+        "SELECT projection, seq FROM projection_checkpoints WHERE projection = ANY($1) ORDER BY projection FOR UPDATE";
+    let mut found: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(names).fetch_all(&mut *tx).await?;
+    // A projection's first batch has no row to lock yet: create the missing rows, then lock all
+    // (once per projection's life, so the usual batch pays one round trip here).
+    if found.len() < names.len() {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, seq) SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING",
+        )
+        .bind(names)
+        .execute(&mut *tx)
+        .await?;
+        found = sqlx::query_as(LOCK).bind(names).fetch_all(&mut *tx).await?;
+    }
     for (name, want) in names.iter().zip(expected) {
         let got = found.iter().find(|(n, _)| n == name).map(|(_, s)| *s as u64).unwrap_or(0);
         if got != *want {
@@ -245,15 +247,23 @@ pub(crate) async fn set_checkpoint(tx: &mut PgConnection, name: &str, seq: u64) 
     set_checkpoints(tx, &[name], &[seq]).await
 }
 
+const BEGIN_PROJECTION: &str =
+    "BEGIN; SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan";
+
 /// Begins a projection transaction: view changes and checkpoint commit together, without
 /// waiting for the WAL flush (`synchronous_commit = off`). A projection is derived from the
 /// log, so a commit lost in a crash loses the change and its checkpoint together (PostgreSQL
 /// flushes commits in WAL order) and the worker applies the same events again: the view of a
 /// clean run, for one disk flush less per batch.
+///
+/// Its statements run with generic plans (`plan_cache_mode = force_generic_plan`): they are
+/// the same few prepared statements batch after batch, over arrays of keys, and planning
+/// them again for each batch cost more than running them (about a fifth of a small batch's
+/// time, docs/BENCHMARKS.md). A statement that a generic plan serves badly (`$1 IS NULL OR`)
+/// is written as one statement per case instead.
 pub(crate) async fn begin_projection(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-    Ok(tx)
+    // One round trip: the settings travel with the BEGIN.
+    pool.begin_with(BEGIN_PROJECTION).await
 }
 
 /// The default views of Relais, with default settings.
@@ -495,7 +505,13 @@ impl Projector {
         // Sealed fields must open with the client's key (or the key was destroyed).
         let key_ids: Vec<Uuid> =
             decoded.iter().filter_map(|d| d.as_ref().ok()?.0.sealed.as_ref().map(|s| s.key_id)).collect();
-        let keys = self.keys.lookup_many(&key_ids).await?;
+        // Ids are looked up in the ledger with the keys, at once: an id found for an event that
+        // is quarantined below is simply not asked for.
+        let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
+        let (keys, known) =
+            futures::try_join!(async { self.keys.lookup_many(&key_ids).await.map_err(WorkerError::from) }, async {
+                crate::ledger::find(self.db.pool(), &ids).await.map_err(WorkerError::from)
+            },)?;
         for d in decoded.iter_mut() {
             let Ok((stored, envelope)) = d else { continue };
             // The rules of a single event are checked on the whole data: opened when sealed.
@@ -549,8 +565,6 @@ impl Projector {
         for (i, detail) in refused {
             decoded[i] = Err(Verdict::Quarantine { reason: "erasure-without-key", detail });
         }
-        let ids: Vec<Uuid> = decoded.iter().filter_map(|d| Some(d.as_ref().ok()?.0.id)).collect();
-        let known = crate::ledger::find(self.db.pool(), &ids).await?;
         let touched: Vec<&Envelope> = decoded.iter().filter_map(|d| Some(&d.as_ref().ok()?.1)).collect();
         if let Some(start) = batch.first().map(|m| m.sequence) {
             rules.prefetch(start, &touched).await?;
@@ -627,6 +641,10 @@ impl Projector {
                 consumer.ack_delivered().await?;
                 continue;
             };
+            let started = std::time::Instant::now();
+            // Decoded and opened while the validator judges the same batch: only the verdicts
+            // are waited for.
+            let opened = open_events(&self.keys, &batch.iter().collect::<Vec<_>>()).await?;
             // Apply only what the validator has judged.
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(WorkerError::Shutdown),
@@ -635,6 +653,7 @@ impl Projector {
             let quarantined = quarantined_between(pool, first, last).await?;
             let batch: Vec<&LogMessage> =
                 batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
+            let applied: Vec<Applied> = opened.into_iter().filter(|a| !quarantined.contains(&(a.seq as i64))).collect();
             let spans: Vec<tracing::Span> = batch
                 .iter()
                 .filter_map(|m| {
@@ -645,8 +664,6 @@ impl Projector {
                     Some(span)
                 })
                 .collect();
-            let started = std::time::Instant::now();
-            let applied = open_events(&self.keys, &batch).await?;
             let mut tx = begin_projection(pool).await?;
             claim_checkpoints(&mut tx, &names, &done).await?;
             for (view, at) in views.iter().zip(&done) {
