@@ -56,7 +56,7 @@ pub struct Settings {
     /// Prefix of the projections' durable consumer names (`RELAIS_CONSUMER_PREFIX`).
     pub consumer_prefix: String,
     /// Aggregate states the validator keeps per generation (`RELAIS_VALIDATOR_STATES`, default
-    /// 20,000; two generations at most, about 0.3 KiB a state).
+    /// 40,000; two generations at most, about 0.2 KiB a state).
     pub validator_states: usize,
     /// Most PostgreSQL connections of this process (`RELAIS_DB_CONNECTIONS`, default 16).
     pub db_connections: u32,
@@ -323,7 +323,7 @@ impl Settings {
             kek: Kek::new(kek_key, pepper).with_previous(previous_keks),
             organisations,
             projection_batch,
-            validator_states: number("RELAIS_VALIDATOR_STATES", 1..=10_000_000, 20_000)?,
+            validator_states: number("RELAIS_VALIDATOR_STATES", 1..=10_000_000, 40_000)?,
             db_connections: number("RELAIS_DB_CONNECTIONS", 2..=1000, 16)?,
             consumer_prefix: var("RELAIS_CONSUMER_PREFIX").unwrap_or_else(|| "relais".into()),
             clock: relais_projections::clock::system(),

@@ -360,6 +360,29 @@ async fn members(app: &TestApp) -> Vec<(String, String)> {
         .expect("members")
 }
 
+/// Every tick evaluates everyone a page of persons at a time. An alert of a person with no member
+/// left in scope is in no page, and must go all the same.
+#[tokio::test]
+async fn a_tick_drops_the_alerts_of_a_person_no_longer_in_scope() {
+    let (app, _clock) = monitor_app(at(2026, 3, 17, 12)).await;
+    let coordinator = app.token("coordination", Role::Coordinator).await;
+    // An alert left behind for a person without members, as a restore of older alerts would.
+    let inserted = sqlx::query(
+        "INSERT INTO monitor_alerts (alert_id, linkage_key, kind, org_id, opened_at)
+         VALUES ('left-behind', $1, 'referral_unanswered', 'apo', $2)",
+    )
+    .bind(linkage_key("person-gone"))
+    .bind(at(2026, 3, 1, 12))
+    .execute(&app.pool)
+    .await
+    .expect("an alert row");
+    assert_eq!(inserted.rows_affected(), 1);
+    wait_for_alerts(&app, &coordinator, "state=all", &[]).await;
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM monitor_alerts").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(left, 0);
+}
+
 #[tokio::test]
 async fn withdrawal_expiry_and_erasure_take_the_client_out_of_the_monitor() {
     let (app, clock) = monitor_app(at(2026, 3, 17, 12)).await;

@@ -576,10 +576,12 @@ pub async fn loaded(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::
     let posted = Instant::now();
     let js = instance.js().await?;
     let last = js.get_stream("RELAIS").await?.info().await?.state.last_sequence;
-    let deadline = Instant::now() + Duration::from_secs(600);
+    // Ten minutes, or a millisecond per event for larger histories (--large).
+    let limit = Duration::from_secs(600).max(Duration::from_millis(history.len() as u64));
+    let deadline = Instant::now() + limit;
     while instance.checkpoint("caseload").await? < last {
         if Instant::now() > deadline {
-            bail!("projector did not catch up in 10 minutes");
+            bail!("projector did not catch up in {} s", limit.as_secs());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

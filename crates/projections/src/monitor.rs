@@ -749,6 +749,10 @@ async fn insert_moments(tx: &mut PgConnection, rows: &[Moment]) -> Result<(), sq
 
 /// Brings the alerts of the persons `keys` (everyone when `None`) up to `now`. With
 /// `forget_expired`, members whose consent expired are forgotten first, with their facts.
+///
+/// Everyone is evaluated a page of persons at a time: alerts are a function of one person's
+/// facts, and loading every member's facts at once made the projector's memory grow with the
+/// history (a step at every clock tick while the views caught up, docs/BENCHMARKS.md).
 pub async fn evaluate(
     tx: &mut PgConnection,
     settings: &MonitorSettings,
@@ -776,46 +780,85 @@ pub async fn evaluate(
             }
         }
     }
-    // The member cases in scope: consent holding today. One statement per case (some keys, or
-    // everyone), not `$1 IS NULL OR ...`: projection transactions use generic plans
-    // (`worker::begin_projection`), and a generic plan of that form cannot use the index.
-    let linkage = if keys.is_some() { "linkage_key = ANY($1)" } else { "$1::text[] IS NULL" };
-    let scope = format!(
-        "SELECT org_id, case_id FROM monitor_members
-         WHERE {linkage} AND (consent_expires_on IS NULL OR consent_expires_on >= $2)"
-    );
+    match keys {
+        Some(keys) => evaluate_persons(tx, settings, now, &keys).await,
+        None => {
+            // Linkage keys are never empty: "" comes before every one of them.
+            let mut after = String::new();
+            loop {
+                let page: Vec<String> = sqlx::query_scalar(
+                    "SELECT DISTINCT linkage_key FROM monitor_members
+                     WHERE linkage_key > $1 AND (consent_expires_on IS NULL OR consent_expires_on >= $2)
+                     ORDER BY linkage_key LIMIT $3",
+                )
+                .bind(&after)
+                .bind(today)
+                .bind(PERSONS_PER_PAGE)
+                .fetch_all(&mut *tx)
+                .await?;
+                let Some(last) = page.last() else { break };
+                after = last.clone();
+                evaluate_persons(tx, settings, now, &page).await?;
+            }
+            // Alerts of persons no longer in scope: no member left whose consent holds.
+            sqlx::query(
+                "DELETE FROM monitor_alerts a WHERE NOT EXISTS (SELECT 1 FROM monitor_members m
+                   WHERE m.linkage_key = a.linkage_key AND (m.consent_expires_on IS NULL OR m.consent_expires_on >= $1))",
+            )
+            .bind(today)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+/// How many persons' facts an evaluation of everyone loads at once.
+const PERSONS_PER_PAGE: i64 = 500;
+
+/// Brings the alerts of the persons `keys` up to `now`.
+async fn evaluate_persons(
+    tx: &mut PgConnection,
+    settings: &MonitorSettings,
+    now: DateTime<Utc>,
+    keys: &[String],
+) -> Result<(), sqlx::Error> {
+    let today = brussels_date(now);
+    // The member cases in scope: consent holding today.
+    let scope = "SELECT org_id, case_id FROM monitor_members
+                 WHERE linkage_key = ANY($1) AND (consent_expires_on IS NULL OR consent_expires_on >= $2)";
     let members: Vec<Member> = sqlx::query_as(&format!(
         "SELECT * FROM monitor_members WHERE (org_id, case_id) IN ({scope}) ORDER BY org_id, case_id"
     ))
-    .bind(&keys)
+    .bind(keys)
     .bind(today)
     .fetch_all(&mut *tx)
     .await?;
     let referrals: Vec<MonitorReferral> = sqlx::query_as(&format!(
         "SELECT * FROM monitor_referrals WHERE (org_id, case_id) IN ({scope}) ORDER BY referral_id"
     ))
-    .bind(&keys)
+    .bind(keys)
     .bind(today)
     .fetch_all(&mut *tx)
     .await?;
     let moments: Vec<Moment> = sqlx::query_as(&format!(
         "SELECT * FROM monitor_moments WHERE (org_id, case_id) IN ({scope}) ORDER BY org_id, case_id, seq"
     ))
-    .bind(&keys)
+    .bind(keys)
     .bind(today)
     .fetch_all(&mut *tx)
     .await?;
     let dropouts: Vec<Dropout> = sqlx::query_as(&format!(
         "SELECT * FROM monitor_dropouts WHERE (org_id, case_id) IN ({scope}) ORDER BY activity_id, org_id, key_id"
     ))
-    .bind(&keys)
+    .bind(keys)
     .bind(today)
     .fetch_all(&mut *tx)
     .await?;
     let alerts = compute_alerts(settings, now, &members, &referrals, &moments, &dropouts);
 
-    let existing: Vec<AlertRow> = sqlx::query_as(&format!("SELECT * FROM monitor_alerts WHERE {linkage}"))
-        .bind(&keys)
+    let existing: Vec<AlertRow> = sqlx::query_as("SELECT * FROM monitor_alerts WHERE linkage_key = ANY($1)")
+        .bind(keys)
         .fetch_all(&mut *tx)
         .await?;
     let existing: BTreeMap<String, AlertRow> = existing.into_iter().map(|a| (a.alert_id.clone(), a)).collect();
