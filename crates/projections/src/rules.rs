@@ -76,7 +76,9 @@ struct Filing {
 
 impl Filing {
     fn slot(&self, key: &AggregateKey) -> Slot {
-        Slot((u128::from(self.high.hash_one(key)) << 64) | u128::from(self.low.hash_one(key)))
+        // std derives the keys of successive `RandomState`s from one another: a tag per half
+        // keeps the two hashes apart all the same.
+        Slot((u128::from(self.high.hash_one((0u8, key))) << 64) | u128::from(self.low.hash_one((1u8, key))))
     }
 }
 
