@@ -41,6 +41,10 @@ pub struct Args {
     /// Events per second of the freshness run (in batches of 10).
     #[arg(long, default_value_t = 1000)]
     pub freshness_rate: u64,
+    /// Events the instance holds before the freshness run starts (published, projected and
+    /// analysed, as on a running system); 0 measures a new, empty deployment.
+    #[arg(long, default_value_t = 20_000)]
+    pub freshness_history: usize,
     /// Run only these parts (while tuning one): `ingest`, `freshness`, `loaded` (memory,
     /// replay and rebuild on one loaded instance). Default: everything.
     #[arg(long, value_delimiter = ',')]

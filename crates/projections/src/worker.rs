@@ -161,6 +161,25 @@ pub enum WorkerError {
     },
 }
 
+/// What the validator of this process has judged, as the views' worker waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Judged {
+    /// The validator's checkpoint: every sequence up to here is judged.
+    upto: u64,
+    /// Where this run of the validator started: it knows the verdicts beyond, not before.
+    since: u64,
+    /// The last sequence this run quarantined.
+    last_quarantined: Option<u64>,
+}
+
+impl Judged {
+    /// Whether this run judged every sequence from `first` on and quarantined none of them,
+    /// so the views need not look the quarantine up (one round trip less per batch).
+    fn none_quarantined_from(&self, first: u64) -> bool {
+        first > self.since && self.last_quarantined.is_none_or(|q| q < first)
+    }
+}
+
 /// The projection workers of one process.
 #[derive(Clone)]
 pub struct Projector {
@@ -306,7 +325,8 @@ impl Projector {
     /// its checkpoint after a pause, never taking the others down.
     pub async fn run(self, shutdown: CancellationToken) {
         let initial = checkpoint(self.db.pool(), VALIDATOR).await.unwrap_or(0);
-        let (validated_tx, validated_rx) = watch::channel(initial);
+        let (validated_tx, validated_rx) =
+            watch::channel(Judged { upto: initial, since: initial, last_quarantined: None });
         let mut tasks = tokio::task::JoinSet::new();
         {
             let this = self.clone();
@@ -402,12 +422,13 @@ impl Projector {
 
     async fn run_validator(
         &self,
-        validated: &watch::Sender<u64>,
+        validated: &watch::Sender<Judged>,
         shutdown: &CancellationToken,
     ) -> Result<(), WorkerError> {
         let pool = self.db.pool();
         let mut done = checkpoint(pool, VALIDATOR).await?;
-        validated.send_replace(done);
+        let mut judged = Judged { upto: done, since: done, last_quarantined: None };
+        validated.send_replace(judged);
         let mut rules = crate::rules::RuleBook::new(self.stream.clone(), self.keys.clone(), pool.clone(), done)
             .with_capacity(self.settings.validator_states);
         let mut consumer = reader::open_projection_consumer(
@@ -426,20 +447,22 @@ impl Projector {
                 continue;
             };
             let span = tracing::info_span!("projection.validate", events = batch.len(), last_seq = last);
-            self.validate_batch(&batch, &mut rules, last).instrument(span).await?;
+            let quarantined = self.validate_batch(&batch, &mut rules, last).instrument(span).await?;
             consumer.ack_delivered().await?;
             done = last;
-            validated.send_replace(done);
+            judged = Judged { upto: done, last_quarantined: quarantined.or(judged.last_quarantined), ..judged };
+            validated.send_replace(judged);
         }
     }
 
     /// Judges one batch and commits the verdicts with the checkpoint in one transaction.
+    /// Returns the last sequence it quarantined.
     async fn validate_batch(
         &self,
         batch: &[LogMessage],
         rules: &mut crate::rules::RuleBook,
         last: u64,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<Option<u64>, WorkerError> {
         let pool = self.db.pool();
         let started = std::time::Instant::now();
         let verdicts = self.judge(batch, rules).await?;
@@ -490,7 +513,7 @@ impl Projector {
             total_ms = started.elapsed().as_millis() as u64,
             "batch validated"
         );
-        Ok(())
+        Ok(q_seq.last().map(|s| *s as u64))
     }
 
     /// Judges a batch: accept or quarantine each message, in order. Duplicate ids are found
@@ -603,7 +626,7 @@ impl Projector {
     /// the worker reads from the lowest and gives each view only what lies beyond its own.
     async fn run_views(
         &self,
-        mut validated: watch::Receiver<u64>,
+        mut validated: watch::Receiver<Judged>,
         shutdown: &CancellationToken,
     ) -> Result<(), WorkerError> {
         let pool = self.db.pool();
@@ -648,9 +671,13 @@ impl Projector {
             // Apply only what the validator has judged.
             tokio::select! {
                 _ = shutdown.cancelled() => return Err(WorkerError::Shutdown),
-                r = validated.wait_for(|v| *v >= last) => { r.map_err(|_| WorkerError::Shutdown)?; }
+                r = validated.wait_for(|v| v.upto >= last) => { r.map_err(|_| WorkerError::Shutdown)?; }
             }
-            let quarantined = quarantined_between(pool, first, last).await?;
+            let quarantined = if validated.borrow().none_quarantined_from(first) {
+                HashSet::new()
+            } else {
+                quarantined_between(pool, first, last).await?
+            };
             let batch: Vec<&LogMessage> =
                 batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
             let applied: Vec<Applied> = opened.into_iter().filter(|a| !quarantined.contains(&(a.seq as i64))).collect();
@@ -770,4 +797,22 @@ fn decode_checked(m: &LogMessage) -> Result<(StoredEventV1, Envelope), Verdict> 
         return Err(q("personal-data-in-clear", "personal fields must be sealed with the client's data key".into()));
     }
     Ok((stored, envelope))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Judged;
+
+    #[test]
+    fn the_views_skip_the_quarantine_lookup_only_for_what_this_validator_run_judged_clean() {
+        // Given a validator that started at 100, judged up to 200 and quarantined 150
+        let judged = Judged { upto: 200, since: 100, last_quarantined: Some(150) };
+        // Then a batch from beyond the quarantined sequence needs no lookup
+        assert!(judged.none_quarantined_from(151));
+        // But a batch holding it, or one judged before this run started, does
+        assert!(!judged.none_quarantined_from(150));
+        assert!(!judged.none_quarantined_from(120));
+        assert!(!Judged { last_quarantined: None, ..judged }.none_quarantined_from(100));
+        assert!(Judged { last_quarantined: None, ..judged }.none_quarantined_from(101));
+    }
 }

@@ -184,7 +184,12 @@ pub async fn run(
         // whichever thread resumes the task.
         tracing::debug!(events = batch.len(), last_seq = last, "chaining a batch");
         let (seqs, links, missing, head) = links_of(&batch, done, prev);
-        let mut tx = pool.begin().await?;
+        let sign = last - signed_seq >= settings.every_events || signed_at.elapsed() >= settings.every;
+        // Links are a function of the log: a batch of links lost in a crash is chained again
+        // to the same bytes, so it commits without waiting for the WAL flush, like the views
+        // (ADR-8). A signed checkpoint is published on the audit stream after the commit and
+        // carries its signing time: it waits for the flush, so what was published is kept.
+        let mut tx = if sign { pool.begin().await? } else { crate::worker::begin_projection(pool).await? };
         sqlx::query(
             "INSERT INTO audit_chain (seq, link, missing)
              SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::bool[])",
@@ -195,7 +200,6 @@ pub async fn run(
         .execute(&mut *tx)
         .await?;
         set_checkpoint(&mut tx, CHAIN, last).await?;
-        let sign = last - signed_seq >= settings.every_events || signed_at.elapsed() >= settings.every;
         if sign {
             sign_into(&mut tx, settings, last, head).await?;
         }
