@@ -42,9 +42,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     pub freshness_rate: u64,
     /// Events the instance holds before the freshness run starts (published, projected and
-    /// analysed, as on a running system); 0 measures a new, empty deployment.
-    #[arg(long, default_value_t = 20_000)]
-    pub freshness_history: usize,
+    /// analysed, as on a running system); 0 measures a new, empty deployment. Default: 20,000,
+    /// or `--events` when fewer.
+    #[arg(long)]
+    pub freshness_history: Option<usize>,
     /// Run only these parts (while tuning one): `ingest`, `freshness`, `loaded` (memory,
     /// replay and rebuild on one loaded instance). Default: everything.
     #[arg(long, value_delimiter = ',')]
@@ -52,6 +53,11 @@ pub struct Args {
 }
 
 impl Args {
+    /// Events the instance holds before the freshness run.
+    pub fn freshness_history(&self) -> usize {
+        self.freshness_history.unwrap_or(self.events.min(20_000))
+    }
+
     fn runs(&self, part: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| p == part)
     }

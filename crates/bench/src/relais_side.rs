@@ -406,8 +406,8 @@ const LANE_IN_FLIGHT: usize = 4;
 /// announcements (`LISTEN relais_checkpoints`), not by polling.
 pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Result<Freshness> {
     let n = (args.freshness_rate * args.freshness_secs) as usize;
-    let mut events = history(args.freshness_history + n);
-    let timed = events.split_off(args.freshness_history.min(events.len()));
+    let mut events = history(args.freshness_history() + n);
+    let timed = events.split_off(args.freshness_history().min(events.len()));
     let batches = batches_in_history_order(&timed, 10);
     let instance = Instance::start(dir, sync_always, true, true).await?;
     if !events.is_empty() {
