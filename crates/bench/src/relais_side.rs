@@ -150,6 +150,23 @@ impl Instance {
         Ok(relais_projections::worker::checkpoint(&self.pool, projection).await?)
     }
 
+    /// Posts a history in batches of one organisation and waits until the caseload covers the
+    /// last stored message: ten minutes, or a millisecond per event for larger histories.
+    /// Returns when the last batch was answered, and the last stored sequence.
+    async fn publish_and_project(&self, history: &[SynthEvent], args: &Args) -> anyhow::Result<(Instant, u64)> {
+        post_all(self, &org_batches(history, args.batch), args.clients).await?;
+        let posted = Instant::now();
+        let last = self.js().await?.get_stream("RELAIS").await?.info().await?.state.last_sequence;
+        let limit = Duration::from_secs(600).max(Duration::from_millis(history.len() as u64));
+        while self.checkpoint("caseload").await? < last {
+            if posted.elapsed() > limit {
+                bail!("projector did not catch up in {} s", limit.as_secs());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok((posted, last))
+    }
+
     fn pids(&self) -> (Option<u32>, Option<u32>) {
         (self.gateway.as_ref().map(Child::id), self.projector.as_ref().map(Child::id))
     }
@@ -554,13 +571,7 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
 /// empty database the plans of the first minute are made for empty tables, and some of them
 /// scan tables that meanwhile grew (docs/BENCHMARKS.md).
 async fn seed(instance: &Instance, events: &[SynthEvent], args: &Args) -> anyhow::Result<()> {
-    post_all(instance, &org_batches(events, args.batch), args.clients).await?;
-    let last = instance.js().await?.get_stream("RELAIS").await?.info().await?.state.last_sequence;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while instance.checkpoint("caseload").await? < last {
-        anyhow::ensure!(Instant::now() < deadline, "the projector did not catch up with the freshness history");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    instance.publish_and_project(events, args).await.context("the freshness history")?;
     sqlx::query("ANALYZE").execute(&instance.pool).await?;
     eprintln!("  freshness history: {} events, projected and analysed", events.len());
     Ok(())
@@ -592,20 +603,7 @@ pub struct Loaded {
 
 pub async fn loaded(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::Result<Loaded> {
     let instance = Instance::start(dir, false, true, true).await?;
-    let batches = org_batches(history, args.batch);
-    post_all(&instance, &batches, args.clients).await?;
-    let posted = Instant::now();
-    let js = instance.js().await?;
-    let last = js.get_stream("RELAIS").await?.info().await?.state.last_sequence;
-    // Ten minutes, or a millisecond per event for larger histories (--large).
-    let limit = Duration::from_secs(600).max(Duration::from_millis(history.len() as u64));
-    let deadline = Instant::now() + limit;
-    while instance.checkpoint("caseload").await? < last {
-        if Instant::now() > deadline {
-            bail!("projector did not catch up in {} s", limit.as_secs());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (posted, last) = instance.publish_and_project(history, args).await?;
     eprintln!(
         "  projector caught up {:.1} s after the last publish (validator at {}, caseload at {})",
         posted.elapsed().as_secs_f64(),
