@@ -34,7 +34,8 @@ use relais_domain::aggregates::brussels_date;
 use relais_domain::events::{EventData, GuidanceSetting, ReferralDestination};
 use relais_domain::reference::{CodeList, InterventionMode};
 use relais_domain::{AggregateKind, OrgId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 
@@ -74,7 +75,7 @@ impl View for Statistics {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 struct CaseState {
     org_id: String,
     case_id: String,
@@ -83,7 +84,7 @@ struct CaseState {
     language: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 struct ReferralState {
     referral_id: String,
     sender_org: String,
@@ -227,26 +228,27 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
     if case_keys.0.is_empty() && referral_ids.is_empty() && activity_ids.is_empty() {
         return Ok(());
     }
-    let cases: Vec<CaseState> = sqlx::query_as(
-        "SELECT * FROM stats_cases WHERE (org_id, case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))",
+    // The states the batch builds on, in one statement (one round trip instead of three).
+    type States = (Json<Vec<CaseState>>, Json<Vec<ReferralState>>, Json<Vec<(String, String)>>);
+    let (Json(cases), Json(referrals), Json(activities)): States = sqlx::query_as(
+        "SELECT
+           (SELECT coalesce(jsonb_agg(t), '[]') FROM stats_cases t
+             WHERE (t.org_id, t.case_id) IN (SELECT * FROM UNNEST($1::text[], $2::text[]))),
+           (SELECT coalesce(jsonb_agg(t), '[]') FROM stats_referrals t WHERE t.referral_id = ANY($3)),
+           (SELECT coalesce(jsonb_agg(jsonb_build_array(t.activity_id, t.kind)), '[]') FROM stats_activities t
+             WHERE t.activity_id = ANY($4))",
     )
     .bind(&case_keys.0)
     .bind(&case_keys.1)
-    .fetch_all(&mut *tx)
+    .bind(&referral_ids)
+    .bind(&activity_ids)
+    .fetch_one(&mut *tx)
     .await?;
-    let mut cases: BTreeMap<(String, String), CaseState> =
+    let before: BTreeMap<(String, String), CaseState> =
         cases.into_iter().map(|c| ((c.org_id.clone(), c.case_id.clone()), c)).collect();
-    let referrals: Vec<ReferralState> = sqlx::query_as("SELECT * FROM stats_referrals WHERE referral_id = ANY($1)")
-        .bind(&referral_ids)
-        .fetch_all(&mut *tx)
-        .await?;
+    let mut cases = before.clone();
     let mut referrals: BTreeMap<String, ReferralState> =
         referrals.into_iter().map(|r| (r.referral_id.clone(), r)).collect();
-    let activities: Vec<(String, String)> =
-        sqlx::query_as("SELECT activity_id, kind FROM stats_activities WHERE activity_id = ANY($1)")
-            .bind(&activity_ids)
-            .fetch_all(&mut *tx)
-            .await?;
     let mut activities: BTreeMap<String, String> = activities.into_iter().collect();
     let (mut new_referrals, mut new_activities) = (Vec::new(), Vec::new());
     let mut out = Out::default();
@@ -303,100 +305,93 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
             _ => {}
         }
     }
-    // Case states.
+    // Case states that changed or are new.
     let (mut o, mut c, mut l, mut d, mut g) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for s in cases.into_values() {
+    for (key, s) in cases {
+        if before.get(&key) == Some(&s) {
+            continue;
+        }
         o.push(s.org_id);
         c.push(s.case_id);
         l.push(s.legal_status);
         d.push(s.in_detention);
         g.push(s.language);
     }
+    let (mut ra, mut rb, mut rc, mut rd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in new_referrals {
+        ra.push(r.referral_id);
+        rb.push(r.sender_org);
+        rc.push(r.sender_case_id);
+        rd.push(r.destination_type);
+    }
+    let (aa, ak): (Vec<String>, Vec<String>) = new_activities.into_iter().unzip();
+    let n = out.facts.len();
+    let mut cols = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for f in out.facts {
+        cols.0.push(f.seq);
+        cols.1.push(f.n);
+        cols.2.push(f.day);
+        cols.3.push(f.org);
+        cols.4.push(f.measure.to_owned());
+        cols.5.push(f.dim1);
+        cols.6.push(f.dim2);
+        cols.7.push(f.person);
+        cols.8.push(f.value);
+    }
+    if o.is_empty() && ra.is_empty() && aa.is_empty() && cols.0.is_empty() {
+        return Ok(());
+    }
+    // Every write in one statement (one round trip instead of up to four); the tables are
+    // distinct, so the statement's single snapshot changes nothing.
     sqlx::query(
-        "INSERT INTO stats_cases (org_id, case_id, legal_status, in_detention, language)
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[])
-         ON CONFLICT (org_id, case_id) DO UPDATE SET legal_status = EXCLUDED.legal_status,
-            in_detention = EXCLUDED.in_detention, language = EXCLUDED.language",
+        "WITH cases AS (
+           INSERT INTO stats_cases (org_id, case_id, legal_status, in_detention, language)
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[])
+           ON CONFLICT (org_id, case_id) DO UPDATE SET legal_status = EXCLUDED.legal_status,
+              in_detention = EXCLUDED.in_detention, language = EXCLUDED.language),
+         referrals AS (
+           INSERT INTO stats_referrals (referral_id, sender_org, sender_case_id, destination_type)
+           SELECT * FROM UNNEST($6::text[], $7::text[], $8::text[], $9::text[]) ON CONFLICT DO NOTHING),
+         activities AS (
+           INSERT INTO stats_activities (activity_id, kind) SELECT * FROM UNNEST($10::text[], $11::text[])
+           ON CONFLICT (activity_id) DO UPDATE SET kind = EXCLUDED.kind)
+         INSERT INTO stats_facts (seq, n, day, org_id, measure, dim1, dim2, person, value)
+         SELECT * FROM UNNEST($12::int8[], $13::int2[], $14::date[], $15::text[], $16::text[], $17::text[],
+            $18::text[], $19::text[], $20::int8[])
+         ON CONFLICT (seq, n) DO NOTHING",
     )
     .bind(&o)
     .bind(&c)
     .bind(&l)
     .bind(&d)
     .bind(&g)
+    .bind(&ra)
+    .bind(&rb)
+    .bind(&rc)
+    .bind(&rd)
+    .bind(&aa)
+    .bind(&ak)
+    .bind(&cols.0)
+    .bind(&cols.1)
+    .bind(&cols.2)
+    .bind(&cols.3)
+    .bind(&cols.4)
+    .bind(&cols.5)
+    .bind(&cols.6)
+    .bind(&cols.7)
+    .bind(&cols.8)
     .execute(&mut *tx)
     .await?;
-    if !new_referrals.is_empty() {
-        let (mut a, mut b, mut c, mut d) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for r in new_referrals {
-            a.push(r.referral_id);
-            b.push(r.sender_org);
-            c.push(r.sender_case_id);
-            d.push(r.destination_type);
-        }
-        sqlx::query(
-            "INSERT INTO stats_referrals (referral_id, sender_org, sender_case_id, destination_type)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&a)
-        .bind(&b)
-        .bind(&c)
-        .bind(&d)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !new_activities.is_empty() {
-        let (a, k): (Vec<String>, Vec<String>) = new_activities.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO stats_activities (activity_id, kind) SELECT * FROM UNNEST($1::text[], $2::text[])
-             ON CONFLICT (activity_id) DO UPDATE SET kind = EXCLUDED.kind",
-        )
-        .bind(&a)
-        .bind(&k)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !out.facts.is_empty() {
-        let n = out.facts.len();
-        let mut cols = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for f in out.facts {
-            cols.0.push(f.seq);
-            cols.1.push(f.n);
-            cols.2.push(f.day);
-            cols.3.push(f.org);
-            cols.4.push(f.measure.to_owned());
-            cols.5.push(f.dim1);
-            cols.6.push(f.dim2);
-            cols.7.push(f.person);
-            cols.8.push(f.value);
-        }
-        sqlx::query(
-            "INSERT INTO stats_facts (seq, n, day, org_id, measure, dim1, dim2, person, value)
-             SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::date[], $4::text[], $5::text[], $6::text[], $7::text[],
-                $8::text[], $9::int8[])
-             ON CONFLICT (seq, n) DO NOTHING",
-        )
-        .bind(&cols.0)
-        .bind(&cols.1)
-        .bind(&cols.2)
-        .bind(&cols.3)
-        .bind(&cols.4)
-        .bind(&cols.5)
-        .bind(&cols.6)
-        .bind(&cols.7)
-        .bind(&cols.8)
-        .execute(&mut *tx)
-        .await?;
-    }
     Ok(())
 }
 
