@@ -545,19 +545,23 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<BTreeSet<Str
     // The facts the batch may change, in one statement (one round trip instead of four on
     // every batch that touches the monitor): the members of the batch's cases, of the cases
     // whose referrals it touches, of its activities' client keys and of the erased keys; then
-    // those members' referrals and dropouts, each set as a JSON array.
+    // those members' referrals and dropouts, each set as a JSON array. Each way in is its own
+    // indexed lookup (joined by OR, they made the plan read whole tables).
     type Sets = (Json<Vec<Member>>, Json<Vec<MonitorReferral>>, Json<Vec<Dropout>>);
     let (Json(members), Json(referrals), Json(dropouts)): Sets = sqlx::query_as(
         "WITH keys AS (
              SELECT * FROM UNNEST($1::text[], $2::text[]) AS k(org_id, case_id)
              UNION SELECT org_id, case_id FROM monitor_referrals WHERE referral_id = ANY($6)),
-           m AS MATERIALIZED (SELECT * FROM monitor_members t
-             WHERE (t.org_id, t.case_id) IN (SELECT org_id, case_id FROM keys)
-                OR (t.org_id, t.key_id) IN (SELECT * FROM UNNEST($3::text[], $4::uuid[])) OR t.key_id = ANY($5))
+           m AS MATERIALIZED (
+             SELECT t.* FROM monitor_members t JOIN keys k ON t.org_id = k.org_id AND t.case_id = k.case_id
+             UNION SELECT t.* FROM monitor_members t
+               JOIN UNNEST($3::text[], $4::uuid[]) AS u(org_id, key_id) ON t.org_id = u.org_id AND t.key_id = u.key_id
+             UNION SELECT t.* FROM monitor_members t WHERE t.key_id = ANY($5))
          SELECT
            (SELECT coalesce(jsonb_agg(t), '[]') FROM m t),
-           (SELECT coalesce(jsonb_agg(t), '[]') FROM monitor_referrals t WHERE t.referral_id = ANY($6)
-               OR (t.org_id, t.case_id) IN (SELECT org_id, case_id FROM m)),
+           (SELECT coalesce(jsonb_agg(t), '[]') FROM monitor_referrals t WHERE t.referral_id = ANY(ARRAY(
+               SELECT unnest($6::text[])
+               UNION SELECT r.referral_id FROM monitor_referrals r JOIN m ON r.org_id = m.org_id AND r.case_id = m.case_id))),
            (SELECT coalesce(jsonb_agg(t), '[]') FROM monitor_dropouts t
                WHERE (t.org_id, t.case_id) IN (SELECT org_id, case_id FROM m))",
     )

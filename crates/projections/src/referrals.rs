@@ -233,11 +233,16 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
             c.push(z);
             (a, b, c)
         });
+    // The ids first, each way by its own index, then the rows by the primary key: with the
+    // four ways joined by OR, the plan read the whole table on every batch.
     let existing: Vec<ReferralRow> = sqlx::query_as(
-        "SELECT * FROM referrals WHERE referral_id = ANY($1)
-            OR sender_key_id = ANY($2) OR receiver_key_id = ANY($2)
-            OR (sender_org, sender_case_id, receiver_org) IN
-               (SELECT * FROM UNNEST($3::text[], $4::text[], $5::text[]))",
+        "SELECT * FROM referrals WHERE referral_id = ANY(ARRAY(
+            SELECT unnest($1::text[])
+            UNION SELECT referral_id FROM referrals WHERE sender_key_id = ANY($2)
+            UNION SELECT referral_id FROM referrals WHERE receiver_key_id = ANY($2)
+            UNION SELECT r.referral_id FROM referrals r
+                JOIN UNNEST($3::text[], $4::text[], $5::text[]) AS w(org_id, case_id, receiver_org)
+                ON r.sender_org = w.org_id AND r.sender_case_id = w.case_id AND r.receiver_org = w.receiver_org))",
     )
     .bind(&ids)
     .bind(&erased)
