@@ -546,24 +546,29 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<BTreeSet<Str
     // every batch that touches the monitor): the members of the batch's cases, of the cases
     // whose referrals it touches, of its activities' client keys and of the erased keys; then
     // those members' referrals and dropouts, each set as a JSON array. Each way in is its own
-    // indexed lookup (joined by OR, they made the plan read whole tables).
+    // indexed lookup (joined by OR, they made the plan read whole tables), and a member's rows
+    // are found by a lateral lookup per member (`OFFSET 0` keeps the planner from turning it
+    // into a join that scans the table: generic plans assume ten keys, a batch has one or two).
     type Sets = (Json<Vec<Member>>, Json<Vec<MonitorReferral>>, Json<Vec<Dropout>>);
     let (Json(members), Json(referrals), Json(dropouts)): Sets = sqlx::query_as(
         "WITH keys AS (
              SELECT * FROM UNNEST($1::text[], $2::text[]) AS k(org_id, case_id)
-             UNION SELECT org_id, case_id FROM monitor_referrals WHERE referral_id = ANY($6)),
+             UNION SELECT r.org_id, r.case_id FROM unnest($6::text[]) AS i(referral_id) CROSS JOIN LATERAL
+               (SELECT org_id, case_id FROM monitor_referrals x WHERE x.referral_id = i.referral_id OFFSET 0) r),
            m AS MATERIALIZED (
-             SELECT t.* FROM monitor_members t JOIN keys k ON t.org_id = k.org_id AND t.case_id = k.case_id
-             UNION SELECT t.* FROM monitor_members t
-               JOIN UNNEST($3::text[], $4::uuid[]) AS u(org_id, key_id) ON t.org_id = u.org_id AND t.key_id = u.key_id
+             SELECT t.* FROM keys k CROSS JOIN LATERAL (SELECT * FROM monitor_members x
+               WHERE x.org_id = k.org_id AND x.case_id = k.case_id OFFSET 0) t
+             UNION SELECT t.* FROM UNNEST($3::text[], $4::uuid[]) AS u(org_id, key_id) CROSS JOIN LATERAL
+               (SELECT * FROM monitor_members x WHERE x.key_id = u.key_id AND x.org_id = u.org_id OFFSET 0) t
              UNION SELECT t.* FROM monitor_members t WHERE t.key_id = ANY($5))
          SELECT
            (SELECT coalesce(jsonb_agg(t), '[]') FROM m t),
            (SELECT coalesce(jsonb_agg(t), '[]') FROM monitor_referrals t WHERE t.referral_id = ANY(ARRAY(
                SELECT unnest($6::text[])
-               UNION SELECT r.referral_id FROM monitor_referrals r JOIN m ON r.org_id = m.org_id AND r.case_id = m.case_id))),
-           (SELECT coalesce(jsonb_agg(t), '[]') FROM monitor_dropouts t
-               WHERE (t.org_id, t.case_id) IN (SELECT org_id, case_id FROM m))",
+               UNION SELECT r.referral_id FROM m CROSS JOIN LATERAL (SELECT referral_id FROM monitor_referrals x
+                 WHERE x.org_id = m.org_id AND x.case_id = m.case_id OFFSET 0) r))),
+           (SELECT coalesce(jsonb_agg(t), '[]') FROM m CROSS JOIN LATERAL (SELECT * FROM monitor_dropouts x
+               WHERE x.org_id = m.org_id AND x.case_id = m.case_id OFFSET 0) t)",
     )
     .bind(&m_org)
     .bind(&m_case)
@@ -820,28 +825,34 @@ async fn evaluate_persons(
     keys: &[String],
 ) -> Result<(), sqlx::Error> {
     let today = brussels_date(now);
-    // The member cases in scope: consent holding today.
-    let scope = "SELECT org_id, case_id FROM monitor_members
+    // The members in scope: consent holding today.
+    let scope = "SELECT * FROM monitor_members
                  WHERE linkage_key = ANY($1) AND (consent_expires_on IS NULL OR consent_expires_on >= $2)";
     // The facts of the persons in scope and their alerts, in one statement (one round trip
     // instead of five on every batch that touches the monitor): each set as a JSON array, in
-    // the order the evaluation expects.
+    // the order the evaluation expects. A member's rows are found by a lateral lookup per
+    // member (`OFFSET 0` keeps it one, rather than a join that scans the table).
     type Sets =
         (Json<Vec<Member>>, Json<Vec<MonitorReferral>>, Json<Vec<Moment>>, Json<Vec<Dropout>>, Json<Vec<AlertRow>>);
-    let in_scope = "(t.org_id, t.case_id) IN (SELECT org_id, case_id FROM scope)";
+    let of_members = |table: &str| {
+        format!(
+            "scope s CROSS JOIN LATERAL (SELECT * FROM {table} x
+               WHERE x.org_id = s.org_id AND x.case_id = s.case_id OFFSET 0) t"
+        )
+    };
     let (Json(members), Json(referrals), Json(moments), Json(dropouts), Json(existing)): Sets =
         sqlx::query_as(&format!(
             "WITH scope AS MATERIALIZED ({scope})
              SELECT
-               (SELECT coalesce(jsonb_agg(t ORDER BY t.org_id, t.case_id), '[]') FROM monitor_members t
-                 WHERE {in_scope}),
-               (SELECT coalesce(jsonb_agg(t ORDER BY t.referral_id), '[]') FROM monitor_referrals t
-                 WHERE {in_scope}),
-               (SELECT coalesce(jsonb_agg(t ORDER BY t.org_id, t.case_id, t.seq), '[]') FROM monitor_moments t
-                 WHERE {in_scope}),
-               (SELECT coalesce(jsonb_agg(t ORDER BY t.activity_id, t.org_id, t.key_id), '[]') FROM monitor_dropouts t
-                 WHERE {in_scope}),
-               (SELECT coalesce(jsonb_agg(t), '[]') FROM monitor_alerts t WHERE t.linkage_key = ANY($1))"
+               (SELECT coalesce(jsonb_agg(t ORDER BY t.org_id, t.case_id), '[]') FROM scope t),
+               (SELECT coalesce(jsonb_agg(t ORDER BY t.referral_id), '[]') FROM {}),
+               (SELECT coalesce(jsonb_agg(t ORDER BY t.org_id, t.case_id, t.seq), '[]') FROM {}),
+               (SELECT coalesce(jsonb_agg(t ORDER BY t.activity_id, t.org_id, t.key_id), '[]') FROM {}),
+               (SELECT coalesce(jsonb_agg(t), '[]') FROM unnest($1::text[]) AS k(linkage_key) CROSS JOIN LATERAL
+                 (SELECT * FROM monitor_alerts x WHERE x.linkage_key = k.linkage_key OFFSET 0) t)",
+            of_members("monitor_referrals"),
+            of_members("monitor_moments"),
+            of_members("monitor_dropouts"),
         ))
         .bind(keys)
         .bind(today)
