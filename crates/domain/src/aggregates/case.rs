@@ -537,6 +537,9 @@ pub fn evolve(mut state: State, event: &Envelope) -> State {
             state.detention = Detention::InDetention { prison: d.prison, since: d.started_on };
             state.legal_status = Some(d.legal_status);
             state.scheduled_release = None;
+            // After-care follows a release: a new detention ends it, and the next release may
+            // start it again.
+            state.aftercare_started = false;
         }
         EventData::DetaineeTransferred(d) => {
             if let Detention::InDetention { since, .. } = state.detention {
@@ -919,6 +922,31 @@ pub(crate) mod tests {
         g.when(&on((3, 3)), Command::StartAftercare(AftercareStarted::example()))
             .then_error(DomainError::AftercareAlreadyStarted);
         g.when(&on((3, 3)), intervention()).then(vec![InterventionRecorded::example().into()]);
+    }
+
+    #[test]
+    fn a_new_detention_ends_after_care_and_the_next_release_may_start_it_again() {
+        let g = given::<Case>([
+            requested(),
+            accepted(),
+            detained((1, 4), date(1, 3)),
+            released((3, 1), date(3, 1)),
+            ev((3, 2), AftercareStarted::example()),
+            detained((4, 1), date(4, 1)),
+        ]);
+        assert!(!g.state().aftercare_started());
+        g.when(&on((4, 2)), Command::StartAftercare(AftercareStarted::example())).then_error(DomainError::NotReleased);
+        given::<Case>([
+            requested(),
+            accepted(),
+            detained((1, 4), date(1, 3)),
+            released((3, 1), date(3, 1)),
+            ev((3, 2), AftercareStarted::example()),
+            detained((4, 1), date(4, 1)),
+            released((5, 1), date(5, 1)),
+        ])
+        .when(&on((5, 2)), Command::StartAftercare(AftercareStarted::example()))
+        .then(vec![AftercareStarted::example().into()]);
     }
 
     #[test]
