@@ -926,27 +926,20 @@ pub(crate) mod tests {
 
     #[test]
     fn a_new_detention_ends_after_care_and_the_next_release_may_start_it_again() {
-        let g = given::<Case>([
+        let detained_again = vec![
             requested(),
             accepted(),
             detained((1, 4), date(1, 3)),
             released((3, 1), date(3, 1)),
             ev((3, 2), AftercareStarted::example()),
             detained((4, 1), date(4, 1)),
-        ]);
+        ];
+        let g = given::<Case>(detained_again.clone());
         assert!(!g.state().aftercare_started());
         g.when(&on((4, 2)), Command::StartAftercare(AftercareStarted::example())).then_error(DomainError::NotReleased);
-        given::<Case>([
-            requested(),
-            accepted(),
-            detained((1, 4), date(1, 3)),
-            released((3, 1), date(3, 1)),
-            ev((3, 2), AftercareStarted::example()),
-            detained((4, 1), date(4, 1)),
-            released((5, 1), date(5, 1)),
-        ])
-        .when(&on((5, 2)), Command::StartAftercare(AftercareStarted::example()))
-        .then(vec![AftercareStarted::example().into()]);
+        given::<Case>(detained_again.into_iter().chain([released((5, 1), date(5, 1))]))
+            .when(&on((5, 2)), Command::StartAftercare(AftercareStarted::example()))
+            .then(vec![AftercareStarted::example().into()]);
     }
 
     #[test]
