@@ -397,6 +397,119 @@ pub struct Freshness {
     /// Due → answered by the gateway (stored in the log), for comparison.
     pub ack_p50_ms: f64,
     pub ack_p99_ms: f64,
+    /// The work the machine did for the timed part, per event: it separates changes of a few
+    /// per cent that the latencies of a noisy machine cannot.
+    pub work: Work,
+    /// Events of the timed part.
+    pub events: f64,
+}
+
+/// Work counted over a part of a run: PostgreSQL's WAL (`pg_stat_wal`, the whole cluster) and
+/// the busy time of the machine's CPUs (`/proc/stat`).
+#[derive(Debug, Clone, Default)]
+pub struct Work {
+    pub wal_records: f64,
+    pub wal_bytes: f64,
+    pub wal_syncs: f64,
+    pub cpu_busy_secs: f64,
+    /// CPU seconds of each process (by pid), with the part it plays: `gateway`, `projector`,
+    /// or its command name (`postgres`, `nats-server`, ...).
+    pub processes: HashMap<u32, (String, f64)>,
+}
+
+impl Work {
+    /// The counters now.
+    pub async fn now(instance: &Instance) -> anyhow::Result<Self> {
+        let (wal_records, wal_bytes, wal_syncs): (i64, f64, i64) =
+            sqlx::query_as("SELECT wal_records, wal_bytes::float8, wal_sync FROM pg_stat_wal")
+                .fetch_one(&instance.pool)
+                .await?;
+        Ok(Self {
+            wal_records: wal_records as f64,
+            wal_bytes,
+            wal_syncs: wal_syncs as f64,
+            cpu_busy_secs: cpu_busy_secs(),
+            processes: process_cpu_secs(instance.pids()),
+        })
+    }
+
+    /// The work from `earlier` to `self`. A process that started in between counts whole; one
+    /// that ended in between is not counted.
+    pub fn since(self, earlier: &Self) -> Self {
+        let processes = self
+            .processes
+            .into_iter()
+            .map(|(pid, (role, secs))| {
+                let before = earlier.processes.get(&pid).filter(|(r, _)| *r == role).map_or(0.0, |(_, s)| *s);
+                (pid, (role, secs - before))
+            })
+            .collect();
+        Self {
+            wal_records: self.wal_records - earlier.wal_records,
+            wal_bytes: self.wal_bytes - earlier.wal_bytes,
+            wal_syncs: self.wal_syncs - earlier.wal_syncs,
+            cpu_busy_secs: self.cpu_busy_secs - earlier.cpu_busy_secs,
+            processes,
+        }
+    }
+
+    /// CPU seconds by part played, largest first.
+    pub fn cpu_by_role(&self) -> Vec<(String, f64)> {
+        let mut by: HashMap<&str, f64> = HashMap::new();
+        for (role, secs) in self.processes.values() {
+            *by.entry(role).or_default() += secs;
+        }
+        let mut v: Vec<(String, f64)> = by.into_iter().map(|(r, s)| (r.to_owned(), s)).collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v
+    }
+
+    fn json(&self, events: f64) -> Value {
+        let per = |x: f64| if events > 0.0 { x / events } else { 0.0 };
+        let cpu: serde_json::Map<String, Value> =
+            self.cpu_by_role().into_iter().filter(|(_, s)| *s > 0.0).map(|(r, s)| (r, json!(per(s * 1e6)))).collect();
+        json!({ "wal_records_per_event": per(self.wal_records), "wal_bytes_per_event": per(self.wal_bytes),
+                "wal_syncs": self.wal_syncs, "cpu_busy_ms_per_event": per(self.cpu_busy_secs * 1000.0),
+                "cpu_busy_secs": self.cpu_busy_secs, "cpu_us_per_event_by_process": cpu })
+    }
+}
+
+/// CPU seconds (user and system) of every process of the machine, by pid, with its part.
+fn process_cpu_secs((gateway, projector): (Option<u32>, Option<u32>)) -> HashMap<u32, (String, f64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // `pid (comm) state ...`: the command may hold spaces, so split after its `)`.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the command.
+        let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+        let role = if Some(pid) == gateway {
+            "gateway".to_owned()
+        } else if Some(pid) == projector {
+            "projector".to_owned()
+        } else {
+            stat[open + 1..close].to_owned()
+        };
+        out.insert(pid, (role, ticks / 100.0));
+    }
+    out
+}
+
+/// Busy seconds of all CPUs since boot (user, nice, system, irq, softirq; not idle, iowait
+/// or steal), or 0 where `/proc/stat` cannot be read.
+fn cpu_busy_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return 0.0;
+    };
+    let ticks: Vec<f64> =
+        stat.lines().next().unwrap_or_default().split_whitespace().skip(1).filter_map(|t| t.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal; USER_HZ is 100 on Linux.
+    [0, 1, 2, 5, 6].iter().filter_map(|i| ticks.get(*i)).sum::<f64>() / 100.0
 }
 
 impl Freshness {
@@ -404,7 +517,8 @@ impl Freshness {
         json!({ "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms, "batches": self.samples,
                 "stored_p50_ms": self.ack_p50_ms, "stored_p99_ms": self.ack_p99_ms,
                 "broker_atomic_batch_of_10_p50_ms": self.floor_p50_ms,
-                "broker_atomic_batch_of_10_p99_ms": self.floor_p99_ms })
+                "broker_atomic_batch_of_10_p99_ms": self.floor_p99_ms,
+                "work": self.work.json(self.events) })
     }
 }
 
@@ -496,6 +610,7 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
             anyhow::Ok(out)
         });
     }
+    let work_before = Work::now(&instance).await?;
     let interval = Duration::from_secs_f64(10.0 / args.freshness_rate as f64);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -511,12 +626,14 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
     }
     let mut acks: Vec<f64> = published.iter().map(|p| p.2.as_secs_f64() * 1000.0).collect();
     acks.sort_by(f64::total_cmp);
+    let acks_by_due: HashMap<Instant, f64> = published.iter().map(|p| (p.0, p.2.as_secs_f64() * 1000.0)).collect();
     let mut published: Vec<(Instant, u64)> = published.into_iter().map(|p| (p.0, p.1)).collect();
     let target = published.iter().map(|p| p.1).max().unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(120);
     while instance.checkpoint("caseload").await? < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let work = Work::now(&instance).await?.since(&work_before);
     // The last announcement may still be on its way.
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -525,14 +642,19 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
     // The first seconds warm connections and caches up: 2 s, or a tenth of a short run.
     let warm = Duration::from_secs(2).min(Duration::from_millis(args.freshness_secs * 100));
     let warmup = published.first().map(|p| p.0 + warm);
+    // Announcements arrive in checkpoint order.
+    let visible_after = |at: Instant, seq: u64| {
+        let visible = seen.get(seen.partition_point(|(_, s)| *s < seq))?.0;
+        Some(visible.saturating_duration_since(at).as_secs_f64() * 1000.0)
+    };
+    if let Ok(path) = std::env::var("RELAIS_BENCH_FRESHNESS_TRACE") {
+        let path = format!("{path}.{}.csv", if sync_always { "always" } else { "default" });
+        trace_batches(&path, &published, &acks_by_due, visible_after)?;
+    }
     let mut latencies: Vec<f64> = published
         .iter()
         .filter(|(at, _)| warmup.is_none_or(|w| *at >= w))
-        .filter_map(|(at, seq)| {
-            // Announcements arrive in checkpoint order.
-            let visible = seen.get(seen.partition_point(|(_, s)| s < seq))?.0;
-            Some(visible.saturating_duration_since(*at).as_secs_f64() * 1000.0)
-        })
+        .filter_map(|(at, seq)| visible_after(*at, *seq))
         .collect();
     latencies.sort_by(f64::total_cmp);
     // The broker's part: the first 300 batches' stored bytes, republished bare one at a time.
@@ -550,7 +672,10 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
         samples: latencies.len(),
         ack_p50_ms: quantile(&acks, 0.5),
         ack_p99_ms: quantile(&acks, 0.99),
+        work: work.clone(),
+        events: timed.len() as f64,
     };
+    let events = f.events;
     eprintln!(
         "  freshness ({}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} batches (stored: p50 {:.1} ms, p99 {:.1} ms; bare atomic batch of 10: p50 {:.1} ms, p99 {:.1} ms)",
         if sync_always { "always" } else { "default" },
@@ -563,7 +688,47 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
         f.floor_p50_ms,
         f.floor_p99_ms
     );
+    eprintln!(
+        "  work ({}): {:.1} WAL records and {:.0} WAL bytes per event, {} WAL syncs, {:.3} ms of busy CPU per event",
+        if sync_always { "always" } else { "default" },
+        work.wal_records / events,
+        work.wal_bytes / events,
+        work.wal_syncs,
+        work.cpu_busy_secs * 1000.0 / events,
+    );
+    let by_role: Vec<String> = work
+        .cpu_by_role()
+        .into_iter()
+        .filter(|(_, s)| *s >= 0.01)
+        .take(6)
+        .map(|(r, s)| format!("{r} {:.0}", s * 1e6 / events))
+        .collect();
+    eprintln!("  CPU µs per event by process: {}", by_role.join(", "));
     Ok(f)
+}
+
+/// Writes one line per batch of a freshness run (`RELAIS_BENCH_FRESHNESS_TRACE=path` gives `path.default.csv` and `path.always.csv`), to lay
+/// its stalls beside what the machine did at the time: when it was due (Unix time, ms), the
+/// gateway's answer and the visibility (ms after due).
+fn trace_batches(
+    path: &str,
+    published: &[(Instant, u64)],
+    acks: &HashMap<Instant, f64>,
+    visible_after: impl Fn(Instant, u64) -> Option<f64>,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {path}"))?);
+    writeln!(out, "due_unix_ms,sequence,stored_ms,visible_ms")?;
+    for &(at, seq) in published {
+        let due = wall - now.saturating_duration_since(at);
+        let due_ms = due.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+        let stored = acks.get(&at).copied().unwrap_or(f64::NAN);
+        let visible = visible_after(at, seq).unwrap_or(f64::NAN);
+        writeln!(out, "{due_ms:.1},{seq},{stored:.2},{visible:.2}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Gives a freshness run the history a running system holds: the events are published and
