@@ -186,11 +186,7 @@ pub async fn post_events(
         let pool = state.db.pool().clone();
         tokio::spawn(
             async move {
-                let recorded = match pool.acquire().await {
-                    Ok(mut conn) => ledger::record(&mut conn, &new_ids, &new_seqs, &orgs).await,
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = recorded {
+                if let Err(e) = ledger::record_early(&pool, &new_ids, &new_seqs, &orgs).await {
                     tracing::warn!(error = %e, "ledger not updated; the validator will record these ids");
                 }
             }

@@ -14,19 +14,44 @@ pub async fn find(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, sql
     Ok(rows.into_iter().map(|(id, seq)| (id, seq as u64)).collect())
 }
 
+/// The ledger's insert, after a `WITH` clause named `flush` (joined in, so that it runs).
+/// Ids are inserted in one order, so that the gateway and the validator recording the same ids
+/// at once wait for each other instead of deadlocking.
+macro_rules! insert_after {
+    ($with:literal) => {
+        concat!(
+            "WITH flush AS (",
+            $with,
+            ") INSERT INTO event_ledger (event_id, seq, org_id)
+             SELECT u.event_id, u.seq, u.org_id FROM UNNEST($1::uuid[], $2::int8[], $3::text[])
+                AS u(event_id, seq, org_id), flush
+             ORDER BY u.event_id
+             ON CONFLICT DO NOTHING"
+        )
+    };
+}
+
 /// Records ids at their sequences; ids already recorded keep their first sequence.
 pub async fn record(conn: &mut PgConnection, ids: &[Uuid], seqs: &[i64], orgs: &[String]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        // In one order, so that the gateway and the validator recording the same ids at once
-        // wait for each other instead of deadlocking.
-        "INSERT INTO event_ledger (event_id, seq, org_id)
-         SELECT * FROM UNNEST($1::uuid[], $2::int8[], $3::text[]) AS u(event_id, seq, org_id) ORDER BY event_id
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(ids)
-    .bind(seqs)
-    .bind(orgs)
-    .execute(conn)
-    .await?;
+    insert(conn, insert_after!("SELECT 1"), ids, seqs, orgs).await
+}
+
+/// Records ids as [`record`] does, without waiting for the WAL flush: the gateway's early
+/// record only narrows the gap until the validator records the same ids with its verdicts. A
+/// record lost in a crash reopens that gap, which the broker's duplicate window covers; waiting
+/// cost a disk flush per request (docs/BENCHMARKS.md, "A fifth session").
+pub async fn record_early(pool: &PgPool, ids: &[Uuid], seqs: &[i64], orgs: &[String]) -> Result<(), sqlx::Error> {
+    // `set_config(..., true)` holds for the statement's own transaction: no extra round trip.
+    insert(pool, insert_after!("SELECT set_config('synchronous_commit', 'off', true)"), ids, seqs, orgs).await
+}
+
+async fn insert<'c>(
+    on: impl sqlx::PgExecutor<'c>,
+    sql: &'static str,
+    ids: &[Uuid],
+    seqs: &[i64],
+    orgs: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(sql).bind(ids).bind(seqs).bind(orgs).execute(on).await?;
     Ok(())
 }

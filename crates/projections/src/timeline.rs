@@ -76,6 +76,7 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
         personal.push(opened);
     }
     if !seq.is_empty() {
+        // No `ON CONFLICT`: a claimed checkpoint brings each sequence once (see statistics).
         sqlx::query(
             "INSERT INTO case_timeline (seq, org_id, case_id, event_id, event_type, schema_version, occurred_at,
                 recorded_at, actor, key_id, data, personal)
@@ -84,8 +85,7 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
              FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::int4[], $7::timestamptz[],
                 $8::timestamptz[], $9::text[], $10::uuid[], $11::text[], $12::text[])
                 AS u(seq, org_id, case_id, event_id, event_type, schema_version, occurred_at, recorded_at, actor,
-                     key_id, data, personal)
-             ON CONFLICT (seq) DO NOTHING",
+                     key_id, data, personal)",
         )
         .bind(&seq)
         .bind(&org)
