@@ -466,8 +466,12 @@ impl Work {
 
     fn json(&self, events: f64) -> Value {
         let per = |x: f64| if events > 0.0 { x / events } else { 0.0 };
-        let cpu: serde_json::Map<String, Value> =
-            self.cpu_by_role().into_iter().filter(|(_, s)| *s > 0.0).map(|(r, s)| (r, json!(per(s * 1e6)))).collect();
+        let cpu: serde_json::Map<String, Value> = self
+            .cpu_by_role()
+            .into_iter()
+            .filter(|(r, s)| *s > 0.0 || r == "gateway" || r == "projector")
+            .map(|(r, s)| (r, json!(per(s * 1e6))))
+            .collect();
         json!({ "wal_records_per_event": per(self.wal_records), "wal_bytes_per_event": per(self.wal_bytes),
                 "wal_syncs": self.wal_syncs, "cpu_busy_ms_per_event": per(self.cpu_busy_secs * 1000.0),
                 "cpu_busy_secs": self.cpu_busy_secs, "cpu_us_per_event_by_process": cpu })

@@ -26,6 +26,14 @@ fn the_benchmark_runs_at_a_tiny_size_and_writes_its_figures() {
     assert!(figures["freshness_p99_ms"].as_f64().is_some_and(|v| v > 0.0));
     assert!(figures["peak_rss_mib"]["gateway"].as_f64().is_some_and(|v| v > 0.0));
     assert!(figures["peak_rss_mib"]["projector"].as_f64().is_some_and(|v| v > 0.0));
+    // The freshness run's work: WAL was written and CPU used, and the processes of Relais are
+    // told apart (a second's run may leave one under the clock tick of CPU accounting).
+    let work = &figures["freshness"]["server_default"]["work"];
+    assert!(work["wal_records_per_event"].as_f64().is_some_and(|v| v > 0.0), "{work}");
+    assert!(work["cpu_busy_secs"].as_f64().is_some_and(|v| v > 0.0), "{work}");
+    for process in ["gateway", "projector"] {
+        assert!(work["cpu_us_per_event_by_process"][process].as_f64().is_some(), "{process}: {work}");
+    }
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("ingest (always)"), "{table}");
 }
