@@ -257,6 +257,28 @@ pub(crate) async fn set_checkpoints(tx: &mut PgConnection, names: &[&str], seqs:
     Ok(())
 }
 
+/// The tail of a statement that writes a batch's rows and moves a checkpoint in one implicit
+/// transaction, one round trip where `BEGIN`, the rows, the checkpoint and `COMMIT` were four:
+/// the checkpoint row `$1` moved to `$2` and announced on `$3` (as [`set_checkpoints`] does),
+/// the statement's `WITH` clauses before it. `flush` turns the WAL flush off for this
+/// transaction only (ADR-8), as `SET LOCAL` does in [`begin_projection`]; it is joined in
+/// where its value is read, so that it runs.
+macro_rules! unflushed_batch_with_checkpoint {
+    ($($cte:literal),+) => {
+        concat!(
+            "WITH flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off), ",
+            $($cte, ", ",)+
+            "moved AS (
+               INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, $2)
+               ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+               WHERE projection_checkpoints.seq IS DISTINCT FROM EXCLUDED.seq
+               RETURNING projection, seq)
+             SELECT pg_notify($3, m.projection || ' ' || m.seq), f.off FROM moved m, flush f"
+        )
+    };
+}
+pub(crate) use unflushed_batch_with_checkpoint;
+
 /// The PostgreSQL channel on which every checkpoint move is announced, as
 /// `<projection> <sequence>`, when its transaction commits: dashboards and benchmarks learn
 /// that a view changed without polling.
@@ -467,7 +489,6 @@ impl Projector {
         let started = std::time::Instant::now();
         let verdicts = self.judge(batch, rules).await?;
         let judged = started.elapsed();
-        let mut tx = begin_projection(pool).await?;
         let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
         let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -490,23 +511,33 @@ impl Projector {
                 }
             }
         }
-        crate::ledger::record(&mut tx, &ids, &seqs, &orgs).await?;
-        if !q_seq.is_empty() {
-            sqlx::query(
-                "INSERT INTO quarantine (seq, subject, reason, detail, payload)
-                 SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::bytea[])
-                 ON CONFLICT (seq) DO NOTHING",
-            )
-            .bind(&q_seq)
-            .bind(&q_subject)
-            .bind(&q_reason)
-            .bind(&q_detail)
-            .bind(&q_payload)
-            .execute(&mut *tx)
-            .await?;
-        }
-        set_checkpoint(&mut tx, VALIDATOR, last).await?;
-        tx.commit().await?;
+        // Verdicts and checkpoint in one statement, its own transaction. Ledger ids in one
+        // order, as `ledger::record` inserts them, so that the gateway recording the same ids
+        // at once waits instead of deadlocking.
+        sqlx::query(unflushed_batch_with_checkpoint!(
+            "ledger AS (
+               INSERT INTO event_ledger (event_id, seq, org_id)
+               SELECT u.event_id, u.seq, u.org_id FROM UNNEST($4::uuid[], $5::int8[], $6::text[]) AS u(event_id, seq, org_id)
+               ORDER BY u.event_id
+               ON CONFLICT DO NOTHING)",
+            "quarantined AS (
+               INSERT INTO quarantine (seq, subject, reason, detail, payload)
+               SELECT * FROM UNNEST($7::int8[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+               ON CONFLICT (seq) DO NOTHING)"
+        ))
+        .bind(VALIDATOR)
+        .bind(last as i64)
+        .bind(CHECKPOINT_CHANNEL)
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(&orgs)
+        .bind(&q_seq)
+        .bind(&q_subject)
+        .bind(&q_reason)
+        .bind(&q_detail)
+        .bind(&q_payload)
+        .execute(pool)
+        .await?;
         tracing::debug!(
             events = batch.len(),
             judged_ms = judged.as_millis() as u64,

@@ -189,21 +189,36 @@ pub async fn run(
         // to the same bytes, so it commits without waiting for the WAL flush, like the views
         // (ADR-8). A signed checkpoint is published on the audit stream after the commit and
         // carries its signing time: it waits for the flush, so what was published is kept.
-        let mut tx = if sign { pool.begin().await? } else { crate::worker::begin_projection(pool).await? };
-        sqlx::query(
-            "INSERT INTO audit_chain (seq, link, missing)
-             SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::bool[])",
-        )
-        .bind(&seqs)
-        .bind(&links)
-        .bind(&missing)
-        .execute(&mut *tx)
-        .await?;
-        set_checkpoint(&mut tx, CHAIN, last).await?;
         if sign {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO audit_chain (seq, link, missing)
+                 SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::bool[])",
+            )
+            .bind(&seqs)
+            .bind(&links)
+            .bind(&missing)
+            .execute(&mut *tx)
+            .await?;
+            set_checkpoint(&mut tx, CHAIN, last).await?;
             sign_into(&mut tx, settings, last, head).await?;
+            tx.commit().await?;
+        } else {
+            // Links and checkpoint in one statement, its own transaction: one round trip.
+            sqlx::query(crate::worker::unflushed_batch_with_checkpoint!(
+                "links AS (
+                   INSERT INTO audit_chain (seq, link, missing)
+                   SELECT * FROM UNNEST($4::int8[], $5::bytea[], $6::bool[]))"
+            ))
+            .bind(CHAIN)
+            .bind(last as i64)
+            .bind(crate::worker::CHECKPOINT_CHANNEL)
+            .bind(&seqs)
+            .bind(&links)
+            .bind(&missing)
+            .execute(pool)
+            .await?;
         }
-        tx.commit().await?;
         consumer.ack_delivered().await?;
         done = last;
         prev = head;
