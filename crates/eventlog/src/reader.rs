@@ -40,6 +40,18 @@ pub struct LogMessage {
 pub struct ProjectionConsumer {
     messages: consumer::pull::Stream,
     last_delivered: Option<jetstream::Message>,
+    /// The highest sequence this consumer delivered.
+    highest: u64,
+}
+
+/// Whether a delivered message is new to this consumer, moving `highest`. A message held
+/// unacknowledged beyond the ack wait (a worker waiting for its validator, or for a lock) is
+/// delivered again, possibly into the same batch as its first copy: the copy is dropped, so
+/// that no projection applies a sequence twice.
+fn first_delivery(highest: &mut u64, sequence: u64) -> bool {
+    let new = sequence > *highest;
+    *highest = (*highest).max(sequence);
+    new
 }
 
 /// Opens the durable consumer `name` over `filter`, delivering from `after_sequence + 1`.
@@ -79,7 +91,7 @@ pub async fn open_projection_consumer(
         .messages()
         .await
         .map_err(api)?;
-    Ok(ProjectionConsumer { messages, last_delivered: None })
+    Ok(ProjectionConsumer { messages, last_delivered: None, highest: after_sequence })
 }
 
 fn to_log_message(m: &jetstream::Message) -> Result<LogMessage, ReadError> {
@@ -97,26 +109,34 @@ fn to_log_message(m: &jetstream::Message) -> Result<LogMessage, ReadError> {
 
 impl ProjectionConsumer {
     /// Waits for at least one message, then takes every message already delivered, up to
-    /// `max`: batches grow under load and stay small (fresh) when the log is quiet.
+    /// `max`: batches grow under load and stay small (fresh) when the log is quiet. Messages
+    /// delivered again are left out, so a batch holds rising sequences (it may be empty).
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<LogMessage>, ReadError> {
         let mut out = Vec::new();
         let first = match self.messages.next().await {
             Some(m) => m.map_err(api)?,
             None => return Err(ReadError::Api("consumer stream ended".into())),
         };
-        out.push(to_log_message(&first)?);
-        self.last_delivered = Some(first);
+        self.take(first, &mut out)?;
         while out.len() < max {
             match futures::FutureExt::now_or_never(self.messages.next()) {
-                Some(Some(m)) => {
-                    let m = m.map_err(api)?;
-                    out.push(to_log_message(&m)?);
-                    self.last_delivered = Some(m);
-                }
+                Some(Some(m)) => self.take(m.map_err(api)?, &mut out)?,
                 Some(None) | None => break,
             }
         }
         Ok(out)
+    }
+
+    fn take(&mut self, m: jetstream::Message, out: &mut Vec<LogMessage>) -> Result<(), ReadError> {
+        let message = to_log_message(&m)?;
+        if first_delivery(&mut self.highest, message.sequence) {
+            out.push(message);
+            // Acknowledging all up to the highest delivered covers the copies left out.
+            self.last_delivered = Some(m);
+        } else {
+            tracing::debug!(seq = message.sequence, "a message delivered again is left out");
+        }
+        Ok(())
     }
 
     /// Acknowledges everything delivered so far (AckAll), once the batch is committed.
@@ -283,5 +303,20 @@ pub async fn messages_matching(stream: &jetstream::stream::Stream, filter: &str)
             Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => return Ok(out),
             Err(e) => return Err(api(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_delivery;
+
+    #[test]
+    fn a_message_delivered_again_into_the_same_batch_is_left_out() {
+        // Given a consumer positioned after 4, when 5, 6 and 7 arrive, then 5 and 6 again
+        // (held beyond the ack wait) and 8, then each sequence is taken once, in order.
+        let mut highest = 4;
+        let kept: Vec<u64> = [5, 6, 7, 5, 6, 8, 4].into_iter().filter(|s| first_delivery(&mut highest, *s)).collect();
+        assert_eq!(kept, vec![5, 6, 7, 8]);
+        assert_eq!(highest, 8);
     }
 }

@@ -425,5 +425,11 @@ mod tests {
         assert_eq!(normalise(live), normalise(copy));
         let pk = "CREATE UNIQUE INDEX caseload_pkey ON public.caseload USING btree (org_id, case_id)";
         assert_ne!(normalise(pk), normalise("CREATE INDEX x ON public.caseload USING btree (org_id, case_id)"));
+        // A block range index with its storage parameter (migration 0040), as `LIKE ...
+        // INCLUDING ALL` copies it.
+        let brin = "CREATE INDEX stats_facts_by_day ON public.stats_facts USING brin (day) WITH (autosummarize='on')";
+        let brin_copy = "CREATE INDEX stats_facts_day_idx ON rebuild_statistics.stats_facts USING brin (day) WITH (autosummarize='on')";
+        assert_eq!(normalise(brin), normalise(brin_copy));
+        assert_ne!(normalise(brin), normalise("CREATE INDEX x ON public.stats_facts USING btree (day)"));
     }
 }
