@@ -398,3 +398,16 @@ async fn concurrent_batches_for_the_same_new_clients_in_opposite_orders_are_all_
     assert_eq!(keys, 240);
     assert_eq!(app.stream_messages().await, 480);
 }
+
+#[tokio::test]
+async fn the_gateway_s_early_ledger_record_keeps_the_first_sequence_of_an_id() {
+    // Given an id recorded early at sequence 7 (the gateway, after the broker stored it),
+    // when it is recorded again at 9 (a later record of the same id), then the ledger keeps 7.
+    let app = spawn_app().await;
+    let id = uuid::Uuid::new_v4();
+    let org = vec!["dsr".to_owned()];
+    relais_projections::ledger::record_early(&app.pool, &[id], &[7], &org).await.expect("recorded");
+    relais_projections::ledger::record_early(&app.pool, &[id], &[9], &org).await.expect("recorded again");
+    let known = relais_projections::ledger::find(&app.pool, &[id]).await.expect("found");
+    assert_eq!(known.get(&id), Some(&7));
+}
