@@ -70,12 +70,18 @@ pub struct Pair {
     relais: f64,
     limit: f64,
     note: String,
+    /// CPU microseconds per event by process, for each side (where counted).
+    cpu: Option<Value>,
 }
 
 impl Pair {
     fn json(&self) -> Value {
-        json!({ "name": self.name, "relais": self.relais, "limit": self.limit,
-                "ratio": if self.limit > 0.0 { self.relais / self.limit } else { 0.0 }, "note": self.note })
+        let mut v = json!({ "name": self.name, "relais": self.relais, "limit": self.limit,
+                "ratio": if self.limit > 0.0 { self.relais / self.limit } else { 0.0 }, "note": self.note });
+        if let (Some(cpu), Some(obj)) = (&self.cpu, v.as_object_mut()) {
+            obj.insert("cpu_us_per_event_by_process".into(), cpu.clone());
+        }
+        v
     }
 }
 

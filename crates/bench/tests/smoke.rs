@@ -34,6 +34,12 @@ fn the_benchmark_runs_at_a_tiny_size_and_writes_its_figures() {
     for process in ["gateway", "projector"] {
         assert!(work["cpu_us_per_event_by_process"][process].as_f64().is_some(), "{process}: {work}");
     }
+    // The replay pair counts the CPU of each side: the gateway on Relais' side, the
+    // benchmark's own consumer on the bare side.
+    let replay = pairs.iter().find(|p| p["name"] == "replay").expect("the replay pair");
+    let cpu = &replay["cpu_us_per_event_by_process"];
+    assert!(cpu["relais"]["gateway"].as_f64().is_some(), "{cpu}");
+    assert!(cpu["limit"].as_object().is_some_and(|o| !o.is_empty()), "{cpu}");
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("ingest (always)"), "{table}");
 }

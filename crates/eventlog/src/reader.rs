@@ -1,6 +1,7 @@
 //! Reading the log: durable consumers for projection workers, ordered reads for replays, and
 //! the stream's last sequence for lag.
 
+use async_nats::HeaderName;
 use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -96,15 +97,25 @@ pub async fn open_projection_consumer(
 
 fn to_log_message(m: &jetstream::Message) -> Result<LogMessage, ReadError> {
     let info = m.info().map_err(api)?;
-    let header = |name: &str| m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-    Ok(LogMessage {
+    Ok(log_message(m, &info))
+}
+
+/// The message with its already parsed delivery info (parsing it is a good part of the cost of
+/// reading a message).
+fn log_message(m: &jetstream::Message, info: &jetstream::message::Info<'_>) -> LogMessage {
+    // A name from a static string: looking a header up by `&str` validates and copies it.
+    let header = |name: &'static str| {
+        let name = HeaderName::from_static(name);
+        m.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
+    };
+    LogMessage {
         sequence: info.stream_sequence,
         subject: m.subject.to_string(),
         payload: m.payload.clone(),
         stored_at: info.published,
         traceparent: header(crate::headers::TRACEPARENT),
         admission: header(crate::headers::ADMISSION),
-    })
+    }
 }
 
 impl ProjectionConsumer {
@@ -210,18 +221,16 @@ pub async fn ordered_range(
             Ok(m) => m,
             Err(e) => return Some((Err(api(e)), (messages, true))),
         };
-        let pending = match m.info() {
-            Ok(info) => info.pending,
+        let info = match m.info() {
+            Ok(info) => info,
             Err(e) => return Some((Err(api(e)), (messages, true))),
         };
-        match to_log_message(&m) {
-            Ok(lm) if lm.sequence > to_sequence => None,
-            Ok(lm) => {
-                let end = lm.sequence >= to_sequence || pending == 0;
-                Some((Ok(lm), (messages, end)))
-            }
-            Err(e) => Some((Err(e), (messages, true))),
+        let lm = log_message(&m, &info);
+        if lm.sequence > to_sequence {
+            return None;
         }
+        let end = lm.sequence >= to_sequence || info.pending == 0;
+        Some((Ok(lm), (messages, end)))
     })
     .fuse()
     .boxed())
