@@ -744,14 +744,7 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
         work.wal_syncs,
         work.cpu_busy_secs * 1000.0 / events,
     );
-    let by_role: Vec<String> = work
-        .cpu_by_role()
-        .into_iter()
-        .filter(|(_, s)| *s >= 0.01)
-        .take(6)
-        .map(|(r, s)| format!("{r} {:.0}", s * 1e6 / events))
-        .collect();
-    eprintln!("  CPU µs per event by process: {}", by_role.join(", "));
+    eprintln!("  CPU per event by process: {}", work.cpu_summary(events));
     Ok(f)
 }
 

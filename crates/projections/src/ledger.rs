@@ -14,20 +14,32 @@ pub async fn find(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, sql
     Ok(rows.into_iter().map(|(id, seq)| (id, seq as u64)).collect())
 }
 
-/// The ledger's insert, after a `WITH` clause named `flush` (joined in, so that it runs).
+/// The ledger's insert of the ids, sequences and organisations in the array parameters named,
+/// with a `WITH` clause joined into its `FROM` where one is given (joined, so that it runs).
 /// Ids are inserted in one order, so that the gateway and the validator recording the same ids
-/// at once wait for each other instead of deadlocking.
+/// at once wait for each other instead of deadlocking: both use this insert.
+macro_rules! insert_rows {
+    ($ids:literal, $seqs:literal, $orgs:literal $(, $joined:literal)?) => {
+        concat!(
+            "INSERT INTO event_ledger (event_id, seq, org_id)
+             SELECT u.event_id, u.seq, u.org_id FROM UNNEST(",
+            $ids,
+            "::uuid[], ",
+            $seqs,
+            "::int8[], ",
+            $orgs,
+            "::text[]) AS u(event_id, seq, org_id)",
+            $(", ", $joined,)?
+            " ORDER BY u.event_id ON CONFLICT DO NOTHING"
+        )
+    };
+}
+pub(crate) use insert_rows;
+
+/// The ledger's insert of `$1`, `$2`, `$3` after a `WITH` clause named `flush`.
 macro_rules! insert_after {
     ($with:literal) => {
-        concat!(
-            "WITH flush AS (",
-            $with,
-            ") INSERT INTO event_ledger (event_id, seq, org_id)
-             SELECT u.event_id, u.seq, u.org_id FROM UNNEST($1::uuid[], $2::int8[], $3::text[])
-                AS u(event_id, seq, org_id), flush
-             ORDER BY u.event_id
-             ON CONFLICT DO NOTHING"
-        )
+        concat!("WITH flush AS (", $with, ") ", insert_rows!("$1", "$2", "$3", "flush"))
     };
 }
 

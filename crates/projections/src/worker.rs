@@ -264,7 +264,7 @@ pub(crate) async fn set_checkpoints(tx: &mut PgConnection, names: &[&str], seqs:
 /// transaction only (ADR-8), as `SET LOCAL` does in [`begin_projection`]; it is joined in
 /// where its value is read, so that it runs.
 macro_rules! unflushed_batch_with_checkpoint {
-    ($($cte:literal),+) => {
+    ($($cte:expr),+) => {
         concat!(
             "WITH flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off), ",
             $($cte, ", ",)+
@@ -511,15 +511,10 @@ impl Projector {
                 }
             }
         }
-        // Verdicts and checkpoint in one statement, its own transaction. Ledger ids in one
-        // order, as `ledger::record` inserts them, so that the gateway recording the same ids
-        // at once waits instead of deadlocking.
+        // Verdicts and checkpoint in one statement, its own transaction; the ledger's rows
+        // with the gateway's insert (the same order of ids).
         sqlx::query(unflushed_batch_with_checkpoint!(
-            "ledger AS (
-               INSERT INTO event_ledger (event_id, seq, org_id)
-               SELECT u.event_id, u.seq, u.org_id FROM UNNEST($4::uuid[], $5::int8[], $6::text[]) AS u(event_id, seq, org_id)
-               ORDER BY u.event_id
-               ON CONFLICT DO NOTHING)",
+            concat!("ledger AS (", crate::ledger::insert_rows!("$4", "$5", "$6"), ")"),
             "quarantined AS (
                INSERT INTO quarantine (seq, subject, reason, detail, payload)
                SELECT * FROM UNNEST($7::int8[], $8::text[], $9::text[], $10::text[], $11::bytea[])
