@@ -9,7 +9,8 @@
 //!    personal fields opened with the key store), with `search_path` set to the rebuild schema,
 //!    and committed with a checkpoint of its own (`<projection>:rebuild`), up to the stream's
 //!    last sequence. Several projections (`--all`) share one read: each batch is read, judged
-//!    and opened once and applied to every view concurrently, each in its own transaction.
+//!    and opened once and applied to every view, each view in a task and a transaction of its
+//!    own, at its own pace (the read stays at most two batches ahead).
 //! 3. The swap, in one transaction: lock the live checkpoint row (the live worker takes the
 //!    same lock first in each of its transactions, so it is either done with its batch or
 //!    waits), apply what the live view applied since the rebuild caught up, drop the live
@@ -29,13 +30,14 @@ use crate::worker::{
     quarantined_between, set_checkpoint,
 };
 use async_nats::jetstream::stream::Stream;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use relais_eventlog::reader::{self, LogMessage, ReadError};
 use relais_eventlog::subjects;
 use sqlx::{PgConnection, PgPool};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Why a rebuild failed. The live view is untouched unless the swap committed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,9 @@ pub enum RebuildError {
     /// NATS failed.
     #[error(transparent)]
     Log(#[from] ReadError),
+    /// A view's task ended without an answer (it panicked or was cancelled).
+    #[error("a view's rebuild task failed: {0}")]
+    Task(String),
 }
 
 /// What a rebuild did.
@@ -105,6 +110,36 @@ pub struct RebuildProgress {
 /// freshness and every transaction costs a commit per view.
 const REBUILD_BATCH: usize = 5000;
 
+/// Judged batches read ahead of each view (memory: this many batches of opened events).
+const BATCHES_AHEAD: usize = 2;
+
+/// A batch as every view applies it.
+#[derive(Clone)]
+struct JudgedBatch {
+    events: Arc<Vec<worker::Applied>>,
+    last: u64,
+}
+
+/// How far one view's rebuild got: the last sequence applied and the events applied.
+#[derive(Default)]
+struct AppliedSoFar {
+    at: std::sync::atomic::AtomicU64,
+    events: std::sync::atomic::AtomicU64,
+}
+
+impl AppliedSoFar {
+    fn add(&self, at: u64, events: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.events.fetch_add(events, Relaxed);
+        self.at.store(at, Relaxed);
+    }
+
+    fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.at.load(Relaxed), self.events.load(Relaxed))
+    }
+}
+
 /// The name of a rebuild's checkpoint.
 pub fn rebuild_checkpoint(projection: &str) -> String {
     format!("{projection}:rebuild")
@@ -124,20 +159,15 @@ struct Reader {
 }
 
 impl Reader {
-    /// The next messages up to `until` (inclusive), at most `max`.
+    /// The next messages up to `until` (inclusive), at most `max`. It waits for them: the
+    /// ordered consumer delivers a few hundred at a time, and a batch applied per delivery
+    /// costs every view a transaction of its own statements for a few hundred events.
     async fn batch(&mut self, until: u64, max: usize) -> Result<Vec<LogMessage>, RebuildError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max.min(until.saturating_sub(self.done) as usize));
         while self.done < until && out.len() < max {
-            let next = if out.is_empty() {
-                match tokio::time::timeout(Duration::from_secs(30), self.messages.next()).await {
-                    Ok(n) => n,
-                    Err(_) => return Err(RebuildError::LogEnded(self.done)),
-                }
-            } else {
-                match self.messages.next().now_or_never() {
-                    Some(n) => n,
-                    None => break,
-                }
+            let next = match tokio::time::timeout(Duration::from_secs(30), self.messages.next()).await {
+                Ok(n) => n,
+                Err(_) => return Err(RebuildError::LogEnded(self.done)),
             };
             let Some(m) = next else { return Err(RebuildError::LogEnded(self.done)) };
             let m = m?;
@@ -193,31 +223,66 @@ pub async fn rebuild_many(
 
     let messages = reader::ordered_messages(stream, &subjects::all_events(), 1).await?;
     let mut reader = Reader { messages: Box::pin(messages), done: 0 };
-    let mut events = 0u64;
-    let mut target = reader::last_sequence(stream).await?;
-    progress(RebuildProgress { at: 0, target, events });
-    // Twice: to the last sequence at the start, then to the one reached meanwhile; the swap
-    // applies whatever the live view got beyond that.
-    for _ in 0..2 {
-        while reader.done < target {
-            let batch = reader.batch(target, settings.batch_size.max(REBUILD_BATCH)).await?;
-            let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence))
-            else {
-                continue;
-            };
-            wait_for_validator(pool, last).await?;
-            let applied = judged(pool, keys, &batch, first, last).await?;
-            futures::future::try_join_all(
-                views.iter().map(|view| apply_batch(pool, view.as_ref(), &live_schema, &applied, last)),
-            )
-            .await?;
-            events += applied.len() as u64;
-            progress(RebuildProgress { at: reader.done, target, events });
+    let target = reader::last_sequence(stream).await?;
+    progress(RebuildProgress { at: 0, target, events: 0 });
+    // A pipeline: the log is read, judged and opened ahead while the views apply, and each
+    // view applies at its own pace (a few batches may wait for the slowest), so that neither
+    // the read nor the slowest view's statements leave PostgreSQL idle.
+    let applied_by: Vec<Arc<AppliedSoFar>> = views.iter().map(|_| Arc::default()).collect();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        views.iter().map(|_| tokio::sync::mpsc::channel::<JudgedBatch>(BATCHES_AHEAD)).unzip();
+    let report = |target: u64| {
+        let (at, events) = applied_by.iter().map(|a| a.get()).min().unwrap_or_default();
+        progress(RebuildProgress { at, target, events });
+    };
+    let read = async move {
+        let mut target = target;
+        // Twice: to the last sequence at the start, then to the one reached meanwhile; the
+        // swap applies whatever the live view got beyond that.
+        for _ in 0..2 {
+            while reader.done < target {
+                let batch = reader.batch(target, settings.batch_size.max(REBUILD_BATCH)).await?;
+                let (Some(first), Some(last)) = (batch.first().map(|m| m.sequence), batch.last().map(|m| m.sequence))
+                else {
+                    continue;
+                };
+                wait_for_validator(pool, last).await?;
+                let judged = JudgedBatch { events: Arc::new(judged(pool, keys, &batch, first, last).await?), last };
+                for sender in &senders {
+                    // A view that stopped gives its error from its own side of the join.
+                    if sender.send(judged.clone()).await.is_err() {
+                        return Ok(reader.done);
+                    }
+                }
+                report(target);
+            }
+            target = reader::last_sequence(stream).await?;
         }
-        target = reader::last_sequence(stream).await?;
+        drop(senders);
+        Ok::<u64, RebuildError>(reader.done)
+    };
+    // Each view in a task of its own: building a view's statements takes CPU too.
+    let mut appliers = tokio::task::JoinSet::new();
+    for ((view, mut batches), applied) in views.iter().zip(receivers).zip(&applied_by) {
+        let (view, applied, pool, live_schema) = (view.clone(), applied.clone(), pool.clone(), live_schema.clone());
+        let applier = async move {
+            while let Some(batch) = batches.recv().await {
+                apply_batch(&pool, view.as_ref(), &live_schema, &batch.events, batch.last).await?;
+                applied.add(batch.last, batch.events.len() as u64);
+            }
+            Ok::<(), RebuildError>(())
+        };
+        appliers.spawn(applier.instrument(tracing::Span::current()));
     }
-    let rebuilt_at = reader.done;
-    drop(reader);
+    // Dropped on an error of the read, the set aborts the appliers.
+    let apply = async move {
+        while let Some(done) = appliers.join_next().await {
+            done.map_err(|e| RebuildError::Task(e.to_string()))??;
+        }
+        Ok(())
+    };
+    let (rebuilt_at, _) = futures::future::try_join(read, apply).await?;
+    let events = applied_by.iter().map(|a| a.get().1).min().unwrap_or_default();
     let mut reports = Vec::with_capacity(views.len());
     for view in &views {
         let name = view.name();

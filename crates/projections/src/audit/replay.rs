@@ -27,6 +27,7 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Most messages decoded and answered per chunk.
@@ -35,6 +36,10 @@ const CHUNK: usize = 512;
 /// Chunks rendered at once, each in a task of its own (so both cores of a small machine work on
 /// a replay); the answer still leaves in the log's order.
 const CHUNKS_IN_FLIGHT: usize = 3;
+
+/// How long a chunk waits to fill up: a filtered replay over a long history may find its
+/// messages slowly, and its first lines should not wait for a whole chunk.
+const CHUNK_WAIT: Duration = Duration::from_millis(20);
 
 /// Most data keys a replay keeps between chunks (about 150 bytes each); past it, it forgets
 /// them all and looks them up again.
@@ -359,18 +364,30 @@ impl Replay {
     }
 }
 
-/// The next messages, at most a chunk: waits for the first, takes the others already there.
+/// The next messages, at most a chunk: waits for the first, then takes the others as they come
+/// for at most [`CHUNK_WAIT`]. The ordered consumer delivers a few hundred at a time; a chunk
+/// cut at each delivery would pay its lookups (and their round trips) for fewer messages.
 async fn next_batch(
     messages: &mut BoxStream<'static, Result<LogMessage, ReadError>>,
 ) -> Result<Option<Vec<LogMessage>>, ReadError> {
     let Some(first) = messages.next().await else {
         return Ok(None);
     };
-    let mut batch = vec![first?];
+    let mut batch = Vec::with_capacity(CHUNK);
+    batch.push(first?);
+    let deadline = tokio::time::Instant::now() + CHUNK_WAIT;
     while batch.len() < CHUNK {
-        match messages.next().now_or_never() {
-            Some(Some(m)) => batch.push(m?),
-            Some(None) | None => break,
+        // What is already there first: a timer only when the chunk has to wait.
+        let next = match messages.next().now_or_never() {
+            Some(next) => next,
+            None => match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        match next {
+            Some(m) => batch.push(m?),
+            None => break,
         }
     }
     Ok(Some(batch))
