@@ -145,3 +145,51 @@ async fn a_validator_that_keeps_only_a_few_states_judges_as_one_that_keeps_them_
     clean_pool.close().await;
     drop_database(&clean_db).await;
 }
+
+/// A projection batch waits a moment for messages the broker still holds (a worker catching
+/// up fills its batches); the workers race that wait against their clock and shutdown, so a
+/// call dropped while it waits must lose nothing it took.
+#[tokio::test]
+async fn a_projection_batch_dropped_while_it_fills_loses_no_message() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = start_nats(dir.path());
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let js = async_nats::jetstream::new(client);
+    let stream = relais_eventlog::ensure_stream(&js, &Default::default()).await.expect("stream");
+    const MESSAGES: u64 = 3000;
+    let mut acks = Vec::new();
+    for i in 0..MESSAGES {
+        let subject = format!("relais.ev.apo.cases.c-{}", i % 50);
+        acks.push(js.publish(subject, format!("m{i}").into()).await.expect("published"));
+    }
+    for ack in acks {
+        ack.await.expect("stored");
+    }
+    let mut consumer = relais_eventlog::reader::open_projection_consumer(
+        &stream,
+        "fill-test",
+        &relais_eventlog::subjects::all_events(),
+        0,
+        200,
+    )
+    .await
+    .expect("consumer");
+    let (mut seen, mut dropped) = (Vec::new(), 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (seen.len() as u64) < MESSAGES && std::time::Instant::now() < deadline {
+        // One poll, then the call is dropped if it waits: at any of its awaits.
+        match consumer.next_batch(200).now_or_never() {
+            Some(batch) => {
+                seen.extend(batch.expect("a batch").iter().map(|m| m.sequence));
+                consumer.ack_delivered().await.expect("acknowledged");
+            }
+            None => {
+                dropped += 1;
+                tokio::time::sleep(Duration::from_micros(300)).await;
+            }
+        }
+    }
+    assert!(dropped > 0, "no call was dropped: the test did not test");
+    assert_eq!(seen, (1..=MESSAGES).collect::<Vec<_>>(), "every message once, in order ({dropped} calls dropped)");
+}

@@ -37,12 +37,26 @@ pub struct LogMessage {
     pub admission: Option<String>,
 }
 
+/// How long a projection batch waits for messages the broker still holds for its consumer.
+pub const BATCH_FILL_WAIT: Duration = Duration::from_millis(2);
+
 /// A durable pull consumer of one projection, positioned just after its checkpoint.
 pub struct ProjectionConsumer {
     messages: consumer::pull::Stream,
     last_delivered: Option<jetstream::Message>,
     /// The highest sequence this consumer delivered.
     highest: u64,
+    /// The batch being filled, kept here across a cancelled [`ProjectionConsumer::next_batch`].
+    filling: Option<Filling>,
+}
+
+/// A batch being filled.
+struct Filling {
+    batch: Vec<LogMessage>,
+    /// Messages the broker still held for the consumer after the last one taken.
+    pending: u64,
+    /// When the batch stops waiting.
+    until: tokio::time::Instant,
 }
 
 /// Whether a delivered message is new to this consumer, moving `highest`. A message held
@@ -92,7 +106,7 @@ pub async fn open_projection_consumer(
         .messages()
         .await
         .map_err(api)?;
-    Ok(ProjectionConsumer { messages, last_delivered: None, highest: after_sequence })
+    Ok(ProjectionConsumer { messages, last_delivered: None, highest: after_sequence, filling: None })
 }
 
 fn to_log_message(m: &jetstream::Message) -> Result<LogMessage, ReadError> {
@@ -120,26 +134,55 @@ fn log_message(m: &jetstream::Message, info: &jetstream::message::Info<'_>) -> L
 
 impl ProjectionConsumer {
     /// Waits for at least one message, then takes every message already delivered, up to
-    /// `max`: batches grow under load and stay small (fresh) when the log is quiet. Messages
-    /// delivered again are left out, so a batch holds rising sequences (it may be empty).
+    /// `max`: batches grow under load and stay small (fresh) when the log is quiet. While the
+    /// broker says more is stored for this consumer, the batch waits for it a moment
+    /// ([`BATCH_FILL_WAIT`]): a worker catching up would otherwise commit a transaction per
+    /// delivery of a few hundred messages. Messages delivered again are left out, so a batch
+    /// holds rising sequences (it may be empty).
+    ///
+    /// Cancel-safe (workers race it against their clock and shutdown): what a cancelled call
+    /// took waits in the consumer for the next call.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<LogMessage>, ReadError> {
-        let mut out = Vec::new();
-        let first = match self.messages.next().await {
-            Some(m) => m.map_err(api)?,
-            None => return Err(ReadError::Api("consumer stream ended".into())),
-        };
-        self.take(first, &mut out)?;
-        while out.len() < max {
-            match futures::FutureExt::now_or_never(self.messages.next()) {
-                Some(Some(m)) => self.take(m.map_err(api)?, &mut out)?,
-                Some(None) | None => break,
+        if self.filling.is_none() {
+            let first = match self.messages.next().await {
+                Some(m) => m.map_err(api)?,
+                None => return Err(ReadError::Api("consumer stream ended".into())),
+            };
+            let mut batch = Vec::new();
+            let pending = self.take(first, &mut batch)?;
+            let until = tokio::time::Instant::now() + BATCH_FILL_WAIT;
+            self.filling = Some(Filling { batch, pending, until });
+        }
+        while let Some((len, pending, until)) = self.filling.as_ref().map(|f| (f.batch.len(), f.pending, f.until))
+            && len < max
+        {
+            let next = match futures::FutureExt::now_or_never(self.messages.next()) {
+                Some(next) => next,
+                None if pending > 0 => match tokio::time::timeout_at(until, self.messages.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+                None => break,
+            };
+            let Some(m) = next else { break };
+            let m = m.map_err(api)?;
+            // No await from here until the batch is back in place.
+            if let Some(mut filling) = self.filling.take() {
+                let taken = self.take(m, &mut filling.batch);
+                filling.pending = *taken.as_ref().unwrap_or(&0);
+                self.filling = Some(filling);
+                taken?;
             }
         }
-        Ok(out)
+        Ok(self.filling.take().map(|f| f.batch).unwrap_or_default())
     }
 
-    fn take(&mut self, m: jetstream::Message, out: &mut Vec<LogMessage>) -> Result<(), ReadError> {
-        let message = to_log_message(&m)?;
+    /// Takes a delivered message into `out` unless it was delivered before; returns how many
+    /// messages the broker still holds for this consumer after it.
+    fn take(&mut self, m: jetstream::Message, out: &mut Vec<LogMessage>) -> Result<u64, ReadError> {
+        let info = m.info().map_err(api)?;
+        let pending = info.pending;
+        let message = log_message(&m, &info);
         if first_delivery(&mut self.highest, message.sequence) {
             out.push(message);
             // Acknowledging all up to the highest delivered covers the copies left out.
@@ -147,7 +190,7 @@ impl ProjectionConsumer {
         } else {
             tracing::debug!(seq = message.sequence, "a message delivered again is left out");
         }
-        Ok(())
+        Ok(pending)
     }
 
     /// Acknowledges everything delivered so far (AckAll), once the batch is committed.
