@@ -313,7 +313,7 @@ impl Settings {
                 name: "RELAIS_PROJECTION_BATCH",
                 detail: "between 1 and 10000".into(),
             })?,
-            None => 1000,
+            None => relais_projections::worker::DEFAULT_BATCH_SIZE,
         };
         Ok(Self {
             nats_url: var("RELAIS_NATS_URL").unwrap_or_else(|| DEFAULT_NATS_URL.into()),

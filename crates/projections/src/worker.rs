@@ -101,6 +101,11 @@ pub enum ClockCall {
     },
 }
 
+/// Most events a projection worker applies in one transaction, by default. Batches fill up
+/// while a worker catches up (ADR-9): 1,000 took the projector's peak RSS to 55–66 MiB at
+/// 100,000 events, 500 to 35 MiB, for a catch-up 10 % slower (docs/BENCHMARKS.md).
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+
 /// Settings of the projection workers.
 #[derive(Debug, Clone)]
 pub struct ProjectorSettings {
@@ -122,7 +127,7 @@ pub struct ProjectorSettings {
 impl Default for ProjectorSettings {
     fn default() -> Self {
         Self {
-            batch_size: 1000,
+            batch_size: DEFAULT_BATCH_SIZE,
             consumer_prefix: "relais".into(),
             validator_states: crate::rules::DEFAULT_CAPACITY,
             clock: crate::clock::system(),
