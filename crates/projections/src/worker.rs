@@ -102,9 +102,10 @@ pub enum ClockCall {
 }
 
 /// Most events a projection worker applies in one transaction, by default. Batches fill up
-/// while a worker catches up (ADR-9): 1,000 took the projector's peak RSS to 55–66 MiB at
-/// 100,000 events, 500 to 35 MiB, for a catch-up 10 % slower (docs/BENCHMARKS.md).
-pub const DEFAULT_BATCH_SIZE: usize = 500;
+/// while a worker catches up (ADR-9), and the projector holds a few of them: at 1,000,000
+/// events its peak RSS was 60.9 MiB with 500 and 55.6 MiB with 300 (bound: 64 MiB), catching
+/// up 115 and 132 s after the last publish (docs/BENCHMARKS.md).
+pub const DEFAULT_BATCH_SIZE: usize = 300;
 
 /// Settings of the projection workers.
 #[derive(Debug, Clone)]
