@@ -156,15 +156,9 @@ impl ProjectionConsumer {
         while let Some((len, pending, until)) = self.filling.as_ref().map(|f| (f.batch.len(), f.pending, f.until))
             && len < max
         {
-            let next = match futures::FutureExt::now_or_never(self.messages.next()) {
-                Some(next) => next,
-                None if pending > 0 => match tokio::time::timeout_at(until, self.messages.next()).await {
-                    Ok(next) => next,
-                    Err(_) => break,
-                },
-                None => break,
-            };
-            let Some(m) = next else { break };
+            // Without more stored for the consumer, only what is already delivered.
+            let until = if pending > 0 { until } else { tokio::time::Instant::now() };
+            let Some(Some(m)) = next_until(&mut self.messages, until).await else { break };
             let m = m.map_err(api)?;
             // No await from here until the batch is back in place.
             if let Some(mut filling) = self.filling.take() {
@@ -199,6 +193,19 @@ impl ProjectionConsumer {
             m.ack().await.map_err(|e| ReadError::Api(e.to_string()))?;
         }
         Ok(())
+    }
+}
+
+/// The next item of `items`: at once when it is already there (without a timer), otherwise the
+/// one that comes before `until`; `None` when none came in time. Batches and chunks fill up
+/// with it: a delivery of the log holds a few hundred messages.
+pub async fn next_until<S: futures::Stream + Unpin>(
+    items: &mut S,
+    until: tokio::time::Instant,
+) -> Option<Option<S::Item>> {
+    match futures::FutureExt::now_or_never(items.next()) {
+        Some(next) => Some(next),
+        None => tokio::time::timeout_at(until, items.next()).await.ok(),
     }
 }
 

@@ -16,7 +16,7 @@ use async_nats::jetstream::stream::Stream;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use relais_audit::line::{self, ChainFields};
 use relais_audit::{GENESIS, Link};
 use relais_domain::envelope::Envelope;
@@ -377,18 +377,8 @@ async fn next_batch(
     batch.push(first?);
     let deadline = tokio::time::Instant::now() + CHUNK_WAIT;
     while batch.len() < CHUNK {
-        // What is already there first: a timer only when the chunk has to wait.
-        let next = match messages.next().now_or_never() {
-            Some(next) => next,
-            None => match tokio::time::timeout_at(deadline, messages.next()).await {
-                Ok(next) => next,
-                Err(_) => break,
-            },
-        };
-        match next {
-            Some(m) => batch.push(m?),
-            None => break,
-        }
+        let Some(Some(m)) = reader::next_until(messages, deadline).await else { break };
+        batch.push(m?);
     }
     Ok(Some(batch))
 }
