@@ -15,12 +15,11 @@
 //! - `error`: the replay stopped early (`detail`); no `end` follows.
 
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, SecondsFormat, Utc};
 use relais_domain::StoredEvent;
 use relais_domain::envelope::{Envelope, PersonalState};
-use serde::{Serialize, Serializer};
 use serde_json::{Map, Value, json};
-use std::fmt::Display;
 
 use crate::chain::Link;
 
@@ -65,7 +64,7 @@ pub struct ChainFields<'a> {
 fn put_chain_fields(obj: &mut Map<String, Value>, chain: &ChainFields<'_>) {
     obj.insert("sequence".into(), chain.sequence.into());
     obj.insert("relaissubject".into(), chain.subject.into());
-    obj.insert("relaispayload".into(), base64::engine::general_purpose::STANDARD.encode(chain.payload).into());
+    obj.insert("relaispayload".into(), STANDARD.encode(chain.payload).into());
     obj.insert("relaisprev".into(), chain.prev.map(|l| Value::from(l.to_hex())).unwrap_or(Value::Null));
     obj.insert("relaislink".into(), chain.link.map(|l| Value::from(l.to_hex())).unwrap_or(Value::Null));
     obj.insert("relaisadmission".into(), chain.admission.map(Value::from).unwrap_or(Value::Null));
@@ -92,134 +91,168 @@ pub fn message_line(chain: &ChainFields<'_>) -> Map<String, Value> {
 
 /// Writes the line of a decoded event, and its newline, straight into `out`: the same bytes
 /// as serialising [`event_line`] (members in the same order), without building the JSON tree
-/// first. Replays write millions of lines; this is their hot path.
+/// first. Replays write millions of lines; this is their hot path, so the members whose text
+/// cannot need escaping (base64, hex, numbers, times, ids) are written as they are.
 pub fn write_event_line(out: &mut Vec<u8>, envelope: &Envelope, chain: &ChainFields<'_>) {
     let spec = envelope.data.spec();
-    let time = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-    let line = EventLine {
-        actor: &envelope.actor,
-        causationid: envelope.causation_id.as_deref(),
-        correlationid: envelope.correlation_id.as_deref(),
-        data: envelope.shown_data(),
-        datacontenttype: "application/json",
-        dataschema: Shown(format_args!("/v1/catalogue/{}/v{}", spec.name, spec.version)),
-        id: Shown(envelope.id),
-        personaldata: (envelope.personal == PersonalState::Erased).then_some("erased"),
-        recordedat: time(&envelope.recorded_at),
-        relais: RelaisMembers::of(kind::EVENT, chain),
-        schemaversion: spec.version,
-        sequence: chain.sequence,
-        source: Shown(format_args!("/orgs/{}", envelope.org)),
-        specversion: "1.0",
-        subject: Shown(&envelope.subject),
-        time: time(&envelope.occurred_at),
-        r#type: spec.name,
-    };
-    write_line(out, &line);
+    let mut w = LineWriter::new(out);
+    // Members in the order a `serde_json::Map` (sorted by name) gives them, so that both
+    // writers give the same bytes.
+    w.string("actor", &envelope.actor);
+    if let Some(c) = &envelope.causation_id {
+        w.string("causationid", c);
+    }
+    if let Some(c) = &envelope.correlation_id {
+        w.string("correlationid", c);
+    }
+    w.name("data");
+    // Serialising a JSON value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *w.out, &envelope.shown_data());
+    w.plain("datacontenttype", "application/json");
+    w.name("dataschema");
+    w.out.extend_from_slice(b"\"/v1/catalogue/");
+    w.contents(spec.name);
+    w.out.extend_from_slice(b"/v");
+    w.out.extend_from_slice(itoa::Buffer::new().format(spec.version).as_bytes());
+    w.out.push(b'"');
+    w.name("id");
+    w.out.push(b'"');
+    w.out.extend_from_slice(envelope.id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
+    w.out.push(b'"');
+    if envelope.personal == PersonalState::Erased {
+        w.plain("personaldata", "erased");
+    }
+    w.time("recordedat", &envelope.recorded_at);
+    w.relais_members(kind::EVENT, chain);
+    w.number("schemaversion", u64::from(spec.version));
+    w.number("sequence", chain.sequence);
+    w.name("source");
+    w.out.extend_from_slice(b"\"/orgs/");
+    w.contents(envelope.org.as_str());
+    w.out.push(b'"');
+    w.plain("specversion", "1.0");
+    w.name("subject");
+    w.out.push(b'"');
+    w.contents(envelope.subject.kind().as_str());
+    w.out.push(b'/');
+    w.contents(envelope.subject.id());
+    w.out.push(b'"');
+    w.time("time", &envelope.occurred_at);
+    w.string("type", spec.name);
+    w.end();
 }
 
 /// Writes the line of a stored message that is not a readable event, and its newline: the same
 /// bytes as serialising [`message_line`].
 pub fn write_message_line(out: &mut Vec<u8>, chain: &ChainFields<'_>) {
-    let line = MessageLine { relais: RelaisMembers::of(kind::MESSAGE, chain), sequence: chain.sequence };
-    write_line(out, &line);
+    let mut w = LineWriter::new(out);
+    w.relais_members(kind::MESSAGE, chain);
+    w.number("sequence", chain.sequence);
+    w.end();
 }
 
-fn write_line(out: &mut Vec<u8>, line: &impl Serialize) {
-    // Serialising into a Vec fails only on a Serialize impl that fails; these cannot.
-    let _ = serde_json::to_writer(&mut *out, line);
-    out.push(b'\n');
+/// Writes one JSON object, member by member, as `serde_json` would write it.
+struct LineWriter<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
 }
 
-// Members in the order a `serde_json::Map` (sorted by name) gives them, so that both writers
-// give the same bytes.
-#[derive(Serialize)]
-#[serde(bound = "")]
-struct EventLine<'a, D1: Display, D2: Display, D3: Display, D4: Display> {
-    actor: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    causationid: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    correlationid: Option<&'a str>,
-    data: Value,
-    datacontenttype: &'static str,
-    dataschema: Shown<D1>,
-    id: Shown<D4>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    personaldata: Option<&'static str>,
-    recordedat: String,
-    #[serde(flatten)]
-    relais: RelaisMembers<'a>,
-    schemaversion: u16,
-    sequence: u64,
-    source: Shown<D2>,
-    specversion: &'static str,
-    subject: Shown<D3>,
-    time: String,
-    r#type: &'static str,
-}
+impl<'a> LineWriter<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        Self { out, first: true }
+    }
 
-#[derive(Serialize)]
-struct MessageLine<'a> {
-    #[serde(flatten)]
-    relais: RelaisMembers<'a>,
-    sequence: u64,
-}
+    /// A member's name and colon; names are ours and need no escaping.
+    fn name(&mut self, name: &str) {
+        self.out.push(if self.first { b'{' } else { b',' });
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
 
-/// The `relais…` members every event and message line carries, consecutive in name order.
-#[derive(Serialize)]
-struct RelaisMembers<'a> {
-    relaisadmission: Option<&'a str>,
-    relaiskind: &'static str,
-    relaislink: Option<Hex>,
-    relaispayload: Base64<'a>,
-    relaisprev: Option<Hex>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    relaisquarantine: Option<&'a str>,
-    relaissubject: &'a str,
-}
-
-impl<'a> RelaisMembers<'a> {
-    fn of(kind: &'static str, chain: &ChainFields<'a>) -> Self {
-        Self {
-            relaisadmission: chain.admission,
-            relaiskind: kind,
-            relaislink: chain.link.map(Hex),
-            relaispayload: Base64(chain.payload),
-            relaisprev: chain.prev.map(Hex),
-            relaisquarantine: chain.quarantine,
-            relaissubject: chain.subject,
+    /// A string's contents, escaped as `serde_json` escapes them (quotes, backslashes and
+    /// control characters; everything else as it is).
+    fn contents(&mut self, s: &str) {
+        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            self.out.extend_from_slice(s.as_bytes());
+        } else {
+            // Serialising a string into a Vec cannot fail; the quotes are dropped.
+            let quoted = serde_json::to_vec(s).unwrap_or_default();
+            self.out.extend_from_slice(quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or_default());
         }
     }
-}
 
-/// Serialises as the string its `Display` writes, without allocating it first.
-struct Shown<D: Display>(D);
-
-impl<D: Display> Serialize for Shown<D> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
+    fn string(&mut self, name: &str, value: &str) {
+        self.name(name);
+        self.out.push(b'"');
+        self.contents(value);
+        self.out.push(b'"');
     }
-}
 
-/// A chain link as 64 lower-case hex digits.
-struct Hex(Link);
-
-impl Serialize for Hex {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0u8; 64];
-        // 32 bytes always fit 64 hex digits.
-        let _ = hex::encode_to_slice(self.0.0, &mut buf);
-        s.serialize_str(std::str::from_utf8(&buf).unwrap_or_default())
+    /// A string of ours that needs no escaping.
+    fn plain(&mut self, name: &str, value: &str) {
+        self.name(name);
+        self.out.push(b'"');
+        self.out.extend_from_slice(value.as_bytes());
+        self.out.push(b'"');
     }
-}
 
-/// Bytes as standard base64.
-struct Base64<'a>(&'a [u8]);
+    fn optional_string(&mut self, name: &str, value: Option<&str>) {
+        match value {
+            Some(v) => self.string(name, v),
+            None => {
+                self.name(name);
+                self.out.extend_from_slice(b"null");
+            }
+        }
+    }
 
-impl Serialize for Base64<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&base64::display::Base64Display::new(self.0, &base64::engine::general_purpose::STANDARD))
+    fn number(&mut self, name: &str, n: u64) {
+        self.name(name);
+        self.out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    fn time(&mut self, name: &str, t: &DateTime<Utc>) {
+        self.plain(name, &t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    }
+
+    fn link(&mut self, name: &str, link: Option<Link>) {
+        self.name(name);
+        match link {
+            Some(l) => {
+                let mut buf = [0u8; 64];
+                // 32 bytes always fit 64 hex digits.
+                let _ = hex::encode_to_slice(l.0, &mut buf);
+                self.out.push(b'"');
+                self.out.extend_from_slice(&buf);
+                self.out.push(b'"');
+            }
+            None => self.out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// The `relais…` members every event and message line carries, consecutive in name order.
+    fn relais_members(&mut self, kind: &str, chain: &ChainFields<'_>) {
+        self.optional_string("relaisadmission", chain.admission);
+        self.plain("relaiskind", kind);
+        self.link("relaislink", chain.link);
+        self.name("relaispayload");
+        self.out.push(b'"');
+        let at = self.out.len();
+        self.out.resize(at + base64::encoded_len(chain.payload.len(), true).unwrap_or(0), 0);
+        let written = STANDARD.encode_slice(chain.payload, &mut self.out[at..]).unwrap_or(0);
+        self.out.truncate(at + written);
+        self.out.push(b'"');
+        self.link("relaisprev", chain.prev);
+        if let Some(q) = chain.quarantine {
+            self.string("relaisquarantine", q);
+        }
+        self.string("relaissubject", chain.subject);
+    }
+
+    fn end(self) {
+        self.out.extend_from_slice(if self.first { b"{}\n" } else { b"}\n" });
     }
 }
 
@@ -349,8 +382,13 @@ mod tests {
         let mut related = envelope();
         related.correlation_id = Some("corr \"1\"".into());
         related.causation_id = Some("cause/2".into());
-        for e in [envelope(), erased, related] {
-            for (linked, quarantine) in [(true, None), (false, Some("stale \\ version")), (true, Some("x"))] {
+        let mut controls = envelope();
+        controls.actor = "tab\there, bell\u{7}, delete\u{7f}, line\nend".into();
+        controls.correlation_id = Some("\u{1f}é\u{2028}".into());
+        for e in [envelope(), erased, related, controls] {
+            for (linked, quarantine) in
+                [(true, None), (false, Some("stale \\ version")), (true, Some("x")), (true, Some("new\r\nline"))]
+            {
                 let c = chain(&payload, linked, quarantine);
                 let mut direct = Vec::new();
                 write_event_line(&mut direct, &e, &c);
