@@ -72,6 +72,8 @@ pub struct Pair {
     note: String,
     /// CPU microseconds per event by process, for each side (where counted).
     cpu: Option<Value>,
+    /// More figures of the pair, as keys of its JSON object.
+    more: serde_json::Map<String, Value>,
 }
 
 impl Pair {
@@ -80,6 +82,9 @@ impl Pair {
                 "ratio": if self.limit > 0.0 { self.relais / self.limit } else { 0.0 }, "note": self.note });
         if let (Some(cpu), Some(obj)) = (&self.cpu, v.as_object_mut()) {
             obj.insert("cpu_us_per_event_by_process".into(), cpu.clone());
+        }
+        if let Some(obj) = v.as_object_mut() {
+            obj.extend(self.more.clone());
         }
         v
     }
@@ -182,6 +187,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             p.relais,
             p.limit,
             if p.limit > 0.0 { p.relais / p.limit } else { 0.0 }
+        );
+    }
+    for (_, p) in all_pairs.iter().filter(|(_, p)| p.name == "rebuild") {
+        let figure = |k: &str| p.more.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+        println!(
+            "{:<28} {:>14.2}   (COPY {:.2} s / rebuild {:.2} s; {:.1} view rows per event)",
+            "rebuild time ratio",
+            figure("time_ratio"),
+            figure("limit_seconds"),
+            figure("relais_seconds"),
+            figure("rows_per_event")
         );
     }
     if args.runs("ingest") {

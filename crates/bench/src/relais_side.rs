@@ -370,6 +370,7 @@ pub async fn ingest_pair(
             median(bare_with_headers)
         ),
         cpu: Some(json!({ "relais": relais_work.cpu_json(ingested) })),
+        more: Default::default(),
     };
     eprintln!("    CPU per event, relais side: {}", relais_work.cpu_summary(ingested));
     Ok((pair, syncs))
@@ -838,6 +839,7 @@ async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> 
     let tables: Vec<&str> =
         relais_projections::worker::default_views().iter().flat_map(|v| v.tables()).copied().collect();
     let (mut relais, mut limit) = (Vec::new(), Vec::new());
+    let (mut relais_secs, mut limit_secs) = (Vec::new(), Vec::new());
     let mut rows_total = 0u64;
     let mut events_total = 0u64;
     for rep in 0..args.reps {
@@ -861,15 +863,23 @@ async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> 
                     .unwrap_or(0);
                 anyhow::ensure!(events_total > 0, "relais rebuild --all reported no events: {text}");
                 relais.push(events_total as f64 / elapsed);
+                relais_secs.push(elapsed);
             } else {
                 let (rows, secs) = bare_copy(&instance.pool, &tables).await?;
                 rows_total = rows;
                 limit.push(rows as f64 / secs);
+                limit_secs.push(secs);
             }
         }
     }
+    // The ratio compares events/s with rows/s, so the views' rows per event cap it; the time
+    // each side takes to produce the same rows is reported beside it.
+    let (relais_secs, limit_secs) = (median(relais_secs), median(limit_secs));
+    let time_ratio = if relais_secs > 0.0 { limit_secs / relais_secs } else { 0.0 };
+    let rows_per_event = if events_total > 0 { rows_total as f64 / events_total as f64 } else { 0.0 };
     eprintln!(
-        "  rebuild: relais {:.0} events/s ({events_total} events), bare COPY {:.0} rows/s ({rows_total} rows)",
+        "  rebuild: relais {:.0} events/s ({events_total} events, {relais_secs:.2} s), bare COPY {:.0} rows/s \
+         ({rows_total} rows, {rows_per_event:.1} per event, {limit_secs:.2} s); time ratio {time_ratio:.2}",
         median(relais.clone()),
         median(limit.clone())
     );
@@ -882,6 +892,12 @@ async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> 
             relais_projections::worker::default_views().len()
         ),
         cpu: None,
+        more: serde_json::Map::from_iter([
+            ("rows_per_event".to_owned(), json!(rows_per_event)),
+            ("relais_seconds".to_owned(), json!(relais_secs)),
+            ("limit_seconds".to_owned(), json!(limit_secs)),
+            ("time_ratio".to_owned(), json!(time_ratio)),
+        ]),
     })
 }
 
@@ -974,5 +990,6 @@ async fn replay_pair(args: &Args, instance: &Instance, last: u64) -> anyhow::Res
         note: "GET /v1/audit/events (decoded, opened, NDJSON with chain links) read to the end, against a bare ordered consumer"
             .into(),
         cpu: Some(json!({ "relais": work[0].cpu_json(events), "limit": work[1].cpu_json(events) })),
+        more: Default::default(),
     })
 }
