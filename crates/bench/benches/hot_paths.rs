@@ -13,6 +13,9 @@
 //!   the personal fields of the events of the 500 that have some.
 //! - `audit_chain`: the audit hash chain (`relais_audit::chain::link`) over 5000 consecutive
 //!   stored payloads with their subjects, from genesis.
+//! - `replay_lines`: the NDJSON lines of a replay (`GET /v1/audit/events`) for 500 opened
+//!   events with their chain fields, written member by member (`write_event_line`, what the
+//!   replay does) and through a JSON tree (`event_line` serialised, the reference it equals).
 //! - `caseload_projection`: `Caseload::apply` of one batch of 500 events against PostgreSQL,
 //!   on a view already holding the 5000 events before them; each iteration runs in a
 //!   transaction that is rolled back (begin and rollback are not timed). Needs PostgreSQL at
@@ -234,7 +237,55 @@ fn audit_chain(c: &mut Criterion) {
     group.finish();
 }
 
-/// 5. One batch applied by the caseload view, in a transaction rolled back each time.
+/// 5. The replay's NDJSON lines.
+fn replay_lines(c: &mut Criterion) {
+    let f = fixture();
+    let batch = &f.events[..BATCH];
+    let links: Vec<relais_audit::Link> = batch
+        .iter()
+        .enumerate()
+        .scan(relais_audit::GENESIS, |prev, (i, e)| {
+            *prev = relais_audit::chain::link(prev, i as u64 + 1, &e.subject, &e.payload);
+            Some(*prev)
+        })
+        .collect();
+    let admission = "v1 gateway 5Lw1pXcv2vJq0m2bS3eYk0yq2u1Y7kq4mJ6f0b8s9aQ";
+    let chain = |i: usize| relais_audit::line::ChainFields {
+        sequence: i as u64 + 1,
+        subject: &batch[i].subject,
+        payload: &batch[i].payload,
+        prev: Some(if i == 0 { relais_audit::GENESIS } else { links[i - 1] }),
+        link: Some(links[i]),
+        admission: Some(admission),
+        quarantine: None,
+    };
+    let mut group = c.benchmark_group("replay_lines");
+    group.throughput(elements(batch.len()));
+    let mut out = Vec::with_capacity(batch.len() * 1024);
+    group.bench_function("direct", |b| {
+        b.iter(|| {
+            out.clear();
+            for (i, e) in batch.iter().enumerate() {
+                relais_audit::line::write_event_line(&mut out, black_box(&e.envelope), &chain(i));
+            }
+            out.len()
+        })
+    });
+    group.bench_function("json_tree", |b| {
+        b.iter(|| {
+            out.clear();
+            for (i, e) in batch.iter().enumerate() {
+                let line = relais_audit::line::event_line(black_box(&e.envelope), &chain(i));
+                serde_json::to_writer(&mut out, &line).expect("serialises");
+                out.push(b'\n');
+            }
+            out.len()
+        })
+    });
+    group.finish();
+}
+
+/// 6. One batch applied by the caseload view, in a transaction rolled back each time.
 fn caseload_projection(c: &mut Criterion) {
     let f = fixture();
     let applied: Vec<Applied> = f.events[..PREFILL + BATCH]
@@ -337,5 +388,13 @@ impl Drop for TempDatabase {
     }
 }
 
-criterion_group!(benches, cloudevents_ingest, stored_envelope, personal_fields, audit_chain, caseload_projection);
+criterion_group!(
+    benches,
+    cloudevents_ingest,
+    stored_envelope,
+    personal_fields,
+    audit_chain,
+    replay_lines,
+    caseload_projection
+);
 criterion_main!(benches);
