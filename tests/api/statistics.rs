@@ -67,6 +67,14 @@ async fn statistics_count_people_per_cell_suppress_small_cells_and_do_not_change
     let mut batch = Vec::new();
     for n in 0..6 {
         batch.extend(client("apo", n, "2026-03-10", true, "informing"));
+        // Urgent help counts as an intervention (`practical_help`) without minutes.
+        batch.push(event_at(
+            "apo",
+            "relais.urgent_request.handled",
+            &format!("cases/apo-s{n}"),
+            "2026-03-10T10:00:00Z",
+            json!({ "client_ref": format!("apo-r{n}"), "life_domain": "housing", "outcome": "resolved" }),
+        ));
     }
     app.publish(&apo, &batch).await;
     let mut batch = Vec::new();
@@ -89,10 +97,18 @@ async fn statistics_count_people_per_cell_suppress_small_cells_and_do_not_change
     assert_eq!((dsr_requests["people"].clone(), dsr_requests["count"].clone()), (Value::Null, Value::Null));
     let guided = cell(&by_org, "clients_by_legal_situation", Some("apo"), "convict", "in_detention");
     assert_eq!(guided["people"], 6);
-    assert_eq!(guided["count"], 12, "acceptance and intervention of each client");
+    assert_eq!(guided["count"], 18, "acceptance, intervention and urgent help of each client");
     assert_eq!(cell(&by_org, "interventions_by_mode", Some("apo"), "informing", "")["count"], 6);
+    assert_eq!(cell(&by_org, "interventions_by_mode", Some("apo"), "practical_help", "")["count"], 6);
+    assert_eq!(cell(&by_org, "interventions_by_life_domain", Some("apo"), "housing", "")["count"], 12);
     assert_eq!(cell(&by_org, "interventions_by_life_domain", Some("apo"), "health", "")["count"], 6);
     assert_eq!(cell(&by_org, "intervention_minutes_by_mode", Some("apo"), "informing", "")["count"], 180);
+    let minutes_of_urgent_help = by_org["cells"]
+        .as_array()
+        .expect("cells")
+        .iter()
+        .find(|c| c["measure"] == "intervention_minutes_by_mode" && c["dimension_1"] == "practical_help");
+    assert_eq!(minutes_of_urgent_help, None, "urgent help has no minutes");
     assert_eq!(cell(&by_org, "clients_by_language", Some("apo"), "fr", "")["people"], 6);
     assert!(!by_org.to_string().contains("caw-brussel"), "April is another period");
 
@@ -163,4 +179,90 @@ async fn statistics_count_people_per_cell_suppress_small_cells_and_do_not_change
     app.wait_for_views().await;
     let after = app.get_json(&coordinator, &format!("/v1/statistics?{march}&group_by=organisation"), 200).await;
     assert_eq!(before, after);
+}
+
+/// Migration 0050 gives facts projected before it the shape the projection now writes: one
+/// `clients_guided` fact per guidance event with the legal situation and the language, one
+/// `interventions` fact per intervention with its minutes and life domains, one `urgent_help`
+/// fact per urgent help with its life domain, the facts of each event numbered from 0 without
+/// gaps.
+#[tokio::test]
+async fn facts_projected_before_one_fact_per_event_take_its_shape() {
+    use sqlx::Connection;
+    let name = format!("relais_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&db_url("postgres")).await.expect("postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("database");
+    let mut conn = sqlx::PgConnection::connect(&db_url(&name)).await.expect("test database");
+    let migrator = sqlx::migrate::Migrator::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .await
+        .expect("migrations");
+    let (before, after): (Vec<_>, Vec<_>) = migrator.iter().partition(|m| m.version < 50);
+    for m in before {
+        sqlx::raw_sql(&m.sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
+    }
+    // Three facts per guidance event, as the projection wrote them before.
+    sqlx::raw_sql(
+        "INSERT INTO stats_facts (seq, n, day, org_id, measure, dim1, dim2, person, value) VALUES
+           (10, 0, '2026-03-02', 'apo', 'clients_guided', '', '', 'c:apo/c-1', 1),
+           (10, 1, '2026-03-02', 'apo', 'clients_by_legal_situation', 'convict', 'in_detention', 'c:apo/c-1', 1),
+           (10, 2, '2026-03-02', 'apo', 'clients_by_language', 'fr', '', 'c:apo/c-1', 1),
+           (10, 3, '2026-03-02', 'apo', 'interventions_by_mode', 'informing', '', 'c:apo/c-1', 1),
+           (10, 4, '2026-03-02', 'apo', 'intervention_minutes_by_mode', 'informing', '', 'c:apo/c-1', 30),
+           (10, 5, '2026-03-02', 'apo', 'interventions_by_life_domain', 'housing', '', 'c:apo/c-1', 1),
+           (10, 6, '2026-03-02', 'apo', 'interventions_by_life_domain', 'health', '', 'c:apo/c-1', 1),
+           (11, 0, '2026-03-03', 'apo', 'new_requests', 'phone', '', 'c:apo/c-2', 1),
+           (12, 0, '2026-03-04', 'apo', 'clients_guided', '', '', 'c:apo/c-2', 1),
+           (12, 1, '2026-03-04', 'apo', 'clients_by_legal_situation', 'unknown', 'at_liberty', 'c:apo/c-2', 1),
+           (12, 2, '2026-03-04', 'apo', 'clients_by_language', 'unknown', '', 'c:apo/c-2', 1),
+           (13, 0, '2026-03-05', 'apo', 'clients_guided', '', '', 'c:apo/c-2', 1),
+           (13, 1, '2026-03-05', 'apo', 'clients_by_legal_situation', 'unknown', 'at_liberty', 'c:apo/c-2', 1),
+           (13, 2, '2026-03-05', 'apo', 'clients_by_language', 'unknown', '', 'c:apo/c-2', 1),
+           (13, 3, '2026-03-05', 'apo', 'interventions_by_mode', 'practical_help', '', 'c:apo/c-2', 1),
+           (13, 4, '2026-03-05', 'apo', 'interventions_by_life_domain', 'housing', '', 'c:apo/c-2', 1)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("old facts");
+    for m in after {
+        sqlx::raw_sql(&m.sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
+    }
+    #[derive(Debug, PartialEq, sqlx::FromRow)]
+    struct Fact {
+        seq: i64,
+        n: i16,
+        measure: String,
+        dim1: String,
+        dim2: String,
+        dim3: String,
+        domains: Vec<String>,
+        value: i64,
+    }
+    let facts: Vec<Fact> =
+        sqlx::query_as("SELECT seq, n, measure, dim1, dim2, dim3, domains, value FROM stats_facts ORDER BY seq, n")
+            .fetch_all(&mut conn)
+            .await
+            .expect("facts");
+    let fact = |seq: i64, n: i16, measure: &str, [dim1, dim2, dim3]: [&str; 3], domains: &[&str], value: i64| Fact {
+        seq,
+        n,
+        measure: measure.to_owned(),
+        dim1: dim1.to_owned(),
+        dim2: dim2.to_owned(),
+        dim3: dim3.to_owned(),
+        domains: domains.iter().map(|d| d.to_string()).collect(),
+        value,
+    };
+    assert_eq!(
+        facts,
+        vec![
+            fact(10, 0, "clients_guided", ["convict", "in_detention", "fr"], &[], 1),
+            fact(10, 1, "interventions", ["informing", "", ""], &["housing", "health"], 30),
+            fact(11, 0, "new_requests", ["phone", "", ""], &[], 1),
+            fact(12, 0, "clients_guided", ["unknown", "at_liberty", "unknown"], &[], 1),
+            fact(13, 0, "clients_guided", ["unknown", "at_liberty", "unknown"], &[], 1),
+            fact(13, 1, "urgent_help", ["housing", "", ""], &[], 1),
+        ]
+    );
+    conn.close().await.expect("closed");
+    sqlx::query(&format!("DROP DATABASE {name}")).execute(&mut admin).await.expect("dropped");
 }

@@ -6,6 +6,18 @@
 //! the person (an organisation's case, a referral's sending case, a participant's key id, all
 //! opaque and never shown) and a value. The day of a fact is the Brussels date of the event.
 //!
+//! Measures that come from the same events are stored as one fact per event and told apart
+//! when read ([`query`]), so that the projection, a rebuild and the table handle fewer rows
+//! (docs/BENCHMARKS.md, "An eighth session"):
+//! - a `clients_guided` fact carries the legal status, the place and the language (`dim1`,
+//!   `dim2`, `dim3`): it is also read as `clients_by_legal_situation` and `clients_by_language`;
+//! - an `interventions` fact (stored only) carries the mode, the life domains (`domains`) and
+//!   the minutes as its value: it is read as `interventions_by_mode` (one),
+//!   `intervention_minutes_by_mode` (the minutes) and `interventions_by_life_domain` (one per
+//!   life domain);
+//! - an `urgent_help` fact (stored only) carries the life domain: it is read as
+//!   `interventions_by_mode` (`practical_help`) and `interventions_by_life_domain`.
+//!
 //! | measure | dimension 1 | dimension 2 | from |
 //! |---|---|---|---|
 //! | `new_requests` | channel | | guidance requested |
@@ -100,6 +112,9 @@ struct Fact {
     measure: &'static str,
     dim1: String,
     dim2: String,
+    dim3: String,
+    /// Life domains, as codes joined by commas (codes have none).
+    domains: String,
     person: String,
     value: i64,
 }
@@ -112,6 +127,10 @@ struct Out {
 impl Out {
     #[allow(clippy::too_many_arguments)]
     fn fact(&mut self, e: &Applied, measure: &'static str, dim1: &str, dim2: &str, person: &str, value: i64) {
+        self.push(e, measure, [dim1, dim2, ""], String::new(), person, value);
+    }
+
+    fn push(&mut self, e: &Applied, measure: &'static str, dims: [&str; 3], domains: String, person: &str, value: i64) {
         let n = self.facts.iter().rev().take_while(|f| f.seq == e.seq as i64).count() as i16;
         self.facts.push(Fact {
             seq: e.seq as i64,
@@ -119,8 +138,10 @@ impl Out {
             day: brussels_date(e.envelope.occurred_at),
             org: e.envelope.org.to_string(),
             measure,
-            dim1: dim1.to_owned(),
-            dim2: dim2.to_owned(),
+            dim1: dims[0].to_owned(),
+            dim2: dims[1].to_owned(),
+            dim3: dims[2].to_owned(),
+            domains,
             person: person.to_owned(),
             value,
         });
@@ -170,23 +191,22 @@ fn fold_case(state: &mut CaseState, e: &Applied, out: &mut Out) {
     if !is_guidance(&e.envelope.data) {
         return;
     }
-    out.fact(e, "clients_guided", "", "", &person, 1);
+    // One fact for `clients_guided`, `clients_by_legal_situation` and `clients_by_language`
+    // (told apart by `query`).
     let legal = state.legal_status.as_deref().unwrap_or("unknown");
     let place = if state.in_detention { "in_detention" } else { "at_liberty" };
-    out.fact(e, "clients_by_legal_situation", legal, place, &person, 1);
-    out.fact(e, "clients_by_language", state.language.as_deref().unwrap_or("unknown"), "", &person, 1);
+    let language = state.language.as_deref().unwrap_or("unknown");
+    out.push(e, "clients_guided", [legal, place, language], String::new(), &person, 1);
     match &e.envelope.data {
         EventData::InterventionRecorded(d) => {
-            out.fact(e, "interventions_by_mode", d.mode.code(), "", &person, 1);
-            out.fact(e, "intervention_minutes_by_mode", d.mode.code(), "", &person, i64::from(d.duration_minutes));
-            for l in &d.life_domains {
-                out.fact(e, "interventions_by_life_domain", l.code(), "", &person, 1);
-            }
+            // Read as `interventions_by_mode`, `intervention_minutes_by_mode` and
+            // `interventions_by_life_domain`.
+            let domains = d.life_domains.iter().map(|l| l.code()).collect::<Vec<_>>().join(",");
+            let minutes = i64::from(d.duration_minutes);
+            out.push(e, "interventions", [d.mode.code(), "", ""], domains, &person, minutes);
         }
-        EventData::UrgentRequestHandled(d) => {
-            out.fact(e, "interventions_by_mode", InterventionMode::PracticalHelp.code(), "", &person, 1);
-            out.fact(e, "interventions_by_life_domain", d.life_domain.code(), "", &person, 1);
-        }
+        // Read as `interventions_by_mode` (`practical_help`) and `interventions_by_life_domain`.
+        EventData::UrgentRequestHandled(d) => out.fact(e, "urgent_help", d.life_domain.code(), "", &person, 1),
         EventData::FamilyContactFacilitated(d) => {
             out.fact(e, "family_contacts", d.relation.code(), d.form.code(), &person, 1);
         }
@@ -336,6 +356,8 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
     );
     for f in out.facts {
         cols.0.push(f.seq);
@@ -345,8 +367,10 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
         cols.4.push(f.measure.to_owned());
         cols.5.push(f.dim1);
         cols.6.push(f.dim2);
-        cols.7.push(f.person);
-        cols.8.push(f.value);
+        cols.7.push(f.dim3);
+        cols.8.push(f.domains);
+        cols.9.push(f.person);
+        cols.10.push(f.value);
     }
     if o.is_empty() && ra.is_empty() && aa.is_empty() && cols.0.is_empty() {
         return Ok(());
@@ -368,9 +392,12 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
          activities AS (
            INSERT INTO stats_activities (activity_id, kind) SELECT * FROM UNNEST($10::text[], $11::text[])
            ON CONFLICT (activity_id) DO UPDATE SET kind = EXCLUDED.kind)
-         INSERT INTO stats_facts (seq, n, day, org_id, measure, dim1, dim2, person, value)
-         SELECT * FROM UNNEST($12::int8[], $13::int2[], $14::date[], $15::text[], $16::text[], $17::text[],
-            $18::text[], $19::text[], $20::int8[])",
+         INSERT INTO stats_facts (seq, n, day, org_id, measure, dim1, dim2, dim3, domains, person, value)
+         SELECT u.seq, u.n, u.day, u.org_id, u.measure, u.dim1, u.dim2, u.dim3, string_to_array(u.domains, ','),
+                u.person, u.value
+         FROM UNNEST($12::int8[], $13::int2[], $14::date[], $15::text[], $16::text[], $17::text[], $18::text[],
+            $19::text[], $20::text[], $21::text[], $22::int8[])
+           AS u (seq, n, day, org_id, measure, dim1, dim2, dim3, domains, person, value)",
     )
     .bind(&o)
     .bind(&c)
@@ -392,6 +419,8 @@ async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Er
     .bind(&cols.6)
     .bind(&cols.7)
     .bind(&cols.8)
+    .bind(&cols.9)
+    .bind(&cols.10)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -500,17 +529,31 @@ pub async fn query(pool: &PgPool, q: &StatsQuery) -> Result<Vec<Cell>, sqlx::Err
         Grouping::Organisation => ("coalesce(o.authority, 'none')", "f.org_id", "2, 3"),
         Grouping::Total => ("NULL::text", "NULL::text", "2"),
     };
+    // Some facts stand for several measures (see the module's documentation).
     let mut cells: Vec<Cell> = sqlx::query_as(&format!(
         "SELECT date_trunc('{period}', f.day)::date AS period, {authority} AS authority,
-            {organisation} AS organisation, f.measure, f.dim1 AS dimension_1, f.dim2 AS dimension_2,
-            count(DISTINCT f.person) AS people, sum(f.value)::int8 AS count, false AS suppressed
+            {organisation} AS organisation, m.measure, m.dim1 AS dimension_1, m.dim2 AS dimension_2,
+            count(DISTINCT f.person) AS people, sum(m.value)::int8 AS count, false AS suppressed
          FROM stats_facts f LEFT JOIN organisations o ON o.id = f.org_id
+         CROSS JOIN LATERAL (
+           SELECT f.measure, f.dim1, f.dim2, f.value
+            WHERE f.measure NOT IN ('clients_guided', 'interventions', 'urgent_help')
+           UNION ALL SELECT 'clients_guided', '', '', f.value WHERE f.measure = 'clients_guided'
+           UNION ALL SELECT 'clients_by_legal_situation', f.dim1, f.dim2, f.value WHERE f.measure = 'clients_guided'
+           UNION ALL SELECT 'clients_by_language', f.dim3, '', f.value WHERE f.measure = 'clients_guided'
+           UNION ALL SELECT 'interventions_by_mode', f.dim1, f.dim2, 1 WHERE f.measure = 'interventions'
+           UNION ALL SELECT 'intervention_minutes_by_mode', f.dim1, f.dim2, f.value WHERE f.measure = 'interventions'
+           UNION ALL SELECT 'interventions_by_life_domain', d, '', 1
+             FROM unnest(f.domains) AS d WHERE f.measure = 'interventions'
+           UNION ALL SELECT 'interventions_by_mode', $7::text, '', 1 WHERE f.measure = 'urgent_help'
+           UNION ALL SELECT 'interventions_by_life_domain', f.dim1, '', 1 WHERE f.measure = 'urgent_help'
+         ) AS m (measure, dim1, dim2, value)
          WHERE f.day BETWEEN $1 AND $2
            AND ($3::text IS NULL OR f.org_id = $3)
            AND ($4::text IS NULL OR coalesce(o.authority, 'none') = $4)
-           AND ($5::text IS NULL OR f.measure = $5)
-         GROUP BY 1, {group}, f.measure, f.dim1, f.dim2
-         ORDER BY 1, 2, 3, array_position($6::text[], f.measure), f.dim1, f.dim2",
+           AND ($5::text IS NULL OR m.measure = $5)
+         GROUP BY 1, {group}, m.measure, m.dim1, m.dim2
+         ORDER BY 1, 2, 3, array_position($6::text[], m.measure), m.dim1, m.dim2",
         period = q.period.sql(),
     ))
     .bind(q.from)
@@ -519,6 +562,7 @@ pub async fn query(pool: &PgPool, q: &StatsQuery) -> Result<Vec<Cell>, sqlx::Err
     .bind(&q.authority)
     .bind(&q.measure)
     .bind(MEASURES)
+    .bind(InterventionMode::PracticalHelp.code())
     .fetch_all(pool)
     .await?;
     for c in &mut cells {
