@@ -106,8 +106,7 @@ pub fn write_event_line(out: &mut Vec<u8>, envelope: &Envelope, chain: &ChainFie
         w.string("correlationid", c);
     }
     w.name("data");
-    // Serialising a JSON value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *w.out, &envelope.shown_data());
+    write_data(w.out, envelope);
     w.plain("datacontenttype", "application/json");
     w.name("dataschema");
     w.out.extend_from_slice(b"\"/v1/catalogue/");
@@ -149,6 +148,214 @@ pub fn write_message_line(out: &mut Vec<u8>, chain: &ChainFields<'_>) {
     w.relais_members(kind::MESSAGE, chain);
     w.number("sequence", chain.sequence);
     w.end();
+}
+
+/// Writes `data` as serialising [`Envelope::shown_data`] would (members sorted by name, unset
+/// optional fields and an erased client's personal fields left out), without building the
+/// JSON tree: the members are serialised one by one and sorted. A member holding an object is
+/// written through the tree (nested members are sorted too); data that is not a struct falls
+/// back to the tree whole.
+fn write_data(out: &mut Vec<u8>, envelope: &Envelope) {
+    let left_out: &[&str] =
+        if envelope.personal == PersonalState::Erased { envelope.data.spec().personal_fields } else { &[] };
+    let mut members = DataMembers { bytes: Vec::with_capacity(256), members: Vec::new(), left_out };
+    if envelope.data.serialize_declared(&mut members).is_err() {
+        // Serialising a JSON value into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &envelope.shown_data());
+        return;
+    }
+    members.members.sort_unstable_by_key(|(name, _)| *name);
+    let mut w = LineWriter::new(out);
+    for (name, range) in &members.members {
+        w.name(name);
+        w.out.extend_from_slice(&members.bytes[range.clone()]);
+    }
+    if w.first {
+        w.out.extend_from_slice(b"{}");
+    } else {
+        w.out.push(b'}');
+    }
+}
+
+/// The members of a struct serialised one by one (see [`write_data`]).
+struct DataMembers<'a> {
+    bytes: Vec<u8>,
+    members: Vec<(&'static str, std::ops::Range<usize>)>,
+    left_out: &'a [&'a str],
+}
+
+/// Data that [`write_data`] leaves to the JSON tree.
+#[derive(Debug)]
+struct NotAStruct;
+
+impl std::fmt::Display for NotAStruct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a struct")
+    }
+}
+
+impl std::error::Error for NotAStruct {}
+
+impl serde::ser::Error for NotAStruct {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        NotAStruct
+    }
+}
+
+impl serde::ser::SerializeStruct for &mut DataMembers<'_> {
+    type Ok = ();
+    type Error = NotAStruct;
+
+    fn serialize_field<T: serde::Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), NotAStruct> {
+        if self.left_out.contains(&name) {
+            return Ok(());
+        }
+        if name.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            return Err(NotAStruct);
+        }
+        let start = self.bytes.len();
+        serde_json::to_writer(&mut self.bytes, value).map_err(|_| NotAStruct)?;
+        let written = &self.bytes[start..];
+        if written == b"null" {
+            // `shown_data` leaves unset optional members out.
+            self.bytes.truncate(start);
+            return Ok(());
+        }
+        if written.contains(&b'{') {
+            // An object inside: its members are sorted only by the tree.
+            self.bytes.truncate(start);
+            let tree = serde_json::to_value(value).map_err(|_| NotAStruct)?;
+            serde_json::to_writer(&mut self.bytes, &tree).map_err(|_| NotAStruct)?;
+        }
+        self.members.push((name, start..self.bytes.len()));
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), NotAStruct> {
+        Ok(())
+    }
+}
+
+impl serde::Serializer for &mut DataMembers<'_> {
+    type Ok = ();
+    type Error = NotAStruct;
+    type SerializeSeq = serde::ser::Impossible<(), NotAStruct>;
+    type SerializeTuple = serde::ser::Impossible<(), NotAStruct>;
+    type SerializeTupleStruct = serde::ser::Impossible<(), NotAStruct>;
+    type SerializeTupleVariant = serde::ser::Impossible<(), NotAStruct>;
+    type SerializeMap = serde::ser::Impossible<(), NotAStruct>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = serde::ser::Impossible<(), NotAStruct>;
+
+    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Self, NotAStruct> {
+        self.members.reserve(len);
+        Ok(self)
+    }
+
+    // Everything but a struct goes to the JSON tree.
+    fn serialize_bool(self, _: bool) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_i8(self, _: i8) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_i16(self, _: i16) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_i32(self, _: i32) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_i64(self, _: i64) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_u8(self, _: u8) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_u16(self, _: u16) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_u32(self, _: u32) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_u64(self, _: u64) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_f32(self, _: f32) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_f64(self, _: f64) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_char(self, _: char) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_str(self, _: &str) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_none(self) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_some<T: serde::Serialize + ?Sized>(self, _: &T) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_unit(self) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_newtype_struct<T: serde::Serialize + ?Sized>(self, _: &'static str, _: &T) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_newtype_variant<T: serde::Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeTupleStruct, NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, NotAStruct> {
+        Err(NotAStruct)
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, NotAStruct> {
+        Err(NotAStruct)
+    }
 }
 
 /// Writes one JSON object, member by member, as `serde_json` would write it.
@@ -352,6 +559,7 @@ pub fn check_event_content(line: &Map<String, Value>, payload: &[u8]) -> Result<
 mod tests {
     use super::*;
     use crate::chain::GENESIS;
+    use relais_domain::events::EventData;
 
     fn envelope() -> Envelope {
         let event = json!({
@@ -373,6 +581,33 @@ mod tests {
             link: linked.then_some(link),
             admission: linked.then_some("v1 k1 abc"),
             quarantine,
+        }
+    }
+
+    #[test]
+    fn the_data_of_every_event_type_is_written_as_the_json_tree_writes_it() {
+        let payload = [1u8, 2, 3];
+        let c = chain(&payload, true, None);
+        for spec in relais_domain::events::CATALOGUE {
+            let mut example = spec.example_data();
+            // Every optional member unset as well as set: unset ones are left out.
+            let mut sparse = example.clone();
+            if let Some(members) = sparse.as_object_mut() {
+                members.retain(|name, _| !name.starts_with("note"));
+            }
+            for data in [std::mem::take(&mut example), sparse] {
+                let Ok(data) = EventData::from_json(spec.name, spec.version, data) else { continue };
+                for personal in [PersonalState::Present, PersonalState::Erased] {
+                    let mut e = envelope();
+                    e.data = data.clone();
+                    e.personal = personal;
+                    let mut direct = Vec::new();
+                    write_event_line(&mut direct, &e, &c);
+                    let mut tree = serde_json::to_vec(&event_line(&e, &c)).expect("serialises");
+                    tree.push(b'\n');
+                    assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&tree), "{}", spec.name);
+                }
+            }
         }
     }
 

@@ -438,6 +438,13 @@ macro_rules! catalogue {
                 without_nulls(value)
             }
 
+            /// Serialises the data at the current schema version as it is declared: fields in
+            /// declaration order, optional fields that are not set as `null`. For writers that
+            /// order and leave out fields themselves; [`EventData::to_json`] gives the JSON.
+            pub fn serialize_declared<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self { $( Self::$variant(d) => serde::Serialize::serialize(d, serializer), )* }
+            }
+
             /// The postcard encoding of the data, at the current schema version.
             pub fn encode(&self) -> Vec<u8> {
                 match self { $( Self::$variant(d) => encode_postcard(d), )* }
