@@ -185,16 +185,9 @@ struct DataMembers<'a> {
 }
 
 /// Data that [`write_data`] leaves to the JSON tree.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("not a struct")]
 struct NotAStruct;
-
-impl std::fmt::Display for NotAStruct {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not a struct")
-    }
-}
-
-impl std::error::Error for NotAStruct {}
 
 impl serde::ser::Error for NotAStruct {
     fn custom<T: std::fmt::Display>(_: T) -> Self {
@@ -214,7 +207,7 @@ impl serde::ser::SerializeStruct for &mut DataMembers<'_> {
         if self.left_out.contains(&name) {
             return Ok(());
         }
-        if name.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        if needs_escaping(name) {
             return Err(NotAStruct);
         }
         let start = self.bytes.len();
@@ -358,6 +351,13 @@ impl serde::Serializer for &mut DataMembers<'_> {
     }
 }
 
+/// True when `serde_json` escapes something in `s`: quotes, backslashes and control
+/// characters; everything else is written as it is.
+fn needs_escaping(s: &str) -> bool {
+    // Without a short cut, so that the compiler checks many bytes at once.
+    s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'))
+}
+
 /// Writes one JSON object, member by member, as `serde_json` would write it.
 struct LineWriter<'a> {
     out: &'a mut Vec<u8>,
@@ -381,9 +381,7 @@ impl<'a> LineWriter<'a> {
     /// A string's contents, escaped as `serde_json` escapes them (quotes, backslashes and
     /// control characters; everything else as it is).
     fn contents(&mut self, s: &str) {
-        // Without a short cut, so that the compiler checks many bytes at once.
-        let escapes = s.bytes().fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'));
-        if !escapes {
+        if !needs_escaping(s) {
             self.out.extend_from_slice(s.as_bytes());
         } else {
             // Serialising a string into a Vec cannot fail; the quotes are dropped.
