@@ -8,11 +8,16 @@ use relais_projections::Role;
 use std::process::Stdio;
 use std::time::Duration;
 
-async fn index_names(pool: &sqlx::PgPool) -> Vec<(String, String)> {
-    sqlx::query_as("SELECT tablename::text, indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2")
-        .fetch_all(pool)
-        .await
-        .expect("indexes")
+/// Every index of the live schema with its full definition: the indexes a rebuild builds only
+/// once its tables are loaded (`View::reader_indexes`) must come back exactly as the migrations
+/// made them.
+async fn index_names(pool: &sqlx::PgPool) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT tablename::text, indexname::text, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("indexes")
 }
 
 #[tokio::test]
@@ -54,7 +59,11 @@ async fn a_rebuild_gives_exactly_the_live_view_while_the_live_view_keeps_serving
 
     let rebuilt = views_checksum(&app.pool, at).await;
     assert_eq!(live, rebuilt);
-    assert_eq!(indexes, index_names(&app.pool).await, "the swapped-in tables keep the index names");
+    assert_eq!(
+        indexes,
+        index_names(&app.pool).await,
+        "the swapped-in tables keep the indexes, their names and definitions"
+    );
     for p in PROJECTIONS {
         assert_eq!(app.checkpoint(p).await, last, "{p}");
     }
@@ -137,4 +146,61 @@ async fn a_rebuild_while_events_arrive_ends_with_the_view_of_a_clean_run() {
     assert_eq!(views_checksum(&app.pool, at).await, views_checksum(&clean_pool, at).await);
     clean_pool.close().await;
     drop_database(&clean_db).await;
+}
+
+/// The timeline view, naming indexes for readers that cannot wait for the end of a rebuild.
+struct TimelineNaming(&'static [&'static str]);
+
+impl relais_projections::worker::View for TimelineNaming {
+    fn name(&self) -> &'static str {
+        "timeline"
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut sqlx::PgConnection,
+        events: &'a [relais_projections::worker::Applied],
+    ) -> futures::future::BoxFuture<'a, Result<(), sqlx::Error>> {
+        relais_projections::timeline::Timeline.apply(tx, events)
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        relais_projections::timeline::Timeline.tables()
+    }
+
+    fn reader_indexes(&self) -> &'static [&'static str] {
+        self.0
+    }
+}
+
+#[tokio::test]
+async fn a_view_naming_a_unique_or_unknown_index_for_readers_is_refused_before_anything_changes() {
+    let app = spawn_app().await;
+    app.load_history(20).await;
+    app.wait_for_views().await;
+    let at = chrono::Utc::now();
+    let before = views_checksum(&app.pool, at).await;
+    let db = relais_projections::Database::connect_and_migrate(&app.settings.database_url).await.expect("database");
+    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let settings = app.settings.projector_settings();
+    // The primary key is a constraint the view's writes rely on; the second name is no index;
+    // the third is another view's.
+    for wrong in ["case_timeline_pkey", "case_timeline_by_nothing", "client_events_by_org"] {
+        let view = std::sync::Arc::new(TimelineNaming(Box::leak(Box::new([wrong]))));
+        let refused = relais_projections::rebuild::rebuild(&db, &keys, &stream, &settings, view, &|_| {}).await;
+        match refused {
+            Err(relais_projections::rebuild::RebuildError::ReaderIndex { projection, index }) => {
+                assert_eq!((projection.as_str(), index.as_str()), ("timeline", wrong));
+            }
+            other => panic!("{wrong}: {:?}", other.map(|r| r.events)),
+        }
+    }
+    assert_eq!(before, views_checksum(&app.pool, at).await, "the live views are untouched");
+    assert_eq!(app.checkpoint("timeline").await, app.stream_last_sequence().await);
+    let leftovers: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(leftovers, 0, "the refused rebuild left no tables behind");
 }

@@ -35,6 +35,11 @@ impl View for Activities {
     fn tables(&self) -> &'static [&'static str] {
         &["activities", "activity_participants"]
     }
+
+    fn reader_indexes(&self) -> &'static [&'static str] {
+        // The lists of activities and participants; the view writes by id and erases by key.
+        &["activities_by_orgs", "activities_by_partners", "activity_participants_by_org"]
+    }
 }
 
 /// One group activity.

@@ -236,6 +236,11 @@ impl View for Caseload {
     fn tables(&self) -> &'static [&'static str] {
         &["caseload", "coming_up"]
     }
+
+    fn reader_indexes(&self) -> &'static [&'static str] {
+        // The lists and the coming-up agenda read by these; the view writes by case and erases by key.
+        &["caseload_by_activity", "caseload_by_release", "coming_up_by_date"]
+    }
 }
 
 /// One thing coming up for a case.

@@ -44,6 +44,11 @@ impl View for ClientEvents {
     fn tables(&self) -> &'static [&'static str] {
         &["client_events"]
     }
+
+    fn reader_indexes(&self) -> &'static [&'static str] {
+        // Subject access and retention read by this; the view only appends.
+        &["client_events_by_org"]
+    }
 }
 
 async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Error> {

@@ -3,7 +3,10 @@
 //!
 //! 1. The view's tables are copied empty into a schema of their own, `rebuild_<projection>`
 //!    (`CREATE TABLE ... (LIKE <live> INCLUDING ALL)`: the live definition, made by the
-//!    migrations, is the only definition).
+//!    migrations, is the only definition). The indexes only readers use
+//!    ([`View::reader_indexes`]) are left out until the tables are loaded, then built each in
+//!    one sort with their live definition and name: maintained row by row they were a good part
+//!    of PostgreSQL's work in a rebuild (docs/BENCHMARKS.md, "A ninth session").
 //! 2. The stream is read from sequence 1 with an ordered consumer; every batch is applied, as
 //!    the live worker would (only what the validator accepted, quarantined sequences skipped,
 //!    personal fields opened with the key store), with `search_path` set to the rebuild schema,
@@ -73,6 +76,16 @@ pub enum RebuildError {
     /// A view's task ended without an answer (it panicked or was cancelled).
     #[error("a view's rebuild task failed: {0}")]
     Task(String),
+    /// A view names a reader index that its tables do not have, or one that is unique.
+    #[error(
+        "{projection}: {index} is not a non-unique index of its tables, so it cannot wait for the end of a rebuild"
+    )]
+    ReaderIndex {
+        /// The projection.
+        projection: String,
+        /// The index it names.
+        index: String,
+    },
 }
 
 /// What a rebuild did.
@@ -108,7 +121,7 @@ pub struct RebuildProgress {
 
 /// Events per transaction of a rebuild: larger than a live batch, since nobody waits for
 /// freshness and every transaction costs a commit per view.
-const REBUILD_BATCH: usize = 5000;
+const REBUILD_BATCH: usize = 10000;
 
 /// Judged batches read ahead of each view (memory: this many batches of opened events).
 const BATCHES_AHEAD: usize = 2;
@@ -216,9 +229,9 @@ pub async fn rebuild_many(
     }
     let pool = db.pool();
     let live_schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(pool).await?;
+    let mut deferred = Vec::with_capacity(views.len());
     for view in &views {
-        let name = view.name();
-        prepare(pool, &live_schema, &rebuild_schema(name), view.tables(), &rebuild_checkpoint(name)).await?;
+        deferred.push(prepare(pool, &live_schema, view.as_ref()).await?);
     }
 
     let messages = reader::ordered_messages(stream, &subjects::all_events(), 1).await?;
@@ -263,12 +276,16 @@ pub async fn rebuild_many(
     };
     // Each view in a task of its own: building a view's statements takes CPU too.
     let mut appliers = tokio::task::JoinSet::new();
-    for ((view, mut batches), applied) in views.iter().zip(receivers).zip(&applied_by) {
+    for (((view, mut batches), applied), deferred) in views.iter().zip(receivers).zip(&applied_by).zip(deferred) {
         let (view, applied, pool, live_schema) = (view.clone(), applied.clone(), pool.clone(), live_schema.clone());
         let applier = async move {
             while let Some(batch) = batches.recv().await {
                 apply_batch(&pool, view.as_ref(), &live_schema, &batch.events, batch.last).await?;
                 applied.add(batch.last, batch.events.len() as u64);
+            }
+            // Loaded: the readers' indexes, while slower views still apply.
+            for index in deferred {
+                sqlx::query(&index.create(&rebuild_schema(view.name()))).execute(&pool).await?;
             }
             Ok::<(), RebuildError>(())
         };
@@ -302,12 +319,29 @@ pub async fn rebuild_many(
     Ok(reports)
 }
 
-/// Creates the empty copies of the live tables.
-async fn prepare(pool: &PgPool, live: &str, schema: &str, tables: &[&str], temp: &str) -> Result<(), sqlx::Error> {
+/// An index built once a rebuild's tables are loaded.
+struct DeferredIndex {
+    /// Its live name, which the rebuilt one takes.
+    name: String,
+    table: String,
+    /// The definition from `USING` on, without name and schema.
+    using: String,
+}
+
+impl DeferredIndex {
+    fn create(&self, schema: &str) -> String {
+        format!("CREATE INDEX {} ON {}.{} {}", ident(&self.name), ident(schema), ident(&self.table), self.using)
+    }
+}
+
+/// Creates the empty copies of the live tables, without the indexes only readers use; returns
+/// those, to be built once the copies are loaded.
+async fn prepare(pool: &PgPool, live: &str, view: &dyn View) -> Result<Vec<DeferredIndex>, RebuildError> {
+    let (schema, temp) = (&rebuild_schema(view.name()), &rebuild_checkpoint(view.name()));
     let mut tx = pool.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema))).execute(&mut *tx).await?;
     sqlx::query(&format!("CREATE SCHEMA {}", ident(schema))).execute(&mut *tx).await?;
-    for t in tables {
+    for t in view.tables() {
         sqlx::query(&format!(
             "CREATE TABLE {s}.{t} (LIKE {l}.{t} INCLUDING ALL)",
             s = ident(schema),
@@ -317,8 +351,29 @@ async fn prepare(pool: &PgPool, live: &str, schema: &str, tables: &[&str], temp:
         .execute(&mut *tx)
         .await?;
     }
+    let mut deferred = Vec::new();
+    for name in view.reader_indexes() {
+        let unusable = || RebuildError::ReaderIndex { projection: view.name().to_owned(), index: (*name).to_owned() };
+        let found: Option<(String, String)> =
+            sqlx::query_as("SELECT tablename::text, indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = $2")
+                .bind(live)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((table, def)) =
+            found.filter(|(t, def)| view.tables().contains(&t.as_str()) && !def.starts_with("CREATE UNIQUE"))
+        else {
+            return Err(unusable());
+        };
+        // `LIKE ... INCLUDING ALL` named the copy itself: found by its definition.
+        let copy = indexes(&mut tx, schema, &table).await?.into_iter().find(|(_, d)| normalise(d) == normalise(&def));
+        let (Some((copy, _)), Some(at)) = (copy, def.find(" USING ")) else { return Err(unusable()) };
+        sqlx::query(&format!("DROP INDEX {}.{}", ident(schema), ident(&copy))).execute(&mut *tx).await?;
+        deferred.push(DeferredIndex { name: (*name).to_owned(), table, using: def[at + 1..].to_owned() });
+    }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(temp).execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(deferred)
 }
 
 fn ident(name: &str) -> String {

@@ -97,6 +97,11 @@ impl View for Referrals {
     fn tables(&self) -> &'static [&'static str] {
         &["referrals"]
     }
+
+    fn reader_indexes(&self) -> &'static [&'static str] {
+        // The lists of referrals made and received; the view finds referrals by id, case and key.
+        &["referrals_out", "referrals_in"]
+    }
 }
 
 /// A withdrawal of consent to share: (sending organisation, case, receiving organisation).

@@ -85,6 +85,11 @@ impl View for Statistics {
     fn tables(&self) -> &'static [&'static str] {
         &["stats_cases", "stats_referrals", "stats_activities", "stats_facts"]
     }
+
+    fn reader_indexes(&self) -> &'static [&'static str] {
+        // The statistics query reads by day; the view only appends facts.
+        &["stats_facts_by_day"]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

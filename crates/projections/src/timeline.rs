@@ -28,6 +28,11 @@ impl View for Timeline {
     fn tables(&self) -> &'static [&'static str] {
         &["case_timeline"]
     }
+
+    fn reader_indexes(&self) -> &'static [&'static str] {
+        // A case's timeline is read by this; the view appends and erases by key.
+        &["case_timeline_by_case"]
+    }
 }
 
 async fn apply(tx: &mut PgConnection, events: &[Applied]) -> Result<(), sqlx::Error> {

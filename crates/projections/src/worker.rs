@@ -70,6 +70,13 @@ pub trait View: Send + Sync + 'static {
         &[]
     }
 
+    /// Indexes of [`View::tables`] that only readers use, never the view's own statements: a
+    /// rebuild builds each once its tables are loaded, in one sort, instead of keeping it up
+    /// to date row by row. None may be unique (a constraint the view's writes rely on).
+    fn reader_indexes(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// True if what the view holds depends on the clock: then [`View::on_clock`] is called
     /// after every batch and every tick.
     fn uses_clock(&self) -> bool {
