@@ -264,6 +264,27 @@ async fn a_malformed_or_unsealed_direct_event_is_quarantined_and_the_worker_goes
     assert_eq!(rows, vec![(1, "undecodable".to_owned()), (2, "personal-data-in-clear".to_owned())]);
     let page: Value = app.get(&token, "/v1/orgs/apo/cases").await.json().await.expect("json");
     assert_eq!(page["items"].as_array().expect("items").len(), 1);
+    // The auditors' replay shows each stored message with its quarantine reason, if any.
+    let auditor = app.token("apo", Role::Auditor).await;
+    let r = app.get(&auditor, "/v1/audit/events").await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("body");
+    let shown: Vec<(u64, String, Option<String>)> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line"))
+        .filter_map(|l| {
+            let kind = l["relaiskind"].as_str()?.to_owned();
+            Some((l["sequence"].as_u64()?, kind, l["relaisquarantine"].as_str().map(str::to_owned)))
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (1, "message".to_owned(), Some("undecodable".to_owned())),
+            (2, "event".to_owned(), Some("personal-data-in-clear".to_owned())),
+            (3, "event".to_owned(), None),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -446,11 +446,13 @@ impl ChunkReader {
             return Ok(Vec::new());
         };
         let (first, last) = (first.sequence, last.sequence);
+        // A dense chunk (a whole replay) reads its links and quarantine entries as a range; a
+        // sparse one (one case across the history) by sequence. As a range, the quarantine
+        // costs one index descent per chunk instead of one per message.
+        let dense = last - first.saturating_sub(1) <= 2 * batch.len() as u64;
         let links = async {
-            // A dense chunk (a whole replay) reads its links as a range; a sparse one (one case
-            // across the history) by sequence.
             let lo = first.saturating_sub(1);
-            if last - lo <= 2 * batch.len() as u64 {
+            if dense {
                 chain::links_between(&self.pool, lo, last).await
             } else {
                 let wanted: Vec<i64> = batch.iter().flat_map(|m| [m.sequence as i64, m.sequence as i64 - 1]).collect();
@@ -458,12 +460,15 @@ impl ChunkReader {
             }
         };
         let quarantine = async {
-            let seqs: Vec<i64> = batch.iter().map(|m| m.sequence as i64).collect();
-            sqlx::query_as::<_, (i64, String)>("SELECT seq, reason FROM quarantine WHERE seq = ANY($1)")
-                .bind(&seqs)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(AuditError::from)
+            let query = if dense {
+                sqlx::query_as::<_, (i64, String)>("SELECT seq, reason FROM quarantine WHERE seq BETWEEN $1 AND $2")
+                    .bind(first as i64)
+                    .bind(last as i64)
+            } else {
+                let seqs: Vec<i64> = batch.iter().map(|m| m.sequence as i64).collect();
+                sqlx::query_as::<_, (i64, String)>("SELECT seq, reason FROM quarantine WHERE seq = ANY($1)").bind(seqs)
+            };
+            query.fetch_all(&self.pool).await.map_err(AuditError::from)
         };
         let stored: Vec<Option<relais_domain::envelope::StoredEventV1>> =
             batch.iter().map(|m| StoredEvent::decode(&m.payload).ok().map(StoredEvent::into_v1)).collect();
