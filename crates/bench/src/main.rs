@@ -199,6 +199,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             figure("relais_seconds"),
             figure("rows_per_event")
         );
+        println!("{:<28} {:>14.1} MiB", "peak RSS rebuild process", figure("rebuild_peak_rss_mib"));
     }
     if args.runs("ingest") {
         println!(

@@ -842,17 +842,14 @@ async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> 
     let (mut relais_secs, mut limit_secs) = (Vec::new(), Vec::new());
     let mut rows_total = 0u64;
     let mut events_total = 0u64;
+    let mut rebuild_rss = Vec::new();
     for rep in 0..args.reps {
         for side in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
             if side == 0 {
                 let started = Instant::now();
-                let out = Command::new(relais_binary()?)
-                    .args(["rebuild", "--all"])
-                    .envs(instance.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                    .stderr(Stdio::null())
-                    .output()
-                    .context("cannot run relais rebuild")?;
+                let (out, peak) = rebuild_process(instance)?;
                 let elapsed = started.elapsed().as_secs_f64();
+                rebuild_rss.push(peak);
                 let text = String::from_utf8_lossy(&out.stdout);
                 anyhow::ensure!(out.status.success(), "relais rebuild --all failed: {text}");
                 // "<view>: <n> events in ..." — every view applied the same events.
@@ -877,9 +874,11 @@ async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> 
     let (relais_secs, limit_secs) = (median(relais_secs), median(limit_secs));
     let time_ratio = if relais_secs > 0.0 { limit_secs / relais_secs } else { 0.0 };
     let rows_per_event = if events_total > 0 { rows_total as f64 / events_total as f64 } else { 0.0 };
+    let rebuild_rss = rebuild_rss.into_iter().fold(0.0, f64::max);
     eprintln!(
-        "  rebuild: relais {:.0} events/s ({events_total} events, {relais_secs:.2} s), bare COPY {:.0} rows/s \
-         ({rows_total} rows, {rows_per_event:.1} per event, {limit_secs:.2} s); time ratio {time_ratio:.2}",
+        "  rebuild: relais {:.0} events/s ({events_total} events, {relais_secs:.2} s, peak RSS {rebuild_rss:.1} MiB), \
+         bare COPY {:.0} rows/s ({rows_total} rows, {rows_per_event:.1} per event, {limit_secs:.2} s); time ratio \
+         {time_ratio:.2}",
         median(relais.clone()),
         median(limit.clone())
     );
@@ -897,8 +896,36 @@ async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> 
             ("relais_seconds".to_owned(), json!(relais_secs)),
             ("limit_seconds".to_owned(), json!(limit_secs)),
             ("time_ratio".to_owned(), json!(time_ratio)),
+            ("rebuild_peak_rss_mib".to_owned(), json!(rebuild_rss)),
         ]),
     })
+}
+
+/// Runs `relais rebuild --all` and follows its peak resident memory (VmHWM, read every 20 ms
+/// while it runs: the last reading before it exits is within that of its peak).
+fn rebuild_process(instance: &Instance) -> anyhow::Result<(std::process::Output, f64)> {
+    let mut child = Command::new(relais_binary()?)
+        .args(["rebuild", "--all"])
+        .envs(instance.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot run relais rebuild")?;
+    let mut stdout = child.stdout.take().context("the rebuild's output")?;
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut text).map(|_| text)
+    });
+    let mut peak = 0.0f64;
+    let status = loop {
+        peak = peak.max(peak_rss_mib(child.id()));
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = reader.join().map_err(|_| anyhow::anyhow!("the rebuild's output reader panicked"))??;
+    Ok((std::process::Output { status, stdout, stderr: Vec::new() }, peak))
 }
 
 /// Copies the rows of `tables` out, then times loading them into empty copies of the tables

@@ -40,9 +40,10 @@ fn the_benchmark_runs_at_a_tiny_size_and_writes_its_figures() {
     let cpu = &replay["cpu_us_per_event_by_process"];
     assert!(cpu["relais"]["gateway"].as_f64().is_some(), "{cpu}");
     assert!(cpu["limit"].as_object().is_some_and(|o| !o.is_empty()), "{cpu}");
-    // The rebuild pair reports the time each side took for the same rows beside its ratio.
+    // The rebuild pair reports the time each side took for the same rows beside its ratio, and
+    // the rebuild process's peak memory.
     let rebuild = pairs.iter().find(|p| p["name"] == "rebuild").expect("the rebuild pair");
-    for key in ["rows_per_event", "relais_seconds", "limit_seconds", "time_ratio"] {
+    for key in ["rows_per_event", "relais_seconds", "limit_seconds", "time_ratio", "rebuild_peak_rss_mib"] {
         assert!(rebuild[key].as_f64().is_some_and(|v| v > 0.0), "rebuild.{key}: {rebuild}");
     }
     let table = String::from_utf8_lossy(&output.stdout);
