@@ -847,7 +847,8 @@ async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> 
         for side in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
             if side == 0 {
                 let started = Instant::now();
-                let (out, peak) = rebuild_process(instance)?;
+                let env = instance.env.clone();
+                let (out, peak) = tokio::task::spawn_blocking(move || rebuild_process(&env)).await??;
                 let elapsed = started.elapsed().as_secs_f64();
                 rebuild_rss.push(peak);
                 let text = String::from_utf8_lossy(&out.stdout);
@@ -902,11 +903,12 @@ async fn rebuild_pair(args: &Args, instance: &Instance) -> anyhow::Result<Pair> 
 }
 
 /// Runs `relais rebuild --all` and follows its peak resident memory (VmHWM, read every 20 ms
-/// while it runs: the last reading before it exits is within that of its peak).
-fn rebuild_process(instance: &Instance) -> anyhow::Result<(std::process::Output, f64)> {
+/// while it runs: it misses at most what the last 20 ms added). Blocking: run it off the runtime.
+fn rebuild_process(env: &[(String, String)]) -> anyhow::Result<(std::process::Output, f64)> {
     let mut child = Command::new(relais_binary()?)
         .args(["rebuild", "--all"])
-        .envs(instance.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -919,10 +921,16 @@ fn rebuild_process(instance: &Instance) -> anyhow::Result<(std::process::Output,
     let mut peak = 0.0f64;
     let status = loop {
         peak = peak.max(peak_rss_mib(child.id()));
-        if let Some(status) = child.try_wait()? {
-            break status;
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                // A rebuild left running would weigh on every later measurement.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e.into());
+            }
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     let stdout = reader.join().map_err(|_| anyhow::anyhow!("the rebuild's output reader panicked"))??;
     Ok((std::process::Output { status, stdout, stderr: Vec::new() }, peak))

@@ -78,7 +78,7 @@ pub enum RebuildError {
     Task(String),
     /// A view names a reader index that its tables do not have, or one that is unique.
     #[error(
-        "{projection}: {index} is not a non-unique index of its tables, so it cannot wait for the end of a rebuild"
+        "{projection}: {index} is not an index of its tables without a constraint, so it cannot wait for the end of a rebuild"
     )]
     ReaderIndex {
         /// The projection.
@@ -229,10 +229,13 @@ pub async fn rebuild_many(
     }
     let pool = db.pool();
     let live_schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(pool).await?;
+    // One transaction for every view: a view refused leaves no copies of the others behind.
     let mut deferred = Vec::with_capacity(views.len());
+    let mut tx = pool.begin().await?;
     for view in &views {
-        deferred.push(prepare(pool, &live_schema, view.as_ref()).await?);
+        deferred.push(prepare(&mut tx, &live_schema, view.as_ref()).await?);
     }
+    tx.commit().await?;
 
     let messages = reader::ordered_messages(stream, &subjects::all_events(), 1).await?;
     let mut reader = Reader { messages: Box::pin(messages), done: 0 };
@@ -336,9 +339,8 @@ impl DeferredIndex {
 
 /// Creates the empty copies of the live tables, without the indexes only readers use; returns
 /// those, to be built once the copies are loaded.
-async fn prepare(pool: &PgPool, live: &str, view: &dyn View) -> Result<Vec<DeferredIndex>, RebuildError> {
+async fn prepare(tx: &mut PgConnection, live: &str, view: &dyn View) -> Result<Vec<DeferredIndex>, RebuildError> {
     let (schema, temp) = (&rebuild_schema(view.name()), &rebuild_checkpoint(view.name()));
-    let mut tx = pool.begin().await?;
     sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(schema))).execute(&mut *tx).await?;
     sqlx::query(&format!("CREATE SCHEMA {}", ident(schema))).execute(&mut *tx).await?;
     for t in view.tables() {
@@ -354,25 +356,30 @@ async fn prepare(pool: &PgPool, live: &str, view: &dyn View) -> Result<Vec<Defer
     let mut deferred = Vec::new();
     for name in view.reader_indexes() {
         let unusable = || RebuildError::ReaderIndex { projection: view.name().to_owned(), index: (*name).to_owned() };
-        let found: Option<(String, String)> =
-            sqlx::query_as("SELECT tablename::text, indexdef FROM pg_indexes WHERE schemaname = $1 AND indexname = $2")
-                .bind(live)
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((table, def)) =
-            found.filter(|(t, def)| view.tables().contains(&t.as_str()) && !def.starts_with("CREATE UNIQUE"))
-        else {
+        // Neither unique nor backing any other constraint (an exclusion): those the writes need.
+        let found: Option<(String, String)> = sqlx::query_as(
+            "SELECT t.relname::text, pg_get_indexdef(i.indexrelid)
+               FROM pg_index i
+               JOIN pg_class c ON c.oid = i.indexrelid
+               JOIN pg_class t ON t.oid = i.indrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2 AND NOT i.indisunique
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)",
+        )
+        .bind(live)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((table, def)) = found.filter(|(t, _)| view.tables().contains(&t.as_str())) else {
             return Err(unusable());
         };
         // `LIKE ... INCLUDING ALL` named the copy itself: found by its definition.
-        let copy = indexes(&mut tx, schema, &table).await?.into_iter().find(|(_, d)| normalise(d) == normalise(&def));
+        let copy = indexes(&mut *tx, schema, &table).await?.into_iter().find(|(_, d)| normalise(d) == normalise(&def));
         let (Some((copy, _)), Some(at)) = (copy, def.find(" USING ")) else { return Err(unusable()) };
         sqlx::query(&format!("DROP INDEX {}.{}", ident(schema), ident(&copy))).execute(&mut *tx).await?;
         deferred.push(DeferredIndex { name: (*name).to_owned(), table, using: def[at + 1..].to_owned() });
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1").bind(temp).execute(&mut *tx).await?;
-    tx.commit().await?;
     Ok(deferred)
 }
 
