@@ -121,8 +121,9 @@ impl SyncCounter {
     }
 }
 
-/// Reads back every message of a stream, in order.
-pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<Vec<StoredMessage>> {
+/// Reads back every event message of `stream` with a bare ordered consumer; also the longest wait
+/// for one message, in seconds.
+pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<(Vec<StoredMessage>, f64)> {
     let mut s = js.get_stream(stream).await?;
     let last = s.info().await?.state.last_sequence;
     let consumer = s
@@ -133,7 +134,10 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Resul
         .await?;
     let mut messages = consumer.messages().await?;
     let mut out = Vec::with_capacity(last as usize);
+    let (mut previous, mut gap) = (std::time::Instant::now(), 0.0f64);
     while let Some(m) = messages.next().await {
+        gap = gap.max(previous.elapsed().as_secs_f64());
+        previous = std::time::Instant::now();
         let m = m?;
         let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
         let mut msg_id = String::new();
@@ -152,7 +156,7 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Resul
             break;
         }
     }
-    Ok(out)
+    Ok((out, gap))
 }
 
 /// Creates the bare stream: the same settings Relais uses.

@@ -328,7 +328,7 @@ pub async fn ingest_pair(
                 eprintln!("  ingest relais: {eps:.0} events/s");
                 relais.push(eps);
                 if stored.is_none() {
-                    stored = Some(engines::read_stream(&instance.js().await?, "RELAIS").await?);
+                    stored = Some(engines::read_stream(&instance.js().await?, "RELAIS").await?.0);
                 }
             } else {
                 let messages = stored.as_deref().unwrap_or_default();
@@ -707,7 +707,7 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
         .collect();
     latencies.sort_by(f64::total_cmp);
     // The broker's part: the first 300 batches' stored bytes, republished bare one at a time.
-    let mut stored = engines::read_stream(&instance.js().await?, "RELAIS").await?;
+    let mut stored = engines::read_stream(&instance.js().await?, "RELAIS").await?.0;
     stored.truncate(3000);
     drop(instance);
     let mut floor = bare_run(dir, sync_always, |c| engines::atomic_batch_latencies(c, &stored, 10)).await?;
@@ -987,6 +987,9 @@ async fn replay_pair(args: &Args, instance: &Instance, last: u64) -> anyhow::Res
     let (mut relais, mut limit) = (Vec::new(), Vec::new());
     // The CPU each process spent on each side: what the ratio is made of on a small machine.
     let mut work = [Work::default(), Work::default()];
+    // The longest wait for the next bytes on each side: a stall shows as one long gap, a slow
+    // read as none.
+    let mut gaps = [0.0f64; 2];
     for rep in 0..args.reps {
         for side in if rep % 2 == 0 { [0, 1] } else { [1, 0] } {
             let before = Work::now(instance).await?;
@@ -996,13 +999,17 @@ async fn replay_pair(args: &Args, instance: &Instance, last: u64) -> anyhow::Res
                 anyhow::ensure!(r.status().is_success(), "replay answered {}", r.status());
                 let mut body = r.bytes_stream();
                 let mut lines = 0u64;
+                let mut previous = Instant::now();
                 while let Some(chunk) = body.next().await {
                     lines += chunk?.iter().filter(|b| **b == b'\n').count() as u64;
+                    gaps[0] = gaps[0].max(previous.elapsed().as_secs_f64());
+                    previous = Instant::now();
                 }
                 anyhow::ensure!(lines >= last, "replay gave {lines} lines for {last} events");
                 relais.push(last as f64 / started.elapsed().as_secs_f64());
             } else {
-                let messages = engines::read_stream(&js, "RELAIS").await?;
+                let (messages, gap) = engines::read_stream(&js, "RELAIS").await?;
+                gaps[1] = gaps[1].max(gap);
                 anyhow::ensure!(messages.len() as u64 == last, "ordered consumer read {}", messages.len());
                 limit.push(last as f64 / started.elapsed().as_secs_f64());
             }
@@ -1010,9 +1017,12 @@ async fn replay_pair(args: &Args, instance: &Instance, last: u64) -> anyhow::Res
         }
     }
     eprintln!(
-        "  replay: relais {:.0} events/s, bare ordered consumer {:.0} events/s",
+        "  replay: relais {:.0} events/s, bare ordered consumer {:.0} events/s (longest wait for the next bytes: \
+         {:.0} and {:.0} ms)",
         median(relais.clone()),
-        median(limit.clone())
+        median(limit.clone()),
+        gaps[0] * 1e3,
+        gaps[1] * 1e3
     );
     let events = last as f64 * args.reps as f64;
     for (side, w) in ["relais", "bare"].iter().zip(&work) {
@@ -1025,6 +1035,9 @@ async fn replay_pair(args: &Args, instance: &Instance, last: u64) -> anyhow::Res
         note: "GET /v1/audit/events (decoded, opened, NDJSON with chain links) read to the end, against a bare ordered consumer"
             .into(),
         cpu: Some(json!({ "relais": work[0].cpu_json(events), "limit": work[1].cpu_json(events) })),
-        more: Default::default(),
+        more: serde_json::Map::from_iter([
+            ("relais_longest_gap_ms".to_owned(), json!(gaps[0] * 1e3)),
+            ("limit_longest_gap_ms".to_owned(), json!(gaps[1] * 1e3)),
+        ]),
     })
 }

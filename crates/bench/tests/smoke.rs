@@ -42,6 +42,11 @@ fn the_benchmark_runs_at_a_tiny_size_and_writes_its_figures() {
     assert!(cpu["limit"].as_object().is_some_and(|o| !o.is_empty()), "{cpu}");
     // The rebuild pair reports the time each side took for the same rows beside its ratio, and
     // the rebuild process's peak memory.
+    // The replay pair reports each side's longest wait for the next bytes (a stall shows there).
+    let replay = pairs.iter().find(|p| p["name"] == "replay").expect("the replay pair");
+    for key in ["relais_longest_gap_ms", "limit_longest_gap_ms"] {
+        assert!(replay[key].as_f64().is_some_and(|v| v > 0.0), "replay.{key}: {replay}");
+    }
     let rebuild = pairs.iter().find(|p| p["name"] == "rebuild").expect("the rebuild pair");
     for key in ["rows_per_event", "relais_seconds", "limit_seconds", "time_ratio", "rebuild_peak_rss_mib"] {
         assert!(rebuild[key].as_f64().is_some_and(|v| v > 0.0), "rebuild.{key}: {rebuild}");
