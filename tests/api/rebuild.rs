@@ -20,6 +20,32 @@ async fn index_names(pool: &sqlx::PgPool) -> Vec<(String, String, String)> {
     .expect("indexes")
 }
 
+/// What a rebuild called from a test needs, as `relais rebuild` builds it.
+async fn rebuild_parts(
+    app: &TestApp,
+) -> (
+    relais_projections::Database,
+    relais_projections::KeyStore,
+    async_nats::jetstream::stream::Stream,
+    relais_projections::ProjectorSettings,
+) {
+    let db = relais_projections::Database::connect_and_migrate(&app.settings.database_url).await.expect("database");
+    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    (db, keys, stream, app.settings.projector_settings())
+}
+
+/// Rebuild schemas and rebuild checkpoints left in the database.
+async fn rebuild_leftovers(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%')
+              + (SELECT count(*) FROM projection_checkpoints WHERE projection LIKE '%:rebuild')",
+    )
+    .fetch_one(pool)
+    .await
+    .expect("count")
+}
+
 #[tokio::test]
 async fn a_rebuild_gives_exactly_the_live_view_while_the_live_view_keeps_serving() {
     let app = spawn_app().await;
@@ -67,14 +93,7 @@ async fn a_rebuild_gives_exactly_the_live_view_while_the_live_view_keeps_serving
     for p in PROJECTIONS {
         assert_eq!(app.checkpoint(p).await, last, "{p}");
     }
-    let leftovers: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%')
-              + (SELECT count(*) FROM projection_checkpoints WHERE projection LIKE '%:rebuild')",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .expect("count");
-    assert_eq!(leftovers, 0);
+    assert_eq!(rebuild_leftovers(&app.pool).await, 0);
 
     // `relais status` shows every projection caught up.
     let status = relais_command(&app, &app.db_name, "status").arg("status").output().expect("relais status");
@@ -104,10 +123,7 @@ async fn a_rebuild_while_events_arrive_ends_with_the_view_of_a_clean_run() {
     let app = spawn_app().await;
     app.load_history(60).await;
     app.wait_for_views().await;
-    let db = relais_projections::Database::connect_and_migrate(&app.settings.database_url).await.expect("database");
-    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
-    let stream = app.js.get_stream("RELAIS").await.expect("stream");
-    let settings = app.settings.projector_settings();
+    let (db, keys, stream, settings) = rebuild_parts(&app).await;
     let apo = app.token("apo", Role::Org).await;
 
     let rebuilding = async {
@@ -180,10 +196,7 @@ async fn a_view_naming_a_unique_or_unknown_index_for_readers_is_refused_before_a
     app.wait_for_views().await;
     let at = chrono::Utc::now();
     let before = views_checksum(&app.pool, at).await;
-    let db = relais_projections::Database::connect_and_migrate(&app.settings.database_url).await.expect("database");
-    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
-    let stream = app.js.get_stream("RELAIS").await.expect("stream");
-    let settings = app.settings.projector_settings();
+    let (db, keys, stream, settings) = rebuild_parts(&app).await;
     // The primary key is a constraint the view's writes rely on; the second name is no index;
     // the third is another view's.
     // Named beside a view that is right (as `--all` does), which must leave nothing either.
@@ -203,9 +216,5 @@ async fn a_view_naming_a_unique_or_unknown_index_for_readers_is_refused_before_a
     }
     assert_eq!(before, views_checksum(&app.pool, at).await, "the live views are untouched");
     assert_eq!(app.checkpoint("timeline").await, app.stream_last_sequence().await);
-    let leftovers: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'rebuild_%'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-    assert_eq!(leftovers, 0, "the refused rebuild left no tables behind");
+    assert_eq!(rebuild_leftovers(&app.pool).await, 0, "the refused rebuild left no tables behind");
 }

@@ -76,7 +76,8 @@ pub enum RebuildError {
     /// A view's task ended without an answer (it panicked or was cancelled).
     #[error("a view's rebuild task failed: {0}")]
     Task(String),
-    /// A view names a reader index that its tables do not have, or one that is unique.
+    /// A view names a reader index that its tables do not have, or one that is unique or backs a
+    /// constraint.
     #[error(
         "{projection}: {index} is not an index of its tables without a constraint, so it cannot wait for the end of a rebuild"
     )]
