@@ -12,7 +12,7 @@ use relais_domain::envelope::Envelope;
 use relais_domain::seal;
 use relais_domain::{StoredEvent, events::PersonalFields};
 use relais_eventlog::{AppendError, Outgoing, subjects};
-use relais_projections::{KeyError, Role, ledger};
+use relais_projections::{ClientKeys, KeyError, Role, ledger};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -125,10 +125,10 @@ pub async fn post_events(
         parsed.push((prefix, envelope, expected));
     }
 
-    // Two independent lookups, at once: organisations named by the events (they must be in
-    // the registry), and ids the log already holds (idempotency beyond the broker's window:
-    // answered as duplicates with their original sequence). Data keys come after: a refused
-    // batch creates none.
+    // Three independent lookups, at once: organisations named by the events (they must be in
+    // the registry), ids the log already holds (idempotency beyond the broker's window:
+    // answered as duplicates with their original sequence), and the clients' stored data
+    // keys. Missing keys are created after: a refused batch creates none.
     let registry_check = async {
         let named: Vec<(String, String)> = parsed
             .iter()
@@ -153,10 +153,15 @@ pub async fn post_events(
     };
     let all_ids: Vec<Uuid> = parsed.iter().map(|(_, e, _)| e.id).collect();
     let ledger_lookup = async { ledger::find(state.db.pool(), &all_ids).await.map_err(ApiError::from) };
-    let ((), known) = tokio::try_join!(registry_check, ledger_lookup)?;
+    // Every event is the principal's organisation's: its source was checked above.
+    let org = &principal.org;
+    let refs: Vec<&str> = parsed.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
+    let keys_lookup = async { state.keys.find_client_keys(org, &refs).await.map_err(|e| ApiError::internal(&e)) };
+    let ((), known, mut keys) = tokio::try_join!(registry_check, ledger_lookup, keys_lookup)?;
     let fresh: Vec<&(String, Envelope, Option<u64>)> =
         parsed.iter().filter(|(_, e, _)| !known.contains_key(&e.id)).collect();
-    let keys = client_keys(&state, &fresh).await?;
+    let fresh_refs: Vec<&str> = fresh.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
+    state.keys.create_missing_keys(org, &fresh_refs, &mut keys).await.map_err(|e| ApiError::internal(&e))?;
     let outgoing = seal_all(&fresh, &keys)?;
     let appended = append_resolving_duplicates(&state, outgoing).await?;
 
@@ -195,21 +200,6 @@ pub async fn post_events(
     }
     let status = if answer.iter().all(|s| s.duplicate) { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, axum::Json(Answer { events: answer })).into_response())
-}
-
-type ClientKeys = HashMap<String, Result<(Uuid, seal::DataKey), KeyError>>;
-
-/// The data keys of every client the events name, created for new clients (one lookup: a
-/// request publishes for one organisation).
-async fn client_keys(state: &AppState, events: &[&(String, Envelope, Option<u64>)]) -> Result<ClientKeys, ApiError> {
-    let Some((_, first, _)) = events.first() else {
-        return Ok(HashMap::new());
-    };
-    let refs: Vec<&str> = events.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
-    if refs.is_empty() {
-        return Ok(HashMap::new());
-    }
-    state.keys.keys_for_clients(&first.org, &refs).await.map_err(|e| ApiError::internal(&e))
 }
 
 /// Seals personal fields with each client's data key and encodes the stored bytes.

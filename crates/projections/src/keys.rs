@@ -134,6 +134,10 @@ impl Kek {
     }
 }
 
+/// The data keys of clients by client reference, each with its key id;
+/// `Err(KeyError::ClientErased)` for an erased client.
+pub type ClientKeys = HashMap<String, Result<(Uuid, DataKey), KeyError>>;
+
 /// What the key store knows of a key id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyLookup {
@@ -294,14 +298,21 @@ impl KeyStore {
     /// The data keys of several clients of one organisation, created on first use: one query
     /// for those that exist and one insert for the new ones, whatever the number of clients.
     /// An erased client maps to `Err(KeyError::ClientErased)`.
-    pub async fn keys_for_clients(
-        &self,
-        org: &OrgId,
-        client_refs: &[&str],
-    ) -> Result<HashMap<String, Result<(Uuid, DataKey), KeyError>>, KeyError> {
+    pub async fn keys_for_clients(&self, org: &OrgId, client_refs: &[&str]) -> Result<ClientKeys, KeyError> {
+        let mut keys = self.find_client_keys(org, client_refs).await?;
+        self.create_missing_keys(org, client_refs, &mut keys).await?;
+        Ok(keys)
+    }
+
+    /// The stored data keys of clients of one organisation, in one query, creating none:
+    /// clients without a key are absent from the answer. The gateway asks this beside its other
+    /// checks, and creates keys ([`KeyStore::create_missing_keys`]) only once a batch passed them.
+    pub async fn find_client_keys(&self, org: &OrgId, client_refs: &[&str]) -> Result<ClientKeys, KeyError> {
+        let mut out = HashMap::new();
+        if client_refs.is_empty() {
+            return Ok(out);
+        }
         let hashes: Vec<Vec<u8>> = client_refs.iter().map(|r| self.kek.client_ref_hash(org, r)).collect();
-        /// A stored key: its id, the wrapped key (`None` once erased) and the KEK that wrapped it.
-        type StoredKey = (Uuid, Option<Vec<u8>>, String);
         let rows = sqlx::query_as::<_, (Vec<u8>, Uuid, Option<Vec<u8>>, String)>(
             "SELECT client_ref_hash, key_id, wrapped_key, kek_id FROM client_keys
              WHERE org_id = $1 AND client_ref_hash = ANY($2)",
@@ -310,61 +321,71 @@ impl KeyStore {
         .bind(&hashes)
         .fetch_all(&self.pool)
         .await?;
+        /// A stored key: its id, the wrapped key (`None` once erased) and the KEK that wrapped it.
+        type StoredKey = (Uuid, Option<Vec<u8>>, String);
         let found: HashMap<Vec<u8>, StoredKey> = rows.into_iter().map(|(h, id, w, k)| (h, (id, w, k))).collect();
-        let mut out = HashMap::new();
-        let (mut new_ids, mut new_hashes, mut new_wrapped, mut new_refs) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (client_ref, hash) in client_refs.iter().zip(&hashes) {
-            if out.contains_key(*client_ref) {
-                continue;
-            }
-            match found.get(hash) {
-                Some((key_id, wrapped, kek_id)) => {
-                    let key = match wrapped {
-                        None => Err(KeyError::ClientErased),
-                        Some(w) => self.unwrapped(*key_id, kek_id, w).map(|k| (*key_id, k)),
-                    };
-                    out.insert((*client_ref).to_owned(), key);
-                }
-                None if !new_refs.contains(client_ref) => {
-                    let mut raw = [0u8; 32];
-                    rand::rng().fill_bytes(&mut raw);
-                    let key = DataKey::from_bytes(raw);
-                    let key_id = Uuid::new_v4();
-                    new_wrapped.push(self.kek.wrap(key_id, &key));
-                    new_ids.push(key_id);
-                    new_hashes.push(hash.clone());
-                    new_refs.push(*client_ref);
-                    out.insert((*client_ref).to_owned(), Ok((key_id, key)));
-                }
-                None => {}
-            }
-        }
-        if !new_ids.is_empty() {
-            // In one order (ORDER BY h): two requests creating keys for the same new clients
-            // wait for each other instead of deadlocking.
-            let inserted: Vec<Uuid> = sqlx::query_scalar(
-                "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id)
-                 SELECT k, $2, h, w, $5 FROM UNNEST($1::uuid[], $3::bytea[], $4::bytea[]) AS u(k, h, w)
-                 ORDER BY h
-                 ON CONFLICT (org_id, client_ref_hash) DO NOTHING RETURNING key_id",
-            )
-            .bind(&new_ids)
-            .bind(org.as_str())
-            .bind(&new_hashes)
-            .bind(&new_wrapped)
-            .bind(self.kek.id())
-            .fetch_all(&self.pool)
-            .await?;
-            // Keys another request created in between win: use theirs.
-            for (key_id, client_ref) in new_ids.iter().zip(&new_refs) {
-                if !inserted.contains(key_id) {
-                    let theirs = Box::pin(self.key_for_client(org, client_ref)).await;
-                    out.insert((*client_ref).to_owned(), theirs);
-                }
+            if let Some((key_id, wrapped, kek_id)) = found.get(hash) {
+                let key = match wrapped {
+                    None => Err(KeyError::ClientErased),
+                    Some(w) => self.unwrapped(*key_id, kek_id, w).map(|k| (*key_id, k)),
+                };
+                out.insert((*client_ref).to_owned(), key);
             }
         }
         Ok(out)
+    }
+
+    /// Creates, in one insert, the data keys of the clients of `client_refs` that `keys` lacks,
+    /// and adds them to `keys`. A key another request created in between wins: it is used.
+    pub async fn create_missing_keys(
+        &self,
+        org: &OrgId,
+        client_refs: &[&str],
+        keys: &mut ClientKeys,
+    ) -> Result<(), KeyError> {
+        let (mut new_ids, mut new_hashes, mut new_wrapped, mut new_refs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for client_ref in client_refs {
+            if keys.contains_key(*client_ref) || new_refs.contains(client_ref) {
+                continue;
+            }
+            let mut raw = [0u8; 32];
+            rand::rng().fill_bytes(&mut raw);
+            let key = DataKey::from_bytes(raw);
+            let key_id = Uuid::new_v4();
+            new_wrapped.push(self.kek.wrap(key_id, &key));
+            new_ids.push(key_id);
+            new_hashes.push(self.kek.client_ref_hash(org, client_ref));
+            new_refs.push(*client_ref);
+            keys.insert((*client_ref).to_owned(), Ok((key_id, key)));
+        }
+        if new_ids.is_empty() {
+            return Ok(());
+        }
+        // In one order (ORDER BY h): two requests creating keys for the same new clients
+        // wait for each other instead of deadlocking.
+        let inserted: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO client_keys (key_id, org_id, client_ref_hash, wrapped_key, kek_id)
+             SELECT k, $2, h, w, $5 FROM UNNEST($1::uuid[], $3::bytea[], $4::bytea[]) AS u(k, h, w)
+             ORDER BY h
+             ON CONFLICT (org_id, client_ref_hash) DO NOTHING RETURNING key_id",
+        )
+        .bind(&new_ids)
+        .bind(org.as_str())
+        .bind(&new_hashes)
+        .bind(&new_wrapped)
+        .bind(self.kek.id())
+        .fetch_all(&self.pool)
+        .await?;
+        // Keys another request created in between win: use theirs.
+        for (key_id, client_ref) in new_ids.iter().zip(&new_refs) {
+            if !inserted.contains(key_id) {
+                let theirs = Box::pin(self.key_for_client(org, client_ref)).await;
+                keys.insert((*client_ref).to_owned(), theirs);
+            }
+        }
+        Ok(())
     }
 
     /// Unwraps a key whose row the database has just shown to hold a wrapped key.

@@ -34,6 +34,6 @@ pub mod worklist;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use db::{Database, DbError};
-pub use keys::{Kek, KeyError, KeyLookup, KeyStore};
+pub use keys::{ClientKeys, Kek, KeyError, KeyLookup, KeyStore};
 pub use tokens::{Principal, Role, TokenStore};
 pub use worker::{Projector, ProjectorSettings};
