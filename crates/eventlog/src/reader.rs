@@ -109,11 +109,6 @@ pub async fn open_projection_consumer(
     Ok(ProjectionConsumer { messages, last_delivered: None, highest: after_sequence, filling: None })
 }
 
-fn to_log_message(m: &jetstream::Message) -> Result<LogMessage, ReadError> {
-    let info = m.info().map_err(api)?;
-    Ok(log_message(m, &info))
-}
-
 /// The message with its already parsed delivery info (parsing it is a good part of the cost of
 /// reading a message).
 fn log_message(m: &jetstream::Message, info: &jetstream::message::Info<'_>) -> LogMessage {
@@ -214,33 +209,147 @@ pub async fn last_sequence(stream: &jetstream::stream::Stream) -> Result<u64, Re
     Ok(stream.get_info().await.map_err(api)?.state.last_sequence)
 }
 
-/// Reads stored messages in order from `from_sequence`, with an ordered consumer (no acks,
-/// flow-controlled): what replays and `as of` reconstructions use.
-pub async fn ordered_messages(
-    stream: &jetstream::stream::Stream,
-    filter: &str,
+/// How long an ordered read waits for its next message while the broker still holds more for
+/// it (the last message said so), before it reopens its consumer just after the last message it
+/// delivered. async-nats 0.51's pull stream counts the messages its pull requests are owed and
+/// asks for more when the count runs low; a message it takes before it has counted the request
+/// that asked for it is subtracted from zero, and once the count is too high it waits for
+/// messages nobody owes it until its own fallback, 35 s after its last request (seen in a
+/// replay of 1,000,000 events; reproduced by delaying that count: docs/BENCHMARKS.md, tenth
+/// session). A read that is merely slow loses nothing by reopening.
+pub const ORDERED_STALL: Duration = Duration::from_secs(2);
+
+/// A stored message of an ordered read, with how many more the broker holds for the read.
+type Owed = (LogMessage, u64);
+
+/// An ordered consumer of `filter` from `from_sequence`, its messages, and how many it has
+/// to deliver.
+async fn open_ordered(
+    stream: jetstream::stream::Stream,
+    filter: String,
     from_sequence: u64,
-) -> Result<impl futures::Stream<Item = Result<LogMessage, ReadError>> + use<>, ReadError> {
+) -> Result<(futures::stream::BoxStream<'static, Result<Owed, ReadError>>, u64), ReadError> {
     let deliver_policy = if from_sequence <= 1 {
         consumer::DeliverPolicy::All
     } else {
         consumer::DeliverPolicy::ByStartSequence { start_sequence: from_sequence }
     };
     let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            deliver_policy,
-            ..Default::default()
-        })
+        .create_consumer(consumer::pull::OrderedConfig { filter_subject: filter, deliver_policy, ..Default::default() })
         .await
         .map_err(api)?;
+    let pending = consumer.cached_info().num_pending;
     let messages = consumer.messages().await.map_err(api)?;
-    Ok(messages.map(|m| to_log_message(&m.map_err(api)?)))
+    let messages = messages.map(|m| {
+        let m = m.map_err(api)?;
+        let info = m.info().map_err(api)?;
+        Ok((log_message(&m, &info), info.pending))
+    });
+    Ok((messages.boxed(), pending))
+}
+
+/// The messages of an ordered read of `filter` from `from_sequence`, guarded by
+/// [`ORDERED_STALL`]; `None` when the broker holds nothing for it.
+async fn guarded_ordered(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    from_sequence: u64,
+    end_when_empty: bool,
+) -> Result<Option<futures::stream::BoxStream<'static, Result<Owed, ReadError>>>, ReadError> {
+    let (messages, pending) = open_ordered(stream.clone(), filter.to_owned(), from_sequence).await?;
+    if end_when_empty && pending == 0 {
+        return Ok(None);
+    }
+    let (stream, filter) = (stream.clone(), filter.to_owned());
+    let reopen = move |next: u64| {
+        let (stream, filter) = (stream.clone(), filter.clone());
+        async move { open_ordered(stream, filter, next).await.map(|(messages, _)| messages) }
+    };
+    let position = |(m, pending): &Owed| (m.sequence + 1, *pending > 0);
+    Ok(Some(resuming(messages, pending > 0, from_sequence.max(1), ORDERED_STALL, position, reopen).boxed()))
+}
+
+/// The items of `first`, and after it of the sources `reopen` opens: when the broker owes the
+/// read more items (`position` of the last one says whether, and the sequence after it) and
+/// none came for `stall`, the source is reopened at the sequence after the last item. An
+/// error opening one ends the read with it.
+fn resuming<T, S, Open, Fut>(
+    first: S,
+    owed: bool,
+    next_sequence: u64,
+    stall: Duration,
+    position: fn(&T) -> (u64, bool),
+    reopen: Open,
+) -> impl futures::Stream<Item = Result<T, ReadError>> + Send + use<T, S, Open, Fut>
+where
+    T: Send,
+    S: futures::Stream<Item = Result<T, ReadError>> + Send + Unpin,
+    Open: FnMut(u64) -> Fut + Send,
+    Fut: std::future::Future<Output = Result<S, ReadError>> + Send,
+{
+    struct Read<S, Open> {
+        items: S,
+        owed: bool,
+        next_sequence: u64,
+        reopen: Open,
+        ended: bool,
+    }
+    let read = Read { items: first, owed, next_sequence, reopen, ended: false };
+    futures::stream::unfold(read, move |mut read| async move {
+        if read.ended {
+            return None;
+        }
+        loop {
+            // What is already there is taken without a timer.
+            let item = match futures::FutureExt::now_or_never(read.items.next()) {
+                Some(item) => item,
+                None if read.owed => match tokio::time::timeout(stall, read.items.next()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        tracing::warn!(
+                            next_sequence = read.next_sequence,
+                            waited_ms = stall.as_millis() as u64,
+                            "an ordered read got nothing while the broker holds more for it: reopening its consumer"
+                        );
+                        match (read.reopen)(read.next_sequence).await {
+                            Ok(items) => {
+                                read.items = items;
+                                continue;
+                            }
+                            Err(e) => {
+                                read.ended = true;
+                                return Some((Err(e), read));
+                            }
+                        }
+                    }
+                },
+                None => read.items.next().await,
+            };
+            let item = item?;
+            if let Ok(t) = &item {
+                (read.next_sequence, read.owed) = position(t);
+            }
+            return Some((item, read));
+        }
+    })
+}
+
+/// Reads stored messages in order from `from_sequence`, with an ordered consumer (no acks,
+/// flow-controlled, reopened when it stalls: [`ORDERED_STALL`]): what rebuilds use. It does
+/// not end: it waits for new messages once it has delivered the stored ones.
+pub async fn ordered_messages(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    from_sequence: u64,
+) -> Result<impl futures::Stream<Item = Result<LogMessage, ReadError>> + use<>, ReadError> {
+    let messages = guarded_ordered(stream, filter, from_sequence, false).await?;
+    Ok(messages.unwrap_or_else(|| futures::stream::empty().boxed()).map(|r| r.map(|(m, _)| m)))
 }
 
 /// Reads the stored messages of `filter` with sequences `from_sequence..=to_sequence` in order,
-/// with an ordered consumer, and ends: at `to_sequence`, or at the last message stored when
-/// the read started if that comes first. Memory stays bounded by the consumer's batch.
+/// with an ordered consumer (reopened when it stalls: [`ORDERED_STALL`]), and ends: at
+/// `to_sequence`, or at the last message stored when the read started if that comes first.
+/// Memory stays bounded by the consumer's batch.
 pub async fn ordered_range(
     stream: &jetstream::stream::Stream,
     filter: &str,
@@ -251,35 +360,21 @@ pub async fn ordered_range(
     if to_sequence < from_sequence {
         return Ok(futures::stream::empty().boxed());
     }
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: filter.to_owned(),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: from_sequence },
-            ..Default::default()
-        })
-        .await
-        .map_err(api)?;
-    if consumer.cached_info().num_pending == 0 {
+    let Some(messages) = guarded_ordered(stream, filter, from_sequence, true).await? else {
         return Ok(futures::stream::empty().boxed());
-    }
-    let messages = consumer.messages().await.map_err(api)?;
+    };
     Ok(futures::stream::unfold((messages, false), move |(mut messages, done)| async move {
         if done {
             return None;
         }
-        let m = match messages.next().await? {
-            Ok(m) => m,
-            Err(e) => return Some((Err(api(e)), (messages, true))),
+        let (lm, pending) = match messages.next().await? {
+            Ok(owed) => owed,
+            Err(e) => return Some((Err(e), (messages, true))),
         };
-        let info = match m.info() {
-            Ok(info) => info,
-            Err(e) => return Some((Err(api(e)), (messages, true))),
-        };
-        let lm = log_message(&m, &info);
         if lm.sequence > to_sequence {
             return None;
         }
-        let end = lm.sequence >= to_sequence || info.pending == 0;
+        let end = lm.sequence >= to_sequence || pending == 0;
         Some((Ok(lm), (messages, end)))
     })
     .fuse()
@@ -367,7 +462,101 @@ pub async fn messages_matching(stream: &jetstream::stream::Stream, filter: &str)
 
 #[cfg(test)]
 mod tests {
-    use super::first_delivery;
+    use super::{LogMessage, Owed, ReadError, first_delivery, resuming};
+    use futures::StreamExt;
+    use futures::stream::{self, BoxStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    const STALL: Duration = Duration::from_millis(50);
+
+    fn owed(sequence: u64, pending: u64) -> Result<Owed, ReadError> {
+        let message = LogMessage {
+            sequence,
+            subject: "relais.events.apo.cases.c1".into(),
+            payload: bytes::Bytes::new(),
+            stored_at: chrono::Utc::now(),
+            traceparent: None,
+            admission: None,
+        };
+        Ok((message, pending))
+    }
+
+    fn position((m, pending): &Owed) -> (u64, bool) {
+        (m.sequence + 1, *pending > 0)
+    }
+
+    type Items = BoxStream<'static, Result<Owed, ReadError>>;
+    /// Where a source was asked to reopen, in order.
+    type Asked = Arc<Mutex<Vec<u64>>>;
+
+    /// A source opener that records where it was asked to reopen, answering with `then`.
+    fn opener(
+        then: impl Fn() -> Result<Items, ReadError> + Send,
+    ) -> (Asked, impl FnMut(u64) -> futures::future::Ready<Result<Items, ReadError>> + Send) {
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let recorded = asked.clone();
+        let reopen = move |next: u64| {
+            recorded.lock().expect("not poisoned").push(next);
+            futures::future::ready(then())
+        };
+        (asked, reopen)
+    }
+
+    /// The sequences a read delivers, or a failure when it has not ended within 5 s (stalled).
+    async fn sequences(items: impl futures::Stream<Item = Result<Owed, ReadError>>) -> Vec<Result<u64, String>> {
+        let all = items.map(|r| r.map(|(m, _)| m.sequence).map_err(|e| e.to_string())).collect();
+        tokio::time::timeout(Duration::from_secs(5), all).await.expect("the read stalled")
+    }
+
+    #[tokio::test]
+    async fn an_ordered_read_that_gets_nothing_while_more_is_owed_reopens_after_its_last_message() {
+        // Given a source that delivers 1 and 2, says one more is stored, then never delivers
+        // it (the client lost count), when the read waits longer than the stall, then it
+        // reopens at 3 and goes on from there.
+        let first: Items = stream::iter([owed(1, 2), owed(2, 1)]).chain(stream::pending()).boxed();
+        let (asked, reopen) = opener(|| Ok(stream::iter([owed(3, 0)]).boxed()));
+        let read = resuming(first, true, 1, STALL, position, reopen);
+        assert_eq!(sequences(read).await, vec![Ok(1), Ok(2), Ok(3)]);
+        assert_eq!(*asked.lock().expect("not poisoned"), vec![3]);
+    }
+
+    #[tokio::test]
+    async fn an_ordered_read_that_waits_with_nothing_owed_keeps_its_consumer() {
+        // Given a source that delivered everything stored (nothing pending), when a new
+        // message comes only after longer than the stall, then the read waits for it.
+        let later = stream::once(async {
+            tokio::time::sleep(STALL * 3).await;
+            owed(2, 0)
+        });
+        let first: Items = stream::iter([owed(1, 0)]).chain(later).boxed();
+        let (asked, reopen) = opener(|| Ok(stream::empty().boxed()));
+        let read = resuming(first, true, 1, STALL, position, reopen);
+        assert_eq!(sequences(read).await, vec![Ok(1), Ok(2)]);
+        assert!(asked.lock().expect("not poisoned").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_ordered_read_that_cannot_reopen_ends_with_the_error() {
+        // Given a stalled source owed more, when reopening fails, then the read ends with that
+        // error after what it delivered.
+        let first: Items = stream::iter([owed(1, 5)]).chain(stream::pending()).boxed();
+        let (asked, reopen) = opener(|| Err(ReadError::Api("no responders".into())));
+        let read = resuming(first, true, 1, STALL, position, reopen);
+        assert_eq!(sequences(read).await, vec![Ok(1), Err("event log: no responders".into())]);
+        assert_eq!(*asked.lock().expect("not poisoned"), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn an_ordered_read_that_stalls_before_its_first_message_reopens_where_it_started() {
+        // Given a read from 7 whose consumer had messages to deliver and delivered none,
+        // then it reopens at 7.
+        let first: Items = stream::pending().boxed();
+        let (asked, reopen) = opener(|| Ok(stream::iter([owed(7, 0)]).boxed()));
+        let read = resuming(first, true, 7, STALL, position, reopen);
+        assert_eq!(sequences(read).await, vec![Ok(7)]);
+        assert_eq!(*asked.lock().expect("not poisoned"), vec![7]);
+    }
 
     #[test]
     fn a_message_delivered_again_into_the_same_batch_is_left_out() {
