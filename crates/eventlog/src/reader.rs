@@ -263,7 +263,7 @@ async fn guarded_ordered(
     let (stream, filter) = (stream.clone(), filter.to_owned());
     let reopen = move |next: u64| {
         let (stream, filter) = (stream.clone(), filter.clone());
-        async move { open_ordered(stream, filter, next).await.map(|(messages, _)| messages) }
+        async move { open_ordered(stream, filter, next).await.map(|(messages, pending)| (messages, pending > 0)) }
     };
     let position = |(m, pending): &Owed| (m.sequence + 1, *pending > 0);
     Ok(Some(resuming(messages, pending > 0, from_sequence.max(1), ORDERED_STALL, position, reopen).boxed()))
@@ -271,8 +271,9 @@ async fn guarded_ordered(
 
 /// The items of `first`, and after it of the sources `reopen` opens: when the broker owes the
 /// read more items (`position` of the last one says whether, and the sequence after it) and
-/// none came for `stall`, the source is reopened at the sequence after the last item. An
-/// error opening one ends the read with it.
+/// none came for `stall`, the source is reopened at the sequence after the last item; a new
+/// source says whether it owes anything (one that owes nothing is waited for, not reopened
+/// again). An error opening one ends the read with it.
 fn resuming<T, S, Open, Fut>(
     first: S,
     owed: bool,
@@ -285,7 +286,7 @@ where
     T: Send,
     S: futures::Stream<Item = Result<T, ReadError>> + Send + Unpin,
     Open: FnMut(u64) -> Fut + Send,
-    Fut: std::future::Future<Output = Result<S, ReadError>> + Send,
+    Fut: std::future::Future<Output = Result<(S, bool), ReadError>> + Send,
 {
     struct Read<S, Open> {
         items: S,
@@ -312,8 +313,8 @@ where
                             "an ordered read got nothing while the broker holds more for it: reopening its consumer"
                         );
                         match (read.reopen)(read.next_sequence).await {
-                            Ok(items) => {
-                                read.items = items;
+                            Ok((items, owed)) => {
+                                (read.items, read.owed) = (items, owed);
                                 continue;
                             }
                             Err(e) => {
@@ -487,13 +488,15 @@ mod tests {
     }
 
     type Items = BoxStream<'static, Result<Owed, ReadError>>;
+    /// A reopened source, and whether it owes anything.
+    type Reopened = Result<(Items, bool), ReadError>;
     /// Where a source was asked to reopen, in order.
     type Asked = Arc<Mutex<Vec<u64>>>;
 
     /// A source opener that records where it was asked to reopen, answering with `then`.
     fn opener(
-        then: impl Fn() -> Result<Items, ReadError> + Send,
-    ) -> (Asked, impl FnMut(u64) -> futures::future::Ready<Result<Items, ReadError>> + Send) {
+        then: impl Fn() -> Reopened + Send,
+    ) -> (Asked, impl FnMut(u64) -> futures::future::Ready<Reopened> + Send) {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let recorded = asked.clone();
         let reopen = move |next: u64| {
@@ -515,7 +518,7 @@ mod tests {
         // it (the client lost count), when the read waits longer than the stall, then it
         // reopens at 3 and goes on from there.
         let first: Items = stream::iter([owed(1, 2), owed(2, 1)]).chain(stream::pending()).boxed();
-        let (asked, reopen) = opener(|| Ok(stream::iter([owed(3, 0)]).boxed()));
+        let (asked, reopen) = opener(|| Ok((stream::iter([owed(3, 0)]).boxed(), true)));
         let read = resuming(first, true, 1, STALL, position, reopen);
         assert_eq!(sequences(read).await, vec![Ok(1), Ok(2), Ok(3)]);
         assert_eq!(*asked.lock().expect("not poisoned"), vec![3]);
@@ -530,10 +533,28 @@ mod tests {
             owed(2, 0)
         });
         let first: Items = stream::iter([owed(1, 0)]).chain(later).boxed();
-        let (asked, reopen) = opener(|| Ok(stream::empty().boxed()));
+        let (asked, reopen) = opener(|| Ok((stream::empty().boxed(), false)));
         let read = resuming(first, true, 1, STALL, position, reopen);
         assert_eq!(sequences(read).await, vec![Ok(1), Ok(2)]);
         assert!(asked.lock().expect("not poisoned").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reopened_read_that_owes_nothing_waits_instead_of_reopening_again() {
+        // Given a stalled source owed more, when the consumer opened in its place says it owes
+        // nothing (and delivers a new message only later), then the read waits for it
+        // without reopening a second time.
+        let first: Items = stream::iter([owed(1, 3)]).chain(stream::pending()).boxed();
+        let (asked, reopen) = opener(|| {
+            let later = stream::once(async {
+                tokio::time::sleep(STALL * 3).await;
+                owed(2, 0)
+            });
+            Ok((later.boxed(), false))
+        });
+        let read = resuming(first, true, 1, STALL, position, reopen);
+        assert_eq!(sequences(read).await, vec![Ok(1), Ok(2)]);
+        assert_eq!(*asked.lock().expect("not poisoned"), vec![2]);
     }
 
     #[tokio::test]
@@ -552,7 +573,7 @@ mod tests {
         // Given a read from 7 whose consumer had messages to deliver and delivered none,
         // then it reopens at 7.
         let first: Items = stream::pending().boxed();
-        let (asked, reopen) = opener(|| Ok(stream::iter([owed(7, 0)]).boxed()));
+        let (asked, reopen) = opener(|| Ok((stream::iter([owed(7, 0)]).boxed(), true)));
         let read = resuming(first, true, 7, STALL, position, reopen);
         assert_eq!(sequences(read).await, vec![Ok(7)]);
         assert_eq!(*asked.lock().expect("not poisoned"), vec![7]);

@@ -128,7 +128,9 @@ pub async fn post_events(
     // Three independent lookups, at once: organisations named by the events (they must be in
     // the registry), ids the log already holds (idempotency beyond the broker's window:
     // answered as duplicates with their original sequence), and the clients' stored data
-    // keys. Missing keys are created after: a refused batch creates none.
+    // keys. Missing keys are created after: a batch these checks refuse creates none (one
+    // refused later, for an erased client's event or by the broker, may leave its new
+    // clients' keys, which nothing reads).
     let registry_check = async {
         let named: Vec<(String, String)> = parsed
             .iter()
