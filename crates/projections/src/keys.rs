@@ -295,17 +295,9 @@ impl KeyStore {
         Box::pin(self.key_for_client(org, client_ref)).await
     }
 
-    /// The data keys of several clients of one organisation, created on first use: one query
-    /// for those that exist and one insert for the new ones, whatever the number of clients.
-    /// An erased client maps to `Err(KeyError::ClientErased)`.
-    pub async fn keys_for_clients(&self, org: &OrgId, client_refs: &[&str]) -> Result<ClientKeys, KeyError> {
-        let mut keys = self.find_client_keys(org, client_refs).await?;
-        self.create_missing_keys(org, client_refs, &mut keys).await?;
-        Ok(keys)
-    }
-
     /// The stored data keys of clients of one organisation, in one query, creating none:
-    /// clients without a key are absent from the answer. The gateway asks this beside its other
+    /// clients without a key are absent from the answer; an erased client maps to
+    /// `Err(KeyError::ClientErased)`. The gateway asks this beside its other
     /// checks, and creates keys ([`KeyStore::create_missing_keys`]) only once a batch passed them.
     pub async fn find_client_keys(&self, org: &OrgId, client_refs: &[&str]) -> Result<ClientKeys, KeyError> {
         let mut out = HashMap::new();
