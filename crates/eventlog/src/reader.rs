@@ -151,9 +151,16 @@ impl ProjectionConsumer {
         while let Some((len, pending, until)) = self.filling.as_ref().map(|f| (f.batch.len(), f.pending, f.until))
             && len < max
         {
-            // Without more stored for the consumer, only what is already delivered.
-            let until = if pending > 0 { until } else { tokio::time::Instant::now() };
-            let Some(Some(m)) = next_until(&mut self.messages, until).await else { break };
+            // Without more stored for the consumer, only what is already delivered, without a
+            // timer: a timer at `now` ends at the clock's next millisecond, so the batch would
+            // wait for nothing, and a caller that polls each call once (a worker whose clock
+            // ticks as often) would never get the end of the log.
+            let next = if pending > 0 {
+                next_until(&mut self.messages, until).await
+            } else {
+                futures::FutureExt::now_or_never(self.messages.next())
+            };
+            let Some(Some(m)) = next else { break };
             let m = m.map_err(api)?;
             // No await from here until the batch is back in place.
             if let Some(mut filling) = self.filling.take() {
