@@ -219,6 +219,32 @@ pub async fn atomic_batch_latencies(
     Ok(out)
 }
 
+/// Latencies (ms) of publishing `messages` in groups of `size` as single publishes, the group's
+/// acknowledgements awaited together, one group at a time: the broker's time for the same bytes
+/// without an atomic batch's staging (beside [`atomic_batch_latencies`]).
+pub async fn pipelined_group_latencies(
+    client: async_nats::Client,
+    messages: &[StoredMessage],
+    size: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let js = jetstream::new(client);
+    let mut out = Vec::new();
+    for chunk in messages.chunks(size) {
+        let started = Instant::now();
+        let mut acks = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            let message =
+                jetstream::message::PublishMessage::build().payload(m.payload.clone()).message_id(m.msg_id.as_str());
+            acks.push(js.send_publish(m.subject.clone(), message).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
+}
+
 /// Publishes atomic batches of `batch` from `publishers` concurrent tasks: events per second.
 /// With `stored_headers`, each message also carries the other headers Relais stored with it.
 pub async fn publish_atomic_batches(
