@@ -196,3 +196,57 @@ async fn a_projection_batch_dropped_while_it_fills_loses_no_message() {
     assert!(dropped > 0, "no call was dropped: the test did not test");
     assert_eq!(seen, (1..=MESSAGES).collect::<Vec<_>>(), "every message once, in order ({dropped} calls dropped)");
 }
+
+/// A projection consumer that gets nothing while the broker holds more for it has stalled (the
+/// NATS client can stop asking: `reader::PROJECTION_STALL`); it says so within the guard's time,
+/// reopened at its checkpoint it goes on, and one that is owed nothing just waits.
+#[tokio::test]
+async fn a_projection_consumer_that_gets_nothing_while_more_is_stored_says_it_stalled() {
+    use relais_eventlog::reader::{self, PROJECTION_STALL, ReadError};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let nats = start_nats(dir.path());
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let js = async_nats::jetstream::new(client);
+    let stream = relais_eventlog::ensure_stream(&js, &Default::default()).await.expect("stream");
+    for i in 0..20 {
+        js.publish(format!("relais.ev.apo.cases.c-{i}"), format!("m{i}").into())
+            .await
+            .expect("published")
+            .await
+            .expect("stored");
+    }
+    let filter = relais_eventlog::subjects::all_events();
+    // Batches of one: the broker delivers at most four unacknowledged, then nothing more, as a
+    // client that stopped asking would get.
+    let mut consumer = reader::open_projection_consumer(&stream, "stall-test", &filter, 0, 1).await.expect("consumer");
+    for expected in 1..=4u64 {
+        let batch = consumer.next_batch(1).await.expect("a batch");
+        assert_eq!(batch.iter().map(|m| m.sequence).collect::<Vec<_>>(), vec![expected]);
+    }
+    let started = tokio::time::Instant::now();
+    let stalled = tokio::time::timeout(Duration::from_secs(9), consumer.next_batch(1))
+        .await
+        .expect("the stall is reported before the idle heartbeat's 10 s");
+    assert!(
+        matches!(stalled, Err(ReadError::Stalled { after: 4, .. })),
+        "stalled after the fourth message: {:?}",
+        stalled.map(|b| b.len())
+    );
+    assert!(started.elapsed() >= PROJECTION_STALL, "not before the guard's time");
+
+    // Reopened at its checkpoint (4), acknowledging as a worker does: the rest, then a wait.
+    let mut consumer =
+        reader::open_projection_consumer(&stream, "stall-test", &filter, 4, 200).await.expect("reopened");
+    let mut seen = Vec::new();
+    while seen.len() < 16 {
+        let batch = tokio::time::timeout(Duration::from_secs(9), consumer.next_batch(200))
+            .await
+            .expect("delivered")
+            .expect("a batch");
+        seen.extend(batch.iter().map(|m| m.sequence));
+        consumer.ack_delivered().await.expect("acknowledged");
+    }
+    assert_eq!(seen, (5..=20).collect::<Vec<_>>());
+    let waited = tokio::time::timeout(PROJECTION_STALL + Duration::from_secs(1), consumer.next_batch(200)).await;
+    assert!(waited.is_err(), "a consumer owed nothing waits: {:?}", waited.map(|b| b.map(|b| b.len())));
+}

@@ -14,6 +14,16 @@ pub enum ReadError {
     /// A JetStream API call failed.
     #[error("event log: {0}")]
     Api(String),
+    /// A projection consumer got nothing for [`PROJECTION_STALL`] while the broker said it held
+    /// more for it: the client stopped asking (see [`ORDERED_STALL`]). Reopening the consumer
+    /// at the checkpoint resumes it.
+    #[error("event log: the consumer got nothing for {waited:?} after sequence {after}, with more stored for it")]
+    Stalled {
+        /// The last sequence the consumer delivered.
+        after: u64,
+        /// How long it waited.
+        waited: Duration,
+    },
 }
 
 fn api(e: impl std::fmt::Display) -> ReadError {
@@ -40,12 +50,21 @@ pub struct LogMessage {
 /// How long a projection batch waits for messages the broker still holds for its consumer.
 pub const BATCH_FILL_WAIT: Duration = Duration::from_millis(2);
 
+/// How long a projection consumer waits for its next message while the broker still holds more
+/// for it, before [`ProjectionConsumer::next_batch`] gives up with [`ReadError::Stalled`] (the
+/// worker then reopens it at its checkpoint). The durable pull stream of async-nats 0.51 can
+/// miscount what its pull requests are owed as the ordered one can ([`ORDERED_STALL`]); with no
+/// request left at the broker its idle heartbeat goes missing, but only after 10 s.
+pub const PROJECTION_STALL: Duration = Duration::from_secs(2);
+
 /// A durable pull consumer of one projection, positioned just after its checkpoint.
 pub struct ProjectionConsumer {
     messages: consumer::pull::Stream,
     last_delivered: Option<jetstream::Message>,
     /// The highest sequence this consumer delivered.
     highest: u64,
+    /// How many messages the broker held for the consumer after the last one it delivered.
+    owed: u64,
     /// The batch being filled, kept here across a cancelled [`ProjectionConsumer::next_batch`].
     filling: Option<Filling>,
 }
@@ -106,7 +125,7 @@ pub async fn open_projection_consumer(
         .messages()
         .await
         .map_err(api)?;
-    Ok(ProjectionConsumer { messages, last_delivered: None, highest: after_sequence, filling: None })
+    Ok(ProjectionConsumer { messages, last_delivered: None, highest: after_sequence, owed: 0, filling: None })
 }
 
 /// The message with its already parsed delivery info (parsing it is a good part of the cost of
@@ -139,7 +158,17 @@ impl ProjectionConsumer {
     /// took waits in the consumer for the next call.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<LogMessage>, ReadError> {
         if self.filling.is_none() {
-            let first = match self.messages.next().await {
+            // While more is stored, a consumer that waits long has stopped asking for it. The
+            // consumer is never owed messages it holds unacknowledged (at most four batches):
+            // the worker acknowledges each batch before it asks for the next.
+            let next = if self.owed > 0 {
+                tokio::time::timeout(PROJECTION_STALL, self.messages.next())
+                    .await
+                    .map_err(|_| ReadError::Stalled { after: self.highest, waited: PROJECTION_STALL })?
+            } else {
+                self.messages.next().await
+            };
+            let first = match next {
                 Some(m) => m.map_err(api)?,
                 None => return Err(ReadError::Api("consumer stream ended".into())),
             };
@@ -178,6 +207,7 @@ impl ProjectionConsumer {
     fn take(&mut self, m: jetstream::Message, out: &mut Vec<LogMessage>) -> Result<u64, ReadError> {
         let info = m.info().map_err(api)?;
         let pending = info.pending;
+        self.owed = pending;
         let message = log_message(&m, &info);
         if first_delivery(&mut self.highest, message.sequence) {
             out.push(message);

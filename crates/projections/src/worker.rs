@@ -429,6 +429,12 @@ impl Projector {
                     pause = Duration::from_millis(200);
                     continue;
                 }
+                // The NATS client stopped asking for messages (reader::PROJECTION_STALL): a
+                // known fault of the client, cured by reopening the consumer at once.
+                Ok(Err(e @ WorkerError::Log(reader::ReadError::Stalled { .. }))) => {
+                    tracing::warn!(projection = name, reason = %e, "projection worker reopens its consumer");
+                    continue;
+                }
                 Ok(Err(e)) => {
                     tracing::error!(projection = name, error = %e, "projection worker failed; resuming from its checkpoint");
                 }
