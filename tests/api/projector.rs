@@ -180,8 +180,8 @@ async fn a_projection_batch_dropped_while_it_fills_loses_no_message() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while (seen.len() as u64) < MESSAGES && std::time::Instant::now() < deadline {
         // One poll, then the call is dropped if it waits: at any of its awaits. At most 199
-        // (3000 is no multiple of it): the last batch is short, ends because the broker holds
-        // nothing more for the consumer, and must come back from a single poll.
+        // (3000 is no multiple of it): the last batch is most likely short, ends because the
+        // broker holds nothing more for the consumer, and must come back from a single poll.
         match consumer.next_batch(199).now_or_never() {
             Some(batch) => {
                 seen.extend(batch.expect("a batch").iter().map(|m| m.sequence));
@@ -195,6 +195,19 @@ async fn a_projection_batch_dropped_while_it_fills_loses_no_message() {
     }
     assert!(dropped > 0, "no call was dropped: the test did not test");
     assert_eq!(seen, (1..=MESSAGES).collect::<Vec<_>>(), "every message once, in order ({dropped} calls dropped)");
+
+    // One more message at the head of the log: a batch of one, which always ends because
+    // nothing more is stored, whatever the batches above happened to be.
+    js.publish("relais.ev.apo.cases.c-last", "last".into()).await.expect("published").await.expect("stored");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        if let Some(batch) = consumer.next_batch(199).now_or_never() {
+            break batch.expect("a batch").iter().map(|m| m.sequence).collect::<Vec<_>>();
+        }
+        assert!(std::time::Instant::now() < deadline, "the head of the log never came back from a single poll");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_eq!(last, vec![MESSAGES + 1]);
 }
 
 /// A projection consumer that gets nothing while the broker holds more for it has stalled (the
@@ -235,6 +248,7 @@ async fn a_projection_consumer_that_gets_nothing_while_more_is_stored_says_it_st
     assert!(started.elapsed() >= PROJECTION_STALL, "not before the guard's time");
 
     // Reopened at its checkpoint (4), acknowledging as a worker does: the rest, then a wait.
+    drop(consumer);
     let mut consumer =
         reader::open_projection_consumer(&stream, "stall-test", &filter, 4, 200).await.expect("reopened");
     let mut seen = Vec::new();

@@ -15,9 +15,10 @@ pub enum ReadError {
     #[error("event log: {0}")]
     Api(String),
     /// A projection consumer got nothing for [`PROJECTION_STALL`] while the broker said it held
-    /// more for it: the client stopped asking (see [`ORDERED_STALL`]). Reopening the consumer
-    /// at the checkpoint resumes it.
-    #[error("event log: the consumer got nothing for {waited:?} after sequence {after}, with more stored for it")]
+    /// more for it, or its idle heartbeat went missing: most likely the client stopped asking
+    /// (see [`ORDERED_STALL`]), else the broker was that slow. Reopening the consumer at the
+    /// checkpoint resumes it.
+    #[error("event log: the consumer got nothing for {waited:?} after sequence {after}")]
     Stalled {
         /// The last sequence the consumer delivered.
         after: u64,
@@ -54,8 +55,13 @@ pub const BATCH_FILL_WAIT: Duration = Duration::from_millis(2);
 /// for it, before [`ProjectionConsumer::next_batch`] gives up with [`ReadError::Stalled`] (the
 /// worker then reopens it at its checkpoint). The durable pull stream of async-nats 0.51 can
 /// miscount what its pull requests are owed as the ordered one can ([`ORDERED_STALL`]); with no
-/// request left at the broker its idle heartbeat goes missing, but only after 10 s.
+/// request left at the broker its idle heartbeat goes missing, but only after twice
+/// [`PROJECTION_HEARTBEAT`] (that too is reported as [`ReadError::Stalled`]: at the head of the
+/// log, where nothing more is stored, it is the only sign).
 pub const PROJECTION_STALL: Duration = Duration::from_secs(2);
+
+/// The idle heartbeat a projection consumer's pull requests ask the broker for.
+pub const PROJECTION_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// A durable pull consumer of one projection, positioned just after its checkpoint.
 pub struct ProjectionConsumer {
@@ -65,6 +71,9 @@ pub struct ProjectionConsumer {
     highest: u64,
     /// How many messages the broker held for the consumer after the last one it delivered.
     owed: u64,
+    /// When the wait for a message owed gives up; kept across cancelled calls, so that a caller
+    /// racing [`ProjectionConsumer::next_batch`] against a clock does not restart it.
+    stall_deadline: Option<tokio::time::Instant>,
     /// The batch being filled, kept here across a cancelled [`ProjectionConsumer::next_batch`].
     filling: Option<Filling>,
 }
@@ -120,12 +129,30 @@ pub async fn open_projection_consumer(
     let messages = consumer
         .stream()
         .max_messages_per_batch(batch_size)
-        .heartbeat(Duration::from_secs(5))
+        .heartbeat(PROJECTION_HEARTBEAT)
         .expires(Duration::from_secs(30))
         .messages()
         .await
         .map_err(api)?;
-    Ok(ProjectionConsumer { messages, last_delivered: None, highest: after_sequence, owed: 0, filling: None })
+    Ok(ProjectionConsumer {
+        messages,
+        last_delivered: None,
+        highest: after_sequence,
+        owed: 0,
+        stall_deadline: None,
+        filling: None,
+    })
+}
+
+/// A failure of a projection consumer's message stream, after sequence `after`: a missing idle
+/// heartbeat is a stall.
+fn stream_error(after: u64, e: consumer::pull::MessagesError) -> ReadError {
+    match e.kind() {
+        consumer::pull::MessagesErrorKind::MissingHeartbeat => {
+            ReadError::Stalled { after, waited: PROJECTION_HEARTBEAT * 2 }
+        }
+        _ => api(e),
+    }
 }
 
 /// The message with its already parsed delivery info (parsing it is a good part of the cost of
@@ -158,18 +185,21 @@ impl ProjectionConsumer {
     /// took waits in the consumer for the next call.
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<LogMessage>, ReadError> {
         if self.filling.is_none() {
-            // While more is stored, a consumer that waits long has stopped asking for it. The
-            // consumer is never owed messages it holds unacknowledged (at most four batches):
-            // the worker acknowledges each batch before it asks for the next.
+            // While more is stored, a consumer that waits long has most likely stopped asking
+            // for it. The broker does not hold deliveries back for unacknowledged messages
+            // here: a worker acknowledges each batch before it asks for the next, so fewer than
+            // the consumer's limit (four batches) are ever unacknowledged.
             let next = if self.owed > 0 {
-                tokio::time::timeout(PROJECTION_STALL, self.messages.next())
-                    .await
-                    .map_err(|_| ReadError::Stalled { after: self.highest, waited: PROJECTION_STALL })?
+                let deadline =
+                    *self.stall_deadline.get_or_insert_with(|| tokio::time::Instant::now() + PROJECTION_STALL);
+                let next = tokio::time::timeout_at(deadline, self.messages.next()).await;
+                self.stall_deadline = None;
+                next.map_err(|_| ReadError::Stalled { after: self.highest, waited: PROJECTION_STALL })?
             } else {
                 self.messages.next().await
             };
             let first = match next {
-                Some(m) => m.map_err(api)?,
+                Some(m) => m.map_err(|e| stream_error(self.highest, e))?,
                 None => return Err(ReadError::Api("consumer stream ended".into())),
             };
             let mut batch = Vec::new();
@@ -190,7 +220,7 @@ impl ProjectionConsumer {
                 futures::FutureExt::now_or_never(self.messages.next())
             };
             let Some(Some(m)) = next else { break };
-            let m = m.map_err(api)?;
+            let m = m.map_err(|e| stream_error(self.highest, e))?;
             // No await from here until the batch is back in place.
             if let Some(mut filling) = self.filling.take() {
                 let taken = self.take(m, &mut filling.batch);
@@ -500,7 +530,7 @@ pub async fn messages_matching(stream: &jetstream::stream::Stream, filter: &str)
 
 #[cfg(test)]
 mod tests {
-    use super::{LogMessage, Owed, ReadError, first_delivery, resuming};
+    use super::{LogMessage, Owed, PROJECTION_HEARTBEAT, ReadError, first_delivery, resuming, stream_error};
     use futures::StreamExt;
     use futures::stream::{self, BoxStream};
     use std::sync::{Arc, Mutex};
@@ -624,5 +654,19 @@ mod tests {
         let kept: Vec<u64> = [5, 6, 7, 5, 6, 8, 4].into_iter().filter(|s| first_delivery(&mut highest, *s)).collect();
         assert_eq!(kept, vec![5, 6, 7, 8]);
         assert_eq!(highest, 8);
+    }
+
+    #[test]
+    fn a_projection_consumer_whose_heartbeat_goes_missing_has_stalled() {
+        // Given a consumer's stream that failed, when its idle heartbeat went missing, then the
+        // worker is told it stalled (and reopens at once); any other failure stays a failure.
+        use async_nats::jetstream::consumer::pull::{MessagesError, MessagesErrorKind};
+        let missing = stream_error(41, MessagesError::new(MessagesErrorKind::MissingHeartbeat));
+        assert!(
+            matches!(missing, ReadError::Stalled { after: 41, waited } if waited == PROJECTION_HEARTBEAT * 2),
+            "{missing:?}"
+        );
+        let deleted = stream_error(41, MessagesError::new(MessagesErrorKind::ConsumerDeleted));
+        assert!(matches!(deleted, ReadError::Api(_)), "{deleted:?}");
     }
 }

@@ -420,6 +420,7 @@ impl Projector {
     {
         let mut pause = Duration::from_millis(200);
         loop {
+            let started = tokio::time::Instant::now();
             // Each attempt runs as a task of its own, so that even a panic (a bug) is
             // contained: the worker resumes from its checkpoint instead of stopping.
             match tokio::spawn(run(self.clone())).await {
@@ -429,8 +430,9 @@ impl Projector {
                     pause = Duration::from_millis(200);
                     continue;
                 }
-                // The NATS client stopped asking for messages (reader::PROJECTION_STALL): a
-                // known fault of the client, cured by reopening the consumer at once.
+                // Most likely the NATS client stopped asking for messages
+                // (reader::PROJECTION_STALL), a known fault of the client: the worker restarts
+                // at once with a new consumer.
                 Ok(Err(e @ WorkerError::Log(reader::ReadError::Stalled { .. }))) => {
                     tracing::warn!(projection = name, reason = %e, "projection worker reopens its consumer");
                     continue;
@@ -441,6 +443,10 @@ impl Projector {
                 Err(e) => {
                     tracing::error!(projection = name, error = %e, "projection worker panicked; resuming from its checkpoint");
                 }
+            }
+            // Failures back off; one after a long healthy run starts the backoff again.
+            if started.elapsed() > Duration::from_secs(60) {
+                pause = Duration::from_millis(200);
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
