@@ -146,6 +146,25 @@ async fn a_validator_that_keeps_only_a_few_states_judges_as_one_that_keeps_them_
     drop_database(&clean_db).await;
 }
 
+/// The log alone: a nats-server of its own with Relais' stream, for tests of the reader.
+struct BareLog {
+    js: async_nats::jetstream::Context,
+    stream: async_nats::jetstream::stream::Stream,
+    _nats: relais::nats_server::NatsServer,
+    _dir: tempfile::TempDir,
+}
+
+impl BareLog {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nats = start_nats(dir.path());
+        let client = async_nats::connect(nats.url()).await.expect("connects");
+        let js = async_nats::jetstream::new(client);
+        let stream = relais_eventlog::ensure_stream(&js, &Default::default()).await.expect("stream");
+        BareLog { js, stream, _nats: nats, _dir: dir }
+    }
+}
+
 /// A projection batch waits a moment for messages the broker still holds (a worker catching
 /// up fills its batches); the workers race that wait against their clock and shutdown, so a
 /// call dropped while it waits must lose nothing it took, and the end of the log must reach a
@@ -153,11 +172,8 @@ async fn a_validator_that_keeps_only_a_few_states_judges_as_one_that_keeps_them_
 #[tokio::test]
 async fn a_projection_batch_dropped_while_it_fills_loses_no_message() {
     use futures::FutureExt;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let nats = start_nats(dir.path());
-    let client = async_nats::connect(nats.url()).await.expect("connects");
-    let js = async_nats::jetstream::new(client);
-    let stream = relais_eventlog::ensure_stream(&js, &Default::default()).await.expect("stream");
+    let log = BareLog::start().await;
+    let (js, stream) = (&log.js, &log.stream);
     const MESSAGES: u64 = 3000;
     let mut acks = Vec::new();
     for i in 0..MESSAGES {
@@ -168,7 +184,7 @@ async fn a_projection_batch_dropped_while_it_fills_loses_no_message() {
         ack.await.expect("stored");
     }
     let mut consumer = relais_eventlog::reader::open_projection_consumer(
-        &stream,
+        stream,
         "fill-test",
         &relais_eventlog::subjects::all_events(),
         0,
@@ -216,11 +232,8 @@ async fn a_projection_batch_dropped_while_it_fills_loses_no_message() {
 #[tokio::test]
 async fn a_projection_consumer_that_gets_nothing_while_more_is_stored_says_it_stalled() {
     use relais_eventlog::reader::{self, PROJECTION_STALL, ReadError};
-    let dir = tempfile::tempdir().expect("temp dir");
-    let nats = start_nats(dir.path());
-    let client = async_nats::connect(nats.url()).await.expect("connects");
-    let js = async_nats::jetstream::new(client);
-    let stream = relais_eventlog::ensure_stream(&js, &Default::default()).await.expect("stream");
+    let log = BareLog::start().await;
+    let (js, stream) = (&log.js, &log.stream);
     for i in 0..20 {
         js.publish(format!("relais.ev.apo.cases.c-{i}"), format!("m{i}").into())
             .await
@@ -231,7 +244,7 @@ async fn a_projection_consumer_that_gets_nothing_while_more_is_stored_says_it_st
     let filter = relais_eventlog::subjects::all_events();
     // Batches of one: the broker delivers at most four unacknowledged, then nothing more, as a
     // client that stopped asking would get.
-    let mut consumer = reader::open_projection_consumer(&stream, "stall-test", &filter, 0, 1).await.expect("consumer");
+    let mut consumer = reader::open_projection_consumer(stream, "stall-test", &filter, 0, 1).await.expect("consumer");
     for expected in 1..=4u64 {
         let batch = consumer.next_batch(1).await.expect("a batch");
         assert_eq!(batch.iter().map(|m| m.sequence).collect::<Vec<_>>(), vec![expected]);
@@ -249,8 +262,7 @@ async fn a_projection_consumer_that_gets_nothing_while_more_is_stored_says_it_st
 
     // Reopened at its checkpoint (4), acknowledging as a worker does: the rest, then a wait.
     drop(consumer);
-    let mut consumer =
-        reader::open_projection_consumer(&stream, "stall-test", &filter, 4, 200).await.expect("reopened");
+    let mut consumer = reader::open_projection_consumer(stream, "stall-test", &filter, 4, 200).await.expect("reopened");
     let mut seen = Vec::new();
     while seen.len() < 16 {
         let batch = tokio::time::timeout(Duration::from_secs(9), consumer.next_batch(200))

@@ -81,9 +81,7 @@ pub struct ProjectionConsumer {
 /// A batch being filled.
 struct Filling {
     batch: Vec<LogMessage>,
-    /// Messages the broker still held for the consumer after the last one taken.
-    pending: u64,
-    /// When the batch stops waiting.
+    /// When the batch stops waiting for messages owed.
     until: tokio::time::Instant,
 }
 
@@ -203,18 +201,18 @@ impl ProjectionConsumer {
                 None => return Err(ReadError::Api("consumer stream ended".into())),
             };
             let mut batch = Vec::new();
-            let pending = self.take(first, &mut batch)?;
+            self.take(first, &mut batch)?;
             let until = tokio::time::Instant::now() + BATCH_FILL_WAIT;
-            self.filling = Some(Filling { batch, pending, until });
+            self.filling = Some(Filling { batch, until });
         }
-        while let Some((len, pending, until)) = self.filling.as_ref().map(|f| (f.batch.len(), f.pending, f.until))
+        while let Some((len, until)) = self.filling.as_ref().map(|f| (f.batch.len(), f.until))
             && len < max
         {
             // Without more stored for the consumer, only what is already delivered, without a
             // timer: a timer at `now` ends at the clock's next millisecond, so the batch would
             // wait for nothing, and a caller that polls each call once (a worker whose clock
             // ticks as often) would never get the end of the log.
-            let next = if pending > 0 {
+            let next = if self.owed > 0 {
                 next_until(&mut self.messages, until).await
             } else {
                 futures::FutureExt::now_or_never(self.messages.next())
@@ -224,7 +222,6 @@ impl ProjectionConsumer {
             // No await from here until the batch is back in place.
             if let Some(mut filling) = self.filling.take() {
                 let taken = self.take(m, &mut filling.batch);
-                filling.pending = *taken.as_ref().unwrap_or(&0);
                 self.filling = Some(filling);
                 taken?;
             }
@@ -232,12 +229,11 @@ impl ProjectionConsumer {
         Ok(self.filling.take().map(|f| f.batch).unwrap_or_default())
     }
 
-    /// Takes a delivered message into `out` unless it was delivered before; returns how many
+    /// Takes a delivered message into `out` unless it was delivered before, and notes how many
     /// messages the broker still holds for this consumer after it.
-    fn take(&mut self, m: jetstream::Message, out: &mut Vec<LogMessage>) -> Result<u64, ReadError> {
+    fn take(&mut self, m: jetstream::Message, out: &mut Vec<LogMessage>) -> Result<(), ReadError> {
         let info = m.info().map_err(api)?;
-        let pending = info.pending;
-        self.owed = pending;
+        self.owed = info.pending;
         let message = log_message(&m, &info);
         if first_delivery(&mut self.highest, message.sequence) {
             out.push(message);
@@ -246,7 +242,7 @@ impl ProjectionConsumer {
         } else {
             tracing::debug!(seq = message.sequence, "a message delivered again is left out");
         }
-        Ok(pending)
+        Ok(())
     }
 
     /// Acknowledges everything delivered so far (AckAll), once the batch is committed.
