@@ -288,6 +288,54 @@ async fn a_malformed_or_unsealed_direct_event_is_quarantined_and_the_worker_goes
 }
 
 #[tokio::test]
+async fn a_direct_event_with_metadata_or_a_time_the_views_cannot_store_is_quarantined_and_the_views_go_on() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    for e in open_case("apo", "case-1", "cl-1") {
+        assert_eq!(app.post_event(&token, &e).await.status(), 201);
+    }
+    // Interventions sealed as an organisation's own system would, published straight to the
+    // log past the gateway's checks: a NUL in the actor (PostgreSQL refuses it in text), and a
+    // time at chrono's last moment (its Brussels date has no next hour). Both pass the rules.
+    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let org = relais_domain::OrgId::parse("apo").expect("org");
+    let (key_id, key) = keys.key_for_client(&org, "cl-1").await.expect("client key");
+    let direct = |change: &dyn Fn(&mut relais_domain::envelope::StoredEventV1)| {
+        let (envelope, _) = relais_domain::Envelope::from_cloud_event(
+            intervention("apo", "case-1", "cl-1", "informing"),
+            chrono::Utc::now(),
+            "own-system",
+        )
+        .expect("valid");
+        let (mut stored, personal) = envelope.split_for_storage();
+        stored.sealed = Some(relais_domain::seal::seal(&key, key_id, envelope.id, rand::random(), &personal));
+        change(&mut stored);
+        relais_domain::StoredEvent::V1(stored).encode()
+    };
+    let nul_actor = direct(&|s| s.actor = "own\0system".into());
+    let last_moment = direct(&|s| s.occurred_at_us = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros());
+    for bytes in [nul_actor, last_moment] {
+        app.js.publish("relais.ev.apo.cases.case-1", bytes.into()).await.expect("sent").await.expect("ack");
+    }
+    assert_eq!(app.post_event(&token, &guidance_requested("apo", "case-2", "cl-2")).await.status(), 201);
+    app.wait_for_projection("caseload").await;
+    let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT seq, reason, detail FROM quarantine ORDER BY seq")
+        .fetch_all(&app.pool)
+        .await
+        .expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[0].0, rows[0].1.as_str()), (3, "invalid"));
+    assert!(rows[0].2.contains("actor"), "{rows:?}");
+    assert_eq!((rows[1].0, rows[1].1.as_str()), (4, "invalid"));
+    assert!(rows[1].2.contains("occurred_at"), "{rows:?}");
+    let page: Value = app.get(&token, "/v1/orgs/apo/cases").await.json().await.expect("json");
+    let mut cases: Vec<&str> =
+        page["items"].as_array().expect("items").iter().filter_map(|c| c["case_id"].as_str()).collect();
+    cases.sort_unstable();
+    assert_eq!(cases, vec!["case-1", "case-2"]);
+}
+
+#[tokio::test]
 async fn personal_fields_are_stored_encrypted_and_trace_context_rides_in_headers() {
     let app = spawn_app().await;
     let token = app.token("apo", Role::Org).await;

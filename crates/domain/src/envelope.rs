@@ -151,8 +151,30 @@ impl StoredEvent {
     }
 }
 
+/// Earliest moment an event may carry: 0000-01-01T00:00:00Z, the first an RFC 3339 timestamp
+/// can write.
+pub const EARLIEST_TIME_US: i64 = -62_167_219_200_000_000;
+/// Latest moment an event may carry: 9999-12-31T23:59:59.999999Z, the last an RFC 3339
+/// timestamp can write.
+pub const LATEST_TIME_US: i64 = 253_402_300_799_999_999;
+
+/// A stored time, in the range a CloudEvent can write: an event published straight to the log
+/// with a time beyond it could not be written back as a CloudEvent nor stored in the views.
 fn micros_to_time(us: i64, what: &str) -> Result<DateTime<Utc>, EnvelopeError> {
+    if !(EARLIEST_TIME_US..=LATEST_TIME_US).contains(&us) {
+        return Err(EnvelopeError::Malformed(format!("{what} is outside years 0000 to 9999")));
+    }
     DateTime::from_timestamp_micros(us).ok_or_else(|| EnvelopeError::Malformed(format!("{what} out of range")))
+}
+
+/// Whether `actor`, `correlationid` or `causationid` is acceptable: 1 to [`MAX_META_LEN`]
+/// bytes, no control characters (a NUL cannot be stored in the views).
+fn meta_is_valid(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_META_LEN && !value.chars().any(char::is_control)
+}
+
+fn meta_rule() -> String {
+    format!("1 to {MAX_META_LEN} printable characters")
 }
 
 impl StoredEventV1 {
@@ -162,6 +184,17 @@ impl StoredEventV1 {
         let org = OrgId::parse(&self.org).map_err(|e| EnvelopeError::Malformed(format!("org: {e}")))?;
         let subject =
             AggregateRef::parse(&self.subject).map_err(|e| EnvelopeError::Malformed(format!("subject: {e}")))?;
+        // The gateway checks these on the way in; an event published straight to the log is
+        // checked here, by the validator, so that no view is left with a value it cannot store.
+        for (name, value) in [
+            ("actor", Some(&self.actor)),
+            ("correlation_id", self.correlation_id.as_ref()),
+            ("causation_id", self.causation_id.as_ref()),
+        ] {
+            if value.is_some_and(|v| !meta_is_valid(v)) {
+                return Err(EnvelopeError::Malformed(format!("{name}: {}", meta_rule())));
+            }
+        }
         let mut data = EventData::decode(&self.event_type, self.schema_version, &self.data)?;
         if data.spec().aggregate != subject.kind() {
             return Err(EnvelopeError::Malformed(format!(
@@ -297,6 +330,10 @@ impl Envelope {
                 .with_timezone(&Utc),
             None => recorded_at,
         };
+        // An offset can carry a written year 9999 past the end of the year in UTC.
+        if !(EARLIEST_TIME_US..=LATEST_TIME_US).contains(&occurred_at.timestamp_micros()) {
+            return Err(EnvelopeError::invalid("/time", "must be within the years 0000 to 9999 in UTC"));
+        }
         if let Some(ct) = take_str("datacontenttype", false)?
             && ct != "application/json"
         {
@@ -310,11 +347,8 @@ impl Envelope {
             ("correlationid", correlation_id.as_ref()),
             ("causationid", causation_id.as_ref()),
         ] {
-            if value.is_some_and(|v| v.is_empty() || v.len() > MAX_META_LEN || v.chars().any(char::is_control)) {
-                return Err(EnvelopeError::invalid(
-                    &format!("/{name}"),
-                    format!("1 to {MAX_META_LEN} printable characters"),
-                ));
+            if value.is_some_and(|v| !meta_is_valid(v)) {
+                return Err(EnvelopeError::invalid(&format!("/{name}"), meta_rule()));
             }
         }
         let schema_version = match obj.remove("schemaversion") {

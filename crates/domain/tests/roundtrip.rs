@@ -208,3 +208,89 @@ proptest! {
         let _ = EventData::decode(&stored.event_type, stored.schema_version, truncated);
     }
 }
+
+/// A stored event of the catalogue's first case type, as a direct publisher could write it.
+fn stored_case_event() -> StoredEventV1 {
+    let spec = CATALOGUE.iter().find(|s| s.personal_fields.is_empty()).unwrap();
+    let data = EventData::from_json(spec.name, spec.version, spec.example_data()).unwrap();
+    let at = DateTime::from_timestamp_micros(1_740_000_000_000_000).unwrap();
+    let envelope = Envelope {
+        id: Uuid::from_u128(7),
+        org: OrgId::parse("apo").unwrap(),
+        subject: AggregateRef::new(spec.aggregate, "x-1").unwrap(),
+        occurred_at: at,
+        recorded_at: at,
+        actor: "sw-1".into(),
+        correlation_id: None,
+        causation_id: None,
+        data,
+        personal: PersonalState::Present,
+    };
+    envelope.split_for_storage().0
+}
+
+#[test]
+fn a_stored_event_with_metadata_the_gateway_refuses_does_not_open() {
+    // Given an event published straight to the log, past the gateway's checks
+    let good = stored_case_event();
+    assert!(good.open(None).is_ok());
+    let nul_actor = StoredEventV1 { actor: "sw\0-1".into(), ..good.clone() };
+    let empty_actor = StoredEventV1 { actor: String::new(), ..good.clone() };
+    let long_correlation = StoredEventV1 { correlation_id: Some("c".repeat(129)), ..good.clone() };
+    let control_causation = StoredEventV1 { causation_id: Some("a\u{7}b".into()), ..good.clone() };
+    // When the validator opens it, then it is malformed, named by its field
+    for (stored, field) in [
+        (nul_actor, "actor"),
+        (empty_actor, "actor"),
+        (long_correlation, "correlation_id"),
+        (control_causation, "causation_id"),
+    ] {
+        match stored.open(None) {
+            Err(relais_domain::envelope::EnvelopeError::Malformed(reason)) => {
+                assert!(reason.starts_with(field), "{reason}")
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_stored_event_with_a_time_no_cloud_event_can_write_does_not_open() {
+    use relais_domain::envelope::{EARLIEST_TIME_US, LATEST_TIME_US};
+    let good = stored_case_event();
+    for (occurred, recorded, opens) in [
+        (EARLIEST_TIME_US, LATEST_TIME_US, true),
+        (EARLIEST_TIME_US - 1, good.recorded_at_us, false),
+        (good.occurred_at_us, LATEST_TIME_US + 1, false),
+        (DateTime::<Utc>::MAX_UTC.timestamp_micros(), good.recorded_at_us, false),
+        (DateTime::<Utc>::MIN_UTC.timestamp_micros(), good.recorded_at_us, false),
+    ] {
+        let stored = StoredEventV1 { occurred_at_us: occurred, recorded_at_us: recorded, ..good.clone() };
+        assert_eq!(stored.open(None).is_ok(), opens, "occurred {occurred}, recorded {recorded}");
+    }
+}
+
+#[test]
+fn a_cloud_event_whose_time_in_utc_falls_past_the_year_9999_is_refused_at_time() {
+    let spec = CATALOGUE.iter().find(|s| s.personal_fields.is_empty()).unwrap();
+    let event = |time: &str| {
+        serde_json::json!({
+            "specversion": "1.0", "id": Uuid::from_u128(9).to_string(), "source": "/orgs/apo",
+            "type": spec.name, "subject": format!("{}/x-1", spec.aggregate.as_str()),
+            "time": time, "data": spec.example_data(),
+        })
+    };
+    let now = DateTime::from_timestamp_micros(1_740_000_000_000_000).unwrap();
+    assert!(Envelope::from_cloud_event(event("9999-12-31T23:59:59Z"), now, "token:t").is_ok());
+    let refused = Envelope::from_cloud_event(event("9999-12-31T23:59:59-05:00"), now, "token:t");
+    assert!(
+        matches!(&refused, Err(relais_domain::envelope::EnvelopeError::Invalid { pointer, .. }) if pointer == "/time"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn the_brussels_date_of_the_last_representable_moment_does_not_panic() {
+    let last = DateTime::<Utc>::MAX_UTC;
+    assert_eq!(relais_domain::aggregates::brussels_date(last), last.date_naive());
+}

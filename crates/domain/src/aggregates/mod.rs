@@ -99,7 +99,8 @@ pub fn brussels_date(at: DateTime<Utc>) -> NaiveDate {
     let summer_ends = last_sunday_at_one_utc(year, 10);
     let naive = at.naive_utc();
     let offset_hours = if naive >= summer_starts && naive < summer_ends { 2 } else { 1 };
-    (naive + Duration::hours(offset_hours)).date()
+    // At the very end of chrono's range there is no next hour: that day is the date.
+    naive.checked_add_signed(Duration::hours(offset_hours)).unwrap_or(naive).date()
 }
 
 fn last_sunday_at_one_utc(year: i32, month: u32) -> NaiveDateTime {
