@@ -380,3 +380,50 @@ async fn bad_input_gets_problem_details_and_changes_nothing() {
     assert_eq!(single(&apo, &consent).send().await.expect("sent").status(), 201);
     assert_eq!(single(&coordination, &activity).send().await.expect("sent").status(), 201);
 }
+
+#[tokio::test]
+async fn every_query_parameter_of_the_wrong_type_is_a_problem_naming_it_and_changes_nothing() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let coordinator = app.token("coordination", Role::Coordinator).await;
+    let requests: &[(&str, &str, &str)] = &[
+        (&apo, "/v1/orgs/apo/cases/case-1/timeline?limit=ten", "?limit"),
+        (&apo, "/v1/orgs/apo/referrals?open=maybe", "?open"),
+        (&apo, "/v1/orgs/apo/referrals?limit=1.5", "?limit"),
+        (&apo, "/v1/orgs/apo/coming-up?days=x", "?days"),
+        (&apo, "/v1/orgs/apo/activities?limit=-x", "?limit"),
+        (&apo, "/v1/orgs/apo/worklist?release_days=soon", "?release_days"),
+        (&apo, "/v1/orgs/apo/statistics?from=garbage", "?from"),
+        (&coordinator, "/v1/statistics?to=2026-13-01", "?to"),
+        (&coordinator, "/v1/monitor/alerts?limit=x", "?limit"),
+        (&coordinator, "/v1/monitor/persons?limit=x", "?limit"),
+        (&apo, "/v1/orgs/apo/quarantine?limit=x", "?limit"),
+        (&apo, "/v1/orgs/apo/cases?limit=x", "?limit"),
+    ];
+    let before = snapshot(&app).await;
+    let mut failures = String::new();
+    for (token, path, pointer) in requests {
+        let r = app.get(token, path).await;
+        let status = r.status().as_u16();
+        let content_type = r.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if status != 400
+            || content_type != "application/problem+json"
+            || body["type"] != "urn:relais:problem:invalid-parameter"
+            || body["pointer"] != *pointer
+        {
+            let _ = writeln!(failures, "{path}: {status} {content_type} {body} (expected 400 at {pointer})");
+        }
+    }
+    assert!(failures.is_empty(), "query parameters answered wrongly:\n{failures}");
+    assert_eq!(snapshot(&app).await, before, "bad query parameters changed something");
+    // The same endpoints with valid parameters answer.
+    for (token, path) in [
+        (&apo, "/v1/orgs/apo/referrals?open=true&limit=5"),
+        (&apo, "/v1/orgs/apo/coming-up?days=7"),
+        (&coordinator, "/v1/monitor/alerts?limit=5"),
+        (&coordinator, "/v1/statistics?from=2026-01-01&to=2026-12-31"),
+    ] {
+        assert_eq!(app.get(token, path).await.status(), 200, "{path}");
+    }
+}

@@ -1,10 +1,11 @@
 //! The auditors' endpoints: replay of the log, the public key of signed checkpoints, the
 //! access log, and a case as it stood at a moment (`?as_of=` on the case endpoint).
 
+use crate::ValidQuery;
 use crate::{AppState, auth::Authenticated, error::ApiError};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -108,7 +109,7 @@ pub fn replay_filter(q: &HashMap<String, String>) -> Result<ReplayFilter, ApiErr
 pub async fn replay_events(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(q): Query<HashMap<String, String>>,
+    ValidQuery(q): ValidQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     auth.require_auditor()?;
     let filter = replay_filter(&q)?;
@@ -148,7 +149,7 @@ pub struct AccessPage {
 pub async fn access_records(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(q): Query<HashMap<String, String>>,
+    ValidQuery(q): ValidQuery<HashMap<String, String>>,
 ) -> Result<Json<AccessPage>, ApiError> {
     auth.require_auditor()?;
     unknown_parameters(&q, &["org", "resource", "cursor", "limit"])?;

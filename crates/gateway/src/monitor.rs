@@ -1,10 +1,11 @@
 //! The shared continuity monitor (role `coordinator`): alerts and persons, by linkage key,
 //! never with a case id or a client reference of any organisation.
 
+use crate::ValidQuery;
 use crate::paging::{self, Page};
 use crate::{AppState, auth::Authenticated, error::ApiError};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use relais_projections::access;
 use relais_projections::monitor::{self, ALERT_KINDS, AlertFilter, AlertView, PersonView};
@@ -27,7 +28,7 @@ pub struct AlertQuery {
 pub async fn alerts(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(q): Query<AlertQuery>,
+    ValidQuery(q): ValidQuery<AlertQuery>,
 ) -> Result<Json<Page<AlertView>>, ApiError> {
     auth.require_coordinator()?;
     paging::one_of("state", q.state.as_deref(), &["open", "closed", "all"])?;
@@ -73,7 +74,7 @@ pub struct PersonQuery {
 pub async fn persons(
     State(state): State<AppState>,
     auth: Authenticated,
-    Query(q): Query<PersonQuery>,
+    ValidQuery(q): ValidQuery<PersonQuery>,
 ) -> Result<Json<Page<PersonView>>, ApiError> {
     auth.require_coordinator()?;
     let limit = paging::limit(q.limit, 100, 500)?;

@@ -2,10 +2,11 @@
 //! case timeline, referrals out and in, coming up, group activities, work list. Every read is
 //! recorded in the access log before it is answered.
 
+use crate::ValidQuery;
 use crate::paging::{self, Page};
 use crate::{AppState, auth::Authenticated, error::ApiError};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Router, response::Response};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -60,7 +61,7 @@ pub async fn case_timeline(
     State(state): State<AppState>,
     auth: Authenticated,
     Path((org, case)): Path<(String, String)>,
-    Query(q): Query<TimelineQuery>,
+    ValidQuery(q): ValidQuery<TimelineQuery>,
 ) -> Result<Json<Page<TimelineItem>>, ApiError> {
     let org = auth.require_org(&org)?;
     let limit = paging::limit(q.limit, 100, 1000)?;
@@ -116,7 +117,7 @@ pub async fn list_referrals(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(org): Path<String>,
-    Query(q): Query<ReferralQuery>,
+    ValidQuery(q): ValidQuery<ReferralQuery>,
 ) -> Result<Json<Page<ReferralView>>, ApiError> {
     let org = auth.require_org(&org)?;
     let direction = match q.direction.as_deref() {
@@ -157,7 +158,7 @@ pub async fn coming_up(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(org): Path<String>,
-    Query(q): Query<ComingUpQuery>,
+    ValidQuery(q): ValidQuery<ComingUpQuery>,
 ) -> Result<Json<Page<caseload::ComingUpRow>>, ApiError> {
     let org = auth.require_org(&org)?;
     let days = q.days.unwrap_or(14);
@@ -203,7 +204,7 @@ pub async fn list_activities(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(org): Path<String>,
-    Query(q): Query<ActivityQuery>,
+    ValidQuery(q): ValidQuery<ActivityQuery>,
 ) -> Result<Json<Page<activities::ActivityRow>>, ApiError> {
     let org = auth.require_org(&org)?;
     paging::one_of("kind", q.kind.as_deref(), &["formative", "psychosocial", "sociocultural"])?;
@@ -256,7 +257,7 @@ pub async fn worklist(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(org): Path<String>,
-    Query(q): Query<WorklistQuery>,
+    ValidQuery(q): ValidQuery<WorklistQuery>,
 ) -> Result<Json<Page<worklist::WorkItem>>, ApiError> {
     let org = auth.require_org(&org)?;
     paging::one_of("kind", q.kind.as_deref(), worklist::KINDS)?;

@@ -3,10 +3,11 @@
 //! its own). Anonymous: any cell with fewer than five people is suppressed. JSON by default;
 //! CSV with `?format=csv` or `Accept: text/csv`.
 
+use crate::ValidQuery;
 use crate::org_views::csv_response;
 use crate::{AppState, auth::Authenticated, error::ApiError};
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{Datelike, NaiveDate};
@@ -81,7 +82,7 @@ pub async fn all_statistics(
     State(state): State<AppState>,
     auth: Authenticated,
     headers: HeaderMap,
-    Query(p): Query<StatsParams>,
+    ValidQuery(p): ValidQuery<StatsParams>,
 ) -> Result<Response, ApiError> {
     auth.require_coordinator()?;
     let (period, from, to) = parse(&p, state.settings.clock.today())?;
@@ -119,7 +120,7 @@ pub async fn org_statistics(
     auth: Authenticated,
     headers: HeaderMap,
     Path(org): Path<String>,
-    Query(p): Query<StatsParams>,
+    ValidQuery(p): ValidQuery<StatsParams>,
 ) -> Result<Response, ApiError> {
     let org = auth.require_org(&org)?;
     let (period, from, to) = parse(&p, state.settings.clock.today())?;
