@@ -480,3 +480,53 @@ async fn the_gateway_s_early_ledger_record_keeps_the_first_sequence_of_an_id() {
     let known = relais_projections::ledger::find(&app.pool, &[id]).await.expect("found");
     assert_eq!(known.get(&id), Some(&7));
 }
+
+/// A batch of `n` new cases of apo.
+fn new_cases(n: usize, tag: &str) -> Vec<Value> {
+    (0..n).map(|i| guidance_requested("apo", &format!("{tag}-{i}"), &format!("cl-{tag}-{i}"))).collect()
+}
+
+#[tokio::test]
+async fn a_batch_the_broker_cannot_take_now_is_a_503_that_stored_nothing() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    // Another publisher holds every atomic batch the stream allows open (50 by default).
+    let other = async_nats::connect(&app.settings.nats_url).await.expect("connected");
+    for i in 0..50 {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(async_nats::header::NATS_BATCH_ID, format!("held-{i}").as_str());
+        h.insert(async_nats::header::NATS_BATCH_SEQUENCE, "1");
+        other.publish_with_headers("relais.ev.apo.cases.held", h, "held".into()).await.expect("sent");
+    }
+    other.flush().await.expect("flushed");
+    let r = app.post_batch(&token, &new_cases(3, "busy")).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["type"], "urn:relais:problem:unavailable");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("nothing was stored")), "{problem}");
+    assert_eq!(app.stream_messages().await, 0);
+}
+
+#[tokio::test]
+async fn batches_posted_while_the_broker_is_down_are_answered_in_bounded_time() {
+    let mut app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    assert_eq!(app.post_batch(&token, &new_cases(2, "before")).await.status(), 201);
+    app.nats.stop();
+    // More messages than the NATS client queues while it reconnects (2,048): without a bound,
+    // the later batches would wait for the broker's return.
+    let posts = (0..4).map(|b| {
+        let (app, token) = (&app, &token);
+        async move { app.post_batch(token, &new_cases(700, &format!("down{b}"))).await }
+    });
+    // Each batch has 10 s to be handed to the client and 10 s for its acknowledgement.
+    let answers = tokio::time::timeout(std::time::Duration::from_secs(60), futures::future::join_all(posts))
+        .await
+        .expect("every batch is answered while the broker is down");
+    for r in answers {
+        assert_eq!(r.status(), 503);
+        let problem: Value = r.json().await.expect("json");
+        assert_eq!(problem["type"], "urn:relais:problem:unavailable", "{problem}");
+    }
+}

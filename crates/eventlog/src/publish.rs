@@ -61,10 +61,14 @@ pub enum AppendError {
     /// atomic batches instead of acknowledging them); the caller resolves them and retries.
     #[error("the batch holds an event id that is already stored")]
     DuplicateInBatch,
-    /// The log did not answer (timeout, no stream, connection lost). Nothing is known to be
-    /// stored; retry with the same ids.
+    /// The log did not answer (timeout, no stream, connection lost): the events may or may
+    /// not be stored; retry with the same ids, which stores each once.
     #[error("the event log is unavailable: {0}")]
     Unavailable(String),
+    /// The broker could not take the batch now and stored none of it (too many batches open
+    /// on the stream, or the batch reached it incomplete); retry with the same ids.
+    #[error("the event log could not take the batch now: {0}")]
+    Busy(String),
     /// The batch is larger than the broker accepts.
     #[error("a batch holds at most {MAX_BATCH} events")]
     TooLarge,
@@ -104,6 +108,10 @@ mod codes {
     pub const EXPECTED_SEQUENCE_TWICE_IN_BATCH: u64 = 10164;
     pub const DUPLICATE_MSG_ID_IN_BATCH: u64 = 10201;
     pub const BATCH_TOO_LARGE: u64 = 10199;
+    /// The commit arrived for a batch the broker does not hold whole: a message was refused
+    /// (too many batches open) or lost (a reconnect), or the batch outlived its timeout.
+    pub const BATCH_INCOMPLETE: u64 = 10176;
+    pub const TOO_MANY_BATCHES_IN_FLIGHT: u64 = 10210;
 }
 
 /// Computes the `Relais-Admission` header value of a message from its subject and payload.
@@ -186,6 +194,7 @@ impl EventLog {
                 }
                 codes::DUPLICATE_MSG_ID_IN_BATCH => AppendError::DuplicateInBatch,
                 codes::BATCH_TOO_LARGE => AppendError::TooLarge,
+                codes::BATCH_INCOMPLETE | codes::TOO_MANY_BATCHES_IN_FLIGHT => AppendError::Busy(err.description),
                 err_code => AppendError::Rejected { err_code, description: err.description },
             });
         }
@@ -212,18 +221,29 @@ impl EventLog {
         if events.len() > MAX_BATCH {
             return Err(AppendError::TooLarge);
         }
-        let _permit =
-            self.batches.acquire().await.map_err(|_| AppendError::Unavailable("event log is shutting down".into()))?;
+        // Waiting for a permit and handing the batch's messages to the client are bounded
+        // too: while the client reconnects its queue is not drained, and a request must not
+        // wait for the broker's return. A batch left without its commit stores nothing (the
+        // broker drops it after its own timeout), so giving up here is safe.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let not_handed = || AppendError::Busy("the batch could not be handed to the broker in time".into());
+        let _permit = tokio::time::timeout_at(deadline, self.batches.acquire())
+            .await
+            .map_err(|_| not_handed())?
+            .map_err(|_| AppendError::Unavailable("event log is shutting down".into()))?;
         let batch_id = Uuid::new_v4().simple().to_string();
         let last = events.len() - 1;
         for (i, event) in events[..last].iter().enumerate() {
             let mut h = self.headers_of(event);
             h.insert(NATS_BATCH_ID, batch_id.as_str());
             h.insert(NATS_BATCH_SEQUENCE, (i + 1).to_string().as_str());
-            self.client
-                .publish_with_headers(event.subject.clone(), h, event.payload.clone())
-                .await
-                .map_err(|e| AppendError::Unavailable(e.to_string()))?;
+            tokio::time::timeout_at(
+                deadline,
+                self.client.publish_with_headers(event.subject.clone(), h, event.payload.clone()),
+            )
+            .await
+            .map_err(|_| not_handed())?
+            .map_err(|e| AppendError::Busy(e.to_string()))?;
         }
         let mut h = self.headers_of(&events[last]);
         h.insert(NATS_BATCH_ID, batch_id.as_str());

@@ -110,7 +110,8 @@ impl ApiError {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
     }
 
-    /// 503: the event log (or the database) is unavailable; nothing was stored.
+    /// 503: the event log (or the database) is unavailable; the detail says whether anything
+    /// may have been stored.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
     }

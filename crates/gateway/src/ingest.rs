@@ -275,7 +275,14 @@ async fn append_resolving_duplicates(
             Err(AppendError::Unavailable(detail)) => {
                 tracing::error!(%detail, "event log unavailable");
                 return Err(ApiError::unavailable(
-                    "the event log is unavailable; nothing was stored, retry with the same ids",
+                    "the event log did not confirm the events, which may or may not be stored; \
+                     retry with the same ids: each event is stored once",
+                ));
+            }
+            Err(AppendError::Busy(detail)) => {
+                tracing::warn!(%detail, "event log busy");
+                return Err(ApiError::unavailable(
+                    "the event log could not take the batch now; nothing was stored, retry with the same ids",
                 ));
             }
             Err(e @ AppendError::Rejected { .. }) => return Err(ApiError::internal(&e)),
