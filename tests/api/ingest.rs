@@ -530,3 +530,40 @@ async fn batches_posted_while_the_broker_is_down_are_answered_in_bounded_time() 
         assert_eq!(problem["type"], "urn:relais:problem:unavailable", "{problem}");
     }
 }
+
+#[tokio::test]
+async fn a_retried_event_with_an_expected_version_whose_first_attempt_was_stored_is_a_duplicate() {
+    // No validator: the ledger learns nothing but the gateway's early record.
+    let app = spawn_app_with(relais::startup::ServeRole::Gateway).await;
+    let token = app.token("apo", Role::Org).await;
+    let mut first = guidance_requested("apo", "case-1", "cl-1");
+    first["expectedversion"] = json!(0);
+    assert_eq!(app.post_event(&token, &first).await.status(), 201);
+    // The first answer was lost, and with it the early ledger record (it is written after the
+    // answer): only the broker knows the event.
+    let id = uuid::Uuid::parse_str(first["id"].as_str().expect("id")).expect("uuid");
+    for _ in 0..100 {
+        let deleted = sqlx::query("DELETE FROM event_ledger WHERE event_id = $1")
+            .bind(id)
+            .execute(&app.pool)
+            .await
+            .expect("deleted")
+            .rows_affected();
+        if deleted == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The retry.
+    let r = app.post_event(&token, &first).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["events"][0]["duplicate"], true);
+    assert_eq!(answer["events"][0]["sequence"], 1);
+    assert_eq!(app.stream_messages().await, 1);
+    // A real conflict is still one: the same version expected by another event.
+    let mut other = guidance_requested("apo", "case-1", "cl-1");
+    other["expectedversion"] = json!(0);
+    assert_eq!(app.post_event(&token, &other).await.status(), 409);
+    assert_eq!(app.stream_messages().await, 1);
+}

@@ -483,6 +483,35 @@ pub async fn subject_history(
     Ok(out)
 }
 
+/// The sequence at which the event `event_id` is stored on `subject` after `after_sequence`,
+/// looking at no more than `limit` messages. For a retry whose expected version no longer
+/// holds because its own first attempt was stored: the broker checks a single publish's
+/// expected subject sequence before its message id, so such a retry is refused as a conflict
+/// instead of being acknowledged as a duplicate.
+pub async fn find_on_subject_after(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    after_sequence: u64,
+    event_id: &str,
+    limit: usize,
+) -> Result<Option<u64>, ReadError> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    let mut from = after_sequence + 1;
+    for _ in 0..limit {
+        match stream.direct_get_next_for_subject(subject, Some(from)).await {
+            Ok(m) => {
+                if m.headers.get(async_nats::header::NATS_MESSAGE_ID).is_some_and(|id| id.as_str() == event_id) {
+                    return Ok(Some(m.sequence));
+                }
+                from = m.sequence + 1;
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(api(e)),
+        }
+    }
+    Ok(None)
+}
+
 fn stream_message(m: async_nats::jetstream::message::StreamMessage) -> LogMessage {
     let traceparent = m.headers.get(crate::headers::TRACEPARENT).map(|v| v.as_str().to_owned());
     LogMessage {

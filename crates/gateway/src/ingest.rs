@@ -187,7 +187,8 @@ pub async fn post_events(
     }
     // The validator records these too; recording now closes the gap for retries that come
     // before the validator judged the events. Off the answer path: the broker's duplicate
-    // window covers a retry in the meantime.
+    // window covers a retry in the meantime (and, for an event with an expected version, the
+    // look along its subject after a conflict).
     if !new_ids.is_empty() {
         let orgs = vec![principal.org.to_string(); new_ids.len()];
         let pool = state.db.pool().clone();
@@ -270,7 +271,16 @@ async fn append_resolving_duplicates(
                     tokio::time::sleep(Duration::from_millis(100 * (attempt + 1).min(5))).await;
                 }
             }
-            Err(AppendError::Conflict(detail)) => return Err(ApiError::version_conflict(detail)),
+            Err(AppendError::Conflict(detail)) => {
+                let stored = stored_despite_conflict(state, &outgoing).await?;
+                if stored.is_empty() {
+                    return Err(ApiError::version_conflict(detail));
+                }
+                for (id, sequence) in &stored {
+                    result.insert(*id, relais_eventlog::Appended { sequence: *sequence, duplicate: true });
+                }
+                outgoing.retain(|o| !stored.contains_key(&o.event_id));
+            }
             Err(AppendError::TooLarge) => return Err(ApiError::too_large("the batch is larger than the log accepts")),
             Err(AppendError::Unavailable(detail)) => {
                 tracing::error!(%detail, "event log unavailable");
@@ -289,4 +299,29 @@ async fn append_resolving_duplicates(
         }
     }
     Err(ApiError::unavailable("an id of the batch is being stored concurrently; retry with the same ids"))
+}
+
+/// The events with an expected version that are already stored on their subject after that
+/// version: retries of events whose first attempt was stored (its answer lost) before the
+/// validator recorded their ids. The broker checks the expected version of a single publish
+/// before its message id, so it refuses such a retry as a conflict; it is a duplicate.
+async fn stored_despite_conflict(state: &AppState, outgoing: &[Outgoing]) -> Result<HashMap<Uuid, u64>, ApiError> {
+    // A client this far behind its subject gets the conflict.
+    const LOOK_AHEAD: usize = 100;
+    let mut stored = HashMap::new();
+    for o in outgoing {
+        let Some(expected) = o.expected_last_subject_sequence else { continue };
+        let id = o.event_id.to_string();
+        let found =
+            relais_eventlog::reader::find_on_subject_after(&state.stream, &o.subject, expected, &id, LOOK_AHEAD)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "event log unavailable");
+                    ApiError::unavailable("the event log could not be read; retry with the same ids")
+                })?;
+        if let Some(sequence) = found {
+            stored.insert(o.event_id, sequence);
+        }
+    }
+    Ok(stored)
 }
