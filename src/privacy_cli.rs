@@ -194,6 +194,9 @@ pub async fn retention(command: RetentionCommand) -> anyhow::Result<()> {
                 })
                 .await?;
             progress.finish_and_clear();
+            if !report.completed.is_empty() {
+                println!("{} erasure events owed by earlier erasures appended", report.completed.len());
+            }
             println!("{} clients erased (retention expired)", report.erased.len());
             Ok(())
         }

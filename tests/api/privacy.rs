@@ -937,6 +937,68 @@ async fn the_retention_sweep_erases_exactly_the_clients_past_their_period() {
 }
 
 #[tokio::test]
+async fn an_erasure_whose_event_the_log_did_not_take_is_completed_by_the_next_sweep() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let client = "cl-OWED-MARK-9x";
+    post_all(
+        &app,
+        &apo,
+        &[
+            requested("apo", "case-owed", client, "OWED-MARK-request"),
+            accepted("apo", "case-owed", client, "OWED-MARK-a"),
+        ],
+    )
+    .await;
+    app.wait_for_views().await;
+    let shown = |tables: Vec<(String, String)>| -> Vec<String> {
+        tables.into_iter().filter(|(_, text)| text.contains("OWED-MARK")).map(|(t, _)| t).collect()
+    };
+    assert!(!shown(all_table_text(&app.pool).await).is_empty());
+
+    // The erasure destroys the key, then the log does not take its event: here, the eraser's
+    // broker has no stream.
+    let dir = tempfile::tempdir().expect("dir");
+    let elsewhere = start_nats(dir.path());
+    let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let broken = relais_projections::erasure::Eraser::new(
+        keys.clone(),
+        relais_eventlog::EventLog::new(async_nats::connect(elsewhere.url()).await.expect("connected")),
+        app.pool.clone(),
+    );
+    let org = relais_domain::OrgId::parse("apo").expect("org");
+    let failed =
+        broken.erase_client(&org, client, relais_domain::events::ErasureReason::ClientRequest, "token:owed-test").await;
+    assert!(matches!(failed, Err(relais_projections::erasure::ErasureError::Log(_))), "{failed:?}");
+    // The key is gone, but the views still show what they showed: the event is owed.
+    assert!(matches!(keys.find_client(&org, client).await.expect("key"), Some((_, true))));
+    app.wait_for_views().await;
+    assert!(!shown(all_table_text(&app.pool).await).is_empty());
+
+    // The next sweep, with nobody due, appends it with the erasure's own reason and actor.
+    let eraser = relais_projections::erasure::Eraser::new(
+        keys.clone(),
+        relais_eventlog::EventLog::new(app.js.client()),
+        app.pool.clone(),
+    );
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let policy = RetentionPolicy::default();
+    let report = retention::sweep(&eraser, &app.pool, &stream, &policy, Utc::now(), |_, _| {}).await.expect("sweep");
+    assert!(report.erased.is_empty());
+    assert_eq!(report.completed.len(), 1);
+    app.wait_for_views().await;
+    assert_eq!(shown(all_table_text(&app.pool).await), Vec::<String>::new());
+    let (_, events) = replay(&app, &keys).await;
+    let erased: Vec<&Value> = events.iter().filter(|e| e["type"] == "relais.client.erased").collect();
+    assert_eq!(erased.len(), 1);
+    assert_eq!(erased[0]["data"], json!({ "reason": "client_request" }));
+    assert_eq!(erased[0]["actor"], "token:owed-test");
+    // Nothing is owed any more.
+    let again = retention::sweep(&eraser, &app.pool, &stream, &policy, Utc::now(), |_, _| {}).await.expect("sweep");
+    assert!(again.completed.is_empty() && again.erased.is_empty());
+}
+
+#[tokio::test]
 async fn the_projector_process_sweeps_periodically() {
     let app = spawn_app_with_settings(ServeRole::All, |s| {
         s.retention.policy = RetentionPolicy::parse("default=30").expect("policy");

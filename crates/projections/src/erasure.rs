@@ -15,6 +15,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use relais_domain::envelope::{Envelope, PersonalState};
 use relais_domain::events::{ClientErased, ErasureReason, EventData};
+use relais_domain::reference::CodeList;
 use relais_domain::{AggregateKind, AggregateRef, OrgId, StoredEvent};
 use relais_eventlog::{AppendError, EventLog, Outgoing, subjects};
 use sha2::{Digest, Sha256};
@@ -88,6 +89,44 @@ impl Eraser {
         &self.keys
     }
 
+    /// Appends the erasure events that erasures owe: keys destroyed whose event could not be
+    /// appended then (the log was down, the caller gave up), each with its erasure's own
+    /// reason and actor. Until its event is in the log, the views keep what they showed of the
+    /// client. The retention sweep runs this first.
+    #[tracing::instrument(name = "privacy.finish_owed_erasures", skip_all)]
+    pub async fn finish_owed(&self) -> Result<Vec<Erasure>, ErasureError> {
+        let owed: Vec<(Uuid, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT key_id, org_id, erasure_reason, erasure_actor FROM client_keys
+             WHERE erased_at IS NOT NULL AND erasure_seq IS NULL ORDER BY erased_at, key_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut done = Vec::with_capacity(owed.len());
+        for (key_id, org, reason, actor) in owed {
+            let org = OrgId::parse(&org).map_err(|_| ErasureError::UnknownClient)?;
+            // Keys erased before reasons were kept: an erasure the client asked for, unless
+            // the ledger already holds its event (then the reason is not used).
+            let reason = reason
+                .and_then(|code| ErasureReason::ALL.iter().copied().find(|r| r.code() == code))
+                .unwrap_or(ErasureReason::ClientRequest);
+            let actor = actor.unwrap_or_else(|| "relais:erasure".to_owned());
+            done.push(self.erase_key(&org, key_id, reason, &actor).await?);
+        }
+        if !done.is_empty() {
+            tracing::info!(completed = done.len(), "owed erasure events appended");
+        }
+        Ok(done)
+    }
+
+    async fn mark_recorded(&self, key_id: Uuid, sequence: u64) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE client_keys SET erasure_seq = $2 WHERE key_id = $1 AND erasure_seq IS NULL")
+            .bind(key_id)
+            .bind(sequence as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Erases the client `client_ref` of `org`. `actor` is recorded in the erasure event (a
     /// token id, `retention`, an operator); it must not be personal data.
     #[tracing::instrument(name = "privacy.erase_client", skip_all, fields(org = %org))]
@@ -115,9 +154,10 @@ impl Eraser {
             Some(info) if info.org == org.as_str() => {}
             _ => return Err(ErasureError::UnknownClient),
         }
-        let destroyed = self.keys.erase_key(key_id).await?.ok_or(ErasureError::UnknownClient)?;
+        let destroyed = self.keys.erase_key(key_id, reason.code(), actor).await?.ok_or(ErasureError::UnknownClient)?;
         let event_id = erasure_event_id(key_id);
         if let Some(seq) = ledger::find(&self.pool, &[event_id]).await?.get(&event_id) {
+            self.mark_recorded(key_id, *seq).await?;
             return Ok(Erasure {
                 key_id,
                 org: org.to_string(),
@@ -160,6 +200,7 @@ impl Eraser {
             let mut conn = self.pool.acquire().await?;
             ledger::record(&mut conn, &[event_id], &[appended.sequence as i64], &[org.to_string()]).await?;
         }
+        self.mark_recorded(key_id, appended.sequence).await?;
         tracing::info!(sequence = appended.sequence, newly = destroyed.newly_erased, "client erased");
         Ok(Erasure {
             key_id,

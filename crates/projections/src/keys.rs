@@ -438,19 +438,23 @@ impl KeyStore {
     /// Destroys a client's data key. Returns the key id, or `None` if the client has none.
     pub async fn erase(&self, org: &OrgId, client_ref: &str) -> Result<Option<Uuid>, KeyError> {
         let Some((key_id, _)) = self.find_client(org, client_ref).await? else { return Ok(None) };
-        self.erase_key(key_id).await?;
+        self.erase_key(key_id, "client_request", "relais:keys").await?;
         Ok(Some(key_id))
     }
 
-    /// Destroys a data key by id. Returns `None` if there is no such key. Idempotent: a key
-    /// destroyed before keeps its first erasure time.
-    pub async fn erase_key(&self, key_id: Uuid) -> Result<Option<ErasedKey>, KeyError> {
+    /// Destroys a data key by id, keeping the erasure's reason (its code) and actor for the
+    /// event it owes. Returns `None` if there is no such key. Idempotent: a key destroyed before
+    /// keeps its first erasure time, reason and actor.
+    pub async fn erase_key(&self, key_id: Uuid, reason: &str, actor: &str) -> Result<Option<ErasedKey>, KeyError> {
         self.forget(key_id);
+        // The reason and actor stay with the key until its erasure event is in the log.
         let newly: Option<(String, DateTime<Utc>)> = sqlx::query_as(
-            "UPDATE client_keys SET wrapped_key = NULL, erased_at = now()
+            "UPDATE client_keys SET wrapped_key = NULL, erased_at = now(), erasure_reason = $2, erasure_actor = $3
              WHERE key_id = $1 AND erased_at IS NULL RETURNING org_id, erased_at",
         )
         .bind(key_id)
+        .bind(reason)
+        .bind(actor)
         .fetch_optional(&self.pool)
         .await?;
         if let Some((org, erased_at)) = newly {

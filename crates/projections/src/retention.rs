@@ -178,6 +178,13 @@ pub enum SweepError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+    /// Appending an erasure event owed by an earlier erasure failed (the next sweep retries).
+    #[error("appending an owed erasure event: {source}")]
+    Owed {
+        /// Why.
+        #[source]
+        source: ErasureError,
+    },
     /// An erasure failed (the clients erased before it stay erased; the next sweep goes on).
     #[error("erasing {key_id}: {source}")]
     Erase {
@@ -194,6 +201,8 @@ pub enum SweepError {
 pub struct SweepReport {
     /// The clients erased.
     pub erased: Vec<Erasure>,
+    /// Erasures done before whose event the log did not take then, now appended.
+    pub completed: Vec<Erasure>,
 }
 
 /// Waits (up to `wait`) until the client index has applied the log as it is now.
@@ -224,9 +233,12 @@ pub async fn sweep(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<SweepReport, SweepError> {
     index_caught_up(pool, stream, std::time::Duration::from_secs(30)).await?;
+    let mut report = SweepReport {
+        completed: eraser.finish_owed().await.map_err(|source| SweepError::Owed { source })?,
+        ..SweepReport::default()
+    };
     let due = due(pool, policy, now).await?;
     let total = due.len() as u64;
-    let mut report = SweepReport::default();
     for (i, client) in due.into_iter().enumerate() {
         let org = OrgId::parse(&client.org_id)
             .map_err(|_| SweepError::Erase { key_id: client.key_id, source: ErasureError::UnknownClient })?;
@@ -237,7 +249,7 @@ pub async fn sweep(
         report.erased.push(erasure);
         progress(i as u64 + 1, total);
     }
-    tracing::info!(erased = report.erased.len(), "retention sweep done");
+    tracing::info!(erased = report.erased.len(), completed = report.completed.len(), "retention sweep done");
     Ok(report)
 }
 
@@ -259,8 +271,12 @@ pub async fn run_periodic(
         }
         next = tokio::time::Instant::now() + every;
         match sweep(&eraser, &pool, &stream, &policy, Utc::now(), |_, _| {}).await {
-            Ok(report) if !report.erased.is_empty() => {
-                tracing::info!(erased = report.erased.len(), "retention: clients past their period erased");
+            Ok(report) if !report.erased.is_empty() || !report.completed.is_empty() => {
+                tracing::info!(
+                    erased = report.erased.len(),
+                    completed = report.completed.len(),
+                    "retention: clients past their period erased, owed erasure events appended"
+                );
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "retention sweep did not complete; retrying at the next round"),
