@@ -9,5 +9,6 @@ ALTER TABLE client_keys
     ADD COLUMN erasure_reason text,
     ADD COLUMN erasure_actor text,
     ADD COLUMN erasure_seq bigint;
-CREATE INDEX client_keys_erasure_owed ON client_keys (erased_at)
-    WHERE erased_at IS NOT NULL AND erasure_seq IS NULL;
+-- The erased keys by time: the sweep's owed events, and the keys a running replay must stop
+-- using (erased since its last chunk).
+CREATE INDEX client_keys_erased_at ON client_keys (erased_at) WHERE erased_at IS NOT NULL;

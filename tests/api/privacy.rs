@@ -999,6 +999,48 @@ async fn an_erasure_whose_event_the_log_did_not_take_is_completed_by_the_next_sw
 }
 
 #[tokio::test]
+async fn a_replay_under_way_stops_opening_a_client_erased_meanwhile() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    // The client's first events, more than a replay chunk of others, then the client again.
+    post_all(
+        &app,
+        &apo,
+        &[requested("apo", "case-x", "cl-x", "EARLY-MARK"), accepted("apo", "case-x", "cl-x", "EARLY-MARK-2")],
+    )
+    .await;
+    for b in 0..3 {
+        let others: Vec<Value> =
+            (0..400).map(|i| requested("apo", &format!("case-{b}-{i}"), &format!("cl-{b}-{i}"), "other")).collect();
+        post_all(&app, &apo, &others).await;
+    }
+    post_all(&app, &apo, &[noted_intervention("apo", "case-x", "cl-x", "informing", "LATE-MARK")]).await;
+    app.wait_for_views().await;
+
+    let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let mut replay =
+        relais_projections::audit::replay::open(&app.pool, &keys, &stream, Default::default()).await.expect("replay");
+    let first = replay.next_lines().await.expect("lines").expect("a chunk");
+    let first_text = Value::Array(first.into_iter().map(Value::Object).collect()).to_string();
+    assert!(first_text.contains("EARLY-MARK"), "the client's key is used in the first chunk");
+    assert!(!first_text.contains("LATE-MARK"), "the client's last event comes in a later chunk");
+
+    // The client is erased while the replay is under way.
+    assert_eq!(app.erase(&apo, "apo", "cl-x").await.status(), 202);
+    let mut rest = Vec::new();
+    while let Some(lines) = replay.next_lines().await.expect("lines") {
+        rest.extend(lines.into_iter().map(Value::Object));
+    }
+    let late = rest
+        .iter()
+        .find(|l| l["type"] == "relais.intervention.recorded" && l["subject"] == "cases/case-x")
+        .expect("the client's last event is replayed");
+    assert_eq!(late["personaldata"], "erased", "{late}");
+    assert!(!Value::Array(rest).to_string().contains("LATE-MARK"));
+}
+
+#[tokio::test]
 async fn the_projector_process_sweeps_periodically() {
     let app = spawn_app_with_settings(ServeRole::All, |s| {
         s.retention.policy = RetentionPolicy::parse("default=30").expect("policy");

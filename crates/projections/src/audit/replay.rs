@@ -7,8 +7,9 @@
 //! The NDJSON answer is a pipeline: the messages are read in order and cut into chunks; each
 //! chunk is looked up (links, quarantine, data keys), opened and written as NDJSON in a task
 //! of its own, a few at once; the chunks are then joined in order with the checkpoints between
-//! them. A data key looked up once is kept for the rest of the replay: a replay shows the
-//! personal fields as they could be read when it started reading them.
+//! them. A data key looked up once is kept for the rest of the replay, except that before
+//! each chunk the keys erased since the last chunk are dropped: an erasure during a long
+//! replay hides the client's personal fields from the next chunk on.
 
 use super::{AuditError, chain, checkpoints};
 use crate::keys::{KeyLookup, KeyStore};
@@ -147,6 +148,7 @@ pub async fn open(pool: &PgPool, keys: &KeyStore, stream: &Stream, filter: Repla
             pool: pool.clone(),
             keys: keys.clone(),
             kept_keys: Arc::new(Mutex::new(HashMap::new())),
+            erased_since: Arc::new(Mutex::new(Utc::now() - ERASURE_OVERLAP)),
             filter: Arc::new(filter.clone()),
         },
         stream_name: stream.cached_info().config.name.clone(),
@@ -391,8 +393,15 @@ struct ChunkReader {
     keys: KeyStore,
     /// The data keys looked up so far in this replay.
     kept_keys: Arc<Mutex<HashMap<Uuid, KeyLookup>>>,
+    /// Keys erased at or after this moment (the database's clock) are dropped from
+    /// `kept_keys` before the next chunk is opened.
+    erased_since: Arc<Mutex<DateTime<Utc>>>,
     filter: Arc<ReplayFilter>,
 }
+
+/// How far back each look for erased keys reaches beyond the previous one: an erasure's time
+/// is its transaction's start, and it may commit a little after a look that began later.
+const ERASURE_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
 /// How a stored message is shown.
 enum Shown {
@@ -509,8 +518,24 @@ impl ChunkReader {
     async fn keys_of(&self, key_ids: &[Uuid]) -> Result<HashMap<Uuid, KeyLookup>, AuditError> {
         let mut found = HashMap::new();
         let mut missing = Vec::new();
+        if key_ids.is_empty() {
+            return Ok(found);
+        }
+        let since = *self.erased_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (now, erased): (DateTime<Utc>, Vec<Uuid>) =
+            sqlx::query_as("SELECT now(), coalesce(array_agg(key_id), '{}') FROM client_keys WHERE erased_at >= $1")
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await?;
         {
-            let kept = self.kept_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut since = self.erased_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            *since = (*since).max(now - ERASURE_OVERLAP);
+        }
+        {
+            let mut kept = self.kept_keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in &erased {
+                kept.remove(id);
+            }
             for id in key_ids {
                 match kept.get(id) {
                     Some(k) => {
