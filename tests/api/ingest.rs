@@ -567,3 +567,47 @@ async fn a_retried_event_with_an_expected_version_whose_first_attempt_was_stored
     assert_eq!(app.post_event(&token, &other).await.status(), 409);
     assert_eq!(app.stream_messages().await, 1);
 }
+
+#[tokio::test]
+async fn a_copy_stored_before_the_one_the_gateway_recorded_is_the_one_the_views_count() {
+    // No projector yet: the ledger knows only what the gateway records.
+    let app = spawn_app_with(relais::startup::ServeRole::Gateway).await;
+    let token = app.token("apo", Role::Org).await;
+    assert_eq!(app.post_batch(&token, &open_case("apo", "case-1", "cl-1")).await.status(), 201);
+    // An organisation's system publishes an intervention directly, without a message id
+    // (or beyond the broker's window), then posts the same event over HTTP.
+    let e = intervention("apo", "case-1", "cl-1", "informing");
+    let (envelope, _) =
+        relais_domain::Envelope::from_cloud_event(e.clone(), chrono::Utc::now(), "own-system").expect("valid");
+    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let (key_id, key) = keys.key_for_client(&envelope.org, "cl-1").await.expect("client key");
+    let (mut stored, personal) = envelope.split_for_storage();
+    stored.sealed = Some(relais_domain::seal::seal(&key, key_id, envelope.id, rand::random(), &personal));
+    let bytes = relais_domain::StoredEvent::V1(stored).encode();
+    app.js.publish("relais.ev.apo.cases.case-1", bytes.into()).await.expect("sent").await.expect("ack");
+    let r = app.post_event(&token, &e).await;
+    assert_eq!(r.status(), 201);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["events"][0]["sequence"], 4);
+
+    // The projector judges the copies in order: the first (3) counts, the second is the duplicate.
+    let projector = relais::startup::Application::build(&app.settings, relais::startup::ServeRole::Projector)
+        .await
+        .expect("projector");
+    let stop = projector.shutdown_token();
+    tokio::spawn(projector.run_until_stopped());
+    app.wait_for_projection("caseload").await;
+    let quarantined: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT seq, reason, detail FROM quarantine ORDER BY seq")
+            .fetch_all(&app.pool)
+            .await
+            .expect("rows");
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (4, "duplicate"));
+    assert!(quarantined[0].2.ends_with("sequence 3"), "{quarantined:?}");
+    let known = relais_projections::ledger::find(&app.pool, &[envelope.id]).await.expect("ledger");
+    assert_eq!(known.get(&envelope.id), Some(&3));
+    let case: Value = app.get(&token, "/v1/orgs/apo/cases/case-1").await.json().await.expect("json");
+    assert_eq!(case["intervention_count"], 1);
+    stop.cancel();
+}

@@ -30,7 +30,10 @@ macro_rules! insert_rows {
             $orgs,
             "::text[]) AS u(event_id, seq, org_id)",
             $(", ", $joined,)?
-            " ORDER BY u.event_id ON CONFLICT DO NOTHING"
+            // An id recorded at a later sequence (the gateway's early record of a copy stored
+            // after one published without a message id) is moved to the first copy.
+            " ORDER BY u.event_id ON CONFLICT (event_id) DO UPDATE SET seq = EXCLUDED.seq
+              WHERE EXCLUDED.seq < event_ledger.seq"
         )
     };
 }
@@ -43,7 +46,7 @@ macro_rules! insert_after {
     };
 }
 
-/// Records ids at their sequences; ids already recorded keep their first sequence.
+/// Records ids at their sequences; an id already recorded keeps the lower of the two.
 pub async fn record(conn: &mut PgConnection, ids: &[Uuid], seqs: &[i64], orgs: &[String]) -> Result<(), sqlx::Error> {
     insert(conn, insert_after!("SELECT 1"), ids, seqs, orgs).await
 }

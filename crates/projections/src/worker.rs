@@ -649,9 +649,11 @@ impl Projector {
             out.push(match d {
                 Err(v) => v,
                 Ok((stored, envelope)) => {
-                    let first = known.get(&stored.id).copied().or_else(|| seen_here.get(&stored.id).copied());
+                    // The first copy is the one at the lowest sequence: the ledger may name a
+                    // later copy (the gateway records what it stored before this is judged).
+                    let first = [known.get(&stored.id), seen_here.get(&stored.id)].into_iter().flatten().min().copied();
                     match first {
-                        Some(seq) if seq != m.sequence => Verdict::Quarantine {
+                        Some(seq) if seq < m.sequence => Verdict::Quarantine {
                             reason: "duplicate",
                             detail: format!("event id {} was first stored at sequence {seq}", stored.id),
                         },
