@@ -308,11 +308,14 @@ pub async fn rebuild_many(
     for view in &views {
         let name = view.name();
         let schema = rebuild_schema(name);
-        // What depends on the clock, as a tick of a caught-up view would.
+        // What depends on the clock, as a tick of the live worker would: forgetting by the
+        // clock only once nothing more is stored, so that it cannot overtake an event (a
+        // renewed consent) still to be applied by the swap.
         if view.uses_clock() {
+            let caught_up = reader::last_sequence(stream).await? <= rebuilt_at;
             let mut tx = worker::begin_projection(pool).await?;
             set_search_path(&mut tx, &schema, &live_schema).await?;
-            view.on_clock(&mut tx, settings.clock.now(), ClockCall::Tick { caught_up: true }).await?;
+            view.on_clock(&mut tx, settings.clock.now(), ClockCall::Tick { caught_up }).await?;
             tx.commit().await?;
         }
         let checkpoint = swap(pool, keys, stream, view.as_ref(), rebuilt_at, settings, &live_schema).await?;
@@ -486,7 +489,8 @@ async fn swap(
         view.apply(&mut tx, &applied).await?;
     }
     if view.uses_clock() {
-        view.on_clock(&mut tx, settings.clock.now(), ClockCall::Tick { caught_up: true }).await?;
+        let caught_up = reader::last_sequence(stream).await? <= reader.done;
+        view.on_clock(&mut tx, settings.clock.now(), ClockCall::Tick { caught_up }).await?;
     }
     sqlx::query("SET LOCAL search_path TO DEFAULT").execute(&mut *tx).await?;
     let checkpoint = reader.done;
