@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/events", get(audit::replay_events))
         .route("/v1/audit/public-key", get(audit::public_key))
         .route("/v1/audit/access", get(audit::access_records))
+        .route_layer(axum::middleware::from_fn(query::reject_control_characters))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

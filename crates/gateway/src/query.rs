@@ -29,3 +29,45 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
         }
     }
 }
+
+/// Refuses a request whose path segments or query parameters hold a control character (a NUL
+/// cannot be stored in PostgreSQL text, so it would otherwise end as a 500) or whose path is
+/// not UTF-8 once decoded: a 400 problem naming the parameter (`?case` for the path's
+/// `{case}`, as the handlers name path parameters), before any handler runs.
+pub async fn reject_control_characters(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = request.uri();
+    // Run after routing: the route's template names the parameter of a bad segment.
+    let template = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
+    let mut names = template.as_deref().unwrap_or_default().split('/');
+    for segment in uri.path().split('/') {
+        let name = names.next().unwrap_or_default();
+        let bad = match percent_encoding::percent_decode_str(segment).decode_utf8() {
+            Ok(text) => text.chars().any(char::is_control),
+            Err(_) => true,
+        };
+        if bad {
+            let name = name.strip_prefix('{').and_then(|n| n.strip_suffix('}')).unwrap_or("path");
+            return ApiError::invalid_parameter(
+                name,
+                "control characters and bytes that are not UTF-8 are not allowed",
+            )
+            .into_response();
+        }
+    }
+    if let Some(query) = uri.query() {
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            if name.chars().chain(value.chars()).any(char::is_control) {
+                return ApiError::invalid_parameter(
+                    &name.replace(char::is_control, ""),
+                    "control characters are not allowed",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
