@@ -611,3 +611,22 @@ async fn a_copy_stored_before_the_one_the_gateway_recorded_is_the_one_the_views_
     assert_eq!(case["intervention_count"], 1);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn the_gateway_and_the_validator_recording_the_same_ids_at_once_both_succeed() {
+    let app = spawn_app().await;
+    // The gateway records what it stored while the validator records the same rows with its
+    // verdicts: neither insert may fail on the other's rows (nor deadlock).
+    for round in 0..30i64 {
+        let ids: Vec<uuid::Uuid> = (0..500).map(|_| uuid::Uuid::new_v4()).collect();
+        let seqs: Vec<i64> = (0..500).map(|i| 1_000_000 + round * 1000 + i).collect();
+        let orgs = vec!["apo".to_owned(); ids.len()];
+        let mut conn = app.pool.acquire().await.expect("connection");
+        let (early, validator) = tokio::join!(
+            relais_projections::ledger::record_early(&app.pool, &ids, &seqs, &orgs),
+            relais_projections::ledger::record(&mut conn, &ids, &seqs, &orgs),
+        );
+        early.expect("the gateway's record");
+        validator.expect("the validator's record");
+    }
+}

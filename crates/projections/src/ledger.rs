@@ -30,10 +30,10 @@ macro_rules! insert_rows {
             $orgs,
             "::text[]) AS u(event_id, seq, org_id)",
             $(", ", $joined,)?
-            // An id recorded at a later sequence (the gateway's early record of a copy stored
-            // after one published without a message id) is moved to the first copy.
-            " ORDER BY u.event_id ON CONFLICT (event_id) DO UPDATE SET seq = EXCLUDED.seq
-              WHERE EXCLUDED.seq < event_ledger.seq"
+            // No conflict target: the gateway and the validator record the same rows at
+            // once, and only an insert arbitrated on both unique indexes waits and does
+            // nothing instead of failing on the one it does not name.
+            " ORDER BY u.event_id ON CONFLICT DO NOTHING"
         )
     };
 }
@@ -46,7 +46,7 @@ macro_rules! insert_after {
     };
 }
 
-/// Records ids at their sequences; an id already recorded keeps the lower of the two.
+/// Records ids at their sequences; ids already recorded keep their first sequence.
 pub async fn record(conn: &mut PgConnection, ids: &[Uuid], seqs: &[i64], orgs: &[String]) -> Result<(), sqlx::Error> {
     insert(conn, insert_after!("SELECT 1"), ids, seqs, orgs).await
 }
@@ -68,5 +68,23 @@ async fn insert<'c>(
     orgs: &[String],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(sql).bind(ids).bind(seqs).bind(orgs).execute(on).await?;
+    Ok(())
+}
+
+/// Moves ids the ledger holds at a later sequence to the sequence of their first copy: the
+/// gateway's early record of a copy stored after one that was published without a message id
+/// (or beyond the broker's window), which the validator judged first.
+pub async fn move_to_first_copy(conn: &mut PgConnection, ids: &[Uuid], seqs: &[i64]) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE event_ledger l SET seq = u.seq FROM UNNEST($1::uuid[], $2::int8[]) AS u(event_id, seq)
+         WHERE l.event_id = u.event_id AND l.seq > u.seq",
+    )
+    .bind(ids)
+    .bind(seqs)
+    .execute(conn)
+    .await?;
     Ok(())
 }

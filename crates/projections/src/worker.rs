@@ -515,11 +515,16 @@ impl Projector {
         let verdicts = self.judge(batch, rules).await?;
         let judged = started.elapsed();
         let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut moved: (Vec<Uuid>, Vec<i64>) = (Vec::new(), Vec::new());
         let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (m, verdict) in batch.iter().zip(verdicts) {
             match verdict {
-                Verdict::Accept { id, org } => {
+                Verdict::Accept { id, org, ledger_later } => {
+                    if ledger_later {
+                        moved.0.push(id);
+                        moved.1.push(m.sequence as i64);
+                    }
                     ids.push(id);
                     seqs.push(m.sequence as i64);
                     orgs.push(org);
@@ -535,6 +540,12 @@ impl Projector {
                     q_payload.push(if keep { m.payload.to_vec() } else { Vec::new() });
                 }
             }
+        }
+        // Before the verdicts, and idempotent: judged again after a crash, a moved id is
+        // already at its first copy.
+        if !moved.0.is_empty() {
+            let mut conn = pool.acquire().await?;
+            crate::ledger::move_to_first_copy(&mut conn, &moved.0, &moved.1).await?;
         }
         // Verdicts and checkpoint in one statement, its own transaction; the ledger's rows
         // with the gateway's insert (the same order of ids).
@@ -660,7 +671,11 @@ impl Projector {
                         _ => match rules.admit(m.sequence, &envelope).await? {
                             Ok(()) => {
                                 seen_here.insert(stored.id, m.sequence);
-                                Verdict::Accept { id: stored.id, org: envelope.org.to_string() }
+                                Verdict::Accept {
+                                    id: stored.id,
+                                    org: envelope.org.to_string(),
+                                    ledger_later: first.is_some_and(|seq| seq > m.sequence),
+                                }
                             }
                             Err(v) => {
                                 Verdict::Quarantine { reason: "rule", detail: format!("{}: {}", v.code, v.detail) }
@@ -838,8 +853,17 @@ impl ProjectorSettings {
 }
 
 enum Verdict {
-    Accept { id: Uuid, org: String },
-    Quarantine { reason: &'static str, detail: String },
+    /// `ledger_later`: the ledger holds the id at a later sequence (a later copy recorded
+    /// first), to be moved to this one.
+    Accept {
+        id: Uuid,
+        org: String,
+        ledger_later: bool,
+    },
+    Quarantine {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 /// Decodes a message and checks everything that needs no database: subject scheme, envelope,
