@@ -630,3 +630,40 @@ async fn the_gateway_and_the_validator_recording_the_same_ids_at_once_both_succe
         validator.expect("the validator's record");
     }
 }
+
+#[tokio::test]
+async fn a_batch_repeating_the_id_of_a_quarantined_direct_event_answers_it_as_a_duplicate() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    // An organisation's system publishes an event directly, with its id as message id but its
+    // personal fields in the clear: the validator quarantines it, the ledger never learns it.
+    let x = guidance_requested("apo", "case-x", "cl-x");
+    let (envelope, _) =
+        relais_domain::Envelope::from_cloud_event(x.clone(), chrono::Utc::now(), "own-system").expect("valid");
+    let mut stored = envelope.split_for_storage().0;
+    stored.data = envelope.data.encode();
+    let bytes = relais_domain::StoredEvent::V1(stored).encode();
+    let id = envelope.id.to_string();
+    app.js
+        .send_publish(
+            "relais.ev.apo.cases.case-x",
+            async_nats::jetstream::message::PublishMessage::build().payload(bytes.into()).message_id(id.as_str()),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+    // The same id in a batch, which the broker refuses whole while the id is in its window.
+    let y = guidance_requested("apo", "case-y", "cl-y");
+    let r = app.post_batch(&token, &[x, y]).await;
+    assert_eq!(r.status(), 201);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["events"][0]["duplicate"], true);
+    assert_eq!(answer["events"][0]["sequence"], 1);
+    assert_eq!(answer["events"][1]["duplicate"], false);
+    assert_eq!(answer["events"][1]["sequence"], 2);
+    app.wait_for_projection("caseload").await;
+    let reasons: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, reason FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
+    assert_eq!(reasons, vec![(1, "personal-data-in-clear".to_owned())]);
+}

@@ -262,7 +262,13 @@ async fn append_resolving_duplicates(
             }
             Err(AppendError::DuplicateInBatch) => {
                 let ids: Vec<Uuid> = outgoing.iter().map(|o| o.event_id).collect();
-                let known = ledger::find(state.db.pool(), &ids).await?;
+                let mut known = ledger::find(state.db.pool(), &ids).await?;
+                // An id the broker holds may be quarantined (published directly, refused by
+                // the validator): the ledger never learns it; the quarantine names it.
+                let unknown: Vec<Uuid> = ids.iter().filter(|id| !known.contains_key(id)).copied().collect();
+                if !unknown.is_empty() {
+                    known.extend(relais_projections::quarantine::first_sequences(state.db.pool(), &unknown).await?);
+                }
                 for (id, seq) in &known {
                     result.insert(*id, relais_eventlog::Appended { sequence: *seq, duplicate: true });
                 }

@@ -3,6 +3,8 @@
 use relais_domain::OrgId;
 use serde::Serialize;
 use sqlx::PgPool;
+use std::collections::HashMap;
+use uuid::Uuid;
 
 /// One quarantined message (its bytes stay in the log; they are not repeated here).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -32,4 +34,15 @@ pub async fn list_for_org(pool: &PgPool, org: &OrgId, after: i64, limit: i64) ->
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+/// The first quarantined sequence of each of `ids` that the quarantine holds (ids of messages
+/// that decoded). The broker counts quarantined messages in its duplicate window too.
+pub async fn first_sequences(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT event_id, min(seq) FROM quarantine WHERE event_id = ANY($1) GROUP BY event_id")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(id, seq)| (id, seq as u64)).collect())
 }

@@ -518,6 +518,7 @@ impl Projector {
         let mut moved: (Vec<Uuid>, Vec<i64>) = (Vec::new(), Vec::new());
         let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut q_event_id: Vec<Option<Uuid>> = Vec::new();
         for (m, verdict) in batch.iter().zip(verdicts) {
             match verdict {
                 Verdict::Accept { id, org, ledger_later } => {
@@ -538,6 +539,9 @@ impl Projector {
                     // Personal fields in the clear are not copied out of the log (privacy).
                     let keep = reason != "personal-data-in-clear";
                     q_payload.push(if keep { m.payload.to_vec() } else { Vec::new() });
+                    // Decoded again: quarantines are rare, and the id answers a batch that
+                    // repeats it (the gateway, `quarantine::first_sequences`).
+                    q_event_id.push(StoredEvent::decode(&m.payload).ok().map(|e| e.v1().id));
                 }
             }
         }
@@ -552,8 +556,8 @@ impl Projector {
         sqlx::query(unflushed_batch_with_checkpoint!(
             concat!("ledger AS (", crate::ledger::insert_rows!("$4", "$5", "$6"), ")"),
             "quarantined AS (
-               INSERT INTO quarantine (seq, subject, reason, detail, payload)
-               SELECT * FROM UNNEST($7::int8[], $8::text[], $9::text[], $10::text[], $11::bytea[])
+               INSERT INTO quarantine (seq, subject, reason, detail, payload, event_id)
+               SELECT * FROM UNNEST($7::int8[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::uuid[])
                ON CONFLICT (seq) DO NOTHING)"
         ))
         .bind(VALIDATOR)
@@ -567,6 +571,7 @@ impl Projector {
         .bind(&q_reason)
         .bind(&q_detail)
         .bind(&q_payload)
+        .bind(&q_event_id)
         .execute(pool)
         .await?;
         tracing::debug!(
