@@ -158,12 +158,7 @@ pub const EARLIEST_TIME_US: i64 = -62_167_219_200_000_000;
 /// timestamp can write.
 pub const LATEST_TIME_US: i64 = 253_402_300_799_999_999;
 
-/// A stored time, in the range a CloudEvent can write: an event published straight to the log
-/// with a time beyond it could not be written back as a CloudEvent nor stored in the views.
 fn micros_to_time(us: i64, what: &str) -> Result<DateTime<Utc>, EnvelopeError> {
-    if !(EARLIEST_TIME_US..=LATEST_TIME_US).contains(&us) {
-        return Err(EnvelopeError::Malformed(format!("{what} is outside years 0000 to 9999")));
-    }
     DateTime::from_timestamp_micros(us).ok_or_else(|| EnvelopeError::Malformed(format!("{what} out of range")))
 }
 
@@ -184,17 +179,6 @@ impl StoredEventV1 {
         let org = OrgId::parse(&self.org).map_err(|e| EnvelopeError::Malformed(format!("org: {e}")))?;
         let subject =
             AggregateRef::parse(&self.subject).map_err(|e| EnvelopeError::Malformed(format!("subject: {e}")))?;
-        // The gateway checks these on the way in; an event published straight to the log is
-        // checked here, by the validator, so that no view is left with a value it cannot store.
-        for (name, value) in [
-            ("actor", Some(&self.actor)),
-            ("correlation_id", self.correlation_id.as_ref()),
-            ("causation_id", self.causation_id.as_ref()),
-        ] {
-            if value.is_some_and(|v| !meta_is_valid(v)) {
-                return Err(EnvelopeError::Malformed(format!("{name}: {}", meta_rule())));
-            }
-        }
         let mut data = EventData::decode(&self.event_type, self.schema_version, &self.data)?;
         if data.spec().aggregate != subject.kind() {
             return Err(EnvelopeError::Malformed(format!(
@@ -228,6 +212,32 @@ impl StoredEventV1 {
 }
 
 impl Envelope {
+    /// Whether the envelope's metadata and times are what the gateway admits: `actor`,
+    /// `correlationid` and `causationid` of 1 to [`MAX_META_LEN`] printable characters, times
+    /// within the years 0000 to 9999 in UTC. The validator holds events published straight to
+    /// the log to the same rules (a NUL cannot be stored in the views). Reading stored bytes
+    /// ([`StoredEventV1::open`]) does not check them: what was admitted once stays readable.
+    pub fn check_admissible(&self) -> Result<(), EnvelopeError> {
+        for (name, value) in [
+            ("actor", Some(&self.actor)),
+            ("correlationid", self.correlation_id.as_ref()),
+            ("causationid", self.causation_id.as_ref()),
+        ] {
+            if value.is_some_and(|v| !meta_is_valid(v)) {
+                return Err(EnvelopeError::invalid(&format!("/{name}"), meta_rule()));
+            }
+        }
+        for (name, at) in [("time", self.occurred_at), ("recordedat", self.recorded_at)] {
+            if !(EARLIEST_TIME_US..=LATEST_TIME_US).contains(&at.timestamp_micros()) {
+                return Err(EnvelopeError::invalid(
+                    &format!("/{name}"),
+                    "must be within the years 0000 to 9999 in UTC",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The stored body with its personal fields taken out (and `sealed` left empty), and those
     /// personal fields, for the caller to seal with the client's key.
     pub fn split_for_storage(&self) -> (StoredEventV1, PersonalFields) {

@@ -496,7 +496,8 @@ pub async fn find_on_subject_after(
     limit: usize,
 ) -> Result<Option<u64>, ReadError> {
     use async_nats::jetstream::stream::DirectGetErrorKind;
-    let mut from = after_sequence + 1;
+    // A client may expect any version: one past the last possible sequence finds nothing.
+    let Some(mut from) = after_sequence.checked_add(1) else { return Ok(None) };
     for _ in 0..limit {
         match stream.direct_get_next_for_subject(subject, Some(from)).await {
             Ok(m) => {

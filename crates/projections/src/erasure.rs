@@ -91,7 +91,7 @@ impl Eraser {
 
     /// Appends the erasure events that erasures owe: keys destroyed whose event could not be
     /// appended then (the log was down, the caller gave up), each with its erasure's own
-    /// reason and actor. Until its event is in the log, the views keep what they showed of the
+    /// reason and actor. Returns the erasures whose event it appended. Until its event is in the log, the views keep what they showed of the
     /// client. The retention sweep runs this first.
     #[tracing::instrument(name = "privacy.finish_owed_erasures", skip_all)]
     pub async fn finish_owed(&self) -> Result<Vec<Erasure>, ErasureError> {
@@ -110,7 +110,12 @@ impl Eraser {
                 .and_then(|code| ErasureReason::ALL.iter().copied().find(|r| r.code() == code))
                 .unwrap_or(ErasureReason::ClientRequest);
             let actor = actor.unwrap_or_else(|| "relais:erasure".to_owned());
-            done.push(self.erase_key(&org, key_id, reason, &actor).await?);
+            let erasure = self.erase_key(&org, key_id, reason, &actor).await?;
+            // Keys erased before the reason was kept mostly have their event already: found
+            // in the ledger, they are only marked, not counted.
+            if erasure.newly_erased {
+                done.push(erasure);
+            }
         }
         if !done.is_empty() {
             tracing::info!(completed = done.len(), "owed erasure events appended");

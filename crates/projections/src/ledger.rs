@@ -70,21 +70,3 @@ async fn insert<'c>(
     sqlx::query(sql).bind(ids).bind(seqs).bind(orgs).execute(on).await?;
     Ok(())
 }
-
-/// Moves ids the ledger holds at a later sequence to the sequence of their first copy: the
-/// gateway's early record of a copy stored after one that was published without a message id
-/// (or beyond the broker's window), which the validator judged first.
-pub async fn move_to_first_copy(conn: &mut PgConnection, ids: &[Uuid], seqs: &[i64]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE event_ledger l SET seq = u.seq FROM UNNEST($1::uuid[], $2::int8[]) AS u(event_id, seq)
-         WHERE l.event_id = u.event_id AND l.seq > u.seq",
-    )
-    .bind(ids)
-    .bind(seqs)
-    .execute(conn)
-    .await?;
-    Ok(())
-}

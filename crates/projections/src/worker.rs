@@ -515,17 +515,12 @@ impl Projector {
         let verdicts = self.judge(batch, rules).await?;
         let judged = started.elapsed();
         let (mut ids, mut seqs, mut orgs) = (Vec::new(), Vec::new(), Vec::new());
-        let mut moved: (Vec<Uuid>, Vec<i64>) = (Vec::new(), Vec::new());
         let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut q_event_id: Vec<Option<Uuid>> = Vec::new();
         for (m, verdict) in batch.iter().zip(verdicts) {
             match verdict {
-                Verdict::Accept { id, org, ledger_later } => {
-                    if ledger_later {
-                        moved.0.push(id);
-                        moved.1.push(m.sequence as i64);
-                    }
+                Verdict::Accept { id, org } => {
                     ids.push(id);
                     seqs.push(m.sequence as i64);
                     orgs.push(org);
@@ -545,16 +540,16 @@ impl Projector {
                 }
             }
         }
-        // Before the verdicts, and idempotent: judged again after a crash, a moved id is
-        // already at its first copy.
-        if !moved.0.is_empty() {
-            let mut conn = pool.acquire().await?;
-            crate::ledger::move_to_first_copy(&mut conn, &moved.0, &moved.1).await?;
-        }
         // Verdicts and checkpoint in one statement, its own transaction; the ledger's rows
-        // with the gateway's insert (the same order of ids).
+        // with the gateway's insert (the same order of ids). An accepted id the ledger holds
+        // at a later sequence (the gateway recorded a later copy, stored after one published
+        // without a message id, before this copy was judged) moves to this one, so that the
+        // later copy is judged a duplicate.
         sqlx::query(unflushed_batch_with_checkpoint!(
             concat!("ledger AS (", crate::ledger::insert_rows!("$4", "$5", "$6"), ")"),
+            "first_copies AS (
+               UPDATE event_ledger l SET seq = u.seq FROM UNNEST($4::uuid[], $5::int8[]) AS u(event_id, seq)
+               WHERE l.event_id = u.event_id AND l.seq > u.seq)",
             "quarantined AS (
                INSERT INTO quarantine (seq, subject, reason, detail, payload, event_id)
                SELECT * FROM UNNEST($7::int8[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::uuid[])
@@ -676,11 +671,7 @@ impl Projector {
                         _ => match rules.admit(m.sequence, &envelope).await? {
                             Ok(()) => {
                                 seen_here.insert(stored.id, m.sequence);
-                                Verdict::Accept {
-                                    id: stored.id,
-                                    org: envelope.org.to_string(),
-                                    ledger_later: first.is_some_and(|seq| seq > m.sequence),
-                                }
+                                Verdict::Accept { id: stored.id, org: envelope.org.to_string() }
                             }
                             Err(v) => {
                                 Verdict::Quarantine { reason: "rule", detail: format!("{}: {}", v.code, v.detail) }
@@ -858,17 +849,8 @@ impl ProjectorSettings {
 }
 
 enum Verdict {
-    /// `ledger_later`: the ledger holds the id at a later sequence (a later copy recorded
-    /// first), to be moved to this one.
-    Accept {
-        id: Uuid,
-        org: String,
-        ledger_later: bool,
-    },
-    Quarantine {
-        reason: &'static str,
-        detail: String,
-    },
+    Accept { id: Uuid, org: String },
+    Quarantine { reason: &'static str, detail: String },
 }
 
 /// Decodes a message and checks everything that needs no database: subject scheme, envelope,
@@ -879,6 +861,8 @@ fn decode_checked(m: &LogMessage) -> Result<(StoredEventV1, Envelope), Verdict> 
         .ok_or_else(|| q("subject", "not a relais.ev.<org>.<kind>.<id> subject".into()))?;
     let stored = StoredEvent::decode(&m.payload).map_err(|e| q("undecodable", e.to_string()))?.into_v1();
     let envelope = stored.open(None).map_err(|e| q("invalid", e.to_string()))?;
+    // Published straight to the log, past the gateway's checks: held to the same rules.
+    envelope.check_admissible().map_err(|e| q("invalid", e.to_string()))?;
     if envelope.org != org || envelope.subject != aggregate {
         return Err(q(
             "mismatch",
