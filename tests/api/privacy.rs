@@ -996,6 +996,22 @@ async fn an_erasure_whose_event_the_log_did_not_take_is_completed_by_the_next_sw
     // Nothing is owed any more.
     let again = retention::sweep(&eraser, &app.pool, &stream, &policy, Utc::now(), |_, _| {}).await.expect("sweep");
     assert!(again.completed.is_empty() && again.erased.is_empty());
+    // A key erased before erasures kept their reason and sequence (as after migration 0060):
+    // its event is found in the ledger, marked, and neither appended again nor counted.
+    sqlx::query("UPDATE client_keys SET erasure_seq = NULL, erasure_reason = NULL, erasure_actor = NULL")
+        .execute(&app.pool)
+        .await
+        .expect("updated");
+    let before = app.stream_messages().await;
+    let marked = retention::sweep(&eraser, &app.pool, &stream, &policy, Utc::now(), |_, _| {}).await.expect("sweep");
+    assert!(marked.completed.is_empty() && marked.erased.is_empty());
+    assert_eq!(app.stream_messages().await, before);
+    let (owed,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM client_keys WHERE erased_at IS NOT NULL AND erasure_seq IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(owed, 0);
 }
 
 #[tokio::test]
