@@ -532,3 +532,25 @@ async fn start(
         _dir: dir,
     }
 }
+
+/// The stored form of a CloudEvent as an organisation's own system writes it: personal fields
+/// sealed with the client's data key (created if new).
+pub async fn sealed_stored(
+    app: &TestApp,
+    event: Value,
+) -> (relais_domain::Envelope, relais_domain::envelope::StoredEventV1) {
+    let (envelope, _) =
+        relais_domain::Envelope::from_cloud_event(event, chrono::Utc::now(), "own-system").expect("valid event");
+    let (mut stored, personal) = envelope.split_for_storage();
+    if let Some(client_ref) = envelope.data.client_ref() {
+        let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+        let (key_id, key) = keys.key_for_client(&envelope.org, client_ref).await.expect("client key");
+        stored.sealed = Some(relais_domain::seal::seal(&key, key_id, envelope.id, rand::random(), &personal));
+    }
+    (envelope, stored)
+}
+
+/// The quarantine's rows: sequence, reason, detail.
+pub async fn quarantine_rows(pool: &sqlx::PgPool) -> Vec<(i64, String, String)> {
+    sqlx::query_as("SELECT seq, reason, detail FROM quarantine ORDER BY seq").fetch_all(pool).await.expect("rows")
+}

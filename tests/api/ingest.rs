@@ -297,32 +297,17 @@ async fn a_direct_event_with_metadata_or_a_time_the_views_cannot_store_is_quaran
     // Interventions sealed as an organisation's own system would, published straight to the
     // log past the gateway's checks: a NUL in the actor (PostgreSQL refuses it in text), and a
     // time at chrono's last moment (its Brussels date has no next hour). Both pass the rules.
-    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
-    let org = relais_domain::OrgId::parse("apo").expect("org");
-    let (key_id, key) = keys.key_for_client(&org, "cl-1").await.expect("client key");
-    let direct = |change: &dyn Fn(&mut relais_domain::envelope::StoredEventV1)| {
-        let (envelope, _) = relais_domain::Envelope::from_cloud_event(
-            intervention("apo", "case-1", "cl-1", "informing"),
-            chrono::Utc::now(),
-            "own-system",
-        )
-        .expect("valid");
-        let (mut stored, personal) = envelope.split_for_storage();
-        stored.sealed = Some(relais_domain::seal::seal(&key, key_id, envelope.id, rand::random(), &personal));
-        change(&mut stored);
-        relais_domain::StoredEvent::V1(stored).encode()
-    };
-    let nul_actor = direct(&|s| s.actor = "own\0system".into());
-    let last_moment = direct(&|s| s.occurred_at_us = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros());
-    for bytes in [nul_actor, last_moment] {
+    let (_, mut nul_actor) = sealed_stored(&app, intervention("apo", "case-1", "cl-1", "informing")).await;
+    nul_actor.actor = "own\0system".into();
+    let (_, mut last_moment) = sealed_stored(&app, intervention("apo", "case-1", "cl-1", "informing")).await;
+    last_moment.occurred_at_us = chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_micros();
+    for stored in [nul_actor, last_moment] {
+        let bytes = relais_domain::StoredEvent::V1(stored).encode();
         app.js.publish("relais.ev.apo.cases.case-1", bytes.into()).await.expect("sent").await.expect("ack");
     }
     assert_eq!(app.post_event(&token, &guidance_requested("apo", "case-2", "cl-2")).await.status(), 201);
     app.wait_for_projection("caseload").await;
-    let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT seq, reason, detail FROM quarantine ORDER BY seq")
-        .fetch_all(&app.pool)
-        .await
-        .expect("rows");
+    let rows = quarantine_rows(&app.pool).await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!((rows[0].0, rows[0].1.as_str()), (3, "invalid"));
     assert!(rows[0].2.contains("actor"), "{rows:?}");
@@ -580,12 +565,7 @@ async fn a_copy_stored_before_the_one_the_gateway_recorded_is_the_one_the_views_
     // An organisation's system publishes an intervention directly, without a message id
     // (or beyond the broker's window), then posts the same event over HTTP.
     let e = intervention("apo", "case-1", "cl-1", "informing");
-    let (envelope, _) =
-        relais_domain::Envelope::from_cloud_event(e.clone(), chrono::Utc::now(), "own-system").expect("valid");
-    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
-    let (key_id, key) = keys.key_for_client(&envelope.org, "cl-1").await.expect("client key");
-    let (mut stored, personal) = envelope.split_for_storage();
-    stored.sealed = Some(relais_domain::seal::seal(&key, key_id, envelope.id, rand::random(), &personal));
+    let (envelope, stored) = sealed_stored(&app, e.clone()).await;
     let bytes = relais_domain::StoredEvent::V1(stored).encode();
     app.js.publish("relais.ev.apo.cases.case-1", bytes.into()).await.expect("sent").await.expect("ack");
     let r = app.post_event(&token, &e).await;
@@ -600,11 +580,7 @@ async fn a_copy_stored_before_the_one_the_gateway_recorded_is_the_one_the_views_
     let stop = projector.shutdown_token();
     tokio::spawn(projector.run_until_stopped());
     app.wait_for_projection("caseload").await;
-    let quarantined: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT seq, reason, detail FROM quarantine ORDER BY seq")
-            .fetch_all(&app.pool)
-            .await
-            .expect("rows");
+    let quarantined = quarantine_rows(&app.pool).await;
     assert_eq!(quarantined.len(), 1, "{quarantined:?}");
     assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (4, "duplicate"));
     assert!(quarantined[0].2.ends_with("sequence 3"), "{quarantined:?}");

@@ -162,16 +162,6 @@ fn micros_to_time(us: i64, what: &str) -> Result<DateTime<Utc>, EnvelopeError> {
     DateTime::from_timestamp_micros(us).ok_or_else(|| EnvelopeError::Malformed(format!("{what} out of range")))
 }
 
-/// Whether `actor`, `correlationid` or `causationid` is acceptable: 1 to [`MAX_META_LEN`]
-/// bytes, no control characters (a NUL cannot be stored in the views).
-fn meta_is_valid(value: &str) -> bool {
-    !value.is_empty() && value.len() <= MAX_META_LEN && !value.chars().any(char::is_control)
-}
-
-fn meta_rule() -> String {
-    format!("1 to {MAX_META_LEN} printable characters")
-}
-
 impl StoredEventV1 {
     /// Decodes the typed envelope. `personal` is the opened sealed box, if the reader may and
     /// can open it; without it, an event that had personal fields reads as erased.
@@ -223,8 +213,12 @@ impl Envelope {
             ("correlationid", self.correlation_id.as_ref()),
             ("causationid", self.causation_id.as_ref()),
         ] {
-            if value.is_some_and(|v| !meta_is_valid(v)) {
-                return Err(EnvelopeError::invalid(&format!("/{name}"), meta_rule()));
+            // A NUL, or any control character, cannot be stored in the views' text.
+            if value.is_some_and(|v| v.is_empty() || v.len() > MAX_META_LEN || v.chars().any(char::is_control)) {
+                return Err(EnvelopeError::invalid(
+                    &format!("/{name}"),
+                    format!("1 to {MAX_META_LEN} printable characters"),
+                ));
             }
         }
         for (name, at) in [("time", self.occurred_at), ("recordedat", self.recorded_at)] {
@@ -340,10 +334,6 @@ impl Envelope {
                 .with_timezone(&Utc),
             None => recorded_at,
         };
-        // An offset can carry a written year 9999 past the end of the year in UTC.
-        if !(EARLIEST_TIME_US..=LATEST_TIME_US).contains(&occurred_at.timestamp_micros()) {
-            return Err(EnvelopeError::invalid("/time", "must be within the years 0000 to 9999 in UTC"));
-        }
         if let Some(ct) = take_str("datacontenttype", false)?
             && ct != "application/json"
         {
@@ -352,15 +342,6 @@ impl Envelope {
         let actor = take_str("actor", false)?.unwrap_or_else(|| default_actor.to_owned());
         let correlation_id = take_str("correlationid", false)?;
         let causation_id = take_str("causationid", false)?;
-        for (name, value) in [
-            ("actor", Some(&actor)),
-            ("correlationid", correlation_id.as_ref()),
-            ("causationid", causation_id.as_ref()),
-        ] {
-            if value.is_some_and(|v| !meta_is_valid(v)) {
-                return Err(EnvelopeError::invalid(&format!("/{name}"), meta_rule()));
-            }
-        }
         let schema_version = match obj.remove("schemaversion") {
             None | Some(Value::Null) => spec.version,
             Some(v) => v
@@ -403,6 +384,9 @@ impl Envelope {
             data,
             personal: PersonalState::Present,
         };
+        // The same rules the validator holds direct events to (an offset can also carry a
+        // written year 9999 past the end of the year in UTC).
+        envelope.check_admissible()?;
         Ok((envelope, expected_version))
     }
 

@@ -95,6 +95,24 @@ fn store(envelope: &Envelope, key: &DataKey, key_id: Uuid, nonce: [u8; 24]) -> V
     StoredEvent::V1(stored).encode()
 }
 
+/// The catalogue example of `spec` in an envelope of apo, subject `<kind>/x-1`.
+fn example_envelope(spec: &relais_domain::EventTypeSpec, id: Uuid) -> Envelope {
+    let data = EventData::from_json(spec.name, spec.version, spec.example_data()).unwrap();
+    let at = DateTime::from_timestamp_micros(1_740_000_000_000_000).unwrap();
+    Envelope {
+        id,
+        org: OrgId::parse("apo").unwrap(),
+        subject: AggregateRef::new(spec.aggregate, "x-1").unwrap(),
+        occurred_at: at,
+        recorded_at: at,
+        actor: "sw-1".into(),
+        correlation_id: None,
+        causation_id: None,
+        data,
+        personal: PersonalState::Present,
+    }
+}
+
 proptest! {
     #[test]
     fn every_catalogue_example_round_trips_through_postcard(i in 0..CATALOGUE.len()) {
@@ -105,21 +123,7 @@ proptest! {
 
     #[test]
     fn every_catalogue_example_round_trips_through_cloud_events(i in 0..CATALOGUE.len(), id in any::<u128>()) {
-        let spec = &CATALOGUE[i];
-        let data = EventData::from_json(spec.name, spec.version, spec.example_data()).unwrap();
-        let at = DateTime::from_timestamp_micros(1_740_000_000_000_000).unwrap();
-        let envelope = Envelope {
-            id: Uuid::from_u128(id),
-            org: OrgId::parse("apo").unwrap(),
-            subject: AggregateRef::new(spec.aggregate, "x-1").unwrap(),
-            occurred_at: at,
-            recorded_at: at,
-            actor: "sw-1".into(),
-            correlation_id: None,
-            causation_id: None,
-            data,
-            personal: PersonalState::Present,
-        };
+        let envelope = example_envelope(&CATALOGUE[i], Uuid::from_u128(id));
         let json = serde_json::Value::Object(envelope.to_cloud_event());
         prop_assert_eq!(Envelope::from_recorded_cloud_event(json), Ok(envelope));
     }
@@ -209,24 +213,11 @@ proptest! {
     }
 }
 
-/// A stored event of the catalogue's first case type, as a direct publisher could write it.
+/// The stored form of the first catalogue type without personal fields, as a direct publisher
+/// could write it.
 fn stored_case_event() -> StoredEventV1 {
     let spec = CATALOGUE.iter().find(|s| s.personal_fields.is_empty()).unwrap();
-    let data = EventData::from_json(spec.name, spec.version, spec.example_data()).unwrap();
-    let at = DateTime::from_timestamp_micros(1_740_000_000_000_000).unwrap();
-    let envelope = Envelope {
-        id: Uuid::from_u128(7),
-        org: OrgId::parse("apo").unwrap(),
-        subject: AggregateRef::new(spec.aggregate, "x-1").unwrap(),
-        occurred_at: at,
-        recorded_at: at,
-        actor: "sw-1".into(),
-        correlation_id: None,
-        causation_id: None,
-        data,
-        personal: PersonalState::Present,
-    };
-    envelope.split_for_storage().0
+    example_envelope(spec, Uuid::from_u128(7)).split_for_storage().0
 }
 
 #[test]

@@ -466,21 +466,32 @@ pub async fn subject_history(
     filter: &str,
     before_sequence: u64,
 ) -> Result<Vec<LogMessage>, ReadError> {
-    use async_nats::jetstream::stream::DirectGetErrorKind;
     let mut out = Vec::new();
     let mut from = 1;
     while from < before_sequence {
-        match stream.direct_get_next_for_subject(filter, Some(from)).await {
-            Ok(m) if m.sequence < before_sequence => {
+        match next_on(stream, filter, from).await? {
+            Some(m) if m.sequence < before_sequence => {
                 from = m.sequence + 1;
                 out.push(stream_message(m));
             }
-            Ok(_) => break,
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-            Err(e) => return Err(api(e)),
+            _ => break,
         }
     }
     Ok(out)
+}
+
+/// The first message on `filter` at or after sequence `from`, if any: one direct get.
+async fn next_on(
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    from: u64,
+) -> Result<Option<async_nats::jetstream::message::StreamMessage>, ReadError> {
+    use async_nats::jetstream::stream::DirectGetErrorKind;
+    match stream.direct_get_next_for_subject(filter, Some(from)).await {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(api(e)),
+    }
 }
 
 /// The sequence at which the event `event_id` is stored on `subject` after `after_sequence`,
@@ -495,20 +506,14 @@ pub async fn find_on_subject_after(
     event_id: &str,
     limit: usize,
 ) -> Result<Option<u64>, ReadError> {
-    use async_nats::jetstream::stream::DirectGetErrorKind;
     // A client may expect any version: one past the last possible sequence finds nothing.
     let Some(mut from) = after_sequence.checked_add(1) else { return Ok(None) };
     for _ in 0..limit {
-        match stream.direct_get_next_for_subject(subject, Some(from)).await {
-            Ok(m) => {
-                if m.headers.get(async_nats::header::NATS_MESSAGE_ID).is_some_and(|id| id.as_str() == event_id) {
-                    return Ok(Some(m.sequence));
-                }
-                from = m.sequence + 1;
-            }
-            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(api(e)),
+        let Some(m) = next_on(stream, subject, from).await? else { return Ok(None) };
+        if m.headers.get(async_nats::header::NATS_MESSAGE_ID).is_some_and(|id| id.as_str() == event_id) {
+            return Ok(Some(m.sequence));
         }
+        from = m.sequence + 1;
     }
     Ok(None)
 }
@@ -539,19 +544,13 @@ pub async fn message_at(stream: &jetstream::stream::Stream, sequence: u64) -> Re
 /// Every message stored so far whose subject matches `filter` (wildcards allowed), in order,
 /// one direct get per message: for small sets such as the erasures (`relais.ev.*.clients.*`).
 pub async fn messages_matching(stream: &jetstream::stream::Stream, filter: &str) -> Result<Vec<LogMessage>, ReadError> {
-    use async_nats::jetstream::stream::DirectGetErrorKind;
     let mut out = Vec::new();
     let mut from = 1;
-    loop {
-        match stream.direct_get_next_for_subject(filter, Some(from)).await {
-            Ok(m) => {
-                from = m.sequence + 1;
-                out.push(stream_message(m));
-            }
-            Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => return Ok(out),
-            Err(e) => return Err(api(e)),
-        }
+    while let Some(m) = next_on(stream, filter, from).await? {
+        from = m.sequence + 1;
+        out.push(stream_message(m));
     }
+    Ok(out)
 }
 
 #[cfg(test)]

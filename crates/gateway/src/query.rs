@@ -40,23 +40,17 @@ pub async fn reject_control_characters(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let uri = request.uri();
-    // Run after routing: the route's template names the parameter of a bad segment.
-    let template = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned());
-    let mut names = template.as_deref().unwrap_or_default().split('/');
-    for segment in uri.path().split('/') {
-        let name = names.next().unwrap_or_default();
-        let bad = match percent_encoding::percent_decode_str(segment).decode_utf8() {
-            Ok(text) => text.chars().any(char::is_control),
-            Err(_) => true,
-        };
-        if bad {
-            let name = name.strip_prefix('{').and_then(|n| n.strip_suffix('}')).unwrap_or("path");
-            return ApiError::invalid_parameter(
-                name,
-                "control characters and bytes that are not UTF-8 are not allowed",
-            )
+    let bad = |segment: &str| match percent_encoding::percent_decode_str(segment).decode_utf8() {
+        Ok(text) => text.chars().any(char::is_control),
+        Err(_) => true,
+    };
+    if let Some(at) = uri.path().split('/').position(bad) {
+        // Run after routing: the route's template names the parameter of the bad segment.
+        let template = request.extensions().get::<axum::extract::MatchedPath>().map(|p| p.as_str());
+        let name = template.and_then(|t| t.split('/').nth(at));
+        let name = name.and_then(|n| n.strip_prefix('{')?.strip_suffix('}')).unwrap_or("path");
+        return ApiError::invalid_parameter(name, "control characters and bytes that are not UTF-8 are not allowed")
             .into_response();
-        }
     }
     if let Some(query) = uri.query() {
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {

@@ -91,8 +91,9 @@ impl Eraser {
 
     /// Appends the erasure events that erasures owe: keys destroyed whose event could not be
     /// appended then (the log was down, the caller gave up), each with its erasure's own
-    /// reason and actor. Returns the erasures whose event it appended. Until its event is in the log, the views keep what they showed of the
-    /// client. The retention sweep runs this first.
+    /// reason and actor. Returns the erasures whose event it appended. Until its event is in
+    /// the log, the views keep what they showed of the client. The retention sweep runs this
+    /// first.
     #[tracing::instrument(name = "privacy.finish_owed_erasures", skip_all)]
     pub async fn finish_owed(&self) -> Result<Vec<Erasure>, ErasureError> {
         let owed: Vec<(Uuid, String, Option<String>, Option<String>)> = sqlx::query_as(

@@ -438,7 +438,8 @@ impl KeyStore {
     /// Destroys a client's data key. Returns the key id, or `None` if the client has none.
     pub async fn erase(&self, org: &OrgId, client_ref: &str) -> Result<Option<Uuid>, KeyError> {
         let Some((key_id, _)) = self.find_client(org, client_ref).await? else { return Ok(None) };
-        self.erase_key(key_id, "client_request", "relais:keys").await?;
+        let reason = relais_domain::events::ErasureReason::ClientRequest;
+        self.erase_key(key_id, relais_domain::reference::CodeList::code(reason), "relais:keys").await?;
         Ok(Some(key_id))
     }
 
