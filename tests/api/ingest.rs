@@ -463,7 +463,7 @@ async fn the_gateway_s_early_ledger_record_keeps_the_first_sequence_of_an_id() {
     relais_projections::ledger::record_early(&app.pool, &[id], &[7], &org).await.expect("recorded");
     relais_projections::ledger::record_early(&app.pool, &[id], &[9], &org).await.expect("recorded again");
     let known = relais_projections::ledger::find(&app.pool, &[id]).await.expect("found");
-    assert_eq!(known.get(&id), Some(&7));
+    assert_eq!(known.get(&id).map(|r| r.sequence), Some(7));
 }
 
 /// A batch of `n` new cases of apo.
@@ -585,7 +585,7 @@ async fn a_copy_stored_before_the_one_the_gateway_recorded_is_the_one_the_views_
     assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (4, "duplicate"));
     assert!(quarantined[0].2.ends_with("sequence 3"), "{quarantined:?}");
     let known = relais_projections::ledger::find(&app.pool, &[envelope.id]).await.expect("ledger");
-    assert_eq!(known.get(&envelope.id), Some(&3));
+    assert_eq!(known.get(&envelope.id).map(|r| r.sequence), Some(3));
     let case: Value = app.get(&token, "/v1/orgs/apo/cases/case-1").await.json().await.expect("json");
     assert_eq!(case["intervention_count"], 1);
     stop.cancel();
@@ -645,4 +645,70 @@ async fn a_batch_repeating_the_id_of_a_quarantined_direct_event_answers_it_as_a_
     let reasons: Vec<(i64, String)> =
         sqlx::query_as("SELECT seq, reason FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
     assert_eq!(reasons, vec![(1, "personal-data-in-clear".to_owned())]);
+}
+
+/// Asserts that a post was refused because an event's id is another organisation's.
+async fn assert_id_taken(r: reqwest::Response, pointer: &str) {
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["type"], "urn:relais:problem:id-taken", "{problem}");
+    assert_eq!(problem["pointer"], pointer, "{problem}");
+}
+
+#[tokio::test]
+async fn an_id_another_organisation_stored_is_refused_never_answered_as_stored() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let dsr = app.token("dsr", Role::Org).await;
+    let with_id = |mut e: Value, id: &Value| {
+        e["id"] = id.clone();
+        e
+    };
+
+    // An id the ledger holds: apo's event, posted and judged.
+    let recorded = guidance_requested("apo", "case-1", "cl-1");
+    assert_eq!(app.post_event(&apo, &recorded).await.status(), 201);
+    app.wait_for_views().await;
+    let batch = [
+        guidance_requested("dsr", "case-1", "cl-1"),
+        with_id(guidance_requested("dsr", "case-2", "cl-2"), &recorded["id"]),
+    ];
+    assert_id_taken(app.post_batch(&dsr, &batch).await, "/1/id").await;
+    assert_eq!(app.stream_messages().await, 1, "nothing of the batch is stored");
+
+    // An id the ledger never learns: apo's own system publishes directly an intervention on a
+    // case it never opened, with its id as message id; the validator quarantines it.
+    let (envelope, stored) = sealed_stored(&app, intervention("apo", "case-9", "cl-9", "informing")).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, envelope.id.to_string().as_str());
+    let bytes = relais_domain::StoredEvent::V1(stored).encode();
+    app.js
+        .publish_with_headers("relais.ev.apo.cases.case-9", headers, bytes.into())
+        .await
+        .expect("sent")
+        .await
+        .expect("ack");
+    app.wait_for_views().await;
+    assert_eq!(quarantine_rows(&app.pool).await.len(), 1);
+    let quarantined_id = json!(envelope.id.to_string());
+    // In a batch, the broker refuses the whole batch and the quarantine names the id's owner.
+    let batch = [
+        guidance_requested("dsr", "case-3", "cl-3"),
+        with_id(guidance_requested("dsr", "case-4", "cl-4"), &quarantined_id),
+    ];
+    assert_id_taken(app.post_batch(&dsr, &batch).await, "/1/id").await;
+    // Alone, the broker acknowledges it as a duplicate of the stored copy, which is apo's.
+    let alone = with_id(guidance_requested("dsr", "case-5", "cl-5"), &quarantined_id);
+    assert_id_taken(app.post_event(&dsr, &alone).await, "/id").await;
+    assert_eq!(app.stream_messages().await, 2, "dsr stored nothing");
+
+    // apo's own retries are still duplicates.
+    let r = app.post_event(&apo, &recorded).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(
+        (answer["events"][0]["duplicate"].clone(), answer["events"][0]["sequence"].clone()),
+        (json!(true), json!(1))
+    );
 }

@@ -100,6 +100,21 @@ impl ApiError {
         }
     }
 
+    /// 409: the event's id belongs to an event of another organisation. Ids are unique across
+    /// the log (the broker's duplicate detection spans the stream), so this event cannot be
+    /// stored under it; answering it as a duplicate would tell the client it was stored.
+    pub fn id_taken(pointer: impl Into<String>) -> Self {
+        Self {
+            pointer: Some(pointer.into()),
+            ..Self::new(
+                StatusCode::CONFLICT,
+                "id-taken",
+                "Event id taken",
+                "another organisation's event has this id; give this event a new id (nothing was stored)",
+            )
+        }
+    }
+
     /// 413.
     pub fn too_large(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", detail)

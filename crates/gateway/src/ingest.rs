@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::Utc;
 use rand::RngCore;
+use relais_domain::OrgId;
 use relais_domain::envelope::Envelope;
 use relais_domain::seal;
 use relais_domain::{StoredEvent, events::PersonalFields};
@@ -160,18 +161,24 @@ pub async fn post_events(
     let refs: Vec<&str> = parsed.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
     let keys_lookup = async { state.keys.find_client_keys(org, &refs).await.map_err(|e| ApiError::internal(&e)) };
     let ((), known, mut keys) = tokio::try_join!(registry_check, ledger_lookup, keys_lookup)?;
+    if let Some((prefix, _, _)) =
+        parsed.iter().find(|(_, e, _)| known.get(&e.id).is_some_and(|r| r.org != org.as_str()))
+    {
+        return Err(ApiError::id_taken(format!("{prefix}/id")));
+    }
     let fresh: Vec<&(String, Envelope, Option<u64>)> =
         parsed.iter().filter(|(_, e, _)| !known.contains_key(&e.id)).collect();
     let fresh_refs: Vec<&str> = fresh.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
     state.keys.create_missing_keys(org, &fresh_refs, &mut keys).await.map_err(|e| ApiError::internal(&e))?;
     let outgoing = seal_all(&fresh, &keys)?;
-    let appended = append_resolving_duplicates(&state, outgoing).await?;
+    let pointers: HashMap<Uuid, &str> = fresh.iter().map(|(prefix, e, _)| (e.id, prefix.as_str())).collect();
+    let appended = append_resolving_duplicates(&state, outgoing, org, &pointers).await?;
 
     let mut answer = Vec::with_capacity(parsed.len());
     let (mut new_ids, mut new_seqs) = (Vec::new(), Vec::new());
     for (_, e, _) in &parsed {
         let (sequence, duplicate) = match known.get(&e.id) {
-            Some(seq) => (*seq, true),
+            Some(recorded) => (recorded.sequence, true),
             None => match appended.get(&e.id) {
                 Some(a) => {
                     if !a.duplicate {
@@ -243,11 +250,15 @@ fn seal_all(events: &[&(String, Envelope, Option<u64>)], keys: &ClientKeys) -> R
 
 /// Appends, and when the broker refuses a batch because an id in it is already stored (a
 /// concurrent or direct publish within its window), waits for the ledger to learn those ids,
-/// answers them as duplicates and appends the rest.
+/// answers them as duplicates and appends the rest. An id stored by another organisation is
+/// refused before anything of the batch is stored (`pointers`: each event's JSON pointer).
 async fn append_resolving_duplicates(
     state: &AppState,
     mut outgoing: Vec<Outgoing>,
+    org: &OrgId,
+    pointers: &HashMap<Uuid, &str>,
 ) -> Result<HashMap<Uuid, relais_eventlog::Appended>, ApiError> {
+    let id_taken = |id: &Uuid| ApiError::id_taken(format!("{}/id", pointers.get(id).copied().unwrap_or_default()));
     let mut result = HashMap::new();
     for attempt in 0..20 {
         if outgoing.is_empty() {
@@ -256,6 +267,11 @@ async fn append_resolving_duplicates(
         match state.log.append(&outgoing).await {
             Ok(appended) => {
                 for (o, a) in outgoing.iter().zip(appended) {
+                    // Only a single publish is acknowledged as a duplicate, of whichever copy
+                    // the broker's window holds: its subject tells whose it is.
+                    if a.duplicate && stored_org(state, a.sequence).await?.as_ref() != Some(org) {
+                        return Err(id_taken(&o.event_id));
+                    }
                     result.insert(o.event_id, a);
                 }
                 return Ok(result);
@@ -269,8 +285,11 @@ async fn append_resolving_duplicates(
                 if !unknown.is_empty() {
                     known.extend(relais_projections::quarantine::first_sequences(state.db.pool(), &unknown).await?);
                 }
-                for (id, seq) in &known {
-                    result.insert(*id, relais_eventlog::Appended { sequence: *seq, duplicate: true });
+                if let Some((id, _)) = known.iter().find(|(_, r)| r.org != org.as_str()) {
+                    return Err(id_taken(id));
+                }
+                for (id, recorded) in &known {
+                    result.insert(*id, relais_eventlog::Appended { sequence: recorded.sequence, duplicate: true });
                 }
                 outgoing.retain(|o| !known.contains_key(&o.event_id));
                 if known.is_empty() {
@@ -305,6 +324,15 @@ async fn append_resolving_duplicates(
         }
     }
     Err(ApiError::unavailable("an id of the batch is being stored concurrently; retry with the same ids"))
+}
+
+/// The organisation whose subject holds the message at `sequence` (`None`: no event subject).
+async fn stored_org(state: &AppState, sequence: u64) -> Result<Option<OrgId>, ApiError> {
+    let message = relais_eventlog::reader::message_at(&state.stream, sequence).await.map_err(|e| {
+        tracing::error!(error = %e, "event log unavailable");
+        ApiError::unavailable("the event log could not be read; retry with the same ids")
+    })?;
+    Ok(message.and_then(|m| subjects::parse_event_subject(&m.subject)).map(|(org, _)| org))
 }
 
 /// The events with an expected version that are already stored on their subject after that

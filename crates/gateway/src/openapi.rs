@@ -129,7 +129,7 @@ pub async fn openapi() -> Json<Value> {
                     "201": { "description": "stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Stored" } } } },
                     "200": { "description": "every event was already stored", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Stored" } } } },
                     "400": problem("invalid event, or one naming an organisation outside the registry; nothing stored"), "401": problem("no or unknown token"), "403": problem("wrong organisation or role"),
-                    "409": problem("version conflict or erased client; nothing stored"), "413": problem("too large"), "415": problem("wrong media type"),
+                    "409": problem("version conflict, erased client, or an id that is another organisation's event (`id-taken`); nothing stored"), "413": problem("too large"), "415": problem("wrong media type"),
                     "503": problem("event log unavailable; retry with the same ids") } } },
             "/v1/orgs/{org}/cases": { "get": {
                 "summary": "The organisation's caseload, most recently active first",

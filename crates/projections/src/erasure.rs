@@ -162,14 +162,14 @@ impl Eraser {
         }
         let destroyed = self.keys.erase_key(key_id, reason.code(), actor).await?.ok_or(ErasureError::UnknownClient)?;
         let event_id = erasure_event_id(key_id);
-        if let Some(seq) = ledger::find(&self.pool, &[event_id]).await?.get(&event_id) {
-            self.mark_recorded(key_id, *seq).await?;
+        if let Some(seq) = ledger::find(&self.pool, &[event_id]).await?.get(&event_id).map(|r| r.sequence) {
+            self.mark_recorded(key_id, seq).await?;
             return Ok(Erasure {
                 key_id,
                 org: org.to_string(),
                 erased_at: destroyed.erased_at,
                 event_id,
-                sequence: *seq,
+                sequence: seq,
                 newly_erased: destroyed.newly_erased,
             });
         }

@@ -5,13 +5,23 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// Looks up which of `ids` the log already holds, with their sequences.
-pub async fn find(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT event_id, seq FROM event_ledger WHERE event_id = ANY($1)")
-        .bind(ids)
-        .fetch_all(pool)
-        .await?;
-    Ok(rows.into_iter().map(|(id, seq)| (id, seq as u64)).collect())
+/// An event id the log holds: where it was first stored, and by which organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The sequence of the id's first copy.
+    pub sequence: u64,
+    /// The organisation whose subject that copy is on.
+    pub org: String,
+}
+
+/// Looks up which of `ids` the log already holds, with their sequences and organisations.
+pub async fn find(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Recorded>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, String)> =
+        sqlx::query_as("SELECT event_id, seq, org_id FROM event_ledger WHERE event_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().map(|(id, seq, org)| (id, Recorded { sequence: seq as u64, org })).collect())
 }
 
 /// The ledger's insert of the ids, sequences and organisations in the array parameters named,

@@ -1,5 +1,6 @@
 //! The quarantine: messages of the stream that no view applies, with their reason.
 
+use crate::ledger::Recorded;
 use relais_domain::OrgId;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -36,13 +37,24 @@ pub async fn list_for_org(pool: &PgPool, org: &OrgId, after: i64, limit: i64) ->
     .await
 }
 
-/// The first quarantined sequence of each of `ids` that the quarantine holds (ids of messages
-/// that decoded). The broker counts quarantined messages in its duplicate window too.
-pub async fn first_sequences(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, u64>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64)> =
-        sqlx::query_as("SELECT event_id, min(seq) FROM quarantine WHERE event_id = ANY($1) GROUP BY event_id")
-            .bind(ids)
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().map(|(id, seq)| (id, seq as u64)).collect())
+/// The first quarantined copy of each of `ids` that the quarantine holds (ids of messages that
+/// decoded), with the organisation of its subject (empty when the subject is not an event
+/// subject). The broker counts quarantined messages in its duplicate window too.
+pub async fn first_sequences(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Recorded>, sqlx::Error> {
+    let rows: Vec<(Uuid, i64, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (event_id) event_id, seq, subject FROM quarantine
+         WHERE event_id = ANY($1) ORDER BY event_id, seq",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, seq, subject)| {
+            let org = relais_eventlog::subjects::parse_event_subject(&subject)
+                .map(|(org, _)| org.to_string())
+                .unwrap_or_default();
+            (id, Recorded { sequence: seq as u64, org })
+        })
+        .collect())
 }

@@ -662,7 +662,11 @@ impl Projector {
                 Ok((stored, envelope)) => {
                     // The first copy is the one at the lowest sequence: the ledger may name a
                     // later copy (the gateway records what it stored before this is judged).
-                    let first = [known.get(&stored.id), seen_here.get(&stored.id)].into_iter().flatten().min().copied();
+                    let first = [known.get(&stored.id).map(|r| &r.sequence), seen_here.get(&stored.id)]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .copied();
                     match first {
                         Some(seq) if seq < m.sequence => Verdict::Quarantine {
                             reason: "duplicate",
