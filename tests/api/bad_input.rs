@@ -382,7 +382,7 @@ async fn bad_input_gets_problem_details_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn every_query_parameter_of_the_wrong_type_or_with_a_nul_is_a_problem_naming_it_and_changes_nothing() {
+async fn every_query_parameter_unknown_of_the_wrong_type_or_with_a_nul_is_a_problem_naming_it_and_changes_nothing() {
     let app = spawn_app().await;
     let apo = app.token("apo", Role::Org).await;
     let coordinator = app.token("coordination", Role::Coordinator).await;
@@ -399,6 +399,12 @@ async fn every_query_parameter_of_the_wrong_type_or_with_a_nul_is_a_problem_nami
         (&coordinator, "/v1/monitor/persons?limit=x", "?limit"),
         (&apo, "/v1/orgs/apo/quarantine?limit=x", "?limit"),
         (&apo, "/v1/orgs/apo/cases?limit=x", "?limit"),
+        // A typo in a filter would otherwise list everything, unfiltered.
+        (&apo, "/v1/orgs/apo/cases?stauts=closed", "?stauts"),
+        (&apo, "/v1/orgs/apo/cases/case-1?asof=2026-01-01T00:00:00Z", "?asof"),
+        (&apo, "/v1/orgs/apo/referrals?direction=in&limit=5&limit=6", "?limit"),
+        (&coordinator, "/v1/monitor/alerts?organisation=apo", "?organisation"),
+        (&apo, "/v1/orgs/apo/statistics?authority=cocom", "?authority"),
         // A NUL cannot be stored in PostgreSQL text: refused before any handler, not a 500.
         (&apo, "/v1/orgs/apo/cases?cursor=a%00b", "?cursor"),
         (&apo, "/v1/orgs/apo/cases/case%00-1", "?case"),

@@ -32,7 +32,8 @@ pub struct AuditState {
 /// Media type of a replay.
 pub const NDJSON: &str = "application/x-ndjson";
 
-fn unknown_parameters(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
+/// Refuses a parameter of `q` not in `known`, naming it.
+pub(crate) fn unknown_parameters(q: &HashMap<String, String>, known: &[&str]) -> Result<(), ApiError> {
     match q.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(ApiError::invalid_parameter(k, format!("unknown parameter; known: {}", known.join(", ")))),
         None => Ok(()),

@@ -2,11 +2,13 @@
 //! (axum's own `Query` answers in plain text).
 
 use crate::error::ApiError;
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-/// Typed query parameters; an invalid parameter is a 400 `invalid-parameter` problem naming it.
+/// Typed query parameters; an invalid parameter, or one the endpoint does not know (a typo in a
+/// filter would otherwise list everything unfiltered), is a 400 `invalid-parameter` problem
+/// naming it.
 #[derive(Debug, Clone)]
 pub struct ValidQuery<T>(pub T);
 
@@ -14,20 +16,39 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        match Query::<T>::try_from_uri(&parts.uri) {
-            Ok(Query(value)) => Ok(Self(value)),
-            Err(rejection) => {
-                // "Failed to deserialize query string: limit: invalid digit found in string"
-                let text = rejection.body_text();
-                let detail = text.split_once(": ").map(|(_, rest)| rest).unwrap_or(&text);
-                let (name, detail) = match detail.split_once(": ") {
-                    Some((name, rest)) if name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => (name, rest),
-                    _ => ("", detail),
-                };
-                Err(ApiError::invalid_parameter(name, detail.to_owned()))
-            }
-        }
+        parse(parts.uri.query().unwrap_or_default()).map(Self)
     }
+}
+
+/// Reads a query string into `T`, refusing unknown parameters (a map takes every parameter).
+fn parse<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let mut unknown = Vec::new();
+    let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    let mut note = |path: serde_ignored::Path<'_>| {
+        unknown.push(match path {
+            serde_ignored::Path::Map { parent: serde_ignored::Path::Root, key } => key,
+            other => other.to_string(),
+        })
+    };
+    let tracked = serde_ignored::Deserializer::new(pairs, &mut note);
+    let parsed = serde_path_to_error::deserialize(tracked);
+    if let Some(name) = unknown.first() {
+        return Err(ApiError::invalid_parameter(
+            name,
+            "unknown parameter for this endpoint (see the OpenAPI document)",
+        ));
+    }
+    parsed.map_err(|e| {
+        let detail = e.inner().to_string();
+        let path = e.path().to_string();
+        // An error outside any one parameter (a repeated one) has the path `.`; serde names
+        // the parameter in its message ("duplicate field `limit`").
+        let name = match path.as_str() {
+            "." => detail.split('`').nth(1).unwrap_or_default(),
+            name => name,
+        };
+        ApiError::invalid_parameter(name, detail.clone())
+    })
 }
 
 /// Refuses a request whose path segments or query parameters hold a control character (a NUL
@@ -64,4 +85,58 @@ pub async fn reject_control_characters(
         }
     }
     next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Listing {
+        status: Option<String>,
+        limit: Option<i64>,
+        #[serde(rename = "type")]
+        kind: Option<String>,
+    }
+
+    /// The problem's pointer: its display is `pointer: detail`.
+    fn pointer(e: ApiError) -> String {
+        e.to_string().split_once(": ").map(|(p, _)| p.to_owned()).unwrap_or_default()
+    }
+
+    #[test]
+    fn known_parameters_are_read() {
+        let q: Listing = parse("status=open&limit=5&type=relais.case.opened").expect("valid");
+        assert_eq!(q, Listing { status: Some("open".into()), limit: Some(5), kind: Some("relais.case.opened".into()) });
+        let none: Listing = parse("").expect("no parameters");
+        assert_eq!(none, Listing { status: None, limit: None, kind: None });
+    }
+
+    #[test]
+    fn an_unknown_parameter_is_refused_by_name() {
+        let e = parse::<Listing>("stauts=closed").expect_err("a typo");
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(pointer(e), "?stauts");
+    }
+
+    #[test]
+    fn a_parameter_of_the_wrong_type_is_refused_by_name() {
+        let e = parse::<Listing>("limit=many").expect_err("not a number");
+        assert_eq!(pointer(e), "?limit");
+    }
+
+    #[test]
+    fn a_repeated_parameter_is_refused() {
+        let e = parse::<Listing>("limit=5&limit=6").expect_err("twice");
+        assert_eq!(e.status(), axum::http::StatusCode::BAD_REQUEST);
+        assert_eq!(pointer(e), "?limit");
+    }
+
+    #[test]
+    fn a_map_takes_every_parameter() {
+        let q: HashMap<String, String> = parse("as_of=2026-01-01T00:00:00Z&basis=log").expect("a map");
+        assert_eq!(q.len(), 2);
+    }
 }

@@ -124,8 +124,12 @@ pub async fn org_statistics(
 ) -> Result<Response, ApiError> {
     let org = auth.require_org(&org)?;
     let (period, from, to) = parse(&p, state.settings.clock.today())?;
-    if p.group_by.is_some() || p.org.is_some() || p.authority.is_some() {
-        return Err(ApiError::invalid_parameter("group_by", "an organisation's statistics are its own: no grouping"));
+    let across = [("group_by", &p.group_by), ("org", &p.org), ("authority", &p.authority)];
+    if let Some((name, _)) = across.iter().find(|(_, value)| value.is_some()) {
+        return Err(ApiError::invalid_parameter(
+            name,
+            "an organisation's statistics are its own: no grouping, nor another organisation or authority",
+        ));
     }
     let csv = wants_csv(&p, &headers)?;
     access::record(

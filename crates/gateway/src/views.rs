@@ -143,6 +143,7 @@ pub async fn get_case(
     if q.contains_key("as_of") {
         return crate::audit::case_as_of(&state, &auth, &org, &case, &q).await;
     }
+    crate::audit::unknown_parameters(&q, &["as_of"])?;
     let org = auth.require_org(&org)?;
     relais_projections::access::record(
         state.db.pool(),
