@@ -439,3 +439,31 @@ async fn every_query_parameter_unknown_of_the_wrong_type_or_with_a_nul_is_a_prob
         assert_eq!(app.get(token, path).await.status(), 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_bad_erasure_request_is_a_problem_naming_what_is_wrong_and_erases_nothing() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    app.publish(&apo, &open_case("apo", "case-1", "cl-1")).await;
+    app.wait_for_views().await;
+    let url = format!("{}/v1/orgs/apo/clients/cl-1/erasure", app.address);
+    let requests: Vec<(Vec<u8>, u16, Option<&str>)> = vec![
+        (b"not json".to_vec(), 400, Some("")),
+        (br#"{"reason": "whim"}"#.to_vec(), 400, Some("/reason")),
+        (br#""client_request""#.to_vec(), 400, Some("")),
+        // Past axum's body limit: its own rejection, answered as a problem too.
+        (vec![b' '; 3 * 1024 * 1024], 413, None),
+    ];
+    let before = snapshot(&app).await;
+    for (body, status, pointer) in requests {
+        let r = app.http.post(&url).bearer_auth(&apo).body(body).send().await.expect("sent");
+        assert_eq!(r.status().as_u16(), status);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let problem: Value = r.json().await.expect("json");
+        assert_eq!(problem["status"], status, "{problem}");
+        if let Some(pointer) = pointer {
+            assert_eq!(problem["pointer"], pointer, "{problem}");
+        }
+    }
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
+}

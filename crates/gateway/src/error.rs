@@ -211,3 +211,43 @@ pub async fn method_not_allowed() -> ApiError {
         "this resource does not answer this method",
     )
 }
+
+/// Turns an error answered in another form (an extractor's or a layer's plain-text rejection,
+/// such as axum's body limit) into a problem, so that every error is
+/// `application/problem+json`; its text becomes the detail. The handlers answer problems
+/// themselves: one that reaches here is logged, to be answered at its source.
+pub async fn problems_only(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Rejection texts are short; a longer body is cut, never buffered whole.
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    tracing::warn!(status = status.as_u16(), detail = %text, "an error not answered as a problem was converted");
+    let (kind, title) = match status {
+        StatusCode::BAD_REQUEST => ("invalid-request", "Invalid request"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("too-large", "Request too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
+        StatusCode::UNPROCESSABLE_ENTITY => ("invalid-request", "Invalid request"),
+        StatusCode::REQUEST_TIMEOUT => ("timeout", "Request timeout"),
+        s if s.is_server_error() => ("internal", "Internal error"),
+        _ => ("error", "Error"),
+    };
+    let detail = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    let mut converted = ApiError::new(status, kind, title, detail).into_response();
+    // Keep what the rejection said beside its body (`Allow`, `Retry-After`, ...).
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            converted.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    converted
+}

@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn(query::reject_control_characters))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(axum::middleware::map_response(error::problems_only))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             let route = req
                 .extensions()

@@ -68,8 +68,15 @@ pub async fn post_erasure(
     let request: ErasureRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ErasureRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid("/reason", format!("not an erasure request: {e}")))?
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&body)).map_err(|e| {
+            // The field at fault (`/reason`, an unknown one), or the body itself when it is not
+            // a JSON object.
+            let pointer = match e.path().to_string().as_str() {
+                "." => String::new(),
+                path => format!("/{}", path.replace('.', "/")),
+            };
+            ApiError::invalid(pointer, format!("not an erasure request: {}", e.inner()))
+        })?
     };
     let reason = request.reason.unwrap_or(ErasureReason::ClientRequest);
     let eraser = Eraser::new(state.keys.clone(), state.log.clone(), state.db.pool().clone());
