@@ -5,7 +5,8 @@ checkpoints (docs/AUDIT.md, "Re-implementing the check"). Needs `cryptography`.
     python3 scripts/verify_replay.py replay.ndjson <public key, base64>
 
 It does not decode the stored events (postcard): `relais verify --file` also checks that each
-event line shows what its stored bytes hold.
+event line shows what its stored bytes hold. Nor does it look for lines missing from a sequence
+range, check the end line's counts or message lines' members; lines not chained yet are skipped.
 """
 import base64, hashlib, json, struct, sys
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

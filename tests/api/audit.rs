@@ -74,10 +74,34 @@ fn public_key(app: &TestApp) -> String {
 }
 
 fn verify_file(path: &std::path::Path, key: &str) -> Output {
+    verify_file_with(path, key, &[])
+}
+
+fn verify_file_with(path: &std::path::Path, key: &str, args: &[&str]) -> Output {
     // Offline: no NATS, no database in the environment at all.
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_relais"));
-    c.args(["verify", "--file"]).arg(path).args(["--public-key", key]).env_clear().env("RUST_LOG", "error");
+    c.args(["verify", "--file"]).arg(path).args(["--public-key", key]).args(args);
+    c.env_clear().env("RUST_LOG", "error");
     run(c)
+}
+
+/// A replay file without the event line at `seq`, its end line's count fixed to match.
+fn without_event(text: &str, seq: u64) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let mut value: Value = serde_json::from_str(line).expect("json");
+        if value["relaiskind"] == "event" && value["sequence"] == seq {
+            continue;
+        }
+        if value["relaiskind"] == "end" {
+            value["events"] = json!(value["events"].as_u64().expect("events") - 1);
+            out.push_str(&value.to_string());
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[tokio::test]
@@ -170,6 +194,32 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
     let o = verify_file(&file, &other);
     assert!(!o.status.success());
     assert!(stdout(&o).contains("checkpoint at sequence 6"), "{}", stdout(&o));
+    // A sequence range holds every line of it: one removed is missing, its counts fixed or not.
+    let (ranged, _) = replay_lines(&app, &auditor, "?from_seq=2").await;
+    std::fs::write(&file, &ranged).expect("written");
+    let o = verify_file(&file, &key);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("the file holds a line for every sequence from 2 to 6"), "{}", stdout(&o));
+    std::fs::write(&file, without_event(&ranged, 3)).expect("written");
+    let o = verify_file(&file, &key);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("missing at sequence 3"), "{}", stdout(&o));
+    // A file filtered by organisation lacks lines by design, and says so; an auditor who asked
+    // for everything checks it as a range whatever its header claims.
+    let (by_org, _) = replay_lines(&app, &auditor, "?org=dsr").await;
+    std::fs::write(&file, &by_org).expect("written");
+    let o = verify_file(&file, &key);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("lines left out of it cannot be detected"), "{}", stdout(&o));
+    let o = verify_file_with(&file, &key, &["--contiguous"]);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("missing"), "{}", stdout(&o));
+    // An event line relabelled as a message, to hide an edit of its decoded fields, is altered.
+    let relabelled = text.replacen("\"relaiskind\":\"event\"", "\"relaiskind\":\"message\"", 2);
+    std::fs::write(&file, relabelled).expect("written");
+    let o = verify_file(&file, &key);
+    assert!(!o.status.success());
+    assert!(stdout(&o).contains("altered at sequence 1"), "{}", stdout(&o));
 
     // The auditors' paths are described.
     let openapi: Value =
