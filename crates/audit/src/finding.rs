@@ -9,7 +9,7 @@ pub enum FindingKind {
     /// The message at the sequence is not the one that was chained there (its bytes or its
     /// subject changed), or the event shown differs from its stored bytes.
     Altered,
-    /// No message where one was chained (deleted), or a hole in a complete replay.
+    /// No message where one was chained (deleted), or a hole in a replay of a whole sequence range.
     Missing,
     /// The message chained at one sequence now sits at another.
     Reordered,
