@@ -772,3 +772,37 @@ async fn proofs_survive_the_erasure_of_a_client() {
     let o = verify_online(&app, None);
     assert!(o.status.success(), "{}", stdout(&o));
 }
+
+#[tokio::test]
+async fn a_replay_shows_the_chain_as_it_stood_when_it_started_and_verifies_offline() {
+    // The gateway alone: nothing is chained when the replay starts.
+    let app = spawn_app_with(relais::startup::ServeRole::Gateway).await;
+    let apo = app.token("apo", Role::Org).await;
+    assert_eq!(app.post_batch(&apo, &open_case("apo", "case-1", "cl-1")).await.status(), 201);
+    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let filter = relais_projections::audit::replay::ReplayFilter::default();
+    let replay = relais_projections::audit::replay::open(&app.pool, &keys, &stream, filter).await.expect("opened");
+    // The chain moves on (and may sign a checkpoint) before the replay reads anything: a
+    // replay that showed what the chain holds by then could put a chained line after an
+    // unchained one, which no verifier accepts.
+    let projector = relais::startup::Application::build(&app.settings, relais::startup::ServeRole::Projector)
+        .await
+        .expect("projector");
+    let stop = projector.shutdown_token();
+    tokio::spawn(projector.run_until_stopped());
+    wait_for_checkpoint(&app.pool, relais_projections::audit::chain::CHAIN, 2).await;
+    let chunks: Vec<_> = futures::StreamExt::collect(replay.into_ndjson()).await;
+    let text: String =
+        chunks.into_iter().map(|c| String::from_utf8(c.expect("bytes").to_vec()).expect("utf-8")).collect();
+    stop.cancel();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let events: Vec<&Value> = lines.iter().filter(|l| l["relaiskind"] == "event").collect();
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e["relaislink"].is_null()), "{text}");
+    assert!(!lines.iter().any(|l| l["relaiskind"] == "checkpoint"), "{text}");
+    let file = app.dir().join("replay.ndjson");
+    std::fs::write(&file, &text).expect("written");
+    let o = verify_file(&file, &public_key(&app));
+    assert!(o.status.success(), "{}", stdout(&o));
+}

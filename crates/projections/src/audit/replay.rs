@@ -123,6 +123,10 @@ pub struct Replay {
     filter: ReplayFilter,
     from: u64,
     upper: u64,
+    /// The chain's head when the replay started: the replay shows no link and no checkpoint
+    /// past it, so that a chain that moves on during the replay does not leave a chained line
+    /// after an unchained one.
+    chained: u64,
     generated_at: DateTime<Utc>,
     messages: BoxStream<'static, Result<LogMessage, ReadError>>,
     checkpoints: VecDeque<checkpoints::StoredCheckpoint>,
@@ -142,11 +146,13 @@ pub async fn open(pool: &PgPool, keys: &KeyStore, stream: &Stream, filter: Repla
     let upper = filter.to_seq.map_or(last, |t| t.min(last));
     let from = filter.from_seq.unwrap_or(1).max(1);
     let messages = reader::ordered_range(stream, &filter.subject_filter(), from, upper).await?;
+    let (chained, _) = checkpoints::chain_head(pool).await?;
     Ok(Replay {
         pool: pool.clone(),
         chunks: ChunkReader {
             pool: pool.clone(),
             keys: keys.clone(),
+            chained,
             kept_keys: Arc::new(Mutex::new(HashMap::new())),
             erased_since: Arc::new(Mutex::new(Utc::now() - ERASURE_OVERLAP)),
             filter: Arc::new(filter.clone()),
@@ -155,6 +161,7 @@ pub async fn open(pool: &PgPool, keys: &KeyStore, stream: &Stream, filter: Repla
         filter,
         from,
         upper,
+        chained,
         generated_at: Utc::now(),
         messages,
         checkpoints: VecDeque::new(),
@@ -205,7 +212,8 @@ impl Replay {
 
     async fn load_checkpoints(&mut self) -> Result<(), AuditError> {
         if self.checkpoints.is_empty() && !self.checkpoints_exhausted {
-            let page = checkpoints::page(&self.pool, self.from, self.upper, self.checkpoint_cursor, 256).await?;
+            let until = self.upper.min(self.chained);
+            let page = checkpoints::page(&self.pool, self.from, until, self.checkpoint_cursor, 256).await?;
             self.checkpoints_exhausted = page.len() < 256;
             if let Some(last) = page.last() {
                 self.checkpoint_cursor = (last.checkpoint.sequence as i64, last.id);
@@ -391,6 +399,8 @@ async fn next_batch(
 struct ChunkReader {
     pool: PgPool,
     keys: KeyStore,
+    /// The chain's head when the replay started (links past it are not shown).
+    chained: u64,
     /// The data keys looked up so far in this replay.
     kept_keys: Arc<Mutex<HashMap<Uuid, KeyLookup>>>,
     /// Keys erased at or after this moment (the database's clock) are dropped from
@@ -484,7 +494,7 @@ impl ChunkReader {
             batch.iter().map(|m| StoredEvent::decode(&m.payload).ok().map(StoredEvent::into_v1)).collect();
         let key_ids: Vec<Uuid> = stored.iter().filter_map(|s| s.as_ref()?.sealed.as_ref().map(|x| x.key_id)).collect();
         let (links, quarantine, keys) = futures::try_join!(links, quarantine, self.keys_of(&key_ids))?;
-        let links: HashMap<u64, Link> = links.into_iter().collect();
+        let links: HashMap<u64, Link> = links.into_iter().filter(|(s, _)| *s <= self.chained).collect();
         let mut quarantine: HashMap<i64, String> = quarantine.into_iter().collect();
         let mut out = Vec::with_capacity(batch.len());
         for (message, stored) in batch.into_iter().zip(stored) {
