@@ -672,7 +672,26 @@ async fn a_damaged_or_missing_key_is_a_typed_outcome_and_stops_no_worker() {
         .json()
         .await
         .expect("json");
+    // A replay does not call them erased either: the client was not.
+    let auditor = app.token("coordination", Role::Auditor).await;
+    let replay = app
+        .http
+        .get(format!("{address}/v1/audit/events?org=apo"))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("text");
     stop.cancel();
+    let shown: Vec<Value> = replay
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|l| l["relaiskind"] == "event")
+        .map(|l| l["personaldata"].clone())
+        .collect();
+    assert_eq!(shown, vec![json!("unreadable"); 3], "{replay}");
     let problems = export["problems"].as_array().expect("problems");
     assert_eq!(problems.len(), 3, "{export}");
     let events = export["events"].as_array().expect("events");

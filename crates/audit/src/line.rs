@@ -3,7 +3,7 @@
 //! - `replay` (first line): `version`, `stream`, `filter`, `fromsequence`, `tosequence`,
 //!   `generatedat`, `complete` (true when nothing was filtered out from sequence 1 on).
 //! - `event`: the CloudEvent (with `recordedat`, and `personaldata: "erased"` for an erased
-//!   client) plus `sequence`, `relaissubject` (the NATS subject), `relaispayload` (standard
+//!   client, `"unreadable"` when the key could not open the fields) plus `sequence`, `relaissubject` (the NATS subject), `relaispayload` (standard
 //!   base64 of the exact stored bytes), `relaisprev` and `relaislink` (hex chain links, `null`
 //!   when the chain has not reached the sequence yet), `relaisadmission` (the admission header
 //!   as stored, or `null`) and, for a quarantined message, `relaisquarantine` (the reason).
@@ -118,8 +118,8 @@ pub fn write_event_line(out: &mut Vec<u8>, envelope: &Envelope, chain: &ChainFie
     w.out.push(b'"');
     w.out.extend_from_slice(envelope.id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
     w.out.push(b'"');
-    if envelope.personal == PersonalState::Erased {
-        w.plain("personaldata", "erased");
+    if let Some(shown) = envelope.personal.shown_as() {
+        w.plain("personaldata", shown);
     }
     w.time("recordedat", &envelope.recorded_at);
     w.relais_members(kind::EVENT, chain);
@@ -157,7 +157,7 @@ pub fn write_message_line(out: &mut Vec<u8>, chain: &ChainFields<'_>) {
 /// back to the tree whole.
 fn write_data(out: &mut Vec<u8>, envelope: &Envelope) {
     let left_out: &[&str] =
-        if envelope.personal == PersonalState::Erased { envelope.data.spec().personal_fields } else { &[] };
+        if envelope.personal != PersonalState::Present { envelope.data.spec().personal_fields } else { &[] };
     let mut members = DataMembers { bytes: Vec::with_capacity(256), members: Vec::new(), left_out };
     if envelope.data.serialize_declared(&mut members).is_err() {
         // Serialising a JSON value into a Vec cannot fail.
@@ -595,7 +595,7 @@ mod tests {
             }
             for data in [std::mem::take(&mut example), sparse] {
                 let Ok(data) = EventData::from_json(spec.name, spec.version, data) else { continue };
-                for personal in [PersonalState::Present, PersonalState::Erased] {
+                for personal in [PersonalState::Present, PersonalState::Erased, PersonalState::Unreadable] {
                     let mut e = envelope();
                     e.data = data.clone();
                     e.personal = personal;

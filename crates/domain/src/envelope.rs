@@ -55,6 +55,20 @@ pub enum PersonalState {
     /// The client was erased (or the key is not available to this reader): personal fields
     /// are empty and must not be shown as if they were.
     Erased,
+    /// The client's key is there but could not open the fields (damaged, unknown, or the
+    /// sealed box does not open): personal fields are empty, and this is not an erasure.
+    Unreadable,
+}
+
+impl PersonalState {
+    /// How the CloudEvent extension `personaldata` names a state without personal fields.
+    pub fn shown_as(self) -> Option<&'static str> {
+        match self {
+            PersonalState::Present => None,
+            PersonalState::Erased => Some("erased"),
+            PersonalState::Unreadable => Some("unreadable"),
+        }
+    }
 }
 
 /// An event with its metadata, decoded and typed.
@@ -394,7 +408,7 @@ impl Envelope {
     /// client was erased (shared by the CloudEvent and the replay line writers).
     pub fn shown_data(&self) -> Value {
         let mut data = self.data.to_json();
-        if self.personal == PersonalState::Erased
+        if self.personal != PersonalState::Present
             && let Some(d) = data.as_object_mut()
         {
             for field in self.data.spec().personal_fields {
@@ -406,7 +420,8 @@ impl Envelope {
 
     /// The CloudEvent (JSON object) of this envelope, with extensions `actor`, `recordedat`,
     /// `schemaversion`, and `correlationid`/`causationid` when set. An erased event's personal
-    /// properties are left out of `data` and the extension `personaldata` says `erased`.
+    /// properties are left out of `data` and the extension `personaldata` says `erased` (or
+    /// `unreadable`, when the key could not open them).
     pub fn to_cloud_event(&self) -> Map<String, Value> {
         let spec = self.data.spec();
         let data = self.shown_data();
@@ -428,8 +443,8 @@ impl Envelope {
             obj.insert("causationid".into(), c.clone().into());
         }
         obj.insert("recordedat".into(), self.recorded_at.to_rfc3339_opts(SecondsFormat::AutoSi, true).into());
-        if self.personal == PersonalState::Erased {
-            obj.insert("personaldata".into(), "erased".into());
+        if let Some(shown) = self.personal.shown_as() {
+            obj.insert("personaldata".into(), shown.into());
         }
         obj.insert("data".into(), data);
         obj

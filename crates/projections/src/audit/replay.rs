@@ -500,11 +500,21 @@ impl ChunkReader {
         for (message, stored) in batch.into_iter().zip(stored) {
             let seq = message.sequence;
             let envelope = stored.and_then(|s| {
-                let personal = s.sealed.as_ref().and_then(|sealed| match keys.get(&sealed.key_id) {
-                    Some(KeyLookup::Key(k)) => seal::open(k, s.id, sealed).ok(),
-                    _ => None,
-                });
-                s.open(personal).ok()
+                // Only a destroyed key is an erasure; a key that is missing, damaged or does not
+                // open the fields is shown as such (as a subject access export does).
+                let (personal, unreadable) = match s.sealed.as_ref().map(|sealed| (sealed, keys.get(&sealed.key_id))) {
+                    None | Some((_, Some(KeyLookup::Erased))) => (None, false),
+                    Some((sealed, Some(KeyLookup::Key(k)))) => match seal::open(k, s.id, sealed) {
+                        Ok(fields) => (Some(fields), false),
+                        Err(_) => (None, true),
+                    },
+                    Some((_, _)) => (None, true),
+                };
+                let mut envelope = s.open(personal).ok()?;
+                if unreadable {
+                    envelope.personal = relais_domain::envelope::PersonalState::Unreadable;
+                }
+                Some(envelope)
             });
             let shown = match envelope {
                 Some(e) if self.filter.keeps(&e) => Shown::Event(Box::new(e)),
