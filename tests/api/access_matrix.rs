@@ -67,6 +67,7 @@ struct Endpoint {
 
 const ORG_ONLY: &[Role] = &[Role::Org];
 const COORDINATOR_ONLY: &[Role] = &[Role::Coordinator];
+const AUDITOR_ONLY: &[Role] = &[Role::Auditor];
 
 fn new_case(org: &str) -> Value {
     let id = Uuid::new_v4().simple().to_string();
@@ -284,6 +285,36 @@ const ENDPOINTS: &[Endpoint] = &[
         path: "/v1/monitor/persons",
         body: Body::None,
         access: Access::Roles { roles: COORDINATOR_ONLY, org_scoped: false, other_org: 403 },
+        ok: 200,
+        case_level: false,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/audit/events",
+        body: Body::None,
+        access: Access::Roles { roles: AUDITOR_ONLY, org_scoped: false, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: AUDITOR_ONLY,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/audit/access",
+        body: Body::None,
+        access: Access::Roles { roles: AUDITOR_ONLY, org_scoped: false, other_org: 403 },
+        ok: 200,
+        case_level: false,
+        stores: false,
+        reveals_other_orgs_to: AUDITOR_ONLY,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/v1/audit/public-key",
+        body: Body::None,
+        access: Access::Public,
         ok: 200,
         case_level: false,
         stores: false,
