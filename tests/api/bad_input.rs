@@ -386,6 +386,7 @@ async fn every_query_parameter_unknown_of_the_wrong_type_or_with_a_nul_is_a_prob
     let app = spawn_app().await;
     let apo = app.token("apo", Role::Org).await;
     let coordinator = app.token("coordination", Role::Coordinator).await;
+    let auditor = app.token("coordination", Role::Auditor).await;
     let requests: &[(&str, &str, &str)] = &[
         (&apo, "/v1/orgs/apo/cases/case-1/timeline?limit=ten", "?limit"),
         (&apo, "/v1/orgs/apo/referrals?open=maybe", "?open"),
@@ -405,6 +406,7 @@ async fn every_query_parameter_unknown_of_the_wrong_type_or_with_a_nul_is_a_prob
         (&apo, "/v1/orgs/apo/referrals?direction=in&limit=5&limit=6", "?limit"),
         (&coordinator, "/v1/monitor/alerts?organisation=apo", "?organisation"),
         (&apo, "/v1/orgs/apo/statistics?authority=cocom", "?authority"),
+        (&auditor, "/v1/audit/access?org=NOPE", "?org"),
         // A NUL cannot be stored in PostgreSQL text: refused before any handler, not a 500.
         (&apo, "/v1/orgs/apo/cases?cursor=a%00b", "?cursor"),
         (&apo, "/v1/orgs/apo/cases/case%00-1", "?case"),

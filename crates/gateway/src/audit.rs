@@ -166,8 +166,12 @@ pub async fn access_records(
         .get("cursor")
         .map(|c| c.parse::<i64>().map_err(|_| ApiError::invalid_parameter("cursor", "not a cursor of this listing")))
         .transpose()?;
-    let filter =
-        AccessFilter { resource_prefix: q.get("resource").cloned(), org: q.get("org").cloned(), after_id, limit };
+    // An organisation id that cannot be one is a typo, not an empty list.
+    let org = q
+        .get("org")
+        .map(|o| OrgId::parse(o).map(|o| o.to_string()).map_err(|e| ApiError::invalid_parameter("org", e.to_string())))
+        .transpose()?;
+    let filter = AccessFilter { resource_prefix: q.get("resource").cloned(), org, after_id, limit };
     access::record(
         state.db.pool(),
         &auth.0,
