@@ -197,6 +197,10 @@ async fn the_timeline_lists_every_event_with_who_recorded_it_and_forgets_persona
     let only = app.get_json(&apo, "/v1/orgs/apo/cases/t1/timeline?type=relais.guidance.accepted", 200).await;
     assert_eq!(only["items"].as_array().expect("items").len(), 1);
     assert_eq!(app.get(&apo, "/v1/orgs/apo/cases/nope/timeline").await.status(), 404);
+    // A type filter tells an unknown case from a case without events of that type.
+    assert_eq!(app.get(&apo, "/v1/orgs/apo/cases/nope/timeline?type=relais.guidance.accepted").await.status(), 404);
+    let none = app.get_json(&apo, "/v1/orgs/apo/cases/t1/timeline?type=relais.guidance.closed", 200).await;
+    assert_eq!(none["items"], serde_json::json!([]));
     let other = app.token("dsr", Role::Org).await;
     assert_eq!(app.get(&other, "/v1/orgs/apo/cases/t1/timeline").await.status(), 403);
 

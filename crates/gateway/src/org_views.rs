@@ -80,8 +80,16 @@ pub async fn case_timeline(
     )
     .await?;
     let rows = timeline::list(state.db.pool(), &org, &case, after, q.event_type.as_deref(), limit).await?;
-    if rows.is_empty() && after == 0 && q.event_type.is_none() {
-        return Err(ApiError::not_found("no such case"));
+    // An empty first page is a case without events, that is no case; with a type filter, the
+    // case may exist without events of that type.
+    if rows.is_empty() && after == 0 {
+        let exists = match q.event_type {
+            None => false,
+            Some(_) => !timeline::list(state.db.pool(), &org, &case, 0, None, 1).await?.is_empty(),
+        };
+        if !exists {
+            return Err(ApiError::not_found("no such case"));
+        }
     }
     let items: Vec<TimelineItem> = rows
         .into_iter()
