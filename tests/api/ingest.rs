@@ -371,6 +371,27 @@ async fn the_catalogue_lists_every_type_with_schema_classes_and_a_valid_example(
         }
         assert_eq!(status, 201, "{}: {}", t["type"], r.text().await.unwrap_or_default());
     }
+    // Every version a type is read at has its schema where its `dataschema` points, legacy
+    // versions too; others are a 404.
+    let schema_at = |path: String| {
+        let http = app.http.clone();
+        async move { http.get(path).send().await.expect("sent") }
+    };
+    for t in types {
+        let name = t["type"].as_str().expect("type");
+        let mut versions = vec![t["version"].as_u64().expect("version")];
+        versions.extend(t["legacy_versions"].as_array().expect("legacy").iter().map(|v| v.as_u64().expect("v")));
+        for v in versions {
+            let r = schema_at(format!("{}/v1/catalogue/{name}/v{v}", app.address)).await;
+            assert_eq!(r.status(), 200, "{name} v{v}");
+            let schema: Value = r.json().await.expect("json");
+            assert!(schema["properties"].is_object(), "{name} v{v}: {schema}");
+        }
+        let r = schema_at(format!("{}/v1/catalogue/{name}/v99", app.address)).await;
+        assert_eq!(r.status(), 404);
+    }
+    let intervention = types.iter().find(|t| t["type"] == "relais.intervention.recorded").expect("type");
+    assert_eq!(intervention["legacy_versions"], json!([1]), "a legacy version is exercised above");
     drop(token);
     let openapi: Value =
         app.http.get(format!("{}/openapi.json", app.address)).send().await.expect("sent").json().await.expect("json");

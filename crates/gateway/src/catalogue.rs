@@ -61,11 +61,19 @@ pub async fn catalogue() -> Json<Value> {
     }))
 }
 
-/// The JSON Schema of one type at its current version (the `dataschema` URI).
+/// The JSON Schema of one type at a version it is read at, current or legacy (the `dataschema`
+/// URI an event names).
 pub async fn schema(Path((event_type, version)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     let spec = relais_domain::events::spec(&event_type).ok_or_else(|| ApiError::not_found("unknown event type"))?;
-    if version != format!("v{}", spec.version) {
-        return Err(ApiError::not_found("the catalogue serves the current version's schema"));
-    }
-    Ok(Json(spec.schema()))
+    let schema = version.strip_prefix('v').and_then(|v| v.parse::<u16>().ok()).and_then(|v| spec.schema_at(v));
+    schema.map(Json).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "{event_type} is read at versions {}",
+            std::iter::once(spec.version)
+                .chain(spec.legacy_versions.iter().copied())
+                .map(|v| format!("v{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
 }

@@ -124,6 +124,7 @@ pub struct EventTypeSpec {
     /// The fields that are personal data (stored encrypted); all others are statistical.
     pub personal_fields: &'static [&'static str],
     schema: fn() -> serde_json::Value,
+    legacy_schemas: &'static [(u16, fn() -> serde_json::Value)],
     example: fn() -> serde_json::Value,
 }
 
@@ -131,7 +132,20 @@ impl EventTypeSpec {
     /// The JSON Schema (2020-12) of the type's `data`, each property carrying
     /// `x-relais-class: statistical | personal`.
     pub fn schema(&self) -> serde_json::Value {
-        let mut schema = (self.schema)();
+        self.classified((self.schema)())
+    }
+
+    /// The JSON Schema of the type's `data` at `version`, current or legacy (what a
+    /// `dataschema` naming that version describes); `None` for a version never read.
+    pub fn schema_at(&self, version: u16) -> Option<serde_json::Value> {
+        if version == self.version {
+            return Some(self.schema());
+        }
+        self.legacy_schemas.iter().find(|(v, _)| *v == version).map(|(_, schema)| self.classified(schema()))
+    }
+
+    /// `schema` with each property marked with its class.
+    fn classified(&self, mut schema: serde_json::Value) -> serde_json::Value {
         if let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) {
             for (name, prop) in props.iter_mut() {
                 let class = if self.personal_fields.contains(&name.as_str()) { "personal" } else { "statistical" };
@@ -386,6 +400,7 @@ macro_rules! catalogue {
                     titles: Labels::new($nl, $fr, $en),
                     personal_fields: &[ $( stringify!($pf) ),* ],
                     schema: schema_of::<$ty>,
+                    legacy_schemas: &[ $( ($lv, schema_of::<$lty>) ),* ],
                     example: example_of::<$ty>,
                 },
             )*
