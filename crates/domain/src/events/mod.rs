@@ -106,6 +106,9 @@ pub enum Category {
     Privacy,
 }
 
+/// Builds the JSON Schema of one version of a type's data.
+type SchemaFn = fn() -> serde_json::Value;
+
 /// What the catalogue knows of one event type.
 #[derive(Debug, Clone, Copy)]
 pub struct EventTypeSpec {
@@ -123,8 +126,8 @@ pub struct EventTypeSpec {
     pub titles: Labels,
     /// The fields that are personal data (stored encrypted); all others are statistical.
     pub personal_fields: &'static [&'static str],
-    schema: fn() -> serde_json::Value,
-    legacy_schemas: &'static [(u16, fn() -> serde_json::Value)],
+    schema: SchemaFn,
+    legacy_schemas: &'static [(u16, SchemaFn)],
     example: fn() -> serde_json::Value,
 }
 
