@@ -9,6 +9,7 @@ mod crash;
 mod helpers;
 mod ingest;
 mod monitor;
+mod openapi;
 mod privacy;
 mod projector;
 mod rebuild;

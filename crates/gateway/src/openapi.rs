@@ -632,7 +632,7 @@ fn core_paths(org_param: &Value) -> Value {
             "responses": { "200": body("the document", "OpenApiDocument") } } },
         "/v1/catalogue": { "get": { "summary": "Every event type with titles, JSON Schema, field classes and an example", "security": [],
             "responses": { "200": body("the catalogue", "Catalogue") } } },
-        "/v1/catalogue/{event_type}/{version}": { "get": { "summary": "The JSON Schema of an event type's data", "security": [],
+        "/v1/catalogue/{event_type}/{version}": { "get": { "summary": "The JSON Schema of an event type's data at a version it is read at (current or legacy: what an event's dataschema names)", "security": [],
             "parameters": [ { "name": "event_type", "in": "path", "required": true, "schema": { "type": "string" } }, { "name": "version", "in": "path", "required": true, "schema": { "type": "string", "pattern": "^v[0-9]+$" } } ],
             "responses": { "200": body("JSON Schema 2020-12", "JsonSchema"), "404": problem("unknown type or version") } } },
         "/v1/events": { "post": {
