@@ -446,6 +446,43 @@ async fn an_event_that_breaks_a_rule_is_quarantined_with_its_reason_and_listed_f
 }
 
 #[tokio::test]
+async fn a_case_is_one_clients_and_its_consent_carries_no_one_elses_data() {
+    let app = spawn_app().await;
+    let token = app.token("sireas", Role::Org).await;
+    app.publish(&token, &open_case("sireas", "c-1", "cl-1")).await;
+    let consent = event(
+        "sireas",
+        "relais.consent.given",
+        "cases/c-1",
+        json!({ "client_ref": "cl-1", "scope": { "share_with_organisation": "apo" } }),
+    );
+    app.publish(&token, &[consent]).await;
+    // Another client's intervention on cl-1's case, and a referral of another client made
+    // on cl-1's consent: both stored, both quarantined by the validator.
+    let other = intervention("sireas", "c-1", "cl-2", "informing");
+    let referral = event(
+        "sireas",
+        "relais.referral.made",
+        "referrals/r-1",
+        json!({ "client_ref": "cl-2", "destination": { "organisation": "apo" }, "life_domains": ["housing"], "case_id": "c-1" }),
+    );
+    assert_eq!(app.post_batch(&token, &[other, referral]).await.status(), 201);
+    app.wait_for_views().await;
+    let listed: Value = app.get(&token, "/v1/orgs/sireas/quarantine").await.json().await.expect("json");
+    let items = listed["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{listed}");
+    for item in items {
+        assert_eq!(item["reason"], "rule");
+        assert!(item["detail"].as_str().unwrap_or_default().contains("another client"), "{item}");
+    }
+    let case: Value = app.get(&token, "/v1/orgs/sireas/cases/c-1").await.json().await.expect("json");
+    assert_eq!(case["intervention_count"], 0);
+    let apo = app.token("apo", Role::Org).await;
+    let incoming: Value = app.get(&apo, "/v1/orgs/apo/referrals?direction=in").await.json().await.expect("json");
+    assert_eq!(incoming["items"], json!([]), "nothing reached the receiver");
+}
+
+#[tokio::test]
 async fn concurrent_batches_for_the_same_new_clients_in_opposite_orders_are_all_stored() {
     // Two requests creating data keys for the same new clients, listed in opposite orders,
     // must wait for each other, not deadlock (a 500 for one of them).

@@ -49,9 +49,26 @@ pub struct State {
     /// validator keeps thousands of case states in memory: a small vector takes a tenth of the
     /// room of a tree map's node.
     grants: Vec<(ConsentScope, Grant)>,
+    /// Whose consent this is: a hash of the client's `client_ref`, set by the case from its
+    /// first readable event (`None` while unknown, or once the client's fields are erased). A
+    /// hash, not the reference: the validator keeps thousands of states, and only compares.
+    client: Option<u64>,
 }
 
 impl State {
+    /// False when `client_ref` is known to be another client than the one whose consent this
+    /// is: their consent does not cover it.
+    pub fn is_of(&self, client_ref: &str) -> bool {
+        self.client.is_none_or(|c| c == client_hash(client_ref))
+    }
+
+    /// Records whose consent this is, once.
+    pub(crate) fn set_client(&mut self, client_ref: &str) {
+        if self.client.is_none() {
+            self.client = Some(client_hash(client_ref));
+        }
+    }
+
     fn get(&self, scope: &ConsentScope) -> Option<&Grant> {
         let at = self.grants.binary_search_by(|(s, _)| s.cmp(scope)).ok()?;
         self.grants.get(at).map(|(_, grant)| grant)
@@ -222,6 +239,15 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
         },
         other => Err(DomainError::NotAConsentEvent { event_type: other.event_type().to_owned() }),
     }
+}
+
+/// A deterministic hash of a client reference (the same in every run: states are compared
+/// within one process only, but rebuilt the same way each time).
+fn client_hash(client_ref: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    client_ref.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Folds a consent event in; other events leave the state as it is.

@@ -16,7 +16,7 @@
 
 use super::consent::{self, ConsentStatus};
 use super::{Context, brussels_date, checked};
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, PersonalState};
 use crate::events::{
     ConsentScope, DataError, EventData, ReferralAccepted, ReferralCancelled, ReferralCompleted, ReferralDeclined,
     ReferralDestination, ReferralExpired, ReferralFirstContactMade, ReferralMade, ReferralReceived,
@@ -156,6 +156,9 @@ pub enum DomainError {
     /// A referral to the sender itself.
     #[error("a referral goes to another organisation than the sender")]
     ReferralToOwnOrganisation,
+    /// The referral is about another client than the sender's case (whose consent it needs).
+    #[error("the referral is about another client than its case")]
+    ClientMismatch,
     /// No consent to share with the receiving organisation was given.
     #[error("the client did not consent to sharing with {organisation}")]
     NoConsentToShare {
@@ -214,6 +217,7 @@ impl DomainError {
             Self::AlreadyMade => "referral_already_made",
             Self::NotMade => "referral_not_made",
             Self::ReferralToOwnOrganisation => "referral_to_own_organisation",
+            Self::ClientMismatch => "client_mismatch",
             Self::NoConsentToShare { .. } => "no_consent_to_share",
             Self::ConsentWithdrawn { .. } => "consent_to_share_withdrawn",
             Self::ConsentExpired { .. } => "consent_to_share_expired",
@@ -255,6 +259,11 @@ impl DomainError {
                 "Een doorverwijzing gaat naar een andere organisatie.",
                 "Une orientation vise une autre organisation.",
                 "A referral goes to another organisation.",
+            ),
+            Self::ClientMismatch => Labels::new(
+                "De doorverwijzing gaat over een andere cliënt dan het dossier.",
+                "L'orientation concerne un autre client que le dossier.",
+                "The referral is about another client than its case.",
             ),
             Self::NoConsentToShare { .. } => Labels::new(
                 "De cliënt gaf geen toestemming om met deze organisatie te delen.",
@@ -430,6 +439,13 @@ fn check_made(
 ) -> Result<(), DomainError> {
     if state.status != ReferralStatus::NotMade {
         return Err(DomainError::AlreadyMade);
+    }
+    // The case's consent is one client's: it carries no one else's data.
+    if event.personal == PersonalState::Present
+        && !made.client_ref.is_empty()
+        && !sender_consent.is_of(&made.client_ref)
+    {
+        return Err(DomainError::ClientMismatch);
     }
     let ReferralDestination::Organisation(organisation) = &made.destination else {
         // Nothing is shared with another organisation: the client is given an address.
@@ -627,6 +643,32 @@ mod tests {
         g.when(&ctx(SENDER, (1, 31)), Command::Make(made_to_receiver())).then(vec![made_to_receiver().into()]);
         g.when(&ctx(SENDER, (2, 1)), Command::Make(made_to_receiver()))
             .then_error(DomainError::ConsentExpired { organisation: org(RECEIVER), expired_on: date(1, 31) });
+    }
+
+    #[test]
+    fn a_referral_about_another_client_than_its_case_is_refused_whatever_the_consent() {
+        // The sender's case: one client's request, accepted, with consent to share.
+        let on_case = |day, data: EventData| testing::event(SENDER, "cases/case-2025-0142", day, data);
+        let sender_case = [
+            on_case((1, 1), crate::events::GuidanceRequested::example().into()),
+            on_case((1, 1), crate::events::GuidanceAccepted::example().into()),
+            on_case(
+                (1, 1),
+                ConsentGiven {
+                    scope: ConsentScope::ShareWithOrganisation(org(RECEIVER)),
+                    expires_on: None,
+                    ..ConsentGiven::example()
+                }
+                .into(),
+            ),
+        ]
+        .iter()
+        .fold(super::super::case::State::default(), super::super::case::evolve);
+        let consent = sender_case.consent().clone();
+        let g = given_with::<Referral>(consent, []);
+        g.when(&ctx(SENDER, (2, 1)), Command::Make(made_to_receiver())).then(vec![made_to_receiver().into()]);
+        let someone_else = ReferralMade { client_ref: "cl-someone-else".into(), ..made_to_receiver() };
+        g.when(&ctx(SENDER, (2, 1)), Command::Make(someone_else)).then_error(DomainError::ClientMismatch);
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub struct GuidanceDeclined {
 impl EventPayload for GuidanceDeclined {
     fn example() -> Self {
         Self {
-            client_ref: "cl-2025-0143".into(),
+            client_ref: "cl-2025-0142".into(),
             reason: GuidanceDeclineReason::BetterServedElsewhere,
             note: Some("Vraag gaat over slachtofferhulp".into()),
         }
