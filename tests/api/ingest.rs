@@ -483,6 +483,43 @@ async fn a_case_is_one_clients_and_its_consent_carries_no_one_elses_data() {
 }
 
 #[tokio::test]
+async fn a_direct_event_naming_an_organisation_not_in_the_registry_is_quarantined() {
+    let app = spawn_app().await;
+    let token = app.token("sireas", Role::Org).await;
+    app.publish(&token, &open_case("sireas", "c-1", "cl-1")).await;
+    // Over HTTP the gateway refuses it; published directly, the validator does.
+    let share = |org: &str| {
+        event(
+            "sireas",
+            "relais.consent.given",
+            "cases/c-1",
+            json!({ "client_ref": "cl-1", "scope": { "share_with_organisation": org } }),
+        )
+    };
+    assert_eq!(app.post_event(&token, &share("ghost")).await.status(), 400);
+    for org in ["ghost", "apo"] {
+        let (_, stored) = sealed_stored(&app, share(org)).await;
+        let bytes = relais_domain::StoredEvent::V1(stored).encode();
+        app.js.publish("relais.ev.sireas.cases.c-1", bytes.into()).await.expect("sent").await.expect("ack");
+    }
+    app.wait_for_views().await;
+    let quarantined = quarantine_rows(&app.pool).await;
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!(quarantined[0].1, "invalid");
+    assert!(quarantined[0].2.contains("\"ghost\""), "{quarantined:?}");
+    // The consent to share with a registered organisation was applied.
+    let referral = event(
+        "sireas",
+        "relais.referral.made",
+        "referrals/r-1",
+        json!({ "client_ref": "cl-1", "destination": { "organisation": "apo" }, "life_domains": ["housing"], "case_id": "c-1" }),
+    );
+    app.publish(&token, &[referral]).await;
+    app.wait_for_views().await;
+    assert_eq!(quarantine_rows(&app.pool).await.len(), 1);
+}
+
+#[tokio::test]
 async fn concurrent_batches_for_the_same_new_clients_in_opposite_orders_are_all_stored() {
     // Two requests creating data keys for the same new clients, listed in opposite orders,
     // must wait for each other, not deadlock (a 500 for one of them).

@@ -109,6 +109,9 @@ pub struct RuleBook {
     complete: bool,
     /// Most states of one generation.
     capacity: usize,
+    /// Organisations found in the registry so far (organisations are added, never removed):
+    /// the registry is asked only about names not seen yet.
+    registered: HashSet<String>,
 }
 
 /// How many aggregate histories are read from the log at once when a batch brings aggregates
@@ -128,7 +131,28 @@ impl RuleBook {
             older: HashMap::new(),
             complete: after == 0,
             capacity: DEFAULT_CAPACITY,
+            registered: HashSet::new(),
         }
+    }
+
+    /// Which of `names` are not organisations of the registry. Events published directly
+    /// must name only registered organisations, as the gateway requires: a referral to an
+    /// organisation that does not exist would wait forever for an answer.
+    pub async fn unregistered(&mut self, names: &[&str]) -> Result<HashSet<String>, WorkerError> {
+        let asked: Vec<String> = names
+            .iter()
+            .filter(|n| !self.registered.contains(**n))
+            .map(|n| (*n).to_owned())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if asked.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found = crate::registry::known(&self.pool, &asked).await?;
+        let missing = asked.into_iter().filter(|n| !found.contains(n)).collect();
+        self.registered.extend(found);
+        Ok(missing)
     }
 
     /// Keeps at most `capacity` states per generation (at least one).

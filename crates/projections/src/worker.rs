@@ -650,6 +650,24 @@ impl Projector {
         for (i, detail) in refused {
             decoded[i] = Err(Verdict::Quarantine { reason: "erasure-without-key", detail });
         }
+        // Organisations named in the data must be registered (the gateway checks it too).
+        let named: Vec<&str> = decoded
+            .iter()
+            .filter_map(|d| d.as_ref().ok())
+            .flat_map(|(_, e)| e.data.organisations().into_iter().map(|(_, org)| org.as_str()))
+            .collect();
+        let unregistered = if named.is_empty() { HashSet::new() } else { rules.unregistered(&named).await? };
+        if !unregistered.is_empty() {
+            for d in decoded.iter_mut() {
+                let Ok((_, envelope)) = d else { continue };
+                let unknown =
+                    envelope.data.organisations().into_iter().find(|(_, org)| unregistered.contains(org.as_str()));
+                if let Some((pointer, org)) = unknown {
+                    let detail = format!("/data{pointer}: no organisation {org:?} in the registry");
+                    *d = Err(Verdict::Quarantine { reason: "invalid", detail });
+                }
+            }
+        }
         let touched: Vec<&Envelope> = decoded.iter().filter_map(|d| Some(&d.as_ref().ok()?.1)).collect();
         if let Some(start) = batch.first().map(|m| m.sequence) {
             rules.prefetch(start, &touched).await?;
