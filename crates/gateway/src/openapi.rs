@@ -68,8 +68,13 @@ fn described(mut schema: Value, description: &str) -> Value {
     schema
 }
 
-/// An object schema: `required` are the fields always serialised (also when null).
-fn object(description: &str, required: &[&str], properties: Value) -> Value {
+/// An object schema whose fields are all required (always serialised, also when null) except
+/// `optional` (left out when unset).
+fn object(description: &str, optional: &[&str], properties: Value) -> Value {
+    let required: Vec<&String> = match &properties {
+        Value::Object(members) => members.keys().filter(|k| !optional.contains(&k.as_str())).collect(),
+        _ => Vec::new(),
+    };
     let schema = json!({ "type": "object", "required": required, "properties": properties });
     if description.is_empty() { schema } else { described(schema, description) }
 }
@@ -78,7 +83,7 @@ fn object(description: &str, required: &[&str], properties: Value) -> Value {
 fn page(item: &str, what: &str) -> Value {
     object(
         &format!("A page of {what}. Pass next_cursor as `cursor` for the next page; it is null on the last page."),
-        &["items", "next_cursor"],
+        &[],
         json!({
             "items": { "type": "array", "items": schema_ref(item) },
             "next_cursor": described(string_or_null(), "the cursor of the next page; null when this page is the last")
@@ -124,8 +129,8 @@ fn protocol_schemas() -> Map<String, Value> {
             "data": { "type": "object" }
         }
     }));
-    s.insert("Stored".into(), object("The events of the request, in order, with their stream sequence", &["events"], json!({
-        "events": { "type": "array", "items": object("", &["id", "sequence", "duplicate"], json!({
+    s.insert("Stored".into(), object("The events of the request, in order, with their stream sequence", &[], json!({
+        "events": { "type": "array", "items": object("", &[], json!({
             "id": uuid(), "sequence": integer(),
             "duplicate": described(boolean(), "true when an event with this id was stored before (nothing stored again)") })) } })));
     s.insert("Health".into(), json!({ "type": "string", "const": "ok", "description": "text/plain" }));
@@ -133,25 +138,25 @@ fn protocol_schemas() -> Map<String, Value> {
         "Readiness".into(),
         object(
             "Both dependencies reachable",
-            &["nats", "postgres"],
+            &[],
             json!({
         "nats": { "const": "ok" }, "postgres": { "const": "ok" } }),
         ),
     );
-    s.insert("OpenApiDocument".into(), object("This document (OpenAPI 3.1)", &["openapi", "info", "paths", "components"], json!({
+    s.insert("OpenApiDocument".into(), object("This document (OpenAPI 3.1)", &["security"], json!({
         "openapi": { "type": "string", "pattern": "^3\\.1\\." }, "info": { "type": "object" }, "paths": { "type": "object" },
         "components": { "type": "object" }, "security": { "type": "array" } })));
     s.insert(
         "Labels".into(),
         object(
             "A text in Dutch, French and English",
-            &["nl", "fr", "en"],
+            &[],
             json!({
         "nl": string(), "fr": string(), "en": string() }),
         ),
     );
     s.insert("JsonSchema".into(), json!({ "type": "object", "description": "A JSON Schema (2020-12) of an event type's data; each property carries `x-relais-class`: statistical or personal" }));
-    s.insert("CatalogueEntry".into(), object("One event type", &["type", "version", "legacy_versions", "aggregate", "category", "titles", "dataschema", "fields", "publishable", "schema", "example"], json!({
+    s.insert("CatalogueEntry".into(), object("One event type", &[], json!({
         "type": string(),
         "version": described(integer(), "the current schema version"),
         "legacy_versions": { "type": "array", "items": integer(), "description": "older versions still read (upcast)" },
@@ -163,7 +168,7 @@ fn protocol_schemas() -> Map<String, Value> {
         "publishable": described(boolean(), "false for the types Relais records itself (privacy)"),
         "schema": schema_ref("JsonSchema"),
         "example": schema_ref("CloudEvent") })));
-    s.insert("Catalogue".into(), object("Every event type, and the reference data (code lists with labels)", &["event_types", "reference"], json!({
+    s.insert("Catalogue".into(), object("Every event type, and the reference data (code lists with labels)", &[], json!({
         "event_types": { "type": "array", "items": schema_ref("CatalogueEntry") },
         "reference": { "type": "object", "description": "code lists by name (intervention_modes, life_domains, prisons, ...), each a list of codes with labels" } })));
     s
@@ -173,11 +178,7 @@ fn protocol_schemas() -> Map<String, Value> {
 fn view_schemas() -> Map<String, Value> {
     use relais_projections::{caseload, referrals, worklist};
     let mut s = Map::new();
-    s.insert("Case".into(), object("One case of the caseload (relais_projections::caseload::CaseRow)", &[
-        "org_id", "case_id", "client_ref", "status", "channel", "requested_at", "closed_at", "legal_status", "in_detention",
-        "prison", "detention_since", "release_scheduled_on", "released_on", "aftercare_started_at", "life_domains",
-        "interventions_by_mode", "intervention_count", "urgent_request_count", "family_contact_count", "last_contact_at",
-        "language", "last_event_at", "version"], json!({
+    s.insert("Case".into(), object("One case of the caseload (relais_projections::caseload::CaseRow)", &[], json!({
         "org_id": string(),
         "case_id": string(),
         "client_ref": described(string_or_null(), "the organisation's reference of the client; null once erased"),
@@ -202,23 +203,21 @@ fn view_schemas() -> Map<String, Value> {
         "last_event_at": date_time(),
         "version": described(integer(), "stream sequence of the case's last event: the value for `expectedversion`") })));
     s.insert("CasePage".into(), page("Case", "cases"));
-    s.insert("CaseAsOf".into(), object("A case as it stood at a moment, rebuilt from its events in the log (GET .../cases/{case}?as_of=; relais_projections::audit::as_of::CaseAsOf). Not the caseload row.", &[
-        "org", "case", "as_of", "basis", "status", "legal_status", "detention", "scheduled_release", "plan_set",
-        "aftercare_started", "consents", "event_count", "last_sequence", "last_event_at", "judged_through"], json!({
+    s.insert("CaseAsOf".into(), object("A case as it stood at a moment, rebuilt from its events in the log (GET .../cases/{case}?as_of=; relais_projections::audit::as_of::CaseAsOf). Not the caseload row.", &[], json!({
         "org": string(),
         "case": string(),
         "as_of": date_time(),
         "basis": one_of(&["recorded", "occurred"]),
         "status": one_of(&["never_seen", "requested", "accepted", "declined", "closed"]),
         "legal_status": one_of_or_null(&["suspect", "convict", "internee"]),
-        "detention": object("", &["state"], json!({
+        "detention": object("", &["kind", "on", "prison", "since"], json!({
             "state": one_of(&["never_detained", "in_detention", "released"]),
             "prison": described(string(), "in_detention"), "since": described(date(), "in_detention"),
             "on": described(date(), "released"), "kind": described(string(), "released: the release kind") })),
         "scheduled_release": { "type": ["object", "null"], "required": ["on", "kind"], "properties": { "on": date(), "kind": string() } },
         "plan_set": boolean(),
         "aftercare_started": boolean(),
-        "consents": { "type": "array", "items": object("A consent of the client, with its status on the moment's day (Brussels)", &["scope", "last_decision", "expires_on", "status"], json!({
+        "consents": { "type": "array", "items": object("A consent of the client, with its status on the moment's day (Brussels)", &[], json!({
             "scope": { "description": "\"guidance\", \"continuity_monitor\" or {\"share_with_organisation\": org}", "type": ["string", "object"] },
             "last_decision": one_of(&["given", "withdrawn"]),
             "expires_on": date_or_null(),
@@ -227,16 +226,16 @@ fn view_schemas() -> Map<String, Value> {
         "last_sequence": integer(),
         "last_event_at": date_time(),
         "judged_through": described(integer(), "the validator's position: later events were not considered") })));
-    s.insert("QuarantinedEvent".into(), object("A message of the log that no view applies (its bytes stay in the log)", &["seq", "subject", "reason", "detail", "quarantined_at"], json!({
+    s.insert("QuarantinedEvent".into(), object("A message of the log that no view applies (its bytes stay in the log)", &[], json!({
         "seq": described(integer(), "stream sequence"),
         "subject": described(string(), "the NATS subject"),
         "reason": described(string(), "subject, undecodable, invalid, mismatch, personal-data-in-clear, undecryptable, duplicate, rule"),
         "detail": described(string(), "what is wrong"),
         "quarantined_at": date_time() })));
-    s.insert("QuarantinePage".into(), object("Quarantined events, oldest first", &["items", "next_after"], json!({
+    s.insert("QuarantinePage".into(), object("Quarantined events, oldest first", &[], json!({
         "items": { "type": "array", "items": schema_ref("QuarantinedEvent") },
         "next_after": { "type": ["integer", "null"], "description": "when the page is full, the seq of its last item: pass it as `after` for the next page; null otherwise" } })));
-    s.insert("TimelineEvent".into(), object("One event of a case timeline", &["seq", "id", "type", "schemaversion", "occurred_at", "recorded_at", "actor", "personal", "data"], json!({
+    s.insert("TimelineEvent".into(), object("One event of a case timeline", &[], json!({
         "seq": described(integer(), "stream sequence"),
         "id": uuid(),
         "type": described(string(), "an event type of the catalogue"),
@@ -251,30 +250,7 @@ fn view_schemas() -> Map<String, Value> {
         "Referral".into(),
         object(
             "A referral as one side sees it (relais_projections::referrals::ReferralView)",
-            &[
-                "referral_id",
-                "direction",
-                "from_org",
-                "destination_kind",
-                "destination",
-                "life_domains",
-                "stage",
-                "closed",
-                "made_at",
-                "received_at",
-                "accepted_at",
-                "first_contact_at",
-                "closed_at",
-                "stage_at",
-                "age_days",
-                "days_in_stage",
-                "outcome",
-                "decline_reason",
-                "decline_text",
-                "cancel_reason",
-                "message",
-                "client_ref",
-            ],
+            &["case_id"],
             json!({
         "referral_id": string(),
         "direction": one_of(&["out", "in"]),
@@ -306,7 +282,7 @@ fn view_schemas() -> Map<String, Value> {
         "ComingUpItem".into(),
         object(
             "A release, furlough or escorted outing of a case",
-            &["case_id", "item", "on_date", "detail", "client_ref"],
+            &[],
             json!({
         "case_id": string(),
         "item": one_of(&["release", "leave", "outing"]),
@@ -320,31 +296,7 @@ fn view_schemas() -> Map<String, Value> {
         "Activity".into(),
         object(
             "A group activity (relais_projections::activities::ActivityRow)",
-            &[
-                "activity_id",
-                "organiser",
-                "kind",
-                "title",
-                "target_groups",
-                "prison",
-                "partners",
-                "languages",
-                "capacity",
-                "starts_on",
-                "orgs",
-                "surveys",
-                "sessions",
-                "evaluations",
-                "registrations",
-                "admitted",
-                "refused",
-                "enrolled",
-                "dropouts",
-                "feedbacks",
-                "stopped",
-                "last_event_at",
-                "version",
-            ],
+            &[],
             json!({
         "activity_id": string(),
         "organiser": string_or_null(),
@@ -376,17 +328,7 @@ fn view_schemas() -> Map<String, Value> {
         "Participant".into(),
         object(
             "A participant the reading organisation registered",
-            &[
-                "client_ref",
-                "status",
-                "registered_at",
-                "screened_at",
-                "refusal_reason",
-                "enrolled_at",
-                "dropped_out_at",
-                "dropout_reason",
-                "feedback_at",
-            ],
+            &[],
             json!({
         "client_ref": string_or_null(),
         "status": one_of(&["registered", "admitted", "not_admitted", "enrolled", "dropped_out"]),
@@ -403,7 +345,7 @@ fn view_schemas() -> Map<String, Value> {
         "ActivityDetail".into(),
         object(
             "One activity with the organisation's own participants",
-            &["activity", "roster", "dropouts_waiting_for_feedback"],
+            &[],
             json!({
         "activity": schema_ref("Activity"),
         "roster": { "type": "array", "items": schema_ref("Participant") },
@@ -414,7 +356,7 @@ fn view_schemas() -> Map<String, Value> {
         "WorkItem".into(),
         object(
             "One thing to do",
-            &["kind", "since", "subject", "client_ref", "detail"],
+            &[],
             json!({
         "kind": one_of(worklist::KINDS),
         "since": date_time(),
@@ -431,8 +373,7 @@ fn view_schemas() -> Map<String, Value> {
 fn shared_schemas() -> Map<String, Value> {
     use relais_projections::{monitor, statistics};
     let mut s = Map::new();
-    s.insert("StatisticsCell".into(), object("One cell; fewer than min_people people: suppressed, people and count null", &[
-        "period", "authority", "organisation", "measure", "dimension_1", "dimension_2", "people", "count", "suppressed"], json!({
+    s.insert("StatisticsCell".into(), object("One cell; fewer than min_people people: suppressed, people and count null", &[], json!({
         "period": described(date(), "the first day of the period"),
         "authority": described(string_or_null(), "the recognising authority (none for the coordinators); null when grouped in total"),
         "organisation": described(string_or_null(), "when grouped per organisation"),
@@ -446,7 +387,7 @@ fn shared_schemas() -> Map<String, Value> {
         "Statistics".into(),
         object(
             "Statistics per period",
-            &["period", "from", "to", "min_people", "cells"],
+            &[],
             json!({
         "period": one_of(&["month", "quarter", "year"]),
         "from": date(),
@@ -460,18 +401,7 @@ fn shared_schemas() -> Map<String, Value> {
         "Alert".into(),
         object(
             "A continuity alert, by linkage key (never a case id or client reference)",
-            &[
-                "id",
-                "linkage_key",
-                "kind",
-                "organisation",
-                "other_organisation",
-                "opened_at",
-                "closed_at",
-                "open_for_seconds",
-                "open_for_days",
-                "detail",
-            ],
+            &[],
             json!({
         "id": string(),
         "linkage_key": string(),
@@ -490,7 +420,7 @@ fn shared_schemas() -> Map<String, Value> {
         "MonitorMember".into(),
         object(
             "One organisation's part in a person's help",
-            &["organisation", "status", "in_detention", "release_on", "released", "aftercare_at", "consent_expires_on"],
+            &[],
             json!({
         "organisation": string(),
         "status": described(string(), "guidance status (`joined` until a status event follows the consent)"),
@@ -505,7 +435,7 @@ fn shared_schemas() -> Map<String, Value> {
         "MonitorOpenReferral".into(),
         object(
             "An open referral of a person",
-            &["from_organisation", "to_organisation", "destination_kind", "stage", "made_at"],
+            &[],
             json!({
         "from_organisation": string(),
         "to_organisation": described(string_or_null(), "null for an outside service"),
@@ -518,7 +448,7 @@ fn shared_schemas() -> Map<String, Value> {
         "Person".into(),
         object(
             "A consented person, by linkage key",
-            &["linkage_key", "organisations", "open_referrals", "open_alerts"],
+            &[],
             json!({
         "linkage_key": string(),
         "organisations": { "type": "array", "items": schema_ref("MonitorMember") },
@@ -531,7 +461,7 @@ fn shared_schemas() -> Map<String, Value> {
         "Erasure".into(),
         object(
             "A completed erasure",
-            &["key_id", "erased", "erased_at", "event_id", "sequence", "reason"],
+            &[],
             json!({
         "key_id": uuid(), "erased": { "const": true }, "erased_at": date_time(), "event_id": uuid(),
         "sequence": integer(), "reason": one_of(&["client_request", "retention_expired"]) }),
@@ -540,36 +470,35 @@ fn shared_schemas() -> Map<String, Value> {
     s.insert("ExportedEvent".into(), json!({ "allOf": [schema_ref("CloudEvent"), { "type": "object", "properties": {
         "sequence": integer(), "recordedat": date_time(), "titles": schema_ref("Labels"),
         "personaldata": { "enum": ["erased", "unreadable"], "description": "present when personal fields could not be shown" } } }] }));
-    s.insert("ClientExport".into(), object("Everything the organisation holds about a client; once erased only organisation, client, erased, erased_at and exported_at", &[
-        "organisation", "client", "erased", "exported_at"], json!({
+    s.insert("ClientExport".into(), object("Everything the organisation holds about a client; once erased only organisation, client, erased, erased_at and exported_at", &["erased_at", "events", "cases", "access", "problems"], json!({
         "organisation": string(),
-        "client": object("", &["key_id"], json!({ "client_ref": described(string(), "absent once erased"), "key_id": uuid() })),
+        "client": object("", &["client_ref"], json!({ "client_ref": described(string(), "absent once erased"), "key_id": uuid() })),
         "erased": boolean(),
         "erased_at": date_time(),
         "exported_at": date_time(),
         "events": { "type": "array", "items": schema_ref("ExportedEvent"), "description": "CloudEvents with personal fields opened, in log order" },
         "cases": { "type": "array", "items": schema_ref("Case") },
         "access": { "type": "array", "items": schema_ref("AccessRecord") },
-        "problems": { "type": "array", "items": object("An event whose personal fields could not be read", &["event_id", "sequence", "problem"], json!({
+        "problems": { "type": "array", "items": object("An event whose personal fields could not be read", &[], json!({
             "event_id": { "type": ["string", "null"], "format": "uuid" }, "sequence": integer(), "problem": string() })) } })));
     s.insert(
         "ClientKey".into(),
         object(
             "A client's data key",
-            &["key_id", "key", "algorithm", "associated_data"],
+            &[],
             json!({
         "key_id": uuid(), "key": { "type": "string", "contentEncoding": "base64" },
         "algorithm": { "const": "XChaCha20-Poly1305" }, "associated_data": string() }),
         ),
     );
     s.insert("AuditReplay".into(), json!({ "type": "string", "description": "NDJSON (application/x-ndjson): one JSON object a line, each with relaiskind replay, event, message, checkpoint or end (docs/AUDIT.md)" }));
-    s.insert("PublicKey".into(), object("The key that verifies signed checkpoints, and the keys retired by rotation", &["algorithm", "key_id", "public_key", "retired"], json!({
+    s.insert("PublicKey".into(), object("The key that verifies signed checkpoints, and the keys retired by rotation", &[], json!({
         "algorithm": { "const": "ed25519" },
         "key_id": { "type": "string", "pattern": "^[0-9a-f]{16}$", "description": "hex of the first 8 bytes of SHA-256 of the key" },
         "public_key": { "type": "string", "contentEncoding": "base64" },
-        "retired": { "type": "array", "items": object("", &["key_id", "public_key"], json!({
+        "retired": { "type": "array", "items": object("", &[], json!({
             "key_id": { "type": "string", "pattern": "^[0-9a-f]{16}$" }, "public_key": { "type": "string", "contentEncoding": "base64" } })) } })));
-    s.insert("AccessRecord".into(), object("Who read what, when", &["id", "at", "token_id", "org_id", "role", "action", "resource", "detail"], json!({
+    s.insert("AccessRecord".into(), object("Who read what, when", &[], json!({
         "id": described(integer(), "sequence of the record"),
         "at": date_time(),
         "token_id": described(uuid(), "nil for the command line"),
