@@ -163,12 +163,12 @@ pub async fn export(
             }
         };
         match open_event(&stored, key_id, &opener) {
-            Ok((envelope, problem)) => {
-                let mut ce = envelope.to_cloud_event();
+            Ok((mut envelope, problem)) => {
                 if let Some(p) = problem {
-                    ce.insert("personaldata".into(), "unreadable".into());
+                    envelope.personal = relais_domain::envelope::PersonalState::Unreadable;
                     problems.push(ExportProblem { event_id: Some(stored.id), sequence: seq, problem: p });
                 }
+                let mut ce = envelope.to_cloud_event();
                 ce.insert("sequence".into(), seq.into());
                 ce.insert("titles".into(), serde_json::to_value(envelope.data.spec().titles).unwrap_or(Value::Null));
                 events.push(Value::Object(ce));
