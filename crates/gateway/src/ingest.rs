@@ -171,8 +171,7 @@ pub async fn post_events(
     let fresh_refs: Vec<&str> = fresh.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
     state.keys.create_missing_keys(org, &fresh_refs, &mut keys).await.map_err(|e| ApiError::internal(&e))?;
     let outgoing = seal_all(&fresh, &keys)?;
-    let pointers: HashMap<Uuid, &str> = fresh.iter().map(|(prefix, e, _)| (e.id, prefix.as_str())).collect();
-    let appended = append_resolving_duplicates(&state, outgoing, org, &pointers).await?;
+    let appended = append_resolving_duplicates(&state, outgoing, org, &fresh).await?;
 
     let mut answer = Vec::with_capacity(parsed.len());
     let (mut new_ids, mut new_seqs) = (Vec::new(), Vec::new());
@@ -251,14 +250,18 @@ fn seal_all(events: &[&(String, Envelope, Option<u64>)], keys: &ClientKeys) -> R
 /// Appends, and when the broker refuses a batch because an id in it is already stored (a
 /// concurrent or direct publish within its window), waits for the ledger to learn those ids,
 /// answers them as duplicates and appends the rest. An id stored by another organisation is
-/// refused before anything of the batch is stored (`pointers`: each event's JSON pointer).
+/// refused before anything of the batch is stored (`events`: the events appended, with their
+/// JSON pointers, looked up only then).
 async fn append_resolving_duplicates(
     state: &AppState,
     mut outgoing: Vec<Outgoing>,
     org: &OrgId,
-    pointers: &HashMap<Uuid, &str>,
+    events: &[&(String, Envelope, Option<u64>)],
 ) -> Result<HashMap<Uuid, relais_eventlog::Appended>, ApiError> {
-    let id_taken = |id: &Uuid| ApiError::id_taken(format!("{}/id", pointers.get(id).copied().unwrap_or_default()));
+    let id_taken = |id: &Uuid| {
+        let prefix = events.iter().find(|(_, e, _)| e.id == *id).map(|(prefix, _, _)| prefix.as_str());
+        ApiError::id_taken(format!("{}/id", prefix.unwrap_or_default()))
+    };
     let mut result = HashMap::new();
     for attempt in 0..20 {
         if outgoing.is_empty() {
