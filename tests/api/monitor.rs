@@ -377,10 +377,53 @@ async fn a_tick_drops_the_alerts_of_a_person_no_longer_in_scope() {
     .await
     .expect("an alert row");
     assert_eq!(inserted.rows_affected(), 1);
-    wait_for_alerts(&app, &coordinator, "state=all", &[]).await;
-    let left: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM monitor_alerts").fetch_one(&app.pool).await.expect("count");
-    assert_eq!(left, 0);
+    // Never shown (no member holds a consent), and gone at a tick.
+    assert_eq!(alerts(&app, &coordinator, "state=all").await, Vec::<Value>::new());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM monitor_alerts").fetch_one(&app.pool).await.expect("count");
+        if left == 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the tick left the alert of a person out of scope");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Between midnight and the next tick, a person whose consent lapsed keeps alert rows: the
+/// gateway shows none of them (the tick here never comes).
+#[tokio::test]
+async fn the_alerts_of_a_person_whose_consent_lapsed_are_not_shown_before_the_tick_forgets_them() {
+    let clock = ManualClock::new(at(2026, 3, 17, 12));
+    let c = clock.clone();
+    let app = spawn_app_with_settings(ServeRole::All, move |s| {
+        s.clock = Arc::new(c);
+        s.clock_tick = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let apo = app.token("apo", Role::Org).await;
+    let coordinator = app.token("coordination", Role::Coordinator).await;
+    let lk = linkage_key("person-lapsing");
+    let mut events = joined("apo", "case-l", "ap-l", &lk, "2026-03-02", false);
+    if let Some(consent) = events.last_mut() {
+        consent["data"]["expires_on"] = json!("2026-03-20");
+    }
+    app.publish(&apo, &events).await;
+    app.wait_for_views().await;
+    sqlx::query(
+        "INSERT INTO monitor_alerts (alert_id, linkage_key, kind, org_id, opened_at)
+         VALUES ('lapsing', $1, 'referral_unanswered', 'apo', $2)",
+    )
+    .bind(&lk)
+    .bind(at(2026, 3, 10, 12))
+    .execute(&app.pool)
+    .await
+    .expect("an alert row");
+    assert_eq!(kinds(&alerts(&app, &coordinator, "").await), ["referral_unanswered"], "shown while the consent holds");
+    clock.set(at(2026, 3, 21, 12));
+    assert_eq!(alerts(&app, &coordinator, "state=all").await, Vec::<Value>::new());
+    assert_eq!(alerts(&app, &coordinator, &format!("linkage_key={lk}")).await, Vec::<Value>::new());
 }
 
 #[tokio::test]

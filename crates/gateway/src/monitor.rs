@@ -54,7 +54,15 @@ pub async fn alerts(
                 "cursor": q.cursor, "limit": limit }),
     )
     .await?;
-    let filter = AlertFilter { state: q.state, kind: q.kind, org: q.org, linkage_key: q.linkage_key, after, limit };
+    let filter = AlertFilter {
+        state: q.state,
+        kind: q.kind,
+        org: q.org,
+        linkage_key: q.linkage_key,
+        after,
+        limit,
+        today: state.settings.clock.today(),
+    };
     let rows = monitor::list_alerts(state.db.pool(), &filter).await?;
     let now = state.settings.clock.now();
     let items: Vec<AlertView> = rows.into_iter().map(|a| AlertView::of(a, now)).collect();

@@ -1121,6 +1121,10 @@ pub struct AlertFilter {
     pub after: Option<(DateTime<Utc>, String)>,
     /// Page size.
     pub limit: i64,
+    /// Today (Brussels): only alerts of persons with a member whose consent holds today are
+    /// shown, as the tick keeps them, so that a consent that lapsed at midnight hides its
+    /// alerts before the next tick forgets them.
+    pub today: NaiveDate,
 }
 
 /// A page of alerts, longest open first.
@@ -1137,6 +1141,8 @@ pub async fn list_alerts(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<Aler
            AND ($3::text IS NULL OR org_id = $3 OR other_org = $3)
            AND ($4::text IS NULL OR linkage_key = $4)
            AND ($5::timestamptz IS NULL OR (opened_at, alert_id) > ($5, $6))
+           AND EXISTS (SELECT 1 FROM monitor_members m WHERE m.linkage_key = monitor_alerts.linkage_key
+                       AND (m.consent_expires_on IS NULL OR m.consent_expires_on >= $8))
          ORDER BY opened_at, alert_id LIMIT $7",
     )
     .bind(state)
@@ -1146,6 +1152,7 @@ pub async fn list_alerts(pool: &PgPool, filter: &AlertFilter) -> Result<Vec<Aler
     .bind(after_at)
     .bind(after_id)
     .bind(filter.limit)
+    .bind(filter.today)
     .fetch_all(pool)
     .await
 }
@@ -1238,6 +1245,7 @@ pub async fn list_persons(
         .fetch_all(pool)
         .await?;
         let open_alerts: i64 =
+            // Only listed persons are counted, and they have a member in scope (the filter above).
             sqlx::query_scalar("SELECT count(*) FROM monitor_alerts WHERE linkage_key = $1 AND closed_at IS NULL")
                 .bind(&lk)
                 .fetch_one(pool)
