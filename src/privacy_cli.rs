@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use relais_domain::OrgId;
 use relais_domain::events::ErasureReason;
-use relais_eventlog::EventLog;
 use relais_projections::erasure::{self, Eraser};
 use relais_projections::key_backup::KeyBackup;
 use relais_projections::retention;
@@ -87,7 +86,7 @@ pub async fn erase(args: EraseArgs) -> anyhow::Result<()> {
     let reason = parse_reason(&args.reason)?;
     let settings = Settings::from_env()?;
     let infra = Infra::connect(&settings, "relais-erase").await?;
-    let eraser = Eraser::new(infra.keys.clone(), EventLog::new(infra.client.clone()), infra.db.pool().clone());
+    let eraser = Eraser::new(infra.keys.clone(), infra.event_log(&settings), infra.db.pool().clone());
     match eraser.erase_client(&org, &args.client, reason, "relais-cli").await {
         Ok(e) => {
             let how = if e.newly_erased { "erased" } else { "already erased" };
@@ -142,7 +141,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let backup: KeyBackup = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a key store backup", input.display()))?;
             let infra = Infra::connect(&settings, "relais-keys-restore").await?;
-            let erased = erasure::erasures_in_log(&infra.stream).await?;
+            let erased = erasure::erasures_in_log(&infra.stream, infra.db.pool()).await?;
             let progress = bar(backup.keys.len() as u64, "restoring data keys");
             let report = infra.keys.restore(&backup, &erased, 1000, |n| progress.set_position(n)).await?;
             progress.finish_and_clear();
@@ -185,7 +184,7 @@ pub async fn retention(command: RetentionCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RetentionCommand::Sweep { dry_run: false } => {
-            let eraser = Eraser::new(infra.keys.clone(), EventLog::new(infra.client.clone()), infra.db.pool().clone());
+            let eraser = Eraser::new(infra.keys.clone(), infra.event_log(&settings), infra.db.pool().clone());
             let progress = bar(0, "erasing clients past retention");
             let report =
                 retention::sweep(&eraser, infra.db.pool(), &infra.stream, policy, Utc::now(), |done, total| {

@@ -162,25 +162,30 @@ impl Application {
                 projector.run(stop).await;
                 Ok(())
             });
-            if let Some(every) = settings.retention.sweep_every {
-                let eraser = relais_projections::erasure::Eraser::new(
-                    infra.keys.clone(),
-                    EventLog::new(infra.client.clone()),
-                    infra.db.pool().clone(),
-                );
-                let sweep = relais_projections::retention::run_periodic(
-                    eraser,
-                    infra.db.pool().clone(),
-                    infra.stream.clone(),
-                    settings.retention.policy.clone(),
-                    every,
-                    shutdown.clone(),
-                );
-                tasks.spawn(async move {
-                    sweep.await;
-                    Ok(())
-                });
-            }
+        }
+        // The retention sweep appends erasure events, so it runs where the log may be appended
+        // to: the gateway (the projector's NATS user may not publish events, and its messages
+        // would carry no admission tag).
+        if matches!(role, ServeRole::All | ServeRole::Gateway)
+            && let Some(every) = settings.retention.sweep_every
+        {
+            let eraser = relais_projections::erasure::Eraser::new(
+                infra.keys.clone(),
+                infra.event_log(settings),
+                infra.db.pool().clone(),
+            );
+            let sweep = relais_projections::retention::run_periodic(
+                eraser,
+                infra.db.pool().clone(),
+                infra.stream.clone(),
+                settings.retention.policy.clone(),
+                every,
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                sweep.await;
+                Ok(())
+            });
         }
         Ok(Self { port, shutdown, tasks, infra })
     }

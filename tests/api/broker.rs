@@ -101,6 +101,11 @@ impl Broker {
 /// nats-server with the deployed accounts; Relais's gateway with the gateway user and its
 /// projection workers, in an application of their own, with the projector user.
 async fn start_broker() -> Broker {
+    start_broker_with(|_| {}).await
+}
+
+/// Like [`start_broker`], with both processes' settings changed by `edit` first.
+async fn start_broker_with(edit: impl FnOnce(&mut relais::config::Settings)) -> Broker {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = dir.path().join("nats");
     std::fs::create_dir_all(&store).expect("store dir");
@@ -118,7 +123,7 @@ async fn start_broker() -> Broker {
     .expect("nats-server starts with the deployed accounts");
     let port = nats.port();
     let gateway_url = format!("nats://{GATEWAY_USER}:{}@127.0.0.1:{port}", passwords[GATEWAY_USER]);
-    let app = spawn_app_on(dir, nats, &gateway_url, ServeRole::Gateway).await;
+    let app = spawn_app_on_with(dir, nats, &gateway_url, ServeRole::Gateway, edit).await;
     let mut settings = app.settings.clone();
     settings.nats_url = format!("nats://{PROJECTOR_USER}:{}@127.0.0.1:{port}", passwords[PROJECTOR_USER]);
     let projector = Application::build(&settings, ServeRole::Projector).await.expect("projector connects");
@@ -425,4 +430,46 @@ async fn the_accounts_alone_confine_an_organisation_without_its_user_permissions
     let mut stream = stream;
     assert_eq!(stream.info().await.expect("info").state.messages, 1);
     assert!(stream.consumer_info("peek").await.is_err());
+}
+
+#[tokio::test]
+async fn in_the_split_deployment_the_retention_sweep_appends_its_erasures_admitted() {
+    use crate::privacy::{accepted, closed, post_all, requested, with_time};
+    // The gateway and the projector run as separate processes with their own NATS users, as
+    // deployed; the projector's user may not publish events.
+    let broker = start_broker_with(|s| {
+        s.retention.policy = relais_projections::retention::RetentionPolicy::parse("default=30").expect("policy");
+        s.retention.sweep_every = Some(Duration::from_millis(300));
+    })
+    .await;
+    let app = &broker.app;
+    let org = app.token("dsr", Role::Org).await;
+    let old = (Utc::now() - chrono::Duration::days(100)).to_rfc3339();
+    post_all(
+        app,
+        &org,
+        &[
+            with_time(requested("dsr", "c-old", "cl-old", "x"), &old),
+            with_time(accepted("dsr", "c-old", "cl-old", "x"), &old),
+            with_time(closed("dsr", "c-old", "cl-old", "x"), &old),
+        ],
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let sequence = loop {
+        let appended: Option<i64> =
+            sqlx::query_scalar("SELECT erasure_seq FROM client_keys WHERE erased_at IS NOT NULL")
+                .fetch_optional(&app.pool)
+                .await
+                .expect("client keys")
+                .flatten();
+        if let Some(sequence) = appended {
+            break sequence;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the periodic sweep never appended cl-old's erasure");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(broker.subject_count("relais.ev.dsr.clients.*").await, 1);
+    let tag = app.admission_at(sequence as u64).await;
+    assert!(tag.as_deref().is_some_and(|t| t.starts_with("gateway:")), "the sweep's erasure is admitted: {tag:?}");
 }

@@ -110,11 +110,23 @@ pub async fn spawn_app_with_settings(role: ServeRole, edit: impl FnOnce(&mut Set
 /// Like [`spawn_app_with`], on a NATS server the test started itself, connecting with
 /// `nats_url` (which may carry a user and password).
 pub async fn spawn_app_on(dir: tempfile::TempDir, nats: NatsServer, nats_url: &str, role: ServeRole) -> TestApp {
+    spawn_app_on_with(dir, nats, nats_url, role, |_| {}).await
+}
+
+/// Like [`spawn_app_on`], with the test settings changed by `edit` first.
+pub async fn spawn_app_on_with(
+    dir: tempfile::TempDir,
+    nats: NatsServer,
+    nats_url: &str,
+    role: ServeRole,
+    edit: impl FnOnce(&mut Settings),
+) -> TestApp {
     std::mem::forget(relais::telemetry::init("relais-test", "warn"));
     let db_name = format!("relais_test_{}", Uuid::new_v4().simple());
     let (mut settings, kek_b64) = test_settings(nats_url, &db_name);
     let (audit, audit_b64) = test_audit_settings();
     settings.audit = audit;
+    edit(&mut settings);
     start(settings, role, dir, nats, db_name, kek_b64, audit_b64).await
 }
 
@@ -237,6 +249,13 @@ impl TestApp {
     pub async fn stream_messages(&self) -> u64 {
         let mut stream = self.js.get_stream("RELAIS").await.expect("stream exists");
         stream.info().await.expect("stream info").state.messages
+    }
+
+    /// The admission tag of the message stored at `sequence` (`None` if it has none).
+    pub async fn admission_at(&self, sequence: u64) -> Option<String> {
+        let stream = self.js.get_stream("RELAIS").await.expect("stream exists");
+        let message = stream.get_raw_message(sequence).await.expect("a message at this sequence");
+        message.headers.get(relais_eventlog::headers::ADMISSION).map(|v| v.as_str().to_owned())
     }
 
     pub async fn stream_last_sequence(&self) -> u64 {

@@ -19,12 +19,12 @@ use uuid::Uuid;
 // ---------------------------------------------------------------------------------------------
 // Events
 
-fn with_time(mut e: Value, time: &str) -> Value {
+pub(crate) fn with_time(mut e: Value, time: &str) -> Value {
     e["time"] = json!(time);
     e
 }
 
-fn requested(org: &str, case: &str, client: &str, note: &str) -> Value {
+pub(crate) fn requested(org: &str, case: &str, client: &str, note: &str) -> Value {
     event(
         org,
         "relais.guidance.requested",
@@ -33,7 +33,7 @@ fn requested(org: &str, case: &str, client: &str, note: &str) -> Value {
     )
 }
 
-fn accepted(org: &str, case: &str, client: &str, note: &str) -> Value {
+pub(crate) fn accepted(org: &str, case: &str, client: &str, note: &str) -> Value {
     event(
         org,
         "relais.guidance.accepted",
@@ -99,7 +99,7 @@ fn declined(org: &str, case: &str, client: &str) -> Value {
     )
 }
 
-fn closed(org: &str, case: &str, client: &str, note: &str) -> Value {
+pub(crate) fn closed(org: &str, case: &str, client: &str, note: &str) -> Value {
     event(
         org,
         "relais.guidance.closed",
@@ -108,7 +108,7 @@ fn closed(org: &str, case: &str, client: &str, note: &str) -> Value {
     )
 }
 
-async fn post_all(app: &TestApp, token: &str, events: &[Value]) {
+pub(crate) async fn post_all(app: &TestApp, token: &str, events: &[Value]) {
     let r = app.post_batch(token, events).await;
     let status = r.status();
     assert_eq!(status, 201, "{}", r.text().await.unwrap_or_default());
@@ -441,6 +441,10 @@ async fn erasure_is_idempotent_refused_to_others_and_nothing_new_is_recorded_abo
         app.run_relais(&["erase", "--org", "apo", "--client", "cl-2", "--reason", "client_request"], &[]).await;
     assert!(ok, "{err}");
     assert!(out.starts_with("erased"), "{out}");
+    // It appends as the gateway does: with an admission tag, or `relais verify` reports it
+    // inserted.
+    let tag = app.admission_at(app.stream_last_sequence().await).await;
+    assert!(tag.as_deref().is_some_and(|t| t.starts_with("gateway:")), "the CLI's erasure is admitted: {tag:?}");
     let (ok, _, err) = app.run_relais(&["erase", "--org", "apo", "--client", "cl-nobody"], &[]).await;
     assert!(!ok && err.contains("no such client"), "{err}");
     assert_eq!(app.stream_messages().await, 4);
@@ -783,6 +787,26 @@ async fn a_key_store_restored_from_a_backup_reads_every_event_again_and_no_erasu
     )
     .await;
     assert_eq!(app.erase(&apo, "apo", "cl-c").await.status(), 202);
+    // Two erasures of cl-a's live key published directly, which the validator quarantines: one
+    // on apo's own subject, one on dsr's subject naming apo in its payload. A restore applies
+    // neither.
+    let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let org = relais_domain::OrgId::parse("apo").expect("org");
+    let (key_a, _) = keys.find_client(&org, "cl-a").await.expect("key").expect("cl-a has a key");
+    let (forged, _) = Envelope::from_cloud_event(
+        event("apo", "relais.client.erased", &format!("clients/{key_a}"), json!({ "reason": "client_request" })),
+        Utc::now(),
+        "direct",
+    )
+    .expect("valid envelope");
+    let bytes = StoredEvent::V1(forged.split_for_storage().0).encode();
+    for subject in [format!("relais.ev.apo.clients.{key_a}"), format!("relais.ev.dsr.clients.{key_a}")] {
+        app.js.publish(subject, bytes.clone().into()).await.expect("sent").await.expect("ack");
+    }
+    app.wait_for_views().await;
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
+    assert_eq!(reasons.len(), 2, "both forgeries are quarantined: {reasons:?}");
     let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("keys.json");
     let file_arg = file.to_str().expect("path");
@@ -1035,6 +1059,27 @@ async fn an_erasure_whose_event_the_log_did_not_take_is_completed_by_the_next_sw
 }
 
 #[tokio::test]
+async fn an_erasure_asked_for_again_while_its_event_is_owed_records_the_first_erasures_reason_and_actor() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(&app, &apo, &[requested("apo", "case-r", "cl-r", "x")]).await;
+    let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let org = relais_domain::OrgId::parse("apo").expect("org");
+    let (key_id, _) = keys.find_client(&org, "cl-r").await.expect("key").expect("a key");
+    // The retention sweep destroyed the key, and the log did not take its event.
+    keys.erase_key(key_id, "retention_expired", "relais:retention").await.expect("erased");
+    // The organisation asks for the erasure before the next sweep: the event records the
+    // erasure that happened.
+    let r = app.erase(&apo, "apo", "cl-r").await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let (_, events) = replay(&app, &keys).await;
+    let erased: Vec<&Value> = events.iter().filter(|e| e["type"] == "relais.client.erased").collect();
+    assert_eq!(erased.len(), 1);
+    assert_eq!(erased[0]["data"], json!({ "reason": "retention_expired" }));
+    assert_eq!(erased[0]["actor"], "relais:retention");
+}
+
+#[tokio::test]
 async fn a_replay_under_way_stops_opening_a_client_erased_meanwhile() {
     let app = spawn_app().await;
     let apo = app.token("apo", Role::Org).await;
@@ -1077,7 +1122,7 @@ async fn a_replay_under_way_stops_opening_a_client_erased_meanwhile() {
 }
 
 #[tokio::test]
-async fn the_projector_process_sweeps_periodically() {
+async fn the_gateway_process_sweeps_periodically() {
     let app = spawn_app_with_settings(ServeRole::All, |s| {
         s.retention.policy = RetentionPolicy::parse("default=30").expect("policy");
         s.retention.sweep_every = Some(std::time::Duration::from_millis(300));

@@ -89,6 +89,10 @@ pub async fn post_erasure(
             tracing::error!(error = %e, "erasure event not recorded");
             ApiError::unavailable("the event log is unavailable; retry: the retry completes the erasure")
         }
+        ErasureError::Read(e) => {
+            tracing::error!(error = %e, "the event log could not be read");
+            ApiError::unavailable("the event log is unavailable; retry")
+        }
     })?;
     let resource = subject_access::client_resource(&org, erasure.key_id);
     let detail = json!({ "reason": reason, "sequence": erasure.sequence });

@@ -39,6 +39,9 @@ pub enum ErasureError {
     /// The database failed. Retry.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The log could not be read. Retry.
+    #[error("event log: {0}")]
+    Read(relais_eventlog::reader::ReadError),
 }
 
 /// A completed erasure.
@@ -173,6 +176,14 @@ impl Eraser {
                 newly_erased: destroyed.newly_erased,
             });
         }
+        // A key destroyed earlier (its event still owed) keeps that erasure's reason and actor:
+        // the event records the erasure that happened, not this later call.
+        let reason = destroyed
+            .reason
+            .as_deref()
+            .and_then(|code| ErasureReason::ALL.iter().copied().find(|r| r.code() == code))
+            .unwrap_or(reason);
+        let actor = destroyed.actor.as_deref().unwrap_or(actor);
         let subject =
             AggregateRef::new(AggregateKind::Clients, &key_id.to_string()).map_err(|_| ErasureError::UnknownClient)?;
         let envelope = Envelope {
@@ -278,18 +289,26 @@ pub struct LoggedErasure {
 }
 
 /// Every erasure recorded in the log, in order, read with one direct get per erasure event
-/// (subjects `relais.ev.*.clients.*`): what a key store restore applies again. Messages that do
-/// not decode as erasures are skipped (the validator quarantines them); whoever applies an
-/// erasure checks that its organisation owns the key.
+/// (subjects `relais.ev.*.clients.*`): what a key store restore applies again. Only erasures
+/// the validator admitted count: messages that do not decode as erasures, erasures it
+/// quarantined (published directly for a key that was not destroyed, or on another
+/// organisation's subject) and erasures whose subject names another organisation than their
+/// payload are skipped, so that a restore never destroys a key the log did not lawfully
+/// erase. Whoever applies an erasure checks that its organisation owns the key.
 pub async fn erasures_in_log(
     stream: &async_nats::jetstream::stream::Stream,
-) -> Result<Vec<LoggedErasure>, relais_eventlog::reader::ReadError> {
+    pool: &PgPool,
+) -> Result<Vec<LoggedErasure>, ErasureError> {
     let filter = format!("{}.*.{}.*", subjects::PREFIX, AggregateKind::Clients.as_str());
     let mut out = Vec::new();
-    for m in relais_eventlog::reader::messages_matching(stream, &filter).await? {
+    for m in relais_eventlog::reader::messages_matching(stream, &filter).await.map_err(ErasureError::Read)? {
         let Ok(stored) = StoredEvent::decode(&m.payload) else { continue };
         let Ok(envelope) = stored.v1().open(None) else { continue };
         if !matches!(envelope.data, EventData::ClientErased(_)) {
+            continue;
+        }
+        let on_own_subject = subjects::parse_event_subject(&m.subject).is_some_and(|(org, _)| org == envelope.org);
+        if !on_own_subject {
             continue;
         }
         let Ok(key_id) = Uuid::parse_str(envelope.subject.id()) else { continue };
@@ -300,6 +319,15 @@ pub async fn erasures_in_log(
             sequence: m.sequence,
         });
     }
+    let sequences: Vec<i64> = out.iter().map(|e| e.sequence as i64).collect();
+    let quarantined: std::collections::HashSet<i64> =
+        sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq = ANY($1)")
+            .bind(&sequences)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    out.retain(|e| !quarantined.contains(&(e.sequence as i64)));
     Ok(out)
 }
 

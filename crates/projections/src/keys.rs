@@ -215,6 +215,11 @@ pub struct ErasedKey {
     pub erased_at: DateTime<Utc>,
     /// True if this call destroyed the key; false if it was destroyed before.
     pub newly_erased: bool,
+    /// The erasure's own reason (its code) and actor, kept until its event is in the log:
+    /// those of this call, or of the earlier erasure that destroyed the key.
+    pub reason: Option<String>,
+    /// See `reason`.
+    pub actor: Option<String>,
 }
 
 /// The key store.
@@ -459,14 +464,23 @@ impl KeyStore {
         .fetch_optional(&self.pool)
         .await?;
         if let Some((org, erased_at)) = newly {
-            return Ok(Some(ErasedKey { org, erased_at, newly_erased: true }));
+            return Ok(Some(ErasedKey {
+                org,
+                erased_at,
+                newly_erased: true,
+                reason: Some(reason.to_owned()),
+                actor: Some(actor.to_owned()),
+            }));
         }
-        let before: Option<(String, Option<DateTime<Utc>>)> =
-            sqlx::query_as("SELECT org_id, erased_at FROM client_keys WHERE key_id = $1")
-                .bind(key_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(before.and_then(|(org, at)| Some(ErasedKey { org, erased_at: at?, newly_erased: false })))
+        let before: Option<(String, Option<DateTime<Utc>>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT org_id, erased_at, erasure_reason, erasure_actor FROM client_keys WHERE key_id = $1",
+        )
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(before.and_then(|(org, at, reason, actor)| {
+            Some(ErasedKey { org, erased_at: at?, newly_erased: false, reason, actor })
+        }))
     }
 
     /// The key id of a client, and whether it was erased, without creating one.
