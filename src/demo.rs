@@ -29,6 +29,9 @@ const DEMO_DATABASE: &str = "relais_demo";
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut settings = Settings::from_env()?;
+    if std::env::var_os("RELAIS_DATABASE_URL").is_some() {
+        refuse_used_database(&settings.database_url).await?;
+    }
     let state_dir = PathBuf::from(std::env::var("RELAIS_STATE_DIR").unwrap_or_else(|_| ".relais".into())).join("demo");
     let nats_dir = state_dir.join("nats");
     if nats_dir.exists() {
@@ -166,10 +169,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn redact(url: &str) -> String {
-    match url.split_once('@') {
+    // The last `@` ends the credentials (a password may hold one).
+    match url.rsplit_once('@') {
         Some((_, host)) => format!("postgres://…@{host}"),
         None => url.to_owned(),
     }
+}
+
+/// The demo starts a new log; a database named by `RELAIS_DATABASE_URL` that already holds
+/// Relais' views or ledger would be ahead of it (its views would skip the demo's events) and
+/// would receive synthetic data. Only an empty one is used.
+async fn refuse_used_database(url: &str) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(url)
+        .await
+        .with_context(|| format!("cannot reach the database of RELAIS_DATABASE_URL ({})", redact(url)))?;
+    let used: bool = sqlx::query_scalar(
+        "SELECT to_regclass('projection_checkpoints') IS NOT NULL OR to_regclass('event_ledger') IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    if used {
+        anyhow::bail!(
+            "RELAIS_DATABASE_URL ({}) names a database that already holds Relais data; the demo loads synthetic \
+             history into a new log and needs an empty database: name an empty one, or unset RELAIS_DATABASE_URL \
+             (the demo then recreates its own {DEMO_DATABASE} database)",
+            redact(url)
+        );
+    }
+    Ok(())
 }
 
 async fn recreate_database(name: &str) -> anyhow::Result<()> {

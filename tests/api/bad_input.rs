@@ -469,3 +469,17 @@ async fn a_bad_erasure_request_is_a_problem_naming_what_is_wrong_and_erases_noth
     }
     assert_eq!(snapshot(&app).await, before, "nothing changed");
 }
+
+#[tokio::test]
+async fn the_demo_refuses_a_database_that_already_holds_relais_data() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    app.publish(&apo, &open_case("apo", "case-1", "cl-1")).await;
+    app.wait_for_views().await;
+    let before = snapshot(&app).await;
+    // The test application's environment names its own, used, database.
+    let (ok, _, err) = app.run_relais(&["demo", "--clients", "5", "--exit-after-load"], &[]).await;
+    assert!(!ok, "the demo ran into a used database");
+    assert!(err.contains("already holds Relais data"), "{err}");
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
+}

@@ -57,7 +57,8 @@ pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
 }
 
 fn redact(url: &str) -> String {
-    match url.split_once('@') {
+    // The last `@` ends the credentials (a password may hold one), as in `split_credentials`.
+    match url.rsplit_once('@') {
         Some((scheme_and_creds, host)) => {
             let scheme = scheme_and_creds.split_once("://").map(|(s, _)| s).unwrap_or("nats");
             format!("{scheme}://***@{host}")
@@ -228,5 +229,6 @@ mod tests {
     fn credentials_are_not_shown() {
         assert_eq!(redact("nats://user:secret@127.0.0.1:4222"), "nats://***@127.0.0.1:4222");
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("nats://user:p@ss@127.0.0.1:4222"), "nats://***@127.0.0.1:4222");
     }
 }
