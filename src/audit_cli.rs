@@ -133,7 +133,9 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn operator_detail(extra: Value) -> Value {
+/// What an operator's access record says of the command line: the system user and the
+/// parameters.
+pub(crate) fn operator_detail(extra: Value) -> Value {
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_default();
     json!({ "via": "cli", "user": user, "parameters": extra })
 }

@@ -1,6 +1,7 @@
 //! The privacy commands: `relais erase`, `relais keys rotate|backup|restore`,
 //! `relais retention sweep`, and the retention lines of `relais status`.
 
+use crate::audit_cli::operator_detail;
 use crate::config::Settings;
 use crate::startup::Infra;
 use anyhow::Context as _;
@@ -11,7 +12,7 @@ use relais_domain::OrgId;
 use relais_domain::events::ErasureReason;
 use relais_projections::erasure::{self, Eraser};
 use relais_projections::key_backup::KeyBackup;
-use relais_projections::retention;
+use relais_projections::{access, retention, subject_access};
 use std::path::PathBuf;
 
 /// Arguments of `relais erase`.
@@ -87,7 +88,18 @@ pub async fn erase(args: EraseArgs) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let infra = Infra::connect(&settings, "relais-erase").await?;
     let eraser = Eraser::new(infra.keys.clone(), infra.event_log(&settings), infra.db.pool().clone());
-    match eraser.erase_client(&org, &args.client, reason, "relais-cli").await {
+    let Some(info) = infra.keys.client_info(&org, &args.client).await? else {
+        anyhow::bail!("{org} has no such client");
+    };
+    // Recorded before the key is destroyed, as over HTTP.
+    access::record_operator(
+        infra.db.pool(),
+        "client.erase",
+        &subject_access::client_resource(&org, info.key_id),
+        operator_detail(serde_json::json!({ "reason": reason })),
+    )
+    .await?;
+    match eraser.erase_key(&org, info.key_id, reason, "relais-cli").await {
         Ok(e) => {
             let how = if e.newly_erased { "erased" } else { "already erased" };
             println!(
@@ -127,6 +139,13 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Backup { output } => {
             let db = Infra::database(&settings).await?;
+            access::record_operator(
+                db.pool(),
+                "keys.backup",
+                "keys",
+                operator_detail(serde_json::json!({ "output": output.display().to_string() })),
+            )
+            .await?;
             let keys = relais_projections::KeyStore::new(db.pool().clone(), settings.kek.clone());
             let progress = ProgressBar::new_spinner();
             let backup = keys.backup(5000, |n| progress.set_message(format!("{n} keys read"))).await?;
@@ -141,6 +160,13 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let backup: KeyBackup = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a key store backup", input.display()))?;
             let infra = Infra::connect(&settings, "relais-keys-restore").await?;
+            access::record_operator(
+                infra.db.pool(),
+                "keys.restore",
+                "keys",
+                operator_detail(serde_json::json!({ "input": input.display().to_string(), "keys": backup.keys.len() })),
+            )
+            .await?;
             let erased = erasure::erasures_in_log(&infra.stream, infra.db.pool()).await?;
             let progress = bar(backup.keys.len() as u64, "restoring data keys");
             let report = infra.keys.restore(&backup, &erased, 1000, |n| progress.set_position(n)).await?;

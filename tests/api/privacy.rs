@@ -448,6 +448,25 @@ async fn erasure_is_idempotent_refused_to_others_and_nothing_new_is_recorded_abo
     let (ok, _, err) = app.run_relais(&["erase", "--org", "apo", "--client", "cl-nobody"], &[]).await;
     assert!(!ok && err.contains("no such client"), "{err}");
     assert_eq!(app.stream_messages().await, 4);
+    // Every erasure asked for is recorded, over HTTP and on the command line, against the
+    // client's key.
+    let recorded: Vec<(String, String)> =
+        sqlx::query_as("SELECT role, resource FROM access_log WHERE action = 'client.erase' ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("access log");
+    let cl_2: Uuid = sqlx::query_scalar("SELECT key_id FROM client_keys WHERE key_id <> $1 AND erased_at IS NOT NULL")
+        .bind(Uuid::parse_str(first["key_id"].as_str().expect("key id")).expect("uuid"))
+        .fetch_one(&app.pool)
+        .await
+        .expect("cl-2's key");
+    let cl_1 = format!("orgs/apo/clients/{}", first["key_id"].as_str().expect("key id"));
+    let cl_2 = format!("orgs/apo/clients/{cl_2}");
+    assert_eq!(
+        recorded,
+        [("org", &cl_1), ("org", &cl_1), ("operator", &cl_1), ("operator", &cl_2)]
+            .map(|(role, resource)| (role.to_owned(), resource.clone()))
+    );
     let export: Value = app.export(&apo, "apo", "cl-2").await.json().await.expect("json");
     assert_eq!(export["erased"], true);
 
@@ -850,6 +869,23 @@ async fn a_key_store_restored_from_a_backup_reads_every_event_again_and_no_erasu
     let (ok, out, err) = app.run_relais(&["keys", "restore", "--input", file_arg], &[]).await;
     assert!(ok, "{err}");
     assert!(out.starts_with("0 keys restored, 3 already present"), "{out}");
+    // Reading out every wrapped key and writing them back are recorded, as any access is.
+    let recorded: Vec<(String, String)> = sqlx::query_as(
+        "SELECT role, action FROM access_log WHERE action LIKE 'keys.%' AND resource = 'keys' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("access log");
+    assert_eq!(
+        recorded,
+        [
+            ("operator", "keys.backup"),
+            ("operator", "keys.backup"),
+            ("operator", "keys.restore"),
+            ("operator", "keys.restore")
+        ]
+        .map(|(r, a)| (r.to_owned(), a.to_owned()))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -81,7 +81,19 @@ pub async fn post_erasure(
     let reason = request.reason.unwrap_or(ErasureReason::ClientRequest);
     let eraser = Eraser::new(state.keys.clone(), state.log.clone(), state.db.pool().clone());
     let actor = format!("token:{}", auth.0.token_id);
-    let erasure = eraser.erase_client(&org, &client, reason, &actor).await.map_err(|e| match e {
+    let info = state.keys.client_info(&org, &client).await.map_err(key_error)?.ok_or_else(no_such_client)?;
+    let resource = subject_access::client_resource(&org, info.key_id);
+    // Recorded before the key is destroyed: no erasure happens unrecorded (a failed attempt
+    // leaves its record, which is true: it was asked for).
+    relais_projections::access::record(
+        state.db.pool(),
+        &auth.0,
+        "client.erase",
+        &resource,
+        json!({ "reason": reason }),
+    )
+    .await?;
+    let erasure = eraser.erase_key(&org, info.key_id, reason, &actor).await.map_err(|e| match e {
         ErasureError::UnknownClient => no_such_client(),
         ErasureError::Keys(e) => key_error(e),
         ErasureError::Db(e) => ApiError::from(e),
@@ -94,13 +106,6 @@ pub async fn post_erasure(
             ApiError::unavailable("the event log is unavailable; retry")
         }
     })?;
-    let resource = subject_access::client_resource(&org, erasure.key_id);
-    let detail = json!({ "reason": reason, "sequence": erasure.sequence });
-    if let Err(e) =
-        relais_projections::access::record(state.db.pool(), &auth.0, "client.erase", &resource, detail).await
-    {
-        tracing::warn!(error = %e, "the erasure is done but its access record was not written");
-    }
     let status = if erasure.newly_erased { StatusCode::ACCEPTED } else { StatusCode::OK };
     let body = json!({
         "key_id": erasure.key_id,
