@@ -643,6 +643,68 @@ async fn an_event_sealed_by_the_organisation_and_published_on_nats_is_accepted_o
     assert_eq!(actions.len(), 2, "handing out a key is recorded");
 }
 
+/// Seals `ce` with `key` and publishes it directly on `subject`, with its id as message id.
+async fn publish_sealed(app: &TestApp, subject: &str, ce: Value, key_id: Uuid, key: &DataKey) {
+    let (envelope, _) = Envelope::from_cloud_event(ce, Utc::now(), "own-system").expect("valid");
+    let (mut stored, personal) = envelope.split_for_storage();
+    stored.sealed = Some(seal::seal(key, key_id, envelope.id, rand::random(), &personal));
+    app.js
+        .send_publish(
+            subject.to_owned(),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(StoredEvent::V1(stored).encode().into())
+                .message_id(envelope.id.to_string().as_str()),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+}
+
+#[tokio::test]
+async fn nothing_sealed_with_an_erased_clients_key_is_admitted_after_the_erasure_even_published_directly() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    // apo's system holds the client's key and records with it.
+    let key: Value = app.post_empty(&apo, "/v1/orgs/apo/clients/cl-kept/key").await.json().await.expect("json");
+    let key_id = Uuid::parse_str(key["key_id"].as_str().expect("key id")).expect("uuid");
+    let data_key = DataKey::from_bytes(decode32(key["key"].as_str().expect("key")));
+    let before = requested("apo", "case-kept", "cl-kept", "before the erasure");
+    publish_sealed(&app, "relais.ev.apo.cases.case-kept", before, key_id, &data_key).await;
+    app.wait_for_views().await;
+    // The client is erased; the system kept the key in memory and records on.
+    assert_eq!(app.erase(&apo, "apo", "cl-kept").await.status(), 202);
+    let after = accepted("apo", "case-kept", "cl-kept", "AFTER-ERASURE-MARK");
+    publish_sealed(&app, "relais.ev.apo.cases.case-kept", after, key_id, &data_key).await;
+    // Another organisation attaches an event to the erased key (it cannot open, nobody can).
+    let foreign = requested("dsr", "case-foreign", "cl-foreign", "FOREIGN-MARK");
+    publish_sealed(&app, "relais.ev.dsr.cases.case-foreign", foreign, key_id, &DataKey::from_bytes([7; 32])).await;
+    app.wait_for_views().await;
+
+    let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT seq, reason, detail FROM quarantine ORDER BY seq")
+        .fetch_all(&app.pool)
+        .await
+        .expect("rows");
+    let reasons: Vec<&str> = rows.iter().map(|(_, r, _)| r.as_str()).collect();
+    assert_eq!(reasons, ["client-erased", "client-erased"], "{rows:?}");
+    assert!(rows[0].2.contains("was erased at sequence 2"), "{rows:?}");
+    assert!(rows[1].2.contains("is not a key of dsr"), "{rows:?}");
+    // The event before the erasure stays, with its statistical part.
+    let case: Value = app.get(&apo, "/v1/orgs/apo/cases/case-kept").await.json().await.expect("json");
+    assert_eq!(case["status"], "requested", "{case}");
+    assert_eq!(app.get(&apo, "/v1/orgs/dsr/cases/case-foreign").await.status(), 403);
+    let dsr = app.token("dsr", Role::Org).await;
+    assert_eq!(app.get(&dsr, "/v1/orgs/dsr/cases/case-foreign").await.status(), 404);
+    // A rebuild decides the same.
+    let (ok, _, err) = app.run_relais(&["rebuild", "--all"], &[]).await;
+    assert!(ok, "{err}");
+    let again: Vec<(i64, String)> =
+        sqlx::query_as("SELECT seq, reason FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
+    assert_eq!(again, rows.iter().map(|(s, r, _)| (*s, r.clone())).collect::<Vec<_>>());
+    let case: Value = app.get(&apo, "/v1/orgs/apo/cases/case-kept").await.json().await.expect("json");
+    assert_eq!(case["status"], "requested", "{case}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keys: typed outcomes, rotation, backup and restore
 

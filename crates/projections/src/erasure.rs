@@ -275,6 +275,69 @@ pub(crate) async fn judge_erasures(
     Ok(refused)
 }
 
+/// An event sealed with a data key that is destroyed, as the validator meets it.
+pub(crate) struct SealedWithErasedKey<'a> {
+    /// Index of the event in the batch being judged.
+    pub index: usize,
+    /// Its sequence in the log.
+    pub sequence: u64,
+    /// The destroyed key.
+    pub key_id: Uuid,
+    /// The event's organisation.
+    pub org: &'a OrgId,
+}
+
+/// Checks events sealed with a destroyed key for the validator. Such an event is admitted only
+/// when it is the key's organisation's and the log holds it before the key's erasure event: it
+/// was recorded while the client was a client, and only its statistical part will ever be
+/// read. One stored after the erasure event is refused (`client-erased`), as the gateway
+/// refuses it over HTTP: nothing new is recorded about an erased client, even by a system
+/// that kept the key. The decision rests on positions in the log only, so a rebuild decides
+/// the same. `erasures_in_batch` maps a key to the sequence of its erasure event when the
+/// batch being judged holds it (the ledger does not yet). Returns, per index refused, why.
+pub(crate) async fn judge_sealed_with_erased_keys(
+    pool: &PgPool,
+    uses: &[SealedWithErasedKey<'_>],
+    erasures_in_batch: &HashMap<Uuid, u64>,
+) -> Result<HashMap<usize, String>, sqlx::Error> {
+    let mut refused = HashMap::new();
+    if uses.is_empty() {
+        return Ok(refused);
+    }
+    let mut keys: Vec<Uuid> = uses.iter().map(|u| u.key_id).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let owners: HashMap<Uuid, String> =
+        sqlx::query_as::<_, (Uuid, String)>("SELECT key_id, org_id FROM client_keys WHERE key_id = ANY($1)")
+            .bind(&keys)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    let event_ids: Vec<Uuid> = keys.iter().map(|k| erasure_event_id(*k)).collect();
+    let logged = ledger::find(pool, &event_ids).await?;
+    for u in uses {
+        if owners.get(&u.key_id).is_none_or(|owner| owner != u.org.as_str()) {
+            refused.insert(u.index, format!("data key {} is not a key of {}", u.key_id, u.org));
+            continue;
+        }
+        let erased_at = erasures_in_batch
+            .get(&u.key_id)
+            .copied()
+            .or_else(|| logged.get(&erasure_event_id(u.key_id)).map(|r| r.sequence));
+        if let Some(erasure) = erased_at.filter(|s| *s < u.sequence) {
+            refused.insert(
+                u.index,
+                format!(
+                    "the client of data key {} was erased at sequence {erasure}: record nothing more about them",
+                    u.key_id
+                ),
+            );
+        }
+    }
+    Ok(refused)
+}
+
 /// An erasure the log records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedErasure {

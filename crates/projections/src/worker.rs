@@ -597,7 +597,9 @@ impl Projector {
             futures::try_join!(async { self.keys.lookup_many(&key_ids).await.map_err(WorkerError::from) }, async {
                 crate::ledger::find(self.db.pool(), &ids).await.map_err(WorkerError::from)
             },)?;
-        for d in decoded.iter_mut() {
+        // Events sealed with a destroyed key, judged below on their place in the log.
+        let mut sealed_erased: Vec<(usize, Uuid)> = Vec::new();
+        for (i, d) in decoded.iter_mut().enumerate() {
             let Ok((stored, envelope)) = d else { continue };
             // The rules of a single event are checked on the whole data: opened when sealed.
             // An erased client's fields cannot be checked any more; its statistical part
@@ -619,7 +621,10 @@ impl Projector {
                     // A damaged key row is the key store's fault, not the event's: like an erased
                     // client, the statistical part is all that can be read (until a restore).
                     // The rules still run on a stand-in reference (see `erased_placeholder`).
-                    Some(KeyLookup::Erased | KeyLookup::Damaged) => {
+                    Some(lookup @ (KeyLookup::Erased | KeyLookup::Damaged)) => {
+                        if matches!(lookup, KeyLookup::Erased) {
+                            sealed_erased.push((i, sealed.key_id));
+                        }
                         envelope.data.put_personal(crate::rules::erased_placeholder(sealed.key_id));
                         None
                     }
@@ -649,6 +654,37 @@ impl Projector {
         let refused = crate::erasure::judge_erasures(self.db.pool(), &erasures).await?;
         for (i, detail) in refused {
             decoded[i] = Err(Verdict::Quarantine { reason: "erasure-without-key", detail });
+        }
+        // An event sealed with a destroyed key: only the key's organisation's, and only if the
+        // log holds it before the erasure event (rare: one query when it happens).
+        if !sealed_erased.is_empty() {
+            let erasures_here: HashMap<Uuid, u64> = batch
+                .iter()
+                .zip(&decoded)
+                .filter_map(|(m, d)| {
+                    let (_, e) = d.as_ref().ok()?;
+                    matches!(e.data, relais_domain::events::EventData::ClientErased(_))
+                        .then(|| Uuid::parse_str(e.subject.id()).ok().map(|k| (k, m.sequence)))
+                        .flatten()
+                })
+                .collect();
+            let uses: Vec<crate::erasure::SealedWithErasedKey<'_>> = sealed_erased
+                .iter()
+                .filter_map(|(i, key_id)| {
+                    let (_, envelope) = decoded[*i].as_ref().ok()?;
+                    Some(crate::erasure::SealedWithErasedKey {
+                        index: *i,
+                        sequence: batch[*i].sequence,
+                        key_id: *key_id,
+                        org: &envelope.org,
+                    })
+                })
+                .collect();
+            let refused = crate::erasure::judge_sealed_with_erased_keys(self.db.pool(), &uses, &erasures_here).await?;
+            drop(uses);
+            for (i, detail) in refused {
+                decoded[i] = Err(Verdict::Quarantine { reason: "client-erased", detail });
+            }
         }
         // Organisations named in the data must be registered (the gateway checks it too).
         let named: Vec<&str> = decoded
