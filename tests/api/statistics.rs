@@ -172,6 +172,19 @@ async fn statistics_count_people_per_cell_suppress_small_cells_and_do_not_change
     assert_eq!(app.get_json(&coordinator, "/v1/statistics?period=week", 400).await["pointer"], "?period");
     assert_eq!(app.get(&coordinator, "/v1/statistics?from=2026-05-01&to=2026-04-01").await.status(), 400);
     assert_eq!(app.get(&coordinator, "/v1/statistics?measure=nothing").await.status(), 400);
+    // Whole periods only: windows that differ by a day inside a cell would single out whoever
+    // was guided that day by their difference.
+    for (query, pointer) in [
+        ("from=2026-03-01&to=2026-03-14", "?to"),
+        ("from=2026-03-02&to=2026-03-31", "?from"),
+        ("period=quarter&from=2026-02-01&to=2026-06-30", "?from"),
+        ("period=quarter&from=2026-01-01&to=2026-05-31", "?to"),
+    ] {
+        let problem = app.get_json(&coordinator, &format!("/v1/statistics?{query}"), 400).await;
+        assert_eq!(problem["pointer"], pointer, "{query}: {problem}");
+        let problem = app.get_json(&apo, &format!("/v1/orgs/apo/statistics?{query}"), 400).await;
+        assert_eq!(problem["pointer"], pointer, "{query}: {problem}");
+    }
 
     // A later erasure leaves past periods as they were.
     let before = app.get_json(&coordinator, &format!("/v1/statistics?{march}&group_by=organisation"), 200).await;

@@ -690,8 +690,8 @@ fn view_paths() -> serde_json::Map<String, Value> {
     let stats_params = |shared: bool| {
         let mut p = vec![
             json!({ "name": "period", "in": "query", "schema": { "enum": ["month", "quarter", "year"], "default": "month" } }),
-            json!({ "name": "from", "in": "query", "description": "first day (default: 1 January of this year)", "schema": { "type": "string", "format": "date" } }),
-            json!({ "name": "to", "in": "query", "description": "last day (default: today)", "schema": { "type": "string", "format": "date" } }),
+            json!({ "name": "from", "in": "query", "description": "first day, the first day of a period (default: 1 January of this year)", "schema": { "type": "string", "format": "date" } }),
+            json!({ "name": "to", "in": "query", "description": "last day, the last day of a period (default: the end of the period holding today; a period not yet over holds what is recorded so far)", "schema": { "type": "string", "format": "date" } }),
             json!({ "name": "measure", "in": "query", "schema": { "enum": relais_projections::statistics::MEASURES } }),
             json!({ "name": "format", "in": "query", "description": "or Accept: text/csv", "schema": { "enum": ["json", "csv"] } }),
         ];

@@ -47,7 +47,15 @@ fn parse(p: &StatsParams, today: NaiveDate) -> Result<(Period, NaiveDate, NaiveD
         Some(s) => Period::parse(s).ok_or_else(|| ApiError::invalid_parameter("period", "month, quarter or year"))?,
     };
     let from = p.from.unwrap_or_else(|| NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today));
-    let to = p.to.unwrap_or(today);
+    let to = p.to.unwrap_or_else(|| period.end_of(today));
+    // Whole periods only: two answers whose windows differ by a day inside a cell would tell,
+    // by their difference, what one person did that day (each cell passes the threshold).
+    if from != period.start_of(from) {
+        return Err(ApiError::invalid_parameter("from", format!("the first day of a {}", period.name())));
+    }
+    if to != period.end_of(to) {
+        return Err(ApiError::invalid_parameter("to", format!("the last day of a {}", period.name())));
+    }
     if from > to {
         return Err(ApiError::invalid_parameter("from", "on or before `to`"));
     }
@@ -68,7 +76,7 @@ async fn answer(state: &AppState, q: StatsQuery, csv: bool, filename: &str) -> R
         return Ok(csv_response(statistics::to_csv(&cells), filename));
     }
     Ok(Json(json!({
-        "period": match q.period { Period::Month => "month", Period::Quarter => "quarter", Period::Year => "year" },
+        "period": q.period.name(),
         "from": q.from,
         "to": q.to,
         "min_people": MIN_PEOPLE,

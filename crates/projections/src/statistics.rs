@@ -40,7 +40,7 @@
 
 use crate::support::code;
 use crate::worker::{Applied, View};
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use futures::future::BoxFuture;
 use relais_domain::aggregates::brussels_date;
 use relais_domain::events::{EventData, GuidanceSetting, ReferralDestination};
@@ -453,6 +453,34 @@ impl Period {
         }
     }
 
+    /// The first day of the period that holds `day`.
+    pub fn start_of(self, day: NaiveDate) -> NaiveDate {
+        let month = match self {
+            Self::Month => day.month(),
+            Self::Quarter => (day.month() - 1) / 3 * 3 + 1,
+            Self::Year => 1,
+        };
+        NaiveDate::from_ymd_opt(day.year(), month, 1).unwrap_or(day)
+    }
+
+    /// The last day of the period that holds `day`.
+    pub fn end_of(self, day: NaiveDate) -> NaiveDate {
+        let months = match self {
+            Self::Month => 1,
+            Self::Quarter => 3,
+            Self::Year => 12,
+        };
+        self.start_of(day)
+            .checked_add_months(chrono::Months::new(months))
+            .and_then(|next| next.pred_opt())
+            .unwrap_or(day)
+    }
+
+    /// `month`, `quarter` or `year`.
+    pub fn name(self) -> &'static str {
+        self.sql()
+    }
+
     fn sql(self) -> &'static str {
         match self {
             Self::Month => "month",
@@ -606,4 +634,24 @@ pub fn to_csv(cells: &[Cell]) -> String {
         out.push_str("\r\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).expect("a date")
+    }
+
+    #[test]
+    fn a_period_starts_and_ends_on_calendar_boundaries() {
+        assert_eq!(Period::Month.start_of(d(2026, 3, 15)), d(2026, 3, 1));
+        assert_eq!(Period::Month.end_of(d(2026, 2, 10)), d(2026, 2, 28));
+        assert_eq!(Period::Month.end_of(d(2028, 2, 10)), d(2028, 2, 29));
+        assert_eq!(Period::Quarter.start_of(d(2026, 6, 30)), d(2026, 4, 1));
+        assert_eq!(Period::Quarter.end_of(d(2026, 11, 25)), d(2026, 12, 31));
+        assert_eq!(Period::Year.start_of(d(2026, 11, 25)), d(2026, 1, 1));
+        assert_eq!(Period::Year.end_of(d(2026, 1, 1)), d(2026, 12, 31));
+    }
 }
