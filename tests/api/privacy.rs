@@ -1077,6 +1077,56 @@ async fn the_retention_sweep_erases_exactly_the_clients_past_their_period() {
     assert!(again.erased.is_empty());
 }
 
+/// A long first sweep runs while clients come back: one whose request is accepted while the
+/// sweep erases others keeps their key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_who_comes_back_while_a_sweep_runs_is_not_erased() {
+    let app = spawn_app_with_settings(ServeRole::All, |s| s.retention.sweep_every = None).await;
+    let now = Utc::now();
+    let dsr = app.token("dsr", Role::Org).await;
+    let t = |days| days_ago(now, days);
+    post_all(
+        &app,
+        &dsr,
+        &[
+            with_time(requested("dsr", "b1", "cl-b1", "x"), &t(2000)),
+            with_time(accepted("dsr", "b1", "cl-b1", "x"), &t(2000)),
+            with_time(closed("dsr", "b1", "cl-b1", "x"), &t(1900)),
+            with_time(requested("dsr", "b2", "cl-b2", "x"), &t(1990)),
+            with_time(accepted("dsr", "b2", "cl-b2", "x"), &t(1990)),
+            with_time(closed("dsr", "b2", "cl-b2", "x"), &t(1800)),
+        ],
+    )
+    .await;
+    app.wait_for_views().await;
+    let policy = RetentionPolicy::parse("default=365").expect("policy");
+    let due: Vec<Uuid> = retention::due(&app.pool, &policy, now).await.expect("due").iter().map(|d| d.key_id).collect();
+    assert_eq!(due.len(), 2);
+    let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let eraser = relais_projections::erasure::Eraser::new(
+        keys,
+        relais_eventlog::EventLog::new(app.js.client()),
+        app.pool.clone(),
+    );
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let handle = tokio::runtime::Handle::current();
+    let report = retention::sweep(&eraser, &app.pool, &stream, &policy, now, |done, _| {
+        if done == 1 {
+            // cl-b2 asks for guidance again while the sweep is between the two.
+            tokio::task::block_in_place(|| {
+                handle.block_on(post_all(&app, &dsr, &[requested("dsr", "b2-again", "cl-b2", "back")]))
+            });
+        }
+    })
+    .await
+    .expect("sweep");
+    assert_eq!(report.erased.iter().map(|e| e.key_id).collect::<Vec<_>>(), due[..1]);
+    let b1: Value = app.export(&dsr, "dsr", "cl-b1").await.json().await.expect("json");
+    assert_eq!(b1["erased"], true);
+    let b2: Value = app.export(&dsr, "dsr", "cl-b2").await.json().await.expect("json");
+    assert_eq!(b2["erased"], false, "the client who came back keeps their key");
+}
+
 #[tokio::test]
 async fn an_erasure_whose_event_the_log_did_not_take_is_completed_by_the_next_sweep() {
     let app = spawn_app().await;

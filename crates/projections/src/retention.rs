@@ -119,16 +119,28 @@ const OPEN_TYPES: &[&str] = &["relais.guidance.requested", "relais.guidance.acce
 
 /// The clients due for erasure at `now`, oldest first per organisation.
 pub async fn due(pool: &PgPool, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<Vec<DueClient>, sqlx::Error> {
+    due_among(pool, policy, now, None).await
+}
+
+/// Like [`due`], among the clients of `only` when given.
+async fn due_among(
+    pool: &PgPool,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+    only: Option<&[Uuid]>,
+) -> Result<Vec<DueClient>, sqlx::Error> {
     let (orgs, cutoffs): (Vec<String>, Vec<DateTime<Utc>>) =
         policy.per_org.iter().map(|(org, period)| (org.clone(), now - *period)).unzip();
     sqlx::query_as(
         "WITH status AS (
              SELECT DISTINCT ON (key_id, subject) key_id, event_type FROM client_events
-             WHERE event_type = ANY($1) ORDER BY key_id, subject, seq DESC
+             WHERE event_type = ANY($1) AND ($6::uuid[] IS NULL OR key_id = ANY($6))
+             ORDER BY key_id, subject, seq DESC
          ), open_clients AS (
              SELECT DISTINCT key_id FROM status WHERE event_type = ANY($2)
          ), last_events AS (
-             SELECT key_id, org_id, max(occurred_at) AS last_event_at FROM client_events GROUP BY key_id, org_id
+             SELECT key_id, org_id, max(occurred_at) AS last_event_at FROM client_events
+             WHERE ($6::uuid[] IS NULL OR key_id = ANY($6)) GROUP BY key_id, org_id
          )
          SELECT l.key_id, l.org_id, l.last_event_at
          FROM last_events l
@@ -143,6 +155,7 @@ pub async fn due(pool: &PgPool, policy: &RetentionPolicy, now: DateTime<Utc>) ->
     .bind(&orgs)
     .bind(&cutoffs)
     .bind(now - policy.default)
+    .bind(only)
     .fetch_all(pool)
     .await
 }
@@ -205,19 +218,20 @@ pub struct SweepReport {
     pub completed: Vec<Erasure>,
 }
 
-/// Waits (up to `wait`) until the client index has applied the log as it is now.
-async fn index_caught_up(pool: &PgPool, stream: &Stream, wait: std::time::Duration) -> Result<(), SweepError> {
+/// Waits (up to `wait`) until the client index has applied the log as it is now; returns the
+/// sequence it reached.
+async fn index_caught_up(pool: &PgPool, stream: &Stream, wait: std::time::Duration) -> Result<u64, SweepError> {
     let last = relais_eventlog::reader::last_sequence(stream).await?;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let checkpoint = crate::worker::checkpoint(pool, crate::client_events::NAME).await?;
         if checkpoint >= last {
-            return Ok(());
+            return Ok(checkpoint);
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(SweepError::IndexBehind { checkpoint, last });
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -232,7 +246,7 @@ pub async fn sweep(
     now: DateTime<Utc>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<SweepReport, SweepError> {
-    index_caught_up(pool, stream, std::time::Duration::from_secs(30)).await?;
+    let mut indexed_to = index_caught_up(pool, stream, std::time::Duration::from_secs(30)).await?;
     let mut report = SweepReport {
         completed: eraser.finish_owed().await.map_err(|source| SweepError::Owed { source })?,
         ..SweepReport::default()
@@ -240,12 +254,27 @@ pub async fn sweep(
     let due = due(pool, policy, now).await?;
     let total = due.len() as u64;
     for (i, client) in due.into_iter().enumerate() {
+        // A long sweep runs while clients come back: each client is asked again, on an index
+        // that caught up with the log, just before their key is destroyed, so that a request
+        // accepted meanwhile keeps its client.
+        if relais_eventlog::reader::last_sequence(stream).await? > indexed_to {
+            indexed_to = index_caught_up(pool, stream, std::time::Duration::from_secs(30)).await?;
+            if due_among(pool, policy, now, Some(&[client.key_id])).await?.is_empty() {
+                progress(i as u64 + 1, total);
+                continue;
+            }
+        }
         let org = OrgId::parse(&client.org_id)
             .map_err(|_| SweepError::Erase { key_id: client.key_id, source: ErasureError::UnknownClient })?;
         let erasure = eraser
             .erase_key(&org, client.key_id, ErasureReason::RetentionExpired, "relais:retention")
             .await
             .map_err(|source| SweepError::Erase { key_id: client.key_id, source })?;
+        // The sweep's own erasure event reopens nobody: when nothing came before it, the
+        // next client needs no wait for the index.
+        if erasure.sequence == indexed_to + 1 {
+            indexed_to = erasure.sequence;
+        }
         report.erased.push(erasure);
         progress(i as u64 + 1, total);
     }
