@@ -421,6 +421,12 @@ async fn the_alerts_of_a_person_whose_consent_lapsed_are_not_shown_before_the_ti
     .await
     .expect("an alert row");
     assert_eq!(kinds(&alerts(&app, &coordinator, "").await), ["referral_unanswered"], "shown while the consent holds");
+    let recorded: Vec<String> =
+        sqlx::query_scalar("SELECT resource FROM access_log WHERE action = 'monitor.alert' ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("access log");
+    assert_eq!(recorded, ["orgs/apo/cases/case-l/monitor"], "the alert's person is recorded as read");
     clock.set(at(2026, 3, 21, 12));
     assert_eq!(alerts(&app, &coordinator, "state=all").await, Vec::<Value>::new());
     assert_eq!(alerts(&app, &coordinator, &format!("linkage_key={lk}")).await, Vec::<Value>::new());
@@ -645,4 +651,26 @@ async fn an_accepted_referral_without_first_contact_and_a_transfer_while_it_is_o
     assert_eq!(alerts(&app, &coordinator, "").await, Vec::<Value>::new());
     let closed = alerts(&app, &coordinator, "state=closed").await;
     assert_eq!(kinds(&closed), vec!["referral_no_first_contact", "transferred_with_open_referral"]);
+}
+
+#[tokio::test]
+async fn a_read_of_the_monitor_about_a_person_is_in_their_subject_access_export() {
+    let (app, _clock) = monitor_app(at(2026, 3, 17, 12)).await;
+    let apo = app.token("apo", Role::Org).await;
+    let coordinator = app.token("coordination", Role::Coordinator).await;
+    let lk = linkage_key("person-read");
+    app.publish(&apo, &joined("apo", "case-read", "ap-read", &lk, "2026-03-02", true)).await;
+    app.wait_for_views().await;
+    let persons = app.get_json(&coordinator, "/v1/monitor/persons", 200).await;
+    assert!(persons.to_string().contains(&lk), "{persons}");
+    assert!(!persons.to_string().contains("case-read"), "the coordinator never sees the case: {persons}");
+    let export: Value = app.export(&apo, "apo", "ap-read").await.json().await.expect("json");
+    let reads: Vec<(&str, &str)> = export["access"]
+        .as_array()
+        .expect("access")
+        .iter()
+        .filter(|a| a["action"] == "monitor.person")
+        .map(|a| (a["role"].as_str().unwrap_or_default(), a["resource"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(reads, [("coordinator", "orgs/apo/cases/case-read/monitor")]);
 }

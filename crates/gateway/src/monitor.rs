@@ -64,6 +64,17 @@ pub async fn alerts(
         today: state.settings.clock.today(),
     };
     let rows = monitor::list_alerts(state.db.pool(), &filter).await?;
+    // The persons the alerts are about: recorded against each organisation's case, as for the
+    // persons listing.
+    let mut persons: Vec<String> = rows.iter().map(|a| a.linkage_key.clone()).collect();
+    persons.sort_unstable();
+    persons.dedup();
+    let shown: Vec<String> = monitor::member_cases(state.db.pool(), &persons, filter.today)
+        .await?
+        .into_iter()
+        .map(|(org, case)| format!("orgs/{org}/cases/{case}/monitor"))
+        .collect();
+    access::record_each(state.db.pool(), &auth.0, "monitor.alert", &shown, json!({ "via": "monitor/alerts" })).await?;
     let now = state.settings.clock.now();
     let items: Vec<AlertView> = rows.into_iter().map(|a| AlertView::of(a, now)).collect();
     Ok(Json(Page::of(items, limit, |a| (a.opened_at, a.id.clone()))))
@@ -96,5 +107,13 @@ pub async fn persons(
     )
     .await?;
     let items = monitor::list_persons(state.db.pool(), state.settings.clock.today(), after.as_deref(), limit).await?;
+    // Each person shown is recorded against each organisation's case, before the answer, so
+    // that the client's subject access export shows that the monitor was read about them.
+    let shown: Vec<String> = items
+        .iter()
+        .flat_map(|p| p.organisations.iter().map(|m| format!("orgs/{}/cases/{}/monitor", m.organisation, m.case_id)))
+        .collect();
+    access::record_each(state.db.pool(), &auth.0, "monitor.person", &shown, json!({ "via": "monitor/persons" }))
+        .await?;
     Ok(Json(Page::of(items, limit, |p| p.linkage_key.clone())))
 }

@@ -50,6 +50,33 @@ pub async fn record(
     Ok(())
 }
 
+/// Records one access per resource of a read that showed several (one statement): each
+/// client's record names what was read of them.
+pub async fn record_each(
+    pool: &PgPool,
+    who: &Principal,
+    action: &str,
+    resources: &[String],
+    detail: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    if resources.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO access_log (token_id, org_id, role, action, resource, detail)
+         SELECT $1, $2, $3, $4, r, $6 FROM UNNEST($5::text[]) AS r",
+    )
+    .bind(who.token_id)
+    .bind(who.org.as_str())
+    .bind(who.role.as_str())
+    .bind(action)
+    .bind(resources)
+    .bind(detail)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Records an access made on the command line with the operator's configuration (no token):
 /// token id nil, organisation empty, role `operator`; `detail` names the system user.
 pub async fn record_operator(

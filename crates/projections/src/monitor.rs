@@ -1174,6 +1174,10 @@ pub struct MemberView {
     pub aftercare_at: Option<DateTime<Utc>>,
     /// The last day the consent holds.
     pub consent_expires_on: Option<NaiveDate>,
+    /// The organisation's case: never shown to the coordinator, it names the read in the
+    /// access log, where the client's subject access export finds it.
+    #[serde(skip)]
+    pub case_id: String,
 }
 
 /// An open referral of a person, as the monitor shows it.
@@ -1204,6 +1208,27 @@ pub struct PersonView {
     pub open_alerts: i64,
 }
 
+/// The cases (organisation, case id) of the members of the persons `linkage_keys` whose
+/// consent holds `today`: what a read about those persons is recorded against.
+pub async fn member_cases(
+    pool: &PgPool,
+    linkage_keys: &[String],
+    today: NaiveDate,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    if linkage_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT org_id, case_id FROM monitor_members
+         WHERE linkage_key = ANY($1) AND (consent_expires_on IS NULL OR consent_expires_on >= $2)
+         ORDER BY org_id, case_id",
+    )
+    .bind(linkage_keys)
+    .bind(today)
+    .fetch_all(pool)
+    .await
+}
+
 /// A page of persons, by linkage key, after `after`.
 pub async fn list_persons(
     pool: &PgPool,
@@ -1225,7 +1250,7 @@ pub async fn list_persons(
     for lk in keys {
         let organisations: Vec<MemberView> = sqlx::query_as(
             "SELECT org_id AS organisation, status, in_detention, release_on, released, aftercare_at,
-                consent_expires_on FROM monitor_members
+                consent_expires_on, case_id FROM monitor_members
              WHERE linkage_key = $1 AND (consent_expires_on IS NULL OR consent_expires_on >= $2) ORDER BY org_id",
         )
         .bind(&lk)
