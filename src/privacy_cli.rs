@@ -175,6 +175,22 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 "{} keys restored, {} already present, {} erasures recorded in the log applied again",
                 report.restored, report.already_present, report.erasures_reapplied
             );
+            for key in &report.new_keys_of_erased_clients {
+                println!(
+                    "destroyed key {key}: given after the loss to a client the backup shows erased (its erasure event is owed: the next sweep appends it)"
+                );
+            }
+            if !report.conflicts.is_empty() {
+                for (backup, store) in &report.conflicts {
+                    eprintln!(
+                        "not restored: key {backup} of the backup; the store gave the same client key {store} after the loss"
+                    );
+                }
+                anyhow::bail!(
+                    "{} keys of the backup conflict with keys given since the loss: the clients' events sealed with them stay unreadable until resolved",
+                    report.conflicts.len()
+                );
+            }
             Ok(())
         }
     }

@@ -950,6 +950,45 @@ async fn a_key_store_restored_from_a_backup_reads_every_event_again_and_no_erasu
     );
 }
 
+#[tokio::test]
+async fn a_restore_after_the_store_gave_new_keys_brings_no_erased_client_back_and_reports_conflicts() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(&app, &apo, &[requested("apo", "case-a", "cl-a", "note of a"), requested("apo", "case-b", "cl-b", "b")])
+        .await;
+    assert_eq!(app.erase(&apo, "apo", "cl-b").await.status(), 202);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("keys.json");
+    let file_arg = file.to_str().expect("path");
+    let (ok, _, err) = app.run_relais(&["keys", "backup", "--output", file_arg], &[]).await;
+    assert!(ok, "{err}");
+    // The key store's rows are lost while the gateway runs on: both clients get new keys.
+    sqlx::query("DELETE FROM client_keys").execute(&app.pool).await.expect("lost");
+    post_all(&app, &apo, &[requested("apo", "case-a2", "cl-a", "after"), requested("apo", "case-b2", "cl-b", "after")])
+        .await;
+    app.wait_for_views().await;
+
+    let (ok, out, err) = app.run_relais(&["keys", "restore", "--input", file_arg], &[]).await;
+    assert!(!ok, "a conflict is not a success: {out}");
+    assert!(out.starts_with("0 keys restored, 0 already present"), "{out}");
+    assert!(out.contains("destroyed key"), "{out}");
+    assert!(err.contains("not restored: key") && err.contains("1 keys of the backup conflict"), "{err}");
+    // cl-b stays erased: its new key is destroyed, its erasure event owed.
+    let b: Value = app.export(&apo, "apo", "cl-b").await.json().await.expect("json");
+    assert_eq!(b["erased"], true, "{b}");
+    let r = app.post_event(&apo, &requested("apo", "case-b3", "cl-b", "again")).await;
+    assert_eq!(r.status(), 409);
+    let owed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM client_keys WHERE erased_at IS NOT NULL AND erasure_seq IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+    assert_eq!(owed, 1, "the new key's erasure event is owed");
+    // cl-a keeps the key it was given since; the conflict is left to the operator.
+    let a: Value = app.export(&apo, "apo", "cl-a").await.json().await.expect("json");
+    assert_eq!(a["erased"], false);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Retention
 

@@ -89,6 +89,15 @@ pub struct RestoreReport {
     pub already_present: u64,
     /// Keys destroyed again because the log records their erasure.
     pub erasures_reapplied: u64,
+    /// Keys the store had given, after the loss, to a client the backup shows erased: destroyed
+    /// too (their erasure event is owed, and the next sweep appends it), so that no erased
+    /// client comes back under a new key.
+    pub new_keys_of_erased_clients: Vec<Uuid>,
+    /// Live keys of the backup that could not be restored because the store had meanwhile given
+    /// the same client a new key: (the backup's key, the store's key). The client's events
+    /// sealed with the backup's key stay unreadable until an operator decides; never counted
+    /// as present.
+    pub conflicts: Vec<(Uuid, Uuid)>,
 }
 
 type Row = (Uuid, String, Vec<u8>, Option<Vec<u8>>, String, DateTime<Utc>, Option<DateTime<Utc>>);
@@ -195,7 +204,43 @@ impl KeyStore {
             .await?
             .rows_affected();
             report.restored += inserted;
-            report.already_present += chunk.len() as u64 - inserted;
+            // A row not inserted is present, unless the store holds another key for the same
+            // client (its organisation and reference hash): then it is a conflict.
+            let displaced: Vec<(Uuid, Uuid)> = sqlx::query_as(
+                "SELECT u.key_id, c.key_id
+                 FROM UNNEST($1::uuid[], $2::text[], $3::bytea[]) AS u(key_id, org_id, hash)
+                 JOIN client_keys c ON c.org_id = u.org_id AND c.client_ref_hash = u.hash AND c.key_id <> u.key_id
+                 WHERE NOT EXISTS (SELECT 1 FROM client_keys k WHERE k.key_id = u.key_id)",
+            )
+            .bind(&c.key_id)
+            .bind(&c.org_id)
+            .bind(&c.hash)
+            .fetch_all(&self.pool)
+            .await?;
+            report.already_present += chunk.len() as u64 - inserted - displaced.len() as u64;
+            for (backup_key, store_key) in displaced {
+                let erased = c.key_id.iter().position(|k| *k == backup_key).and_then(|i| c.erased_at[i]).is_some();
+                if !erased {
+                    report.conflicts.push((backup_key, store_key));
+                    continue;
+                }
+                // The client was erased before the loss: the key given since is destroyed too,
+                // its erasure event owed, so the next sweep appends it. The backup keeps no
+                // erasure reason: the event names the client's request.
+                let destroyed = sqlx::query(
+                    "UPDATE client_keys SET wrapped_key = NULL, erased_at = now(), erasure_reason = 'client_request',
+                            erasure_actor = 'relais:key-restore'
+                     WHERE key_id = $1 AND erased_at IS NULL",
+                )
+                .bind(store_key)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                self.forget(store_key);
+                if destroyed > 0 {
+                    report.new_keys_of_erased_clients.push(store_key);
+                }
+            }
             done += chunk.len() as u64;
             progress(done);
         }
