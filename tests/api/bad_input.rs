@@ -483,3 +483,27 @@ async fn the_demo_refuses_a_database_that_already_holds_relais_data() {
     assert!(err.contains("already holds Relais data"), "{err}");
     assert_eq!(snapshot(&app).await, before, "nothing changed");
 }
+
+#[tokio::test]
+async fn a_body_malformed_on_the_way_is_a_400_not_a_413_and_stores_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    let before = snapshot(&app).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut connection = tokio::net::TcpStream::connect(&address).await.expect("connected");
+    // A chunked body whose second chunk size is not hexadecimal: cut off by a broken client
+    // or proxy, not too large.
+    let request = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {apo}\r\n\
+         Content-Type: application/cloudevents+json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{{\"a\":\r\nzz\r\n"
+    );
+    connection.write_all(request.as_bytes()).await.expect("sent");
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), connection.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("application/problem+json"), "{text}");
+    assert!(text.contains("could not be read to its end"), "{text}");
+    assert_eq!(snapshot(&app).await, before, "nothing changed");
+}

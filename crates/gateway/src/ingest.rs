@@ -42,6 +42,18 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     Some(ct.split(';').next()?.trim().to_ascii_lowercase())
 }
 
+/// Why a body could not be read: past the limit (413), or cut off or malformed on the way
+/// (400: the client may retry; nothing was stored).
+fn unread_body(error: &axum::Error, limit: usize) -> ApiError {
+    let over_limit = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| e.source())
+        .any(|e| e.is::<http_body_util::LengthLimitError>());
+    if over_limit {
+        ApiError::too_large(format!("the body is limited to {limit} bytes"))
+    } else {
+        ApiError::invalid("", format!("the body could not be read to its end: {error}"))
+    }
+}
+
 /// Publishes one event or an all-or-nothing batch.
 #[tracing::instrument(name = "ingest", skip_all, fields(org = %auth.0.org, events = tracing::field::Empty))]
 pub async fn post_events(
@@ -60,9 +72,7 @@ pub async fn post_events(
         _ => return Err(ApiError::unsupported_media_type(format!("send {SINGLE} or {BATCH}"))),
     };
     let limit = state.settings.max_body_bytes;
-    let body: Bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::too_large(format!("the body is limited to {limit} bytes")))?;
+    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| unread_body(&e, limit))?;
     let value: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid("", format!("not JSON: {e}")))?;
     let items: Vec<(String, serde_json::Value)> = if batch {
