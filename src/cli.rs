@@ -46,7 +46,7 @@ enum Command {
         /// The projection: caseload, timeline, referrals, activities, monitor, statistics.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         projection: Option<String>,
-        /// Every projection, one after another.
+        /// Every projection, from one reading of the log (each batch applied to every view).
         #[arg(long)]
         all: bool,
     },

@@ -22,4 +22,6 @@ mod publish;
 mod server;
 
 pub use publish::{AdmissionTagger, AppendError, Appended, EventLog, Outgoing};
-pub use server::{ConnectError, MIN_SERVER_VERSION, StreamSettings, connect, ensure_stream, parse_version};
+pub use server::{
+    ConnectError, MIN_SERVER_VERSION, StreamSettings, connect, ensure_stream, meets_minimum, parse_version,
+};

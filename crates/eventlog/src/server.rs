@@ -56,6 +56,18 @@ pub fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
 }
 
+/// True if `version` is at least [`MIN_SERVER_VERSION`]. A pre-release of the minimum itself
+/// (`2.12.1-RC.2`) comes before it and lacks what it fixed.
+pub fn meets_minimum(version: &str) -> bool {
+    let v = version.trim().trim_start_matches('v');
+    let pre_release = v.split('+').next().is_some_and(|core| core.contains('-'));
+    match parse_version(v) {
+        Some(core) if core > MIN_SERVER_VERSION => true,
+        Some(core) => core == MIN_SERVER_VERSION && !pre_release,
+        None => false,
+    }
+}
+
 fn redact(url: &str) -> String {
     // The last `@` ends the credentials (a password may hold one), as in `split_credentials`.
     match url.rsplit_once('@') {
@@ -123,9 +135,8 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, Connec
         .await
         .map_err(|source| ConnectError::Unreachable { url: shown.clone(), source })?;
     let info = client.server_info();
-    match parse_version(&info.version) {
-        Some(v) if v >= MIN_SERVER_VERSION => {}
-        _ => return Err(ConnectError::ServerTooOld { url: shown, found: info.version }),
+    if !meets_minimum(&info.version) {
+        return Err(ConnectError::ServerTooOld { url: shown, found: info.version });
     }
     if !info.jetstream {
         return Err(ConnectError::NoJetStream { url: shown });
@@ -210,6 +221,9 @@ mod tests {
         assert!(parse_version("2.9.25").expect("parses") < MIN_SERVER_VERSION);
         assert!(parse_version("2.12.1").expect("parses") >= MIN_SERVER_VERSION);
         assert_eq!(parse_version("garbage"), None);
+        assert!(meets_minimum("2.15.1") && meets_minimum("v2.12.1") && meets_minimum("2.13.0-RC.1"));
+        assert!(!meets_minimum("2.12.1-RC.2"), "a pre-release of the minimum comes before it");
+        assert!(!meets_minimum("2.12.0") && !meets_minimum("2.9.25") && !meets_minimum("garbage"));
     }
 
     #[test]
