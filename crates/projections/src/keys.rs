@@ -472,7 +472,9 @@ impl KeyStore {
                 actor: Some(actor.to_owned()),
             }));
         }
-        let before: Option<(String, Option<DateTime<Utc>>, Option<String>, Option<String>)> = sqlx::query_as(
+        // Organisation, erasure time, reason and actor of a key destroyed before.
+        type Before = (String, Option<DateTime<Utc>>, Option<String>, Option<String>);
+        let before: Option<Before> = sqlx::query_as(
             "SELECT org_id, erased_at, erasure_reason, erasure_actor FROM client_keys WHERE key_id = $1",
         )
         .bind(key_id)
