@@ -312,6 +312,16 @@ const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: "GET",
+        path: "/v1/orgs/{org}/cases/{case}?as_of=2100-01-01T00:00:00Z",
+        body: Body::None,
+        access: Access::Roles { roles: &[Role::Org, Role::Auditor], org_scoped: true, other_org: 403 },
+        ok: 200,
+        case_level: true,
+        stores: false,
+        reveals_other_orgs_to: &[],
+    },
+    Endpoint {
+        method: "GET",
         path: "/v1/audit/public-key",
         body: Body::None,
         access: Access::Public,

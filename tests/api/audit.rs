@@ -566,10 +566,13 @@ async fn a_case_rebuilt_from_the_log_at_three_moments_gives_its_three_states() {
     let s = state(apo.clone(), "/v1/orgs/apo/cases/case-x?as_of=2026-02-15T00:00:00Z&basis=occurred".into()).await;
     assert_eq!((s["status"].as_str(), s["detention"]["state"].as_str()), (Some("accepted"), Some("in_detention")));
 
-    // Before the first event, the case did not exist; an auditor may look, another organisation may not.
+    // Before the first event, the case did not exist; an auditor of the federation may look,
+    // another organisation may not, nor its auditor.
     assert_eq!(app.get(&apo, &as_of(before)).await.status(), 404);
-    let auditor = app.token("dsr", Role::Auditor).await;
+    let auditor = app.token("coordination", Role::Auditor).await;
     assert_eq!(state(auditor, as_of(t2)).await["status"], "accepted");
+    let dsr_auditor = app.token("dsr", Role::Auditor).await;
+    assert_eq!(app.get(&dsr_auditor, &as_of(t2)).await.status(), 403);
     let dsr = app.token("dsr", Role::Org).await;
     assert_eq!(app.get(&dsr, &as_of(t2)).await.status(), 403);
     let r = app.get(&apo, "/v1/orgs/apo/cases/case-x?as_of=soon").await;
@@ -805,4 +808,63 @@ async fn a_replay_shows_the_chain_as_it_stood_when_it_started_and_verifies_offli
     std::fs::write(&file, &text).expect("written");
     let o = verify_file(&file, &public_key(&app));
     assert!(o.status.success(), "{}", stdout(&o));
+}
+
+#[tokio::test]
+async fn an_auditor_of_a_service_sees_its_own_personal_data_only_and_one_of_the_coordinators_everyones() {
+    let app = spawn_app().await;
+    some_history(&app).await;
+    app.wait_for_views().await;
+    let dsr = app.token("dsr", Role::Org).await;
+    // dsr reads its own case: an access record about dsr, by a dsr token.
+    assert_eq!(app.get(&dsr, "/v1/orgs/dsr/cases/case-c").await.status(), 200);
+    chained(&app).await;
+    checkpoint_now(&app);
+    let apo_auditor = app.token("apo", Role::Auditor).await;
+    let federation_auditor = app.token("coordination", Role::Auditor).await;
+
+    // The replay: the whole log for both, apo's personal fields only for apo's auditor.
+    let (text, lines) = replay_lines(&app, &apo_auditor, "").await;
+    let events: Vec<&Value> = lines.iter().filter(|l| l["relaiskind"] == "event").collect();
+    assert_eq!(events.len(), 6, "every event is replayed");
+    let dsr_event = events.iter().find(|e| e["relaissubject"] == "relais.ev.dsr.cases.case-c").expect("dsr's event");
+    assert_eq!(dsr_event["personaldata"], "withheld", "{dsr_event}");
+    assert!(dsr_event["data"].get("client_ref").is_none(), "{dsr_event}");
+    assert!(!text.contains("cl-c"), "no personal value of dsr reaches apo's auditor");
+    assert!(events.iter().filter(|e| e["source"] == "/orgs/apo").all(|e| e.get("personaldata").is_none()));
+    assert!(text.contains("\"cl-a\""), "apo's own personal fields are opened");
+    // It verifies offline as any replay does.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("apo-auditor.ndjson");
+    std::fs::write(&file, &text).expect("written");
+    let o = verify_file(&file, &public_key(&app));
+    assert!(o.status.success(), "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    let (text, _) = replay_lines(&app, &federation_auditor, "").await;
+    assert!(text.contains("\"cl-c\"") && text.contains("\"cl-a\"") && !text.contains("withheld"));
+
+    // A case as it stood: its own organisation's only.
+    let as_of = "as_of=2100-01-01T00:00:00Z";
+    let r = app.get(&apo_auditor, &format!("/v1/orgs/dsr/cases/case-c?{as_of}")).await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.get(&apo_auditor, &format!("/v1/orgs/apo/cases/case-a?{as_of}")).await.status(), 200);
+    assert_eq!(app.get(&federation_auditor, &format!("/v1/orgs/dsr/cases/case-c?{as_of}")).await.status(), 200);
+
+    // The access records: those about apo or made by its tokens.
+    let listed = |token: String| {
+        let app = &app;
+        async move {
+            let page = app.get_json(&token, "/v1/audit/access?limit=1000", 200).await;
+            page["items"].as_array().expect("items").clone()
+        }
+    };
+    let seen_by_apo = listed(apo_auditor.clone()).await;
+    assert!(!seen_by_apo.is_empty());
+    assert!(
+        seen_by_apo
+            .iter()
+            .all(|r| r["org_id"] == "apo" || r["resource"].as_str().is_some_and(|s| s.starts_with("orgs/apo/"))),
+        "{seen_by_apo:?}"
+    );
+    let seen_by_federation = listed(federation_auditor).await;
+    assert!(seen_by_federation.iter().any(|r| r["resource"] == "orgs/dsr/cases/case-c"), "{seen_by_federation:?}");
 }

@@ -224,3 +224,34 @@ fn find(haystack: &[u8], needle: &[u8]) -> bool {
 fn hex_sha256(s: &str) -> String {
     sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn an_organisation_taken_out_of_the_registry_is_retired_and_its_tokens_stop_working() {
+    let app = spawn_app().await;
+    let wsw = app.token("wsw", relais_projections::Role::Org).await;
+    assert_eq!(app.get(&wsw, "/v1/orgs/wsw/cases").await.status(), 200);
+
+    // A serving process starts with a registry without wsw.
+    let mut settings = app.settings.clone();
+    settings.organisations.retain(|o| o.id.as_str() != "wsw");
+    let gateway = relais::startup::Application::build(&settings, relais::startup::ServeRole::Gateway)
+        .await
+        .expect("a gateway with the new registry");
+    let stop = gateway.shutdown_token();
+    tokio::spawn(gateway.run_until_stopped());
+    assert_eq!(app.get(&wsw, "/v1/orgs/wsw/cases").await.status(), 401, "the retired organisation's token");
+    let apo = app.token("apo", relais_projections::Role::Org).await;
+    assert_eq!(app.get(&apo, "/v1/orgs/apo/cases").await.status(), 200, "the others' tokens work");
+    // No token is created for it, by a command run with any registry.
+    let (out, _, stderr) = run(&app, &["token", "create", "--org", "wsw", "--role", "org"]).await;
+    assert!(!out.status.success(), "{stderr}");
+    // Back in the registry, it is an organisation again (its tokens were never revoked).
+    stop.cancel();
+    let gateway = relais::startup::Application::build(&app.settings, relais::startup::ServeRole::Gateway)
+        .await
+        .expect("a gateway with the whole registry");
+    let stop = gateway.shutdown_token();
+    tokio::spawn(gateway.run_until_stopped());
+    assert_eq!(app.get(&wsw, "/v1/orgs/wsw/cases").await.status(), 200);
+    stop.cancel();
+}

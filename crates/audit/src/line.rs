@@ -3,7 +3,8 @@
 //! - `replay` (first line): `version`, `stream`, `filter`, `fromsequence`, `tosequence`,
 //!   `generatedat`, `complete` (true when nothing was filtered out from sequence 1 on).
 //! - `event`: the CloudEvent (with `recordedat`, and `personaldata: "erased"` for an erased
-//!   client, `"unreadable"` when the key could not open the fields) plus `sequence`, `relaissubject` (the NATS subject), `relaispayload` (standard
+//!   client, `"unreadable"` when the key could not open the fields, `"withheld"` for another
+//!   organisation's fields replayed by an auditor of one service) plus `sequence`, `relaissubject` (the NATS subject), `relaispayload` (standard
 //!   base64 of the exact stored bytes), `relaisprev` and `relaislink` (hex chain links, `null`
 //!   when the chain has not reached the sequence yet), `relaisadmission` (the admission header
 //!   as stored, or `null`) and, for a quarantined message, `relaisquarantine` (the reason).
@@ -595,7 +596,9 @@ mod tests {
             }
             for data in [std::mem::take(&mut example), sparse] {
                 let Ok(data) = EventData::from_json(spec.name, spec.version, data) else { continue };
-                for personal in [PersonalState::Present, PersonalState::Erased, PersonalState::Unreadable] {
+                for personal in
+                    [PersonalState::Present, PersonalState::Erased, PersonalState::Unreadable, PersonalState::Withheld]
+                {
                     let mut e = envelope();
                     e.data = data.clone();
                     e.personal = personal;

@@ -58,6 +58,9 @@ pub enum PersonalState {
     /// The client's key is there but could not open the fields (damaged, unknown, or the
     /// sealed box does not open): personal fields are empty, and this is not an erasure.
     Unreadable,
+    /// The reader may not see this organisation's personal fields (an auditor of another
+    /// organisation): they stay sealed, and this is not an erasure.
+    Withheld,
 }
 
 impl PersonalState {
@@ -67,6 +70,7 @@ impl PersonalState {
             PersonalState::Present => None,
             PersonalState::Erased => Some("erased"),
             PersonalState::Unreadable => Some("unreadable"),
+            PersonalState::Withheld => Some("withheld"),
         }
     }
 }

@@ -90,6 +90,7 @@ pub fn replay_filter(q: &HashMap<String, String>) -> Result<ReplayFilter, ApiErr
         to: time_param(q, "to")?,
         from_seq: seq_param(q, "from_seq")?,
         to_seq: seq_param(q, "to_seq")?,
+        personal_of: None,
     };
     if let (Some(f), Some(t)) = (filter.from, filter.to)
         && t < f
@@ -113,8 +114,12 @@ pub async fn replay_events(
     ValidQuery(q): ValidQuery<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     auth.require_auditor()?;
-    let filter = replay_filter(&q)?;
-    access::record(state.db.pool(), &auth.0, "audit.replay", "audit/events", filter.to_json()).await?;
+    let mut filter = replay_filter(&q)?;
+    filter.personal_of = auth.audited_org();
+    // The selection (what the file's header states), and whose personal fields were opened.
+    let mut detail = filter.to_json();
+    detail["personal_of"] = json!(filter.personal_of.as_ref().map(|o| o.to_string()));
+    access::record(state.db.pool(), &auth.0, "audit.replay", "audit/events", detail).await?;
     let replay = replay::open(state.db.pool(), &state.keys, &state.audit.stream, filter).await.map_err(|e| {
         tracing::error!(error = %e, "replay could not start");
         ApiError::unavailable("the event log cannot be read now; retry later")
@@ -171,7 +176,9 @@ pub async fn access_records(
         .get("org")
         .map(|o| OrgId::parse(o).map(|o| o.to_string()).map_err(|e| ApiError::invalid_parameter("org", e.to_string())))
         .transpose()?;
-    let filter = AccessFilter { resource_prefix: q.get("resource").cloned(), org, after_id, limit };
+    // An auditor of a service sees the records about that service and those of its tokens.
+    let scope = auth.audited_org().map(|o| o.to_string());
+    let filter = AccessFilter { resource_prefix: q.get("resource").cloned(), org, scope, after_id, limit };
     access::record(
         state.db.pool(),
         &auth.0,

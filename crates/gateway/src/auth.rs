@@ -65,7 +65,8 @@ impl Authenticated {
 }
 
 impl Authenticated {
-    /// Allows auditors only (role `auditor`, of any organisation: they audit the whole log).
+    /// Allows auditors only (role `auditor`). Every auditor replays the whole log and verifies
+    /// it; an auditor of a service sees personal data of that service only ([`Self::audited_org`]).
     pub fn require_auditor(&self) -> Result<(), ApiError> {
         if self.0.role != Role::Auditor {
             return Err(ApiError::forbidden(format!(
@@ -76,10 +77,22 @@ impl Authenticated {
         Ok(())
     }
 
-    /// Allows the organisation's own systems for that organisation, and auditors.
+    /// The organisation whose personal data this auditor may see: its own, for an auditor of
+    /// a service (an organisation that keeps cases); `None` (all) for an auditor of the
+    /// coordinators, who audit the whole federation.
+    pub fn audited_org(&self) -> Option<OrgId> {
+        (self.0.role == Role::Auditor && self.0.org_keeps_cases).then(|| self.0.org.clone())
+    }
+
+    /// Allows the organisation's own systems for that organisation, and auditors (of that
+    /// organisation, or of the coordinators).
     pub fn require_org_or_auditor(&self, org: &str) -> Result<OrgId, ApiError> {
         if self.0.role == Role::Auditor {
-            return OrgId::parse(org).map_err(|_| ApiError::not_found("no such organisation"));
+            let org = OrgId::parse(org).map_err(|_| ApiError::not_found("no such organisation"))?;
+            if self.audited_org().is_some_and(|own| own != org) {
+                return Err(ApiError::forbidden(format!("an auditor of {} audits {} only", self.0.org, self.0.org)));
+            }
+            return Ok(org);
         }
         self.require_org(org)
     }

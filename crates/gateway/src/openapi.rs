@@ -469,7 +469,7 @@ fn shared_schemas() -> Map<String, Value> {
     );
     s.insert("ExportedEvent".into(), json!({ "allOf": [schema_ref("CloudEvent"), { "type": "object", "properties": {
         "sequence": integer(), "recordedat": date_time(), "titles": schema_ref("Labels"),
-        "personaldata": { "enum": ["erased", "unreadable"], "description": "present when personal fields could not be shown" } } }] }));
+        "personaldata": { "enum": ["erased", "unreadable", "withheld"], "description": "present when personal fields are not shown: erased, unreadable (a key that does not open them), or withheld (another organisation's, from an auditor of one service)" } } }] }));
     s.insert("ClientExport".into(), object("Everything the organisation holds about a client; once erased only organisation, client, erased, erased_at and exported_at", &["erased_at", "events", "cases", "access", "problems"], json!({
         "organisation": string(),
         "client": object("", &["client_ref"], json!({ "client_ref": described(string(), "absent once erased"), "key_id": uuid() })),

@@ -104,6 +104,9 @@ pub struct AccessFilter {
     pub resource_prefix: Option<String>,
     /// Only records of this organisation's tokens.
     pub org: Option<String>,
+    /// Only records about this organisation (`orgs/<org>/...`) or made by its tokens: what an
+    /// auditor of one organisation may see.
+    pub scope: Option<String>,
     /// Only records after this id (cursor).
     pub after_id: Option<i64>,
     /// Page size.
@@ -117,12 +120,14 @@ pub async fn list(pool: &PgPool, filter: &AccessFilter) -> Result<Vec<AccessReco
          WHERE ($1::text IS NULL OR starts_with(resource, $1))
            AND ($2::text IS NULL OR org_id = $2)
            AND ($3::int8 IS NULL OR id > $3)
+           AND ($5::text IS NULL OR org_id = $5 OR starts_with(resource, 'orgs/' || $5 || '/'))
          ORDER BY id LIMIT $4",
     )
     .bind(&filter.resource_prefix)
     .bind(&filter.org)
     .bind(filter.after_id)
     .bind(filter.limit)
+    .bind(&filter.scope)
     .fetch_all(pool)
     .await
 }

@@ -89,6 +89,29 @@ impl Database {
         }
         Ok(())
     }
+
+    /// Retires every organisation that is not in the registry `orgs` (the serving processes'
+    /// configuration), and brings back those that are: a retired organisation's tokens stop
+    /// working and no token is created for it. Returns the organisations retired now. Only a
+    /// serving process calls this at start-up: a command run with another configuration
+    /// neither retires nor brings back anyone.
+    pub async fn retire_organisations_not_in(
+        &self,
+        orgs: &[relais_domain::reference::Organisation],
+    ) -> Result<Vec<String>, DbError> {
+        let ids: Vec<&str> = orgs.iter().map(|o| o.id.as_str()).collect();
+        sqlx::query("UPDATE organisations SET retired_at = NULL WHERE retired_at IS NOT NULL AND id = ANY($1)")
+            .bind(&ids)
+            .execute(&self.pool)
+            .await?;
+        let retired: Vec<String> = sqlx::query_scalar(
+            "UPDATE organisations SET retired_at = now() WHERE retired_at IS NULL AND NOT (id = ANY($1)) RETURNING id",
+        )
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(retired)
+    }
 }
 
 async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), DbError> {

@@ -48,6 +48,9 @@ pub struct Principal {
     pub org: OrgId,
     /// The role.
     pub role: Role,
+    /// The organisation keeps cases (a service, not the coordinators): its auditors audit
+    /// that organisation's personal data only (the registry's `keeps_cases`).
+    pub org_keeps_cases: bool,
 }
 
 /// A token as listed (never its secret).
@@ -99,11 +102,12 @@ impl TokenStore {
 
     /// Creates a token and returns its id and secret; the secret is not kept.
     pub async fn create(&self, org: &OrgId, role: Role, label: &str) -> Result<(Uuid, String), TokenError> {
-        let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1)")
-            .bind(org.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(DbError::from)?;
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1 AND retired_at IS NULL)")
+                .bind(org.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(DbError::from)?;
         if !known {
             return Err(TokenError::UnknownOrganisation(org.to_string()));
         }
@@ -128,13 +132,17 @@ impl TokenStore {
         if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 128 {
             return Ok(None);
         }
-        let row: Option<(Uuid, String, String)> =
-            sqlx::query_as("SELECT id, org_id, role FROM api_tokens WHERE secret_hash = $1 AND revoked_at IS NULL")
-                .bind(hash(secret))
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.and_then(|(token_id, org, role)| {
-            Some(Principal { token_id, org: OrgId::parse(&org).ok()?, role: Role::parse(&role)? })
+        // A token of an organisation taken out of the registry (retired) no longer works.
+        let row: Option<(Uuid, String, String, bool)> = sqlx::query_as(
+            "SELECT t.id, t.org_id, t.role, o.keeps_cases FROM api_tokens t
+             JOIN organisations o ON o.id = t.org_id AND o.retired_at IS NULL
+             WHERE t.secret_hash = $1 AND t.revoked_at IS NULL",
+        )
+        .bind(hash(secret))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(token_id, org, role, org_keeps_cases)| {
+            Some(Principal { token_id, org: OrgId::parse(&org).ok()?, role: Role::parse(&role)?, org_keeps_cases })
         }))
     }
 

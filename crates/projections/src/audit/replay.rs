@@ -65,6 +65,11 @@ pub struct ReplayFilter {
     pub from_seq: Option<u64>,
     /// Up to this sequence.
     pub to_seq: Option<u64>,
+    /// Opens personal fields of this organisation's events only (an auditor of one
+    /// organisation); those of the others are shown `withheld`, their stored bytes and chain
+    /// links as for everyone, so the file verifies the same. `None`: every event's (an
+    /// auditor of the federation, an operator).
+    pub personal_of: Option<OrgId>,
 }
 
 impl ReplayFilter {
@@ -492,7 +497,13 @@ impl ChunkReader {
         };
         let stored: Vec<Option<relais_domain::envelope::StoredEventV1>> =
             batch.iter().map(|m| StoredEvent::decode(&m.payload).ok().map(StoredEvent::into_v1)).collect();
-        let key_ids: Vec<Uuid> = stored.iter().filter_map(|s| s.as_ref()?.sealed.as_ref().map(|x| x.key_id)).collect();
+        // Another organisation's fields are withheld from an auditor of one: its keys are not
+        // even looked up.
+        let opens = |s: &relais_domain::envelope::StoredEventV1| {
+            self.filter.personal_of.as_ref().is_none_or(|org| org.as_str() == s.org)
+        };
+        let key_ids: Vec<Uuid> =
+            stored.iter().filter_map(|s| s.as_ref().filter(|s| opens(s))?.sealed.as_ref().map(|x| x.key_id)).collect();
         let (links, quarantine, keys) = futures::try_join!(links, quarantine, self.keys_of(&key_ids))?;
         let links: HashMap<u64, Link> = links.into_iter().filter(|(s, _)| *s <= self.chained).collect();
         let mut quarantine: HashMap<i64, String> = quarantine.into_iter().collect();
@@ -502,6 +513,11 @@ impl ChunkReader {
             let envelope = stored.and_then(|s| {
                 // Only a destroyed key is an erasure; a key that is missing, damaged or does not
                 // open the fields is shown as such (as a subject access export does).
+                if s.sealed.is_some() && !opens(&s) {
+                    let mut envelope = s.open(None).ok()?;
+                    envelope.personal = relais_domain::envelope::PersonalState::Withheld;
+                    return Some(envelope);
+                }
                 let (personal, unreadable) = match s.sealed.as_ref().map(|sealed| (sealed, keys.get(&sealed.key_id))) {
                     None | Some((_, Some(KeyLookup::Erased))) => (None, false),
                     Some((sealed, Some(KeyLookup::Key(k)))) => match seal::open(k, s.id, sealed) {
