@@ -276,3 +276,50 @@ async fn a_projection_consumer_that_gets_nothing_while_more_is_stored_says_it_st
     let waited = tokio::time::timeout(PROJECTION_STALL + Duration::from_secs(1), consumer.next_batch(200)).await;
     assert!(waited.is_err(), "a consumer owed nothing waits: {:?}", waited.map(|b| b.map(|b| b.len())));
 }
+
+/// Projectors holding the lock of this database.
+async fn lock_holders(app: &TestApp) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database =
+           (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND ((classid::bigint << 32) | objid::bigint) = $1",
+    )
+    .bind(relais_projections::worker::PROJECTOR_LOCK)
+    .fetch_one(&app.pool)
+    .await
+    .expect("locks")
+}
+
+/// Two projectors on one database would share the durable consumers, each seeing part of the
+/// log: a second one (a rolling deploy) waits until the first stops, then takes over.
+#[tokio::test]
+async fn a_second_projector_on_the_same_database_waits_for_the_first_to_stop_then_takes_over() {
+    let app = spawn_app_with(ServeRole::Gateway).await;
+    let first = Application::build(&app.settings, ServeRole::Projector).await.expect("the first projector");
+    let stop_first = first.shutdown_token();
+    let first = tokio::spawn(first.run_until_stopped());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while lock_holders(&app).await != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the first projector never took the lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = Application::build(&app.settings, ServeRole::Projector).await.expect("the second projector");
+    let stop_second = second.shutdown_token();
+    let second = tokio::spawn(second.run_until_stopped());
+
+    let apo = app.token("apo", Role::Org).await;
+    assert_eq!(app.post_event(&apo, &guidance_requested("apo", "case-1", "cl-1")).await.status(), 201);
+    app.wait_for_views().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lock_holders(&app).await, 1, "one projector runs");
+
+    stop_first.cancel();
+    first.await.expect("joined").expect("the first stops cleanly");
+    assert_eq!(app.post_event(&apo, &guidance_requested("apo", "case-2", "cl-2")).await.status(), 201);
+    app.wait_for_views().await;
+    let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM caseload").fetch_one(&app.pool).await.expect("caseload");
+    assert_eq!(cases, 2, "the second projector took over");
+    assert_eq!(lock_holders(&app).await, 1);
+    stop_second.cancel();
+    second.await.expect("joined").expect("the second stops cleanly");
+}

@@ -338,6 +338,11 @@ pub fn views(settings: &ProjectorSettings) -> Vec<Arc<dyn View>> {
     ]
 }
 
+/// The advisory lock a running projector holds: one per database ("relais_p").
+pub const PROJECTOR_LOCK: i64 = 0x7265_6c61_6973_5f70;
+/// How often a running projector checks that it still holds its lock.
+const LOCK_CHECK: Duration = Duration::from_secs(5);
+
 /// The view of that name, configured by `settings`.
 pub fn view_named(settings: &ProjectorSettings, name: &str) -> Option<Arc<dyn View>> {
     views(settings).into_iter().find(|v| v.name() == name)
@@ -357,8 +362,68 @@ impl Projector {
     }
 
     /// Runs the validator and every view until `shutdown`; a failing worker is restarted from
-    /// its checkpoint after a pause, never taking the others down.
+    /// its checkpoint after a pause, never taking the others down. One projector runs per
+    /// database: a second one (a rolling deploy, a second `serve`) waits for the first to stop,
+    /// since two would share the durable consumers and each see part of the log.
     pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let Some(mut lock) = self.take_lock(&shutdown).await else { return };
+            let round = shutdown.child_token();
+            let workers = self.clone().run_workers(round.clone());
+            tokio::pin!(workers);
+            loop {
+                tokio::select! {
+                    _ = &mut workers => return,
+                    _ = tokio::time::sleep(LOCK_CHECK) => {
+                        if sqlx::query("SELECT 1").execute(&mut lock).await.is_ok() {
+                            continue;
+                        }
+                        // The lock went with its connection: another projector may take it.
+                        tracing::error!("the projector's database lock was lost: its workers stop, then it waits for the lock");
+                        round.cancel();
+                        (&mut workers).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Holds the projector lock on a connection of its own (`None` on shutdown), waiting while
+    /// another projector holds it.
+    async fn take_lock(&self, shutdown: &CancellationToken) -> Option<sqlx::PgConnection> {
+        let mut told = false;
+        loop {
+            let attempt = async {
+                let mut conn = self.db.pool().acquire().await?.detach();
+                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                    .bind(PROJECTOR_LOCK)
+                    .fetch_one(&mut conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(locked.then_some(conn))
+            };
+            match attempt.await {
+                Ok(Some(conn)) => {
+                    if told {
+                        tracing::info!("the other projector stopped: this one runs");
+                    }
+                    return Some(conn);
+                }
+                Ok(None) if !told => {
+                    tracing::warn!("another projector runs on this database: waiting until it stops");
+                    told = true;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot take the projector lock; retrying"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn run_workers(self, shutdown: CancellationToken) {
         let initial = checkpoint(self.db.pool(), VALIDATOR).await.unwrap_or(0);
         let (validated_tx, validated_rx) =
             watch::channel(Judged { upto: initial, since: initial, last_quarantined: None });
