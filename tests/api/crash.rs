@@ -76,3 +76,42 @@ async fn a_projector_killed_at_random_points_ends_with_the_view_of_an_uninterrup
     clean_pool.close().await;
     drop_database(&clean_db).await;
 }
+
+/// PostgreSQL may lose its last commits in a crash (ADR-8: `synchronous_commit = off`) while
+/// the projector runs on: here the validator's verdict on a quarantined event and its
+/// checkpoint are "lost" (rewound and deleted), and the views rewound too. Neither the views
+/// (told by the validator, in memory, that the event was judged) nor the validator (which
+/// left its checkpoint further on) may build on the lost commit: the event is judged again,
+/// quarantined again, and never applied.
+#[tokio::test]
+async fn verdicts_lost_by_a_database_crash_are_judged_again_before_any_view_applies_their_events() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", relais_projections::Role::Org).await;
+    assert_eq!(app.post_event(&apo, &guidance_requested("apo", "case-1", "cl-1")).await.status(), 201);
+    // An intervention on a case that does not exist: stored, then quarantined.
+    assert_eq!(app.post_event(&apo, &intervention("apo", "case-none", "cl-9", "informing")).await.status(), 201);
+    app.wait_for_views().await;
+    let quarantined = |app: &TestApp| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine ORDER BY seq")
+                .fetch_all(&pool)
+                .await
+                .expect("rows")
+        }
+    };
+    assert_eq!(quarantined(&app).await, [2]);
+
+    // The crash loses the commits from sequence 2 on: verdicts, ledger rows, checkpoints.
+    sqlx::query("DELETE FROM quarantine WHERE seq >= 2").execute(&app.pool).await.expect("lost");
+    sqlx::query("DELETE FROM event_ledger WHERE seq >= 2").execute(&app.pool).await.expect("lost");
+    sqlx::query("UPDATE projection_checkpoints SET seq = 1 WHERE seq >= 2").execute(&app.pool).await.expect("lost");
+
+    // The projector carries on with the next event.
+    assert_eq!(app.post_event(&apo, &guidance_requested("apo", "case-2", "cl-2")).await.status(), 201);
+    app.wait_for_views().await;
+    assert_eq!(quarantined(&app).await, [2], "the lost verdict is judged again");
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM case_timeline ORDER BY seq").fetch_all(&app.pool).await.expect("timeline");
+    assert_eq!(applied, [1, 3], "the quarantined event is never applied");
+}

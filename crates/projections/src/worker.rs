@@ -172,6 +172,23 @@ pub enum WorkerError {
         /// Where the checkpoint now is.
         found: u64,
     },
+    /// The validator's checkpoint is behind what this worker was told it judged (PostgreSQL
+    /// lost its last commits in a crash, ADR-8): the worker restarts and waits for the
+    /// validator to judge those events again.
+    #[error("the validator has judged up to {judged}, not {wanted}")]
+    NotJudged {
+        /// What the batch needs judged.
+        wanted: u64,
+        /// Where the validator's checkpoint is.
+        judged: u64,
+    },
+    /// The validator's checkpoint is not where the validator left it (PostgreSQL lost its
+    /// last commits in a crash): it restarts from its checkpoint, judging those events again.
+    #[error("the validator's checkpoint is not at {expected}")]
+    ValidatorRewound {
+        /// Where the validator left it.
+        expected: u64,
+    },
 }
 
 /// What the validator of this process has judged, as the views' worker waits for it.
@@ -227,9 +244,24 @@ pub(crate) async fn claim_checkpoints(
     names: &[&str],
     expected: &[u64],
 ) -> Result<(), WorkerError> {
-    const LOCK: &str =
-        "SELECT projection, seq FROM projection_checkpoints WHERE projection = ANY($1) ORDER BY projection FOR UPDATE";
-    let mut found: Vec<(String, i64)> = sqlx::query_as(LOCK).bind(names).fetch_all(&mut *tx).await?;
+    claim_judged_checkpoints(tx, names, expected, 0).await
+}
+
+/// [`claim_checkpoints`], checking in the same round trip that the validator's checkpoint has
+/// reached `judged`: the views apply only what the validator's committed verdicts cover, even
+/// when PostgreSQL lost the validator's last commits in a crash while the worker was told
+/// otherwise.
+pub(crate) async fn claim_judged_checkpoints(
+    tx: &mut PgConnection,
+    names: &[&str],
+    expected: &[u64],
+    judged: u64,
+) -> Result<(), WorkerError> {
+    const LOCK: &str = "SELECT p.projection, p.seq,
+           coalesce((SELECT v.seq FROM projection_checkpoints v WHERE v.projection = $2), 0) AS judged
+         FROM projection_checkpoints p WHERE p.projection = ANY($1) ORDER BY p.projection FOR UPDATE OF p";
+    let mut found: Vec<(String, i64, i64)> =
+        sqlx::query_as(LOCK).bind(names).bind(VALIDATOR).fetch_all(&mut *tx).await?;
     // A projection's first batch has no row to lock yet: create the missing rows, then lock all
     // (once per projection's life, so the usual batch pays one round trip here).
     if found.len() < names.len() {
@@ -239,10 +271,15 @@ pub(crate) async fn claim_checkpoints(
         .bind(names)
         .execute(&mut *tx)
         .await?;
-        found = sqlx::query_as(LOCK).bind(names).fetch_all(&mut *tx).await?;
+        found = sqlx::query_as(LOCK).bind(names).bind(VALIDATOR).fetch_all(&mut *tx).await?;
+    }
+    if let Some((_, _, at)) = found.first()
+        && (*at as u64) < judged
+    {
+        return Err(WorkerError::NotJudged { wanted: judged, judged: *at as u64 });
     }
     for (name, want) in names.iter().zip(expected) {
-        let got = found.iter().find(|(n, _)| n == name).map(|(_, s)| *s as u64).unwrap_or(0);
+        let got = found.iter().find(|(n, _, _)| n == name).map(|(_, s, _)| *s as u64).unwrap_or(0);
         if got != *want {
             return Err(WorkerError::CheckpointMoved { expected: *want, found: got });
         }
@@ -278,13 +315,19 @@ pub(crate) async fn set_checkpoints(tx: &mut PgConnection, names: &[&str], seqs:
 /// where its value is read, so that it runs.
 macro_rules! unflushed_batch_with_checkpoint {
     ($($cte:expr),+) => {
+        $crate::worker::unflushed_batch_with_checkpoint!(
+            @when "projection_checkpoints.seq IS DISTINCT FROM EXCLUDED.seq"; $($cte),+
+        )
+    };
+    // `when`: the condition on the checkpoint row for it to move (a guard on where it is).
+    (@when $when:literal; $($cte:expr),+) => {
         concat!(
             "WITH flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off), ",
             $($cte, ", ",)+
             "moved AS (
                INSERT INTO projection_checkpoints (projection, seq) VALUES ($1, $2)
                ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
-               WHERE projection_checkpoints.seq IS DISTINCT FROM EXCLUDED.seq
+               WHERE ", $when, "
                RETURNING projection, seq)
              SELECT pg_notify($3, m.projection || ' ' || m.seq), f.off FROM moved m, flush f"
         )
@@ -559,7 +602,7 @@ impl Projector {
                 continue;
             };
             let span = tracing::info_span!("projection.validate", events = batch.len(), last_seq = last);
-            let quarantined = self.validate_batch(&batch, &mut rules, last).instrument(span).await?;
+            let quarantined = self.validate_batch(&batch, &mut rules, done, last).instrument(span).await?;
             consumer.ack_delivered().await?;
             done = last;
             judged = Judged { upto: done, last_quarantined: quarantined.or(judged.last_quarantined), ..judged };
@@ -573,6 +616,7 @@ impl Projector {
         &self,
         batch: &[LogMessage],
         rules: &mut crate::rules::RuleBook,
+        done: u64,
         last: u64,
     ) -> Result<Option<u64>, WorkerError> {
         let pool = self.db.pool();
@@ -610,7 +654,11 @@ impl Projector {
         // at a later sequence (the gateway recorded a later copy, stored after one published
         // without a message id, before this copy was judged) moves to this one, so that the
         // later copy is judged a duplicate.
-        sqlx::query(unflushed_batch_with_checkpoint!(
+        // The checkpoint moves only from where this validator left it (`$13`): if PostgreSQL
+        // lost its last commits in a crash, it is elsewhere, nothing moves, and the validator
+        // restarts from it (the rows written here are written again, idempotently).
+        let moved = sqlx::query(unflushed_batch_with_checkpoint!(
+            @when "projection_checkpoints.seq = $13";
             concat!("ledger AS (", crate::ledger::insert_rows!("$4", "$5", "$6"), ")"),
             "first_copies AS (
                UPDATE event_ledger l SET seq = u.seq FROM UNNEST($4::uuid[], $5::int8[]) AS u(event_id, seq)
@@ -632,8 +680,12 @@ impl Projector {
         .bind(&q_detail)
         .bind(&q_payload)
         .bind(&q_event_id)
-        .execute(pool)
+        .bind(done as i64)
+        .fetch_all(pool)
         .await?;
+        if moved.is_empty() {
+            return Err(WorkerError::ValidatorRewound { expected: done });
+        }
         tracing::debug!(
             events = batch.len(),
             judged_ms = judged.as_millis() as u64,
@@ -860,10 +912,13 @@ impl Projector {
                 _ = shutdown.cancelled() => return Err(WorkerError::Shutdown),
                 r = validated.wait_for(|v| v.upto >= last) => { r.map_err(|_| WorkerError::Shutdown)?; }
             }
+            let mut tx = begin_projection(pool).await?;
+            claim_judged_checkpoints(&mut tx, &names, &done, last).await?;
+            // Read after the claim: the verdicts it sees are those whose commit the claim saw.
             let quarantined = if validated.borrow().none_quarantined_from(first) {
                 HashSet::new()
             } else {
-                quarantined_between(pool, first, last).await?
+                quarantined_between(&mut *tx, first, last).await?
             };
             let batch: Vec<&LogMessage> =
                 batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
@@ -879,8 +934,6 @@ impl Projector {
                 })
                 .collect();
             let judged = started.elapsed();
-            let mut tx = begin_projection(pool).await?;
-            claim_checkpoints(&mut tx, &names, &done).await?;
             // Where a batch's time goes, per view, for the debug log (tuning).
             let mut spent = String::new();
             for (view, at) in views.iter().zip(&done) {
@@ -933,11 +986,15 @@ impl Projector {
 }
 
 /// The quarantined sequences between `first` and `last`.
-pub(crate) async fn quarantined_between(pool: &PgPool, first: u64, last: u64) -> Result<HashSet<i64>, sqlx::Error> {
+pub(crate) async fn quarantined_between(
+    db: impl sqlx::PgExecutor<'_>,
+    first: u64,
+    last: u64,
+) -> Result<HashSet<i64>, sqlx::Error> {
     Ok(sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq BETWEEN $1 AND $2")
         .bind(first as i64)
         .bind(last as i64)
-        .fetch_all(pool)
+        .fetch_all(db)
         .await?
         .into_iter()
         .collect())
