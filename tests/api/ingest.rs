@@ -186,6 +186,26 @@ async fn expectedversion_detects_a_concurrent_change() {
     assert_eq!(app.post_event(&token, &stale).await.status(), 201);
 }
 
+/// The case's version is what `expectedversion` must name, even after a quarantined message
+/// on the case (the broker counts every message stored on the subject).
+#[tokio::test]
+async fn the_version_of_a_case_is_its_expected_version_even_after_a_quarantined_message() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    assert_eq!(app.post_event(&token, &guidance_requested("apo", "case-1", "cl-1")).await.status(), 201);
+    // The same request again: stored, then quarantined (the case is already open).
+    assert_eq!(app.post_event(&token, &guidance_requested("apo", "case-1", "cl-1")).await.status(), 201);
+    app.wait_for_views().await;
+    let quarantined: i64 = sqlx::query_scalar("SELECT count(*) FROM quarantine").fetch_one(&app.pool).await.expect("n");
+    assert_eq!(quarantined, 1);
+    let case = app.get_json(&token, "/v1/orgs/apo/cases/case-1", 200).await;
+    assert_eq!(case["version"], 2, "{case}");
+    let mut accepted = guidance_accepted("apo", "case-1", "cl-1");
+    accepted["expectedversion"] = case["version"].clone();
+    let r = app.post_event(&token, &accepted).await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+}
+
 #[tokio::test]
 async fn a_duplicate_published_directly_on_nats_and_over_http_is_stored_once() {
     let app = spawn_app().await;

@@ -201,7 +201,7 @@ fn view_schemas() -> Map<String, Value> {
         "last_contact_at": date_time_or_null(),
         "language": string_or_null(),
         "last_event_at": date_time(),
-        "version": described(integer(), "stream sequence of the case's last event: the value for `expectedversion`") })));
+        "version": described(integer(), "stream sequence of the last message stored on the case (an applied event, or one the validator quarantined): the value for `expectedversion`") })));
     s.insert("CasePage".into(), page("Case", "cases"));
     s.insert("CaseAsOf".into(), object("A case as it stood at a moment, rebuilt from its events in the log (GET .../cases/{case}?as_of=; relais_projections::audit::as_of::CaseAsOf). Not the caseload row.", &[], json!({
         "org": string(),

@@ -85,7 +85,8 @@ pub struct CaseRow {
     pub language: Option<String>,
     /// Last event of the case.
     pub last_event_at: DateTime<Utc>,
-    /// Stream sequence of the case's last event: the value for `expectedversion`.
+    /// Stream sequence of the case's last applied event; [`get`] answers the later of it and
+    /// the case's last quarantined message: the value for `expectedversion`.
     pub version: i64,
 }
 
@@ -569,11 +570,20 @@ pub async fn list(pool: &PgPool, org: &OrgId, filter: &CaseFilter) -> Result<Vec
 
 /// One case of an organisation.
 pub async fn get(pool: &PgPool, org: &OrgId, case_id: &str) -> Result<Option<CaseRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM caseload WHERE org_id = $1 AND case_id = $2")
+    let row: Option<CaseRow> = sqlx::query_as("SELECT * FROM caseload WHERE org_id = $1 AND case_id = $2")
         .bind(org.as_str())
         .bind(case_id)
         .fetch_optional(pool)
-        .await
+        .await?;
+    let Some(mut row) = row else { return Ok(None) };
+    // The broker checks `expectedversion` against the last message stored on the case's
+    // subject, a quarantined one included: the version is the later of the last applied
+    // event and the last quarantined message.
+    let subject = format!("{}.{org}.{}.{case_id}", relais_eventlog::subjects::PREFIX, AggregateKind::Cases.as_str());
+    let refused: Option<i64> =
+        sqlx::query_scalar("SELECT max(seq) FROM quarantine WHERE subject = $1").bind(&subject).fetch_one(pool).await?;
+    row.version = row.version.max(refused.unwrap_or(0));
+    Ok(Some(row))
 }
 
 /// What is coming up for an organisation's cases between two days (inclusive), by day;
