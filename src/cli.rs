@@ -176,6 +176,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         format!("--role must be one of org, coordinator, auditor, admin, not {role:?}")
                     })?;
                     let (id, secret) = tokens.create(&org, role, &label).await?;
+                    // Who may read what changed: recorded like any access (never the secret).
+                    relais_projections::access::record_operator(
+                        db.pool(),
+                        "token.create",
+                        &format!("tokens/{id}"),
+                        crate::audit_cli::operator_detail(serde_json::json!({
+                            "org": org.as_str(), "role": role.as_str(), "label": label })),
+                    )
+                    .await?;
                     // The secret alone on stdout, for scripts; the id (to revoke it) on stderr.
                     println!("{secret}");
                     eprintln!("created token {id} ({} for {org}); the secret above is shown only once", role.as_str());
@@ -197,6 +206,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 TokenCommand::Revoke { id } => {
                     if tokens.revoke(id).await? {
+                        relais_projections::access::record_operator(
+                            db.pool(),
+                            "token.revoke",
+                            &format!("tokens/{id}"),
+                            crate::audit_cli::operator_detail(serde_json::json!({})),
+                        )
+                        .await?;
                         println!("revoked {id}");
                     } else {
                         anyhow::bail!("no active token {id}");

@@ -107,6 +107,27 @@ async fn a_token_is_shown_once_stored_as_a_hash_listed_without_secret_and_refuse
     assert!(!out.status.success());
     assert!(stdout.is_empty() && stderr.contains("--role"), "{stderr}");
     assert_eq!(token_count(&app).await, before);
+
+    // Creating and revoking a token are recorded, by the operator, never with the secret.
+    let recorded: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT role, action, resource FROM access_log WHERE action LIKE 'token.%' ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("access log");
+    let resource = format!("tokens/{id}");
+    assert_eq!(
+        recorded,
+        [("operator", "token.create"), ("operator", "token.revoke")].map(|(r, a)| (
+            r.to_owned(),
+            a.to_owned(),
+            resource.clone()
+        ))
+    );
+    let log: String = sqlx::query_scalar("SELECT string_agg(row_to_json(a)::text, ' ') FROM access_log a")
+        .fetch_one(&app.pool)
+        .await
+        .expect("access log");
+    assert!(!log.contains(random_part), "no secret in the access log");
 }
 
 /// Collects what is exported to an OTLP/HTTP collector.
