@@ -69,6 +69,15 @@ pub struct Plan {
     pub capacity: u16,
     /// The first day.
     pub starts_on: NaiveDate,
+    /// The partner organisations, who run it with the organiser.
+    pub partners: Vec<OrgId>,
+}
+
+impl Plan {
+    /// Whether `org` runs the activity: its organiser or a partner.
+    pub fn is_run_by(&self, org: &OrgId) -> bool {
+        self.organiser == *org || self.partners.contains(org)
+    }
 }
 
 /// The state of one activity, folded from its events. `Default`: never seen.
@@ -218,6 +227,10 @@ pub enum DomainError {
     /// An evaluation before any session.
     #[error("no session was held yet")]
     NoSessionHeld,
+    /// A session, an evaluation or a needs survey of a planned activity from an organisation
+    /// that does not run it.
+    #[error("only the organiser or a partner records this")]
+    NotRunByOrganisation,
 }
 
 impl DomainError {
@@ -241,6 +254,7 @@ impl DomainError {
             Self::DidNotDropOut => "did_not_drop_out",
             Self::FeedbackAlreadyHeld => "feedback_already_held",
             Self::NoSessionHeld => "no_session_held",
+            Self::NotRunByOrganisation => "not_organiser_or_partner",
         }
     }
 
@@ -328,6 +342,11 @@ impl DomainError {
                 "Aucune séance n'a encore eu lieu.",
                 "No session was held yet.",
             ),
+            Self::NotRunByOrganisation => Labels::new(
+                "Alleen de organisator of een partner van de activiteit registreert dit.",
+                "Seul l'organisateur ou un partenaire de l'activité enregistre ceci.",
+                "Only the activity's organiser or a partner records this.",
+            ),
         }
     }
 }
@@ -344,7 +363,9 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
         return Err(DomainError::NotAnActivityEvent { event_type: event.data.event_type().to_owned() });
     }
     match &event.data {
-        EventData::NeedsSurveyRecorded(_) => Ok(()),
+        // Before planning, a survey is anyone's groundwork; once planned, the activity is its
+        // organiser's and partners' to record on.
+        EventData::NeedsSurveyRecorded(_) => run_by_sender(state, event),
         EventData::ActivityPlanned(_) => {
             if state.plan.is_some() {
                 Err(DomainError::AlreadyPlanned)
@@ -383,6 +404,7 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
         }
         EventData::SessionHeld(d) => {
             let plan = running(state)?;
+            run_by_sender(state, event)?;
             if state.sessions.contains(&d.session_number) {
                 return Err(DomainError::SessionAlreadyHeld { session_number: d.session_number });
             }
@@ -411,9 +433,18 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
         }
         EventData::ActivityEvaluated(_) => {
             running(state)?;
+            run_by_sender(state, event)?;
             if state.sessions.is_empty() { Err(DomainError::NoSessionHeld) } else { Ok(()) }
         }
         other => Err(DomainError::NotAnActivityEvent { event_type: other.event_type().to_owned() }),
+    }
+}
+
+/// A planned activity's sessions, evaluation and surveys come from its organiser or a partner.
+fn run_by_sender(state: &State, event: &Envelope) -> Result<(), DomainError> {
+    match &state.plan {
+        Some(plan) if !plan.is_run_by(&event.org) => Err(DomainError::NotRunByOrganisation),
+        _ => Ok(()),
     }
 }
 
@@ -424,7 +455,13 @@ pub fn evolve(mut state: State, event: &Envelope) -> State {
         EventData::NeedsSurveyRecorded(_) => state.surveys += 1,
         EventData::ActivityPlanned(d) => {
             state.plan =
-                Some(Plan { organiser: event.org.clone(), kind: d.kind, capacity: d.capacity, starts_on: d.starts_on });
+                Some(Plan {
+                    organiser: event.org.clone(),
+                    kind: d.kind,
+                    capacity: d.capacity,
+                    starts_on: d.starts_on,
+                    partners: d.partners.clone(),
+                });
         }
         EventData::RegistrationReceived(d) if present => {
             state.roster.insert(
@@ -744,6 +781,27 @@ mod tests {
         .then_error(DomainError::SessionBeforeStart { starts_on: date(9, 15) });
         g.when(&on("coordination", (9, 22)), Command::HoldSession(session(2, 0, 1)))
             .then(vec![session(2, 0, 1).into()]);
+    }
+
+    #[test]
+    fn only_the_organiser_or_a_partner_holds_sessions_evaluates_and_surveys_a_planned_activity() {
+        // Planned by the coordinators with caw-brussel as partner (the example's).
+        let g = given::<Activity>([planned_with(2), ev("coordination", (9, 15), session(1, 0, 0))]);
+        g.when(&on("dsr", (9, 22)), Command::HoldSession(session(2, 0, 0)))
+            .then_error(DomainError::NotRunByOrganisation);
+        g.when(&on("dsr", (12, 1)), Command::Evaluate(ActivityEvaluated::example()))
+            .then_error(DomainError::NotRunByOrganisation);
+        g.when(&on("dsr", (9, 22)), Command::RecordNeedsSurvey(NeedsSurveyRecorded::example()))
+            .then_error(DomainError::NotRunByOrganisation);
+        g.when(&on("caw-brussel", (9, 22)), Command::HoldSession(session(2, 0, 0)))
+            .then(vec![session(2, 0, 0).into()]);
+        g.when(&on("coordination", (12, 1)), Command::Evaluate(ActivityEvaluated::example()))
+            .then(vec![ActivityEvaluated::example().into()]);
+        // Before it is planned, a needs survey is anyone's groundwork.
+        given::<Activity>([])
+            .when(&on("dsr", (8, 1)), Command::RecordNeedsSurvey(NeedsSurveyRecorded::example()))
+            .then(vec![NeedsSurveyRecorded::example().into()]);
+        assert_eq!(DomainError::NotRunByOrganisation.code(), "not_organiser_or_partner");
     }
 
     #[test]
