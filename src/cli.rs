@@ -175,8 +175,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let role = Role::parse(&role).with_context(|| {
                         format!("--role must be one of org, coordinator, auditor, admin, not {role:?}")
                     })?;
-                    let (id, secret) = tokens.create(&org, role, &label).await?;
-                    // Who may read what changed: recorded like any access (never the secret).
+                    // Who may read what changes: recorded before, like any access (never the
+                    // secret), so no token exists unrecorded.
+                    let id = uuid::Uuid::new_v4();
                     relais_projections::access::record_operator(
                         db.pool(),
                         "token.create",
@@ -185,6 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "org": org.as_str(), "role": role.as_str(), "label": label })),
                     )
                     .await?;
+                    let (id, secret) = tokens.create_as(id, &org, role, &label).await?;
                     // The secret alone on stdout, for scripts; the id (to revoke it) on stderr.
                     println!("{secret}");
                     eprintln!("created token {id} ({} for {org}); the secret above is shown only once", role.as_str());

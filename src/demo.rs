@@ -180,9 +180,15 @@ fn redact(url: &str) -> String {
 /// Relais' views or ledger would be ahead of it (its views would skip the demo's events) and
 /// would receive synthetic data. Only an empty one is used.
 async fn refuse_used_database(url: &str) -> anyhow::Result<()> {
-    let pool = sqlx::PgPool::connect(url)
-        .await
-        .with_context(|| format!("cannot reach the database of RELAIS_DATABASE_URL ({})", redact(url)))?;
+    let pool = match sqlx::PgPool::connect(url).await {
+        Ok(pool) => pool,
+        // A database that does not exist yet is empty: Relais creates it.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => return Ok(()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot reach the database of RELAIS_DATABASE_URL ({})", redact(url)));
+        }
+    };
     let used: bool = sqlx::query_scalar(
         "SELECT to_regclass('projection_checkpoints') IS NOT NULL OR to_regclass('event_ledger') IS NOT NULL",
     )

@@ -167,7 +167,12 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 operator_detail(serde_json::json!({ "input": input.display().to_string(), "keys": backup.keys.len() })),
             )
             .await?;
-            let erased = erasure::erasures_in_log(&infra.stream, infra.db.pool()).await?;
+            let (erased, not_relais) = erasure::erasures_in_log(&infra.stream, &settings.audit.admission_key).await?;
+            if not_relais > 0 {
+                eprintln!(
+                    "{not_relais} erasure messages in the log were not appended by Relais (no valid gateway admission tag, or another organisation's subject): not applied"
+                );
+            }
             let progress = bar(backup.keys.len() as u64, "restoring data keys");
             let report = infra.keys.restore(&backup, &erased, 1000, |n| progress.set_position(n)).await?;
             progress.finish_and_clear();

@@ -116,9 +116,12 @@ impl Application {
     /// (port 0 picks a free port: see [`Application::port`]).
     pub async fn build(settings: &Settings, role: ServeRole) -> anyhow::Result<Self> {
         let infra = Infra::connect(settings, &format!("relais-{role:?}").to_lowercase()).await?;
-        // The serving configuration is the registry: an organisation taken out of it is retired.
-        for org in infra.db.retire_organisations_not_in(&settings.organisations).await? {
-            tracing::warn!(org = %org, "organisation no longer in the registry: retired, its tokens stop working");
+        // The gateway's configuration is the registry its tokens answer to: an organisation
+        // taken out of it is retired (the projector, which answers no token, leaves it alone).
+        if matches!(role, ServeRole::All | ServeRole::Gateway) {
+            for org in infra.db.retire_organisations_not_in(&settings.organisations).await? {
+                tracing::warn!(org = %org, "organisation no longer in the registry: retired, its tokens stop working");
+            }
         }
         let shutdown = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();

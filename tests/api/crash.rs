@@ -115,3 +115,27 @@ async fn verdicts_lost_by_a_database_crash_are_judged_again_before_any_view_appl
         sqlx::query_scalar("SELECT seq FROM case_timeline ORDER BY seq").fetch_all(&app.pool).await.expect("timeline");
     assert_eq!(applied, [1, 3], "the quarantined event is never applied");
 }
+
+/// As above, but nothing new comes to the log after the crash: the views (restarted by their
+/// clock, which finds their checkpoints moved) must wait for the validator, which finds, idle,
+/// that its checkpoint is not where it left it, and judges the lost verdicts again.
+#[tokio::test]
+async fn verdicts_lost_while_the_log_is_quiet_are_judged_again_before_the_views_apply_their_events() {
+    let app = spawn_app_with_settings(ServeRole::All, |s| s.clock_tick = Duration::from_millis(100)).await;
+    let apo = app.token("apo", relais_projections::Role::Org).await;
+    assert_eq!(app.post_event(&apo, &guidance_requested("apo", "case-1", "cl-1")).await.status(), 201);
+    assert_eq!(app.post_event(&apo, &intervention("apo", "case-none", "cl-9", "informing")).await.status(), 201);
+    app.wait_for_views().await;
+    sqlx::query("DELETE FROM quarantine WHERE seq >= 2").execute(&app.pool).await.expect("lost");
+    sqlx::query("DELETE FROM event_ledger WHERE seq >= 2").execute(&app.pool).await.expect("lost");
+    sqlx::query("UPDATE projection_checkpoints SET seq = 1 WHERE seq >= 2").execute(&app.pool).await.expect("lost");
+    // Let the views' clock find their checkpoints moved and restart, before anything else.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_for_views().await;
+    let quarantined: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM quarantine ORDER BY seq").fetch_all(&app.pool).await.expect("rows");
+    assert_eq!(quarantined, [2], "the lost verdict is judged again");
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM case_timeline ORDER BY seq").fetch_all(&app.pool).await.expect("timeline");
+    assert_eq!(applied, [1], "the quarantined event is never applied");
+}

@@ -227,6 +227,7 @@ impl TestApp {
             .env("RELAIS_KEK", &self.kek_b64.0)
             .env("RELAIS_CLIENT_REF_PEPPER", &self.kek_b64.1)
             .env("RELAIS_CONSUMER_PREFIX", "cli")
+            .env("RELAIS_ADMISSION_KEY", &self.audit_b64.1)
             .env("RUST_LOG", "error")
             .kill_on_drop(true);
         c
@@ -251,11 +252,13 @@ impl TestApp {
         stream.info().await.expect("stream info").state.messages
     }
 
-    /// The admission tag of the message stored at `sequence` (`None` if it has none).
-    pub async fn admission_at(&self, sequence: u64) -> Option<String> {
+    /// Who admitted the message stored at `sequence`, as its tag shows under this
+    /// application's admission key.
+    pub async fn admission_at(&self, sequence: u64) -> relais_audit::Admission {
         let stream = self.js.get_stream("RELAIS").await.expect("stream exists");
         let message = stream.get_raw_message(sequence).await.expect("a message at this sequence");
-        message.headers.get(relais_eventlog::headers::ADMISSION).map(|v| v.as_str().to_owned())
+        let tag = message.headers.get(relais_eventlog::headers::ADMISSION).map(|v| v.as_str().to_owned());
+        self.settings.audit.admission_key.check(tag.as_deref(), &message.subject, &message.payload)
     }
 
     pub async fn stream_last_sequence(&self) -> u64 {

@@ -200,6 +200,8 @@ async fn the_version_of_a_case_is_its_expected_version_even_after_a_quarantined_
     assert_eq!(quarantined, 1);
     let case = app.get_json(&token, "/v1/orgs/apo/cases/case-1", 200).await;
     assert_eq!(case["version"], 2, "{case}");
+    let listed = app.get_json(&token, "/v1/orgs/apo/cases", 200).await;
+    assert_eq!(listed["items"][0]["version"], 2, "the list says the same: {listed}");
     let mut accepted = guidance_accepted("apo", "case-1", "cl-1");
     accepted["expectedversion"] = case["version"].clone();
     let r = app.post_event(&token, &accepted).await;

@@ -541,7 +541,7 @@ pub async fn list(pool: &PgPool, org: &OrgId, filter: &CaseFilter) -> Result<Vec
         Some((at, id)) => (Some(*at), Some(id.clone())),
         None => (None, None),
     };
-    sqlx::query_as(
+    let rows: Vec<CaseRow> = sqlx::query_as(
         "SELECT * FROM caseload WHERE org_id = $1
            AND ($2::text IS NULL OR status = $2)
            AND ($3::bool IS NULL OR in_detention = $3)
@@ -565,7 +565,8 @@ pub async fn list(pool: &PgPool, org: &OrgId, filter: &CaseFilter) -> Result<Vec
     .bind(&filter.life_domain)
     .bind(filter.active_since)
     .fetch_all(pool)
-    .await
+    .await?;
+    with_refused_versions(pool, org, rows).await
 }
 
 /// One case of an organisation.
@@ -575,15 +576,39 @@ pub async fn get(pool: &PgPool, org: &OrgId, case_id: &str) -> Result<Option<Cas
         .bind(case_id)
         .fetch_optional(pool)
         .await?;
-    let Some(mut row) = row else { return Ok(None) };
-    // The broker checks `expectedversion` against the last message stored on the case's
-    // subject, a quarantined one included: the version is the later of the last applied
-    // event and the last quarantined message.
-    let subject = format!("{}.{org}.{}.{case_id}", relais_eventlog::subjects::PREFIX, AggregateKind::Cases.as_str());
-    let refused: Option<i64> =
-        sqlx::query_scalar("SELECT max(seq) FROM quarantine WHERE subject = $1").bind(&subject).fetch_one(pool).await?;
-    row.version = row.version.max(refused.unwrap_or(0));
-    Ok(Some(row))
+    let Some(row) = row else { return Ok(None) };
+    Ok(with_refused_versions(pool, org, vec![row]).await?.pop())
+}
+
+/// The broker checks `expectedversion` against the last message stored on a case's subject, a
+/// quarantined one included: each row's version becomes the later of its last applied event
+/// and its last quarantined message (one indexed lookup for the rows).
+async fn with_refused_versions(
+    pool: &PgPool,
+    org: &OrgId,
+    mut rows: Vec<CaseRow>,
+) -> Result<Vec<CaseRow>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(rows);
+    }
+    let subject = |case_id: &str| {
+        format!("{}.{org}.{}.{case_id}", relais_eventlog::subjects::PREFIX, AggregateKind::Cases.as_str())
+    };
+    let subjects: Vec<String> = rows.iter().map(|r| subject(&r.case_id)).collect();
+    let refused: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT subject, max(seq) FROM quarantine WHERE subject = ANY($1) GROUP BY subject",
+    )
+    .bind(&subjects)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    for (row, subject) in rows.iter_mut().zip(&subjects) {
+        if let Some(seq) = refused.get(subject) {
+            row.version = row.version.max(*seq);
+        }
+    }
+    Ok(rows)
 }
 
 /// What is coming up for an organisation's cases between two days (inclusive), by day;

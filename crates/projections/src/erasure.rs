@@ -353,17 +353,20 @@ pub struct LoggedErasure {
 
 /// Every erasure recorded in the log, in order, read with one direct get per erasure event
 /// (subjects `relais.ev.*.clients.*`): what a key store restore applies again. Only erasures
-/// the validator admitted count: messages that do not decode as erasures, erasures it
-/// quarantined (published directly for a key that was not destroyed, or on another
-/// organisation's subject) and erasures whose subject names another organisation than their
-/// payload are skipped, so that a restore never destroys a key the log did not lawfully
-/// erase. Whoever applies an erasure checks that its organisation owns the key.
+/// Relais itself appended count: on their own organisation's subject, with a valid gateway
+/// admission tag (`admission`, the deployment's key). Erasures are never published by
+/// organisations (the ingest endpoint refuses them, and one published directly is
+/// quarantined), so a forged one, or one that names another organisation's key, is not
+/// applied: a restore never destroys a key the log did not lawfully erase. The judgement
+/// rests on the log alone, not on the quarantine, which a lost database does not hold.
+/// Returns the erasures, and how many erasure messages were not Relais's.
 pub async fn erasures_in_log(
     stream: &async_nats::jetstream::stream::Stream,
-    pool: &PgPool,
-) -> Result<Vec<LoggedErasure>, ErasureError> {
+    admission: &relais_audit::AdmissionKey,
+) -> Result<(Vec<LoggedErasure>, u64), ErasureError> {
     let filter = format!("{}.*.{}.*", subjects::PREFIX, AggregateKind::Clients.as_str());
     let mut out = Vec::new();
+    let mut not_relais = 0;
     for m in relais_eventlog::reader::messages_matching(stream, &filter).await.map_err(ErasureError::Read)? {
         let Ok(stored) = StoredEvent::decode(&m.payload) else { continue };
         let Ok(envelope) = stored.v1().open(None) else { continue };
@@ -371,10 +374,13 @@ pub async fn erasures_in_log(
             continue;
         }
         let on_own_subject = subjects::parse_event_subject(&m.subject).is_some_and(|(org, _)| org == envelope.org);
-        if !on_own_subject {
+        let admitted =
+            admission.check(m.admission.as_deref(), &m.subject, &m.payload) == relais_audit::Admission::Gateway;
+        let Ok(key_id) = Uuid::parse_str(envelope.subject.id()) else { continue };
+        if !(on_own_subject && admitted) {
+            not_relais += 1;
             continue;
         }
-        let Ok(key_id) = Uuid::parse_str(envelope.subject.id()) else { continue };
         out.push(LoggedErasure {
             key_id,
             org: envelope.org.to_string(),
@@ -382,16 +388,7 @@ pub async fn erasures_in_log(
             sequence: m.sequence,
         });
     }
-    let sequences: Vec<i64> = out.iter().map(|e| e.sequence as i64).collect();
-    let quarantined: std::collections::HashSet<i64> =
-        sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq = ANY($1)")
-            .bind(&sequences)
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
-    out.retain(|e| !quarantined.contains(&(e.sequence as i64)));
-    Ok(out)
+    Ok((out, not_relais))
 }
 
 #[cfg(test)]

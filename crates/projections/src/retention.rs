@@ -185,6 +185,10 @@ pub enum SweepError {
         /// The log's last sequence when the sweep started.
         last: u64,
     },
+    /// Another sweep runs (another gateway replica, or the command line): this one did
+    /// nothing.
+    #[error("another retention sweep is running")]
+    Busy,
     /// Reading the log failed.
     #[error(transparent)]
     Log(#[from] relais_eventlog::reader::ReadError),
@@ -235,6 +239,9 @@ async fn index_caught_up(pool: &PgPool, stream: &Stream, wait: std::time::Durati
     }
 }
 
+/// The advisory lock a running sweep holds ("relais_r").
+pub const SWEEP_LOCK: i64 = 0x7265_6c61_6973_5f72;
+
 /// Erases every client due at `now`, calling `progress(done, total)` after each. The client
 /// index must first catch up with the log (waiting up to 30 s).
 #[tracing::instrument(name = "retention.sweep", skip_all)]
@@ -246,6 +253,14 @@ pub async fn sweep(
     now: DateTime<Utc>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<SweepReport, SweepError> {
+    // One sweep at a time across the deployment (every gateway replica sweeps): held on a
+    // connection of its own, released when it closes at the end.
+    let mut lock = pool.acquire().await?.detach();
+    let free: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(SWEEP_LOCK).fetch_one(&mut lock).await?;
+    if !free {
+        return Err(SweepError::Busy);
+    }
     let mut indexed_to = index_caught_up(pool, stream, std::time::Duration::from_secs(30)).await?;
     let mut report = SweepReport {
         completed: eraser.finish_owed().await.map_err(|source| SweepError::Owed { source })?,
@@ -308,6 +323,7 @@ pub async fn run_periodic(
                 );
             }
             Ok(_) => {}
+            Err(SweepError::Busy) => tracing::debug!("another process sweeps: this round is skipped"),
             Err(e) => tracing::warn!(error = %e, "retention sweep did not complete; retrying at the next round"),
         }
     }

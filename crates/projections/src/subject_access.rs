@@ -225,9 +225,17 @@ fn open_event(stored: &StoredEventV1, key_id: Uuid, opener: &Opener) -> Result<(
 /// Access records whose resource is one of `exact` or starts with one of `prefixes`.
 async fn accesses(pool: &PgPool, exact: &[String], prefixes: &[String]) -> Result<Vec<AccessRecord>, sqlx::Error> {
     sqlx::query_as(
+        // Each prefix as a bytewise range, which `access_log_by_resource_c` serves (the log of
+        // every read grows without bound; a scan per export would not do).
         "SELECT id, at, token_id, org_id, role, action, resource, detail FROM access_log
-         WHERE resource = ANY($1) OR EXISTS (SELECT 1 FROM UNNEST($2::text[]) AS p(prefix)
-                                             WHERE starts_with(access_log.resource, p.prefix))
+         WHERE resource = ANY($1)
+         UNION
+         SELECT a.id, a.at, a.token_id, a.org_id, a.role, a.action, a.resource, a.detail
+         FROM UNNEST($2::text[]) AS p(prefix)
+         CROSS JOIN LATERAL (
+           SELECT * FROM access_log l
+           WHERE (l.resource COLLATE \"C\") >= p.prefix AND (l.resource COLLATE \"C\") < p.prefix || chr(1114111)
+         ) a
          ORDER BY id LIMIT 100000",
     )
     .bind(exact)

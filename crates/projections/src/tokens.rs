@@ -102,6 +102,17 @@ impl TokenStore {
 
     /// Creates a token and returns its id and secret; the secret is not kept.
     pub async fn create(&self, org: &OrgId, role: Role, label: &str) -> Result<(Uuid, String), TokenError> {
+        self.create_as(Uuid::new_v4(), org, role, label).await
+    }
+
+    /// [`Self::create`] with the id chosen by the caller (who records the creation first).
+    pub async fn create_as(
+        &self,
+        id: Uuid,
+        org: &OrgId,
+        role: Role,
+        label: &str,
+    ) -> Result<(Uuid, String), TokenError> {
         let known: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1 AND retired_at IS NULL)")
                 .bind(org.as_str())
@@ -114,7 +125,6 @@ impl TokenStore {
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let secret = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
-        let id = Uuid::new_v4();
         sqlx::query("INSERT INTO api_tokens (id, org_id, role, secret_hash, label) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(org.as_str())

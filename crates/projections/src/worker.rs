@@ -319,7 +319,6 @@ macro_rules! unflushed_batch_with_checkpoint {
             @when "projection_checkpoints.seq IS DISTINCT FROM EXCLUDED.seq"; $($cte),+
         )
     };
-    // `when`: the condition on the checkpoint row for it to move (a guard on where it is).
     (@when $when:literal; $($cte:expr),+) => {
         concat!(
             "WITH flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off), ",
@@ -329,6 +328,25 @@ macro_rules! unflushed_batch_with_checkpoint {
                ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
                WHERE ", $when, "
                RETURNING projection, seq)
+             SELECT pg_notify($3, m.projection || ' ' || m.seq), f.off FROM moved m, flush f"
+        )
+    };
+    // `from`: the checkpoint moves only from there (0: it may be created); elsewhere, or
+    // missing when it should be there, nothing moves and no row is returned.
+    (@from $from:literal; $($cte:expr),+) => {
+        concat!(
+            "WITH flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off), ",
+            $($cte, ", ",)+
+            "created AS (
+               INSERT INTO projection_checkpoints (projection, seq) SELECT $1, $2 WHERE ", $from, " = 0
+               ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
+               WHERE projection_checkpoints.seq = 0
+               RETURNING projection, seq),
+             advanced AS (
+               UPDATE projection_checkpoints SET seq = $2, updated_at = now()
+               WHERE projection = $1 AND seq = ", $from, " AND ", $from, " <> 0
+               RETURNING projection, seq),
+             moved AS (SELECT * FROM created UNION ALL SELECT * FROM advanced)
              SELECT pg_notify($3, m.projection || ' ' || m.seq), f.off FROM moved m, flush f"
         )
     };
@@ -383,6 +401,8 @@ pub fn views(settings: &ProjectorSettings) -> Vec<Arc<dyn View>> {
 
 /// The advisory lock a running projector holds: one per database ("relais_p").
 pub const PROJECTOR_LOCK: i64 = 0x7265_6c61_6973_5f70;
+/// How long the validator waits for events before it checks its checkpoint is where it left it.
+const VALIDATOR_IDLE_CHECK: Duration = Duration::from_secs(2);
 /// How often a running projector checks that it still holds its lock.
 const LOCK_CHECK: Duration = Duration::from_secs(5);
 
@@ -595,7 +615,18 @@ impl Projector {
         )
         .await?;
         loop {
-            let batch = Self::next_batch(&mut consumer, self.settings.batch_size, shutdown).await?;
+            let batch = tokio::select! {
+                b = Self::next_batch(&mut consumer, self.settings.batch_size, shutdown) => b?,
+                // Idle: a database crash may have lost this validator's last commits while no
+                // event came to show it (ADR-8); the views would wait for verdicts it believes
+                // written. Its checkpoint must be where it left it.
+                _ = tokio::time::sleep(VALIDATOR_IDLE_CHECK) => {
+                    if checkpoint(pool, VALIDATOR).await? != done {
+                        return Err(WorkerError::ValidatorRewound { expected: done });
+                    }
+                    continue;
+                }
+            };
             let batch: Vec<LogMessage> = batch.into_iter().filter(|m| m.sequence > done).collect();
             let Some(last) = batch.last().map(|m| m.sequence) else {
                 consumer.ack_delivered().await?;
@@ -655,10 +686,12 @@ impl Projector {
         // without a message id, before this copy was judged) moves to this one, so that the
         // later copy is judged a duplicate.
         // The checkpoint moves only from where this validator left it (`$13`): if PostgreSQL
-        // lost its last commits in a crash, it is elsewhere, nothing moves, and the validator
-        // restarts from it (the rows written here are written again, idempotently).
+        // lost its last commits in a crash, it is elsewhere (or its row is gone), nothing
+        // moves, and the validator restarts from it. The rows this statement still writes are
+        // the verdicts judging again gives (the rules fold the same history), kept by their
+        // `DO NOTHING`.
         let moved = sqlx::query(unflushed_batch_with_checkpoint!(
-            @when "projection_checkpoints.seq = $13";
+            @from "$13::int8";
             concat!("ledger AS (", crate::ledger::insert_rows!("$4", "$5", "$6"), ")"),
             "first_copies AS (
                UPDATE event_ledger l SET seq = u.seq FROM UNNEST($4::uuid[], $5::int8[]) AS u(event_id, seq)

@@ -454,14 +454,13 @@ pub fn evolve(mut state: State, event: &Envelope) -> State {
     match &event.data {
         EventData::NeedsSurveyRecorded(_) => state.surveys += 1,
         EventData::ActivityPlanned(d) => {
-            state.plan =
-                Some(Plan {
-                    organiser: event.org.clone(),
-                    kind: d.kind,
-                    capacity: d.capacity,
-                    starts_on: d.starts_on,
-                    partners: d.partners.clone(),
-                });
+            state.plan = Some(Plan {
+                organiser: event.org.clone(),
+                kind: d.kind,
+                capacity: d.capacity,
+                starts_on: d.starts_on,
+                partners: d.partners.clone(),
+            });
         }
         EventData::RegistrationReceived(d) if present => {
             state.roster.insert(
@@ -793,8 +792,7 @@ mod tests {
             .then_error(DomainError::NotRunByOrganisation);
         g.when(&on("dsr", (9, 22)), Command::RecordNeedsSurvey(NeedsSurveyRecorded::example()))
             .then_error(DomainError::NotRunByOrganisation);
-        g.when(&on("caw-brussel", (9, 22)), Command::HoldSession(session(2, 0, 0)))
-            .then(vec![session(2, 0, 0).into()]);
+        g.when(&on("caw-brussel", (9, 22)), Command::HoldSession(session(2, 0, 0))).then(vec![session(2, 0, 0).into()]);
         g.when(&on("coordination", (12, 1)), Command::Evaluate(ActivityEvaluated::example()))
             .then(vec![ActivityEvaluated::example().into()]);
         // Before it is planned, a needs survey is anyone's groundwork.
