@@ -94,6 +94,9 @@ enum TokenCommand {
         /// A label to recognise the token by.
         #[arg(long, default_value = "")]
         label: String,
+        /// The token stops working after this many days (by default it works until revoked).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3660))]
+        expires_in_days: Option<u32>,
     },
     /// Lists tokens (never their secrets).
     List,
@@ -170,38 +173,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = Infra::database(&settings).await?;
             let tokens = TokenStore::new(db.pool().clone());
             match command {
-                TokenCommand::Create { org, role, label } => {
+                TokenCommand::Create { org, role, label, expires_in_days } => {
                     let org = OrgId::parse(&org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
                     let role = Role::parse(&role).with_context(|| {
                         format!("--role must be one of org, coordinator, auditor, admin, not {role:?}")
                     })?;
                     // Who may read what changes: recorded before, like any access (never the
                     // secret), so no token exists unrecorded.
+                    tokens.check_organisation(&org).await?;
+                    let expires_at = expires_in_days.map(|d| chrono::Utc::now() + chrono::Duration::days(i64::from(d)));
                     let id = uuid::Uuid::new_v4();
                     relais_projections::access::record_operator(
                         db.pool(),
                         "token.create",
                         &format!("tokens/{id}"),
                         crate::audit_cli::operator_detail(serde_json::json!({
-                            "org": org.as_str(), "role": role.as_str(), "label": label })),
+                            "org": org.as_str(), "role": role.as_str(), "label": label, "expires_at": expires_at })),
                     )
                     .await?;
-                    let (id, secret) = tokens.create_as(id, &org, role, &label).await?;
+                    let (id, secret) = tokens.create_as(id, &org, role, &label, expires_at).await?;
                     // The secret alone on stdout, for scripts; the id (to revoke it) on stderr.
                     println!("{secret}");
                     eprintln!("created token {id} ({} for {org}); the secret above is shown only once", role.as_str());
                 }
                 TokenCommand::List => {
-                    println!("{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  label", "id", "org", "role", "created", "state");
+                    println!(
+                        "{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  {:<20}  label",
+                        "id", "org", "role", "created", "state", "expires"
+                    );
+                    let now = chrono::Utc::now();
                     for t in tokens.list().await? {
-                        let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                        let state = match (t.revoked_at, t.expires_at) {
+                            (Some(_), _) => "revoked",
+                            (None, Some(at)) if at <= now => "expired",
+                            _ => "active",
+                        };
+                        let expires = t.expires_at.map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string());
                         println!(
-                            "{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  {}",
+                            "{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  {:<20}  {}",
                             t.id,
                             t.org,
                             t.role,
                             t.created_at.format("%Y-%m-%d %H:%M:%S"),
                             state,
+                            expires.as_deref().unwrap_or("never"),
                             t.label
                         );
                     }

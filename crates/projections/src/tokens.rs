@@ -68,6 +68,8 @@ pub struct TokenInfo {
     pub created_at: chrono::DateTime<chrono::Utc>,
     /// Revoked, if so.
     pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When it stops working, if it was given a lifetime.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Prefix of every Relais token, so secret scanners can find leaked ones.
@@ -102,17 +104,11 @@ impl TokenStore {
 
     /// Creates a token and returns its id and secret; the secret is not kept.
     pub async fn create(&self, org: &OrgId, role: Role, label: &str) -> Result<(Uuid, String), TokenError> {
-        self.create_as(Uuid::new_v4(), org, role, label).await
+        self.create_as(Uuid::new_v4(), org, role, label, None).await
     }
 
-    /// [`Self::create`] with the id chosen by the caller (who records the creation first).
-    pub async fn create_as(
-        &self,
-        id: Uuid,
-        org: &OrgId,
-        role: Role,
-        label: &str,
-    ) -> Result<(Uuid, String), TokenError> {
+    /// Checks that tokens may be created for `org`: it is in the registry, not retired.
+    pub async fn check_organisation(&self, org: &OrgId) -> Result<(), TokenError> {
         let known: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1 AND retired_at IS NULL)")
                 .bind(org.as_str())
@@ -122,22 +118,39 @@ impl TokenStore {
         if !known {
             return Err(TokenError::UnknownOrganisation(org.to_string()));
         }
+        Ok(())
+    }
+
+    /// [`Self::create`] with the id chosen by the caller (who records the creation first) and
+    /// an optional end of life.
+    pub async fn create_as(
+        &self,
+        id: Uuid,
+        org: &OrgId,
+        role: Role,
+        label: &str,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<(Uuid, String), TokenError> {
+        self.check_organisation(org).await?;
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let secret = format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
-        sqlx::query("INSERT INTO api_tokens (id, org_id, role, secret_hash, label) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(org.as_str())
-            .bind(role.as_str())
-            .bind(hash(&secret))
-            .bind(label)
-            .execute(&self.pool)
-            .await
-            .map_err(DbError::from)?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, org_id, role, secret_hash, label, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(org.as_str())
+        .bind(role.as_str())
+        .bind(hash(&secret))
+        .bind(label)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(DbError::from)?;
         Ok((id, secret))
     }
 
-    /// The principal of a valid, unrevoked token; `None` for an unknown or revoked one.
+    /// The principal of a valid token; `None` for an unknown, revoked or expired one.
     pub async fn authenticate(&self, secret: &str) -> Result<Option<Principal>, DbError> {
         if !secret.starts_with(TOKEN_PREFIX) || secret.len() > 128 {
             return Ok(None);
@@ -146,7 +159,7 @@ impl TokenStore {
         let row: Option<(Uuid, String, String, bool)> = sqlx::query_as(
             "SELECT t.id, t.org_id, t.role, o.keeps_cases FROM api_tokens t
              JOIN organisations o ON o.id = t.org_id AND o.retired_at IS NULL
-             WHERE t.secret_hash = $1 AND t.revoked_at IS NULL",
+             WHERE t.secret_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
         )
         .bind(hash(secret))
         .fetch_optional(&self.pool)
@@ -159,7 +172,8 @@ impl TokenStore {
     /// Every token, newest first.
     pub async fn list(&self) -> Result<Vec<TokenInfo>, DbError> {
         sqlx::query_as(
-            "SELECT id, org_id AS org, role, label, created_at, revoked_at FROM api_tokens ORDER BY created_at DESC",
+            "SELECT id, org_id AS org, role, label, created_at, revoked_at, expires_at FROM api_tokens
+             ORDER BY created_at DESC",
         )
         .fetch_all(&self.pool)
         .await
