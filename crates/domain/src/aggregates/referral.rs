@@ -12,7 +12,8 @@
 //! `&consent::State::default()` will do.
 //!
 //! Who may record what: see [`crate::events`] (referral module). Anyone else is refused, and an
-//! organisation that is neither sender nor receiver learns nothing of the referral's state.
+//! organisation that is neither sender nor receiver learns nothing of the referral, not even
+//! that it exists: it is refused as for a referral never made (`referral_not_made`).
 
 use super::consent::{self, ConsentStatus};
 use super::{Context, brussels_date, checked};
@@ -365,6 +366,11 @@ pub fn check(state: &State, event: &Envelope, sender_consent: &consent::State) -
     let by_sender = *sender == event.org;
     let receiver = destination.organisation();
     let by_receiver = receiver == Some(&event.org);
+    // Someone who is neither party learns nothing of the referral, not even that it exists:
+    // the same refusal as for a referral never made.
+    if !by_sender && !by_receiver {
+        return Err(DomainError::NotMade);
+    }
     let status = state.status;
     let closed = || {
         if status.is_closed() { Err(DomainError::AlreadyClosed { status }) } else { Ok(()) }
@@ -762,9 +768,13 @@ mod tests {
 
     #[test]
     fn accepting_a_referral_not_addressed_to_the_organisation_is_refused() {
+        // A third party is told what it would be told of a referral never made.
         given_to_receiver([made(), received()])
             .when(&ctx("dsr", (2, 3)), Command::Accept(ReferralAccepted::example()))
-            .then_error(DomainError::NotTheReceiver);
+            .then_error(DomainError::NotMade);
+        given_to_receiver([])
+            .when(&ctx("dsr", (2, 3)), Command::Accept(ReferralAccepted::example()))
+            .then_error(DomainError::NotMade);
     }
 
     #[test]
@@ -777,8 +787,7 @@ mod tests {
         let g = given_to_receiver([made()]);
         g.when(&ctx(SENDER, (2, 2)), Command::Receive(ReferralReceived::example()))
             .then_error(DomainError::NotTheReceiver);
-        g.when(&ctx("dsr", (2, 2)), Command::Decline(ReferralDeclined::example()))
-            .then_error(DomainError::NotTheReceiver);
+        g.when(&ctx("dsr", (2, 2)), Command::Decline(ReferralDeclined::example())).then_error(DomainError::NotMade);
     }
 
     #[test]
@@ -817,8 +826,9 @@ mod tests {
             outcome_note: None,
         };
         g.when(&ctx(SENDER, (3, 1)), Command::Complete(done.clone())).then(vec![done.into()]);
+        // RECEIVER is no party to a referral to an outside service.
         g.when(&ctx(RECEIVER, (3, 1)), Command::Complete(ReferralCompleted::example()))
-            .then_error(DomainError::NotTheSender);
+            .then_error(DomainError::NotMade);
         g.when(&ctx(SENDER, (2, 2)), Command::Accept(ReferralAccepted::example()))
             .then_error(DomainError::NotAddressedToAnOrganisation);
     }
