@@ -167,12 +167,22 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 operator_detail(serde_json::json!({ "input": input.display().to_string(), "keys": backup.keys.len() })),
             )
             .await?;
-            let (erased, not_relais) = erasure::erasures_in_log(&infra.stream, &settings.audit.admission_key).await?;
-            if not_relais > 0 {
-                eprintln!(
-                    "{not_relais} erasure messages in the log were not appended by Relais (no valid gateway admission tag, or another organisation's subject): not applied"
+            let found = erasure::erasures_in_log(&infra.stream, &settings.audit.admission_key).await?;
+            if found.bad_gateway_tags > 0 {
+                anyhow::bail!(
+                    "{} erasure events carry a gateway admission tag that does not verify with this RELAIS_ADMISSION_KEY: \
+                     set the deployment's admission key and retry (nothing was restored; `relais verify` names any \
+                     message inserted with a forged tag)",
+                    found.bad_gateway_tags
                 );
             }
+            if found.not_relais > 0 {
+                eprintln!(
+                    "{} erasure messages in the log were not appended by Relais (no gateway admission tag, or another organisation's subject): not applied",
+                    found.not_relais
+                );
+            }
+            let erased = found.erasures;
             let progress = bar(backup.keys.len() as u64, "restoring data keys");
             let report = infra.keys.restore(&backup, &erased, 1000, |n| progress.set_position(n)).await?;
             progress.finish_and_clear();

@@ -922,6 +922,16 @@ async fn a_key_store_restored_from_a_backup_reads_every_event_again_and_no_erasu
     assert!(!Value::Array(lost).to_string().contains("note of a"), "without keys nothing personal reads");
     assert_eq!(app.export(&apo, "apo", "cl-a").await.status(), 404);
 
+    // With another deployment's admission key, Relais's erasures cannot be told from forged
+    // ones: the restore stops before writing anything (it would bring erased clients back).
+    let other_key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let (ok, _, err) = app
+        .run_relais(&["keys", "restore", "--input", file_arg], &[("RELAIS_ADMISSION_KEY", other_key.as_str())])
+        .await;
+    assert!(!ok && err.contains("does not verify with this RELAIS_ADMISSION_KEY"), "{err}");
+    let keys_now: i64 = sqlx::query_scalar("SELECT count(*) FROM client_keys").fetch_one(&app.pool).await.expect("n");
+    assert_eq!(keys_now, 0, "nothing restored");
+
     // Restored: everything not erased reads again, and both erasures hold.
     let (ok, out, err) = app.run_relais(&["keys", "restore", "--input", file_arg], &[]).await;
     assert!(ok, "{err}");
@@ -939,7 +949,8 @@ async fn a_key_store_restored_from_a_backup_reads_every_event_again_and_no_erasu
     let (ok, out, err) = app.run_relais(&["keys", "restore", "--input", file_arg], &[]).await;
     assert!(ok, "{err}");
     assert!(out.starts_with("0 keys restored, 3 already present"), "{out}");
-    // Reading out every wrapped key and writing them back are recorded, as any access is.
+    // Reading out every wrapped key and writing them back are recorded, as any access is
+    // (the restore refused with another admission key too: it was asked for).
     let recorded: Vec<(String, String)> = sqlx::query_as(
         "SELECT role, action FROM access_log WHERE action LIKE 'keys.%' AND resource = 'keys' ORDER BY id",
     )
@@ -951,6 +962,7 @@ async fn a_key_store_restored_from_a_backup_reads_every_event_again_and_no_erasu
         [
             ("operator", "keys.backup"),
             ("operator", "keys.backup"),
+            ("operator", "keys.restore"),
             ("operator", "keys.restore"),
             ("operator", "keys.restore")
         ]

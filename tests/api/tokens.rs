@@ -287,8 +287,15 @@ async fn a_token_given_a_lifetime_is_refused_once_it_expires() {
     let secret = stdout.trim().to_owned();
     assert_eq!(app.get(&secret, "/v1/orgs/apo/cases").await.status(), 200);
     let (_, listed, _) = run(&app, &["token", "list"]).await;
-    let in_thirty_days = (chrono::Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%d").to_string();
-    assert!(listed.lines().any(|l| l.contains("active") && l.contains(&in_thirty_days)), "{listed}");
+    let (created, expires): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT created_at, expires_at FROM api_tokens WHERE expires_at IS NOT NULL")
+            .fetch_one(&app.pool)
+            .await
+            .expect("the token");
+    let lifetime = expires - created;
+    assert!((lifetime - chrono::Duration::days(30)).num_seconds().abs() < 60, "{lifetime}");
+    let shown = expires.format("%Y-%m-%d %H:%M:%S").to_string();
+    assert!(listed.lines().any(|l| l.contains("active") && l.contains(&shown)), "{listed}");
     // A lifetime out of range is refused, and nothing is created.
     let before = token_count(&app).await;
     let (out, _, stderr) =

@@ -359,14 +359,14 @@ pub struct LoggedErasure {
 /// quarantined), so a forged one, or one that names another organisation's key, is not
 /// applied: a restore never destroys a key the log did not lawfully erase. The judgement
 /// rests on the log alone, not on the quarantine, which a lost database does not hold.
-/// Returns the erasures, and how many erasure messages were not Relais's.
 pub async fn erasures_in_log(
     stream: &async_nats::jetstream::stream::Stream,
     admission: &relais_audit::AdmissionKey,
-) -> Result<(Vec<LoggedErasure>, u64), ErasureError> {
+) -> Result<ErasuresInLog, ErasureError> {
     let filter = format!("{}.*.{}.*", subjects::PREFIX, AggregateKind::Clients.as_str());
     let mut out = Vec::new();
     let mut not_relais = 0;
+    let mut bad_gateway_tags = 0;
     for m in relais_eventlog::reader::messages_matching(stream, &filter).await.map_err(ErasureError::Read)? {
         let Ok(stored) = StoredEvent::decode(&m.payload) else { continue };
         let Ok(envelope) = stored.v1().open(None) else { continue };
@@ -374,8 +374,14 @@ pub async fn erasures_in_log(
             continue;
         }
         let on_own_subject = subjects::parse_event_subject(&m.subject).is_some_and(|(org, _)| org == envelope.org);
-        let admitted =
-            admission.check(m.admission.as_deref(), &m.subject, &m.payload) == relais_audit::Admission::Gateway;
+        let admission = admission.check(m.admission.as_deref(), &m.subject, &m.payload);
+        // A gateway tag that does not verify is most likely checked with the wrong key.
+        if admission == relais_audit::Admission::Invalid
+            && m.admission.as_deref().is_some_and(|t| t.starts_with("gateway:"))
+        {
+            bad_gateway_tags += 1;
+        }
+        let admitted = admission == relais_audit::Admission::Gateway;
         let Ok(key_id) = Uuid::parse_str(envelope.subject.id()) else { continue };
         if !(on_own_subject && admitted) {
             not_relais += 1;
@@ -388,7 +394,21 @@ pub async fn erasures_in_log(
             sequence: m.sequence,
         });
     }
-    Ok((out, not_relais))
+    Ok(ErasuresInLog { erasures: out, not_relais, bad_gateway_tags })
+}
+
+/// What [`erasures_in_log`] found.
+#[derive(Debug, Clone, Default)]
+pub struct ErasuresInLog {
+    /// The erasures Relais appended, in order.
+    pub erasures: Vec<LoggedErasure>,
+    /// Erasure messages not appended by Relais (no valid gateway tag, or another
+    /// organisation's subject): not applied.
+    pub not_relais: u64,
+    /// Of those, messages with a gateway tag that does not verify: checked with another
+    /// deployment's admission key, most likely. A restore must not go on (it would bring
+    /// erased clients back).
+    pub bad_gateway_tags: u64,
 }
 
 #[cfg(test)]
