@@ -159,6 +159,35 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Resul
     Ok((out, gap))
 }
 
+/// Reads the stream to its last message with a bare ordered consumer, keeping nothing: the
+/// replay pair's limit side (what an auditor's own client could do with the broker alone).
+/// Returns the messages read, their payload bytes and the longest wait for the next message.
+pub async fn consume_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<(u64, u64, f64)> {
+    let mut s = js.get_stream(stream).await?;
+    let last = s.info().await?.state.last_sequence;
+    let consumer = s
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: "relais.ev.>".into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let (mut previous, mut gap) = (std::time::Instant::now(), 0.0f64);
+    while let Some(m) = messages.next().await {
+        gap = gap.max(previous.elapsed().as_secs_f64());
+        previous = std::time::Instant::now();
+        let m = m?;
+        let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+        count += 1;
+        bytes += m.payload.len() as u64;
+        if seq >= last {
+            break;
+        }
+    }
+    Ok((count, bytes, gap))
+}
+
 /// Creates the bare stream: the same settings Relais uses.
 pub async fn bare_stream(js: &jetstream::Context) -> anyhow::Result<()> {
     relais_eventlog::ensure_stream(js, &relais_eventlog::StreamSettings::default()).await?;

@@ -111,6 +111,12 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    if args.reps < 3 {
+        eprintln!(
+            "--reps {}: the pairs' figures are not medians of three repetitions (a smoke run, not a measurement)",
+            args.reps
+        );
+    }
     eprintln!("generating {} events of synthetic history", args.events);
     let history = relais_side::history(args.events);
     let dir = tempfile::tempdir()?;
@@ -160,6 +166,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let secondary: Vec<Value> =
         all_pairs.iter().filter(|(l, _)| *l == "server_default").map(|(_, p)| p.json()).collect();
     report.insert("events".into(), json!(args.events));
+    report.insert("reps".into(), json!(args.reps));
+    // Medians of `reps` alternated repetitions: the pairs. One run each (the run's budget):
+    // the freshness runs, the peak RSS, the fsync count.
+    report.insert(
+        "single_run_figures".into(),
+        json!(["freshness_p99_ms", "freshness", "peak_rss_mib", "events_per_fsync"]),
+    );
     report.insert("pairs".into(), Value::Array(primary));
     report.insert("pairs_server_default".into(), Value::Array(secondary));
     report.insert("fsync_per_sec".into(), json!(fsync_per_sec));

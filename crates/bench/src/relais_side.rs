@@ -312,6 +312,9 @@ pub async fn ingest_pair(
             settle().await?;
             if side == 0 {
                 let instance = Instance::start(dir, sync_always, true, false).await?;
+                // The instance's own set-up (a database created and migrated) is written out
+                // before the timed part, as the bare side's runs are by `bare_run`.
+                settle().await?;
                 // Counting syscalls through perf's tracepoints costs little, but only the first
                 // run is counted so that the others are untouched.
                 let counter = if sync_always && syncs.is_none() {
@@ -334,7 +337,7 @@ pub async fn ingest_pair(
                 let messages = stored.as_deref().unwrap_or_default();
                 // Under `sync_interval: always` single publishes run at a fraction of batches'
                 // speed: a rate over the first 10,000 keeps the run short.
-                let sample = &messages[..messages.len().min(PIPELINED_SAMPLE)];
+                let sample = if sync_always { &messages[..messages.len().min(PIPELINED_SAMPLE)] } else { messages };
                 let pipelined = bare_run(dir, sync_always, |c| engines::publish_pipelined(c, sample)).await?;
                 let batched = bare_run(dir, sync_always, |c| {
                     engines::publish_atomic_batches(c, messages, args.batch, args.clients, false)
@@ -389,6 +392,8 @@ where
     })?;
     let client = async_nats::connect(nats.url()).await?;
     engines::bare_stream(&async_nats::jetstream::new(client.clone())).await?;
+    // Earlier runs' writes land before this one, as before each timed side of Relais.
+    settle().await?;
     f(client).await
 }
 
@@ -671,9 +676,11 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for (org, body, _) in batches {
-        ticker.tick().await;
+        // The batch's clock starts when it is due, not when this loop gets round to it: a
+        // delay of the benchmark's own loop counts against Relais.
+        let due = ticker.tick().await.into_std();
         let lane = lanes.get(&org).with_context(|| format!("no lane for {org}"))?;
-        lane.send((Instant::now(), body)).map_err(|_| anyhow::anyhow!("the lane of {org} stopped"))?;
+        lane.send((due, body)).map_err(|_| anyhow::anyhow!("the lane of {org} stopped"))?;
     }
     lanes.clear();
     let mut published = Vec::new();
@@ -707,11 +714,21 @@ pub async fn freshness(args: &Args, sync_always: bool, dir: &Path) -> anyhow::Re
         let path = format!("{path}.{}.csv", if sync_always { "always" } else { "default" });
         trace_batches(&path, &published, &acks_by_due, visible_after)?;
     }
+    // A batch never seen visible counts, at least, until the wait gave up: never left out.
+    let mut unseen = 0usize;
     let mut latencies: Vec<f64> = published
         .iter()
         .filter(|(at, _)| warmup.is_none_or(|w| *at >= w))
-        .filter_map(|(at, seq)| visible_after(*at, *seq))
+        .map(|(at, seq)| {
+            visible_after(*at, *seq).unwrap_or_else(|| {
+                unseen += 1;
+                deadline.saturating_duration_since(*at).as_secs_f64() * 1000.0
+            })
+        })
         .collect();
+    if unseen > 0 {
+        eprintln!("  freshness: {unseen} batches never became visible within the wait (counted at the wait's end)");
+    }
     latencies.sort_by(f64::total_cmp);
     // The broker's part: the first 300 batches' stored bytes, republished bare one at a time.
     let mut stored = engines::read_stream(&instance.js().await?, "RELAIS").await?.0;
@@ -841,6 +858,16 @@ pub async fn loaded(args: &Args, history: &[SynthEvent], dir: &Path) -> anyhow::
     );
     let replay = replay_pair(args, &instance, last).await?;
     let rebuild = rebuild_pair(args, &instance).await?;
+    // The peak over the whole run: serving the replays (the gateway) and projecting during the
+    // rebuilds (the projector) count too.
+    let m = Memory {
+        gateway_mib: g.map(peak_rss_mib).unwrap_or(0.0).max(m.gateway_mib),
+        projector_mib: p.map(peak_rss_mib).unwrap_or(0.0).max(m.projector_mib),
+    };
+    eprintln!(
+        "  peak RSS over ingest, replay and rebuild: gateway {:.1} MiB, projector {:.1} MiB",
+        m.gateway_mib, m.projector_mib
+    );
     Ok(Loaded { memory: m, replay, rebuild })
 }
 
@@ -1021,9 +1048,9 @@ async fn replay_pair(args: &Args, instance: &Instance, last: u64) -> anyhow::Res
                 anyhow::ensure!(lines >= last, "replay gave {lines} lines for {last} events");
                 relais.push(last as f64 / started.elapsed().as_secs_f64());
             } else {
-                let (messages, gap) = engines::read_stream(&js, "RELAIS").await?;
+                let (messages, _, gap) = engines::consume_stream(&js, "RELAIS").await?;
                 gaps[1] = gaps[1].max(gap);
-                anyhow::ensure!(messages.len() as u64 == last, "ordered consumer read {}", messages.len());
+                anyhow::ensure!(messages == last, "ordered consumer read {messages}");
                 limit.push(last as f64 / started.elapsed().as_secs_f64());
             }
             work[side].add(Work::now(instance).await?.since(&before));
