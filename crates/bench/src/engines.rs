@@ -124,15 +124,7 @@ impl SyncCounter {
 /// Reads back every event message of `stream` with a bare ordered consumer; also the longest wait
 /// for one message, in seconds.
 pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<(Vec<StoredMessage>, f64)> {
-    let mut s = js.get_stream(stream).await?;
-    let last = s.info().await?.state.last_sequence;
-    let consumer = s
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: "relais.ev.>".into(),
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
+    let (last, mut messages) = ordered_from_start(js, stream).await?;
     let mut out = Vec::with_capacity(last as usize);
     let (mut previous, mut gap) = (std::time::Instant::now(), 0.0f64);
     while let Some(m) = messages.next().await {
@@ -159,10 +151,11 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Resul
     Ok((out, gap))
 }
 
-/// Reads the stream to its last message with a bare ordered consumer, keeping nothing: the
-/// replay pair's limit side (what an auditor's own client could do with the broker alone).
-/// Returns the messages read, their payload bytes and the longest wait for the next message.
-pub async fn consume_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<(u64, u64, f64)> {
+/// The stream's last sequence, and a bare ordered consumer of its events from the first.
+async fn ordered_from_start(
+    js: &jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<(u64, jetstream::consumer::pull::Ordered)> {
     let mut s = js.get_stream(stream).await?;
     let last = s.info().await?.state.last_sequence;
     let consumer = s
@@ -171,7 +164,14 @@ pub async fn consume_stream(js: &jetstream::Context, stream: &str) -> anyhow::Re
             ..Default::default()
         })
         .await?;
-    let mut messages = consumer.messages().await?;
+    Ok((last, consumer.messages().await?))
+}
+
+/// Reads the stream to its last message with a bare ordered consumer, keeping nothing: the
+/// replay pair's limit side (what an auditor's own client could do with the broker alone).
+/// Returns the messages read, their payload bytes and the longest wait for the next message.
+pub async fn consume_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<(u64, u64, f64)> {
+    let (last, mut messages) = ordered_from_start(js, stream).await?;
     let (mut count, mut bytes) = (0u64, 0u64);
     let (mut previous, mut gap) = (std::time::Instant::now(), 0.0f64);
     while let Some(m) = messages.next().await {
