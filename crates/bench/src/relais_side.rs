@@ -103,6 +103,9 @@ impl Instance {
             ("RELAIS_KEK".into(), secret()),
             ("RELAIS_CLIENT_REF_PEPPER".into(), secret()),
             ("RUST_LOG".into(), std::env::var("RELAIS_BENCH_LOG").unwrap_or_else(|_| "error".into())),
+            // The deployed environment (docs/DEPLOYMENT.md): the allocator returns freed memory
+            // at once, which keeps a gateway serving long replays within its memory bound.
+            ("MIMALLOC_PURGE_DELAY".into(), std::env::var("MIMALLOC_PURGE_DELAY").unwrap_or_else(|_| "0".into())),
         ];
         let spawn = |role: &str| -> anyhow::Result<Child> {
             Command::new(relais_binary()?)
