@@ -829,3 +829,210 @@ async fn an_id_another_organisation_stored_is_refused_never_answered_as_stored()
         (json!(true), json!(1))
     );
 }
+
+/// Starts a projector beside a gateway-only app; the returned token stops it.
+async fn start_projector(app: &TestApp) -> tokio_util::sync::CancellationToken {
+    let projector = relais::startup::Application::build(&app.settings, relais::startup::ServeRole::Projector)
+        .await
+        .expect("projector");
+    let stop = projector.shutdown_token();
+    tokio::spawn(projector.run_until_stopped());
+    stop
+}
+
+/// Publishes an organisation's event straight to the log, sealed as its own system would,
+/// without a message id; returns its envelope and sequence.
+async fn publish_directly(app: &TestApp, event: Value) -> (relais_domain::Envelope, u64) {
+    let (envelope, stored) = sealed_stored(app, event).await;
+    let subject = relais_eventlog::subjects::event_subject(&envelope.org, &envelope.subject);
+    let bytes = relais_domain::StoredEvent::V1(stored).encode();
+    let ack = app.js.publish(subject, bytes.into()).await.expect("sent").await.expect("ack");
+    (envelope, ack.sequence)
+}
+
+#[tokio::test]
+async fn a_later_copy_the_gateway_records_while_the_validator_records_the_first_is_still_a_duplicate() {
+    let app = spawn_app_with(relais::startup::ServeRole::Gateway).await;
+    let token = app.token("apo", Role::Org).await;
+    assert_eq!(app.post_batch(&token, &open_case("apo", "case-1", "cl-1")).await.status(), 201);
+    let e = intervention("apo", "case-1", "cl-1", "informing");
+    let (envelope, first) = publish_directly(&app, e.clone()).await;
+    // The validator's record of the first copy waits once, before its insert: long enough for
+    // the gateway to store a second copy and record it, unseen by the validator's statement.
+    for sql in [
+        "CREATE TABLE slept (at timestamptz)".to_owned(),
+        "CREATE FUNCTION sleep_once() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NOT EXISTS (SELECT 1 FROM slept) THEN INSERT INTO slept VALUES (now()); PERFORM pg_sleep(3); END IF;
+           RETURN NEW;
+         END $$"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER sleep_once BEFORE INSERT ON event_ledger FOR EACH ROW WHEN (NEW.seq = {first})
+             EXECUTE FUNCTION sleep_once()"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&app.pool).await.expect("set up");
+    }
+    let stop = start_projector(&app).await;
+    let sleeping = async {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .expect("activity");
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), sleeping).await.expect("the validator records");
+    let r = app.post_event(&token, &e).await;
+    assert_eq!(r.status(), 201);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["events"][0]["sequence"], first + 1);
+    // The gateway's record commits while the validator still waits.
+    loop {
+        let known = relais_projections::ledger::find(&app.pool, &[envelope.id]).await.expect("ledger");
+        if known.contains_key(&envelope.id) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let slept: i64 = sqlx::query_scalar("SELECT count(*) FROM slept").fetch_one(&app.pool).await.expect("slept");
+    assert_eq!(slept, 0, "the gateway recorded its copy while the validator waited");
+
+    app.wait_for_projection("caseload").await;
+    let quarantined = quarantine_rows(&app.pool).await;
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (first as i64 + 1, "duplicate"));
+    let known = relais_projections::ledger::find(&app.pool, &[envelope.id]).await.expect("ledger");
+    assert_eq!(known.get(&envelope.id).map(|r| r.sequence), Some(first));
+    let case: Value = app.get(&token, "/v1/orgs/apo/cases/case-1").await.json().await.expect("json");
+    assert_eq!(case["intervention_count"], 1);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_id_first_stored_by_another_organisation_stays_theirs_when_the_gateway_recorded_a_later_copy() {
+    let app = spawn_app_with(relais::startup::ServeRole::Gateway).await;
+    let (apo, dsr) = (app.token("apo", Role::Org).await, app.token("dsr", Role::Org).await);
+    assert_eq!(app.post_batch(&dsr, &open_case("dsr", "case-d", "cl-d")).await.status(), 201);
+    // dsr's system publishes an event directly, without a message id; apo then posts an event
+    // with the same id, which the broker stores as new and the gateway records as apo's.
+    let theirs = intervention("dsr", "case-d", "cl-d", "informing");
+    let (envelope, first) = publish_directly(&app, theirs.clone()).await;
+    let mut mine = intervention("apo", "case-a", "cl-a", "informing");
+    mine["id"] = theirs["id"].clone();
+    let r = app.post_event(&apo, &mine).await;
+    assert_eq!(r.status(), 201);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["events"][0]["sequence"], first + 1);
+
+    let stop = start_projector(&app).await;
+    app.wait_for_projection("caseload").await;
+    let known = relais_projections::ledger::find(&app.pool, &[envelope.id]).await.expect("ledger");
+    let recorded = known.get(&envelope.id).expect("recorded");
+    assert_eq!((recorded.sequence, recorded.org.as_str()), (first, "dsr"));
+    let quarantined = quarantine_rows(&app.pool).await;
+    assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (first as i64 + 1, "duplicate"), "{quarantined:?}");
+    // The id is dsr's: apo is told so, dsr that its event is stored where it is.
+    let r = app.post_event(&apo, &mine).await;
+    assert_eq!(r.status(), 409);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["type"], "urn:relais:problem:id-taken", "{problem}");
+    let r = app.post_event(&dsr, &theirs).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(
+        (answer["events"][0]["duplicate"].clone(), answer["events"][0]["sequence"].clone()),
+        (json!(true), json!(first))
+    );
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn an_id_whose_first_copy_was_quarantined_stays_taken_when_the_gateways_record_is_lost() {
+    let app = spawn_app_with_settings(relais::startup::ServeRole::Gateway, |s| {
+        s.stream.duplicate_window = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let token = app.token("apo", Role::Org).await;
+    // An intervention on a case not opened yet: stored, then quarantined by the rules.
+    let e = intervention("apo", "case-1", "cl-1", "informing");
+    assert_eq!(app.post_event(&token, &e).await.status(), 201);
+    // The gateway's early record is lost (a crash right after the answer).
+    let id = uuid::Uuid::parse_str(e["id"].as_str().expect("id")).expect("uuid");
+    for _ in 0..100 {
+        let deleted = sqlx::query("DELETE FROM event_ledger WHERE event_id = $1")
+            .bind(id)
+            .execute(&app.pool)
+            .await
+            .expect("deleted")
+            .rows_affected();
+        if deleted == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stop = start_projector(&app).await;
+    app.wait_for_projection("caseload").await;
+    assert_eq!(quarantine_rows(&app.pool).await[0].1, "rule");
+    assert_eq!(app.post_batch(&token, &open_case("apo", "case-1", "cl-1")).await.status(), 201);
+    // Past the broker's window, the client's outbox retries the event: as in a run where the
+    // record was kept, it is the copy already stored, and it is not applied.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let r = app.post_event(&token, &e).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(
+        (answer["events"][0]["duplicate"].clone(), answer["events"][0]["sequence"].clone()),
+        (json!(true), json!(1))
+    );
+    app.wait_for_projection("caseload").await;
+    assert_eq!(app.stream_messages().await, 3);
+    let case: Value = app.get(&token, "/v1/orgs/apo/cases/case-1").await.json().await.expect("json");
+    assert_eq!(case["intervention_count"], 0);
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_message_whose_message_id_is_not_its_events_id_is_quarantined_and_blocks_no_batch() {
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    // A direct publisher deduplicates by one id and stores an event with another.
+    let x = guidance_requested("apo", "case-x", "cl-x");
+    let stored_event = guidance_requested("apo", "case-z", "cl-z");
+    let (_, stored) = sealed_stored(&app, stored_event).await;
+    let bytes = relais_domain::StoredEvent::V1(stored).encode();
+    let header_id = x["id"].as_str().expect("id").to_owned();
+    app.js
+        .send_publish(
+            "relais.ev.apo.cases.case-z",
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(bytes.into())
+                .message_id(header_id.as_str()),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+    app.wait_for_projection("caseload").await;
+    let quarantined = quarantine_rows(&app.pool).await;
+    assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (1, "mismatch"), "{quarantined:?}");
+    // A batch repeating the header's id, which the broker refuses whole while it is in its
+    // window: answered at once, the id pointing at the quarantined message.
+    let y = guidance_requested("apo", "case-y", "cl-y");
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), app.post_batch(&token, &[x, y]))
+        .await
+        .expect("answered without waiting out the broker's window");
+    assert_eq!(r.status(), 201);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["events"][0]["sequence"], 1);
+    assert_eq!(answer["events"][1]["duplicate"], false);
+    let case: Value = app.get(&token, "/v1/orgs/apo/cases").await.json().await.expect("json");
+    assert!(!case.to_string().contains("case-z"), "{case}");
+}

@@ -12,3 +12,5 @@ pub const TRACESTATE: &str = "tracestate";
 /// Who admitted the message: an HMAC tag of the gateway or of a registered direct publisher
 /// (format in `relais_audit::admission`).
 pub const ADMISSION: &str = "Relais-Admission";
+/// The broker's deduplication id (`Nats-Msg-Id`): the event's id.
+pub const MESSAGE_ID: &str = "Nats-Msg-Id";

@@ -46,6 +46,9 @@ pub struct LogMessage {
     pub traceparent: Option<String>,
     /// The `Relais-Admission` header, if the publisher sent one.
     pub admission: Option<String>,
+    /// The `Nats-Msg-Id` header, by which the broker deduplicated the message within its
+    /// window, if the publisher sent one (the gateway sends the event's id).
+    pub message_id: Option<String>,
 }
 
 /// How long a projection batch waits for messages the broker still holds for its consumer.
@@ -168,6 +171,7 @@ fn log_message(m: &jetstream::Message, info: &jetstream::message::Info<'_>) -> L
         stored_at: info.published,
         traceparent: header(crate::headers::TRACEPARENT),
         admission: header(crate::headers::ADMISSION),
+        message_id: header(crate::headers::MESSAGE_ID),
     }
 }
 
@@ -527,6 +531,7 @@ fn stream_message(m: async_nats::jetstream::message::StreamMessage) -> LogMessag
         stored_at: m.time,
         traceparent,
         admission: m.headers.get(crate::headers::ADMISSION).map(|v| v.as_str().to_owned()),
+        message_id: m.headers.get(crate::headers::MESSAGE_ID).map(|v| v.as_str().to_owned()),
     }
 }
 
@@ -571,6 +576,7 @@ mod tests {
             stored_at: chrono::Utc::now(),
             traceparent: None,
             admission: None,
+            message_id: None,
         };
         Ok((message, pending))
     }

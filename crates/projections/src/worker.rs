@@ -333,18 +333,21 @@ macro_rules! unflushed_batch_with_checkpoint {
     };
     // `from`: the checkpoint moves only from there (0: it may be created); elsewhere, or
     // missing when it should be there, nothing moves and no row is returned.
-    (@from $from:literal; $($cte:expr),+) => {
+    // `unless`: a condition under which nothing moves either.
+    (@from $from:literal $(, @unless $unless:literal)?; $($cte:expr),+) => {
         concat!(
             "WITH flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off), ",
             $($cte, ", ",)+
             "created AS (
-               INSERT INTO projection_checkpoints (projection, seq) SELECT $1, $2 WHERE ", $from, " = 0
+               INSERT INTO projection_checkpoints (projection, seq) SELECT $1, $2 WHERE ", $from, " = 0",
+               $(" AND NOT (", $unless, ")",)? "
                ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
                WHERE projection_checkpoints.seq = 0
                RETURNING projection, seq),
              advanced AS (
                UPDATE projection_checkpoints SET seq = $2, updated_at = now()
-               WHERE projection = $1 AND seq = ", $from, " AND ", $from, " <> 0
+               WHERE projection = $1 AND seq = ", $from, " AND ", $from, " <> 0",
+               $(" AND NOT (", $unless, ")",)? "
                RETURNING projection, seq),
              moved AS (SELECT * FROM created UNION ALL SELECT * FROM advanced)
              SELECT pg_notify($3, m.projection || ' ' || m.seq), f.off FROM moved m, flush f"
@@ -658,64 +661,86 @@ impl Projector {
         let (mut q_seq, mut q_subject, mut q_reason, mut q_detail, mut q_payload) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut q_event_id: Vec<Option<Uuid>> = Vec::new();
-        for (m, verdict) in batch.iter().zip(verdicts) {
-            match verdict {
-                Verdict::Accept { id, org } => {
-                    ids.push(id);
-                    seqs.push(m.sequence as i64);
-                    orgs.push(org);
-                }
-                Verdict::Quarantine { reason, detail } => {
-                    tracing::warn!(seq = m.sequence, subject = %m.subject, reason, %detail, "event quarantined");
-                    q_seq.push(m.sequence as i64);
-                    q_subject.push(m.subject.clone());
-                    q_reason.push(reason.to_owned());
-                    q_detail.push(detail);
-                    // Personal fields in the clear are not copied out of the log (privacy).
-                    let keep = reason != "personal-data-in-clear";
-                    q_payload.push(if keep { m.payload.to_vec() } else { Vec::new() });
-                    // Decoded again: quarantines are rare, and the id answers a batch that
-                    // repeats it (the gateway, `quarantine::first_sequences`).
-                    q_event_id.push(StoredEvent::decode(&m.payload).ok().map(|e| e.v1().id));
-                }
+        for (m, Judgement { verdict, recorded }) in batch.iter().zip(verdicts) {
+            if let Some((id, org)) = recorded {
+                ids.push(id);
+                seqs.push(m.sequence as i64);
+                orgs.push(org);
+            }
+            if let Verdict::Quarantine { reason, detail } = verdict {
+                tracing::warn!(seq = m.sequence, subject = %m.subject, reason, %detail, "event quarantined");
+                q_seq.push(m.sequence as i64);
+                q_subject.push(m.subject.clone());
+                q_reason.push(reason.to_owned());
+                q_detail.push(detail);
+                // Personal fields in the clear are not copied out of the log (privacy).
+                let keep = reason != "personal-data-in-clear";
+                q_payload.push(if keep { m.payload.to_vec() } else { Vec::new() });
+                // The id the broker deduplicated the message by (its message id header, else
+                // the payload's): it answers a batch that repeats it (the gateway,
+                // `quarantine::first_sequences`). Decoded again: quarantines are rare.
+                let id = match &m.message_id {
+                    Some(header) => Uuid::parse_str(header).ok(),
+                    None => StoredEvent::decode(&m.payload).ok().map(|e| e.v1().id),
+                };
+                q_event_id.push(id);
             }
         }
         // Verdicts and checkpoint in one statement, its own transaction; the ledger's rows
-        // with the gateway's insert (the same order of ids). An accepted id the ledger holds
-        // at a later sequence (the gateway recorded a later copy, stored after one published
-        // without a message id, before this copy was judged) moves to this one, so that the
-        // later copy is judged a duplicate.
+        // with the gateway's insert (the same order of ids). An id the ledger holds at a later
+        // sequence (the gateway recorded a later copy, stored after one published without a
+        // message id, before this copy was judged) moves to this one, with its organisation, so
+        // that the later copy is judged a duplicate. The statement sees the ledger as it was
+        // when it started: an id the gateway recorded meanwhile makes the insert do nothing
+        // unseen (`raced`), and then the checkpoint does not move and the statement runs again,
+        // seeing it.
         // The checkpoint moves only from where this validator left it (`$13`): if PostgreSQL
         // lost its last commits in a crash, it is elsewhere (or its row is gone), nothing
         // moves, and the validator restarts from it. The rows this statement still writes are
         // the verdicts judging again gives (the rules fold the same history), kept by their
         // `DO NOTHING`.
-        let moved = sqlx::query(unflushed_batch_with_checkpoint!(
-            @from "$13::int8";
-            concat!("ledger AS (", crate::ledger::insert_rows!("$4", "$5", "$6"), ")"),
-            "first_copies AS (
-               UPDATE event_ledger l SET seq = u.seq FROM UNNEST($4::uuid[], $5::int8[]) AS u(event_id, seq)
-               WHERE l.event_id = u.event_id AND l.seq > u.seq)",
-            "quarantined AS (
-               INSERT INTO quarantine (seq, subject, reason, detail, payload, event_id)
-               SELECT * FROM UNNEST($7::int8[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::uuid[])
-               ON CONFLICT (seq) DO NOTHING)"
-        ))
-        .bind(VALIDATOR)
-        .bind(last as i64)
-        .bind(CHECKPOINT_CHANNEL)
-        .bind(&ids)
-        .bind(&seqs)
-        .bind(&orgs)
-        .bind(&q_seq)
-        .bind(&q_subject)
-        .bind(&q_reason)
-        .bind(&q_detail)
-        .bind(&q_payload)
-        .bind(&q_event_id)
-        .bind(done as i64)
-        .fetch_all(pool)
-        .await?;
+        let mut moved = Vec::new();
+        for _ in 0..3 {
+            moved = sqlx::query(unflushed_batch_with_checkpoint!(
+                @from "$13::int8", @unless "EXISTS (SELECT 1 FROM raced)";
+                concat!("ledger AS (", crate::ledger::insert_rows!("$4", "$5", "$6"), " RETURNING event_id)"),
+                "held AS (
+                   SELECT u.event_id, u.seq, u.org_id, l.seq AS held_seq
+                   FROM UNNEST($4::uuid[], $5::int8[], $6::text[]) AS u(event_id, seq, org_id)
+                   LEFT JOIN event_ledger l ON l.event_id = u.event_id)",
+                "first_copies AS (
+                   UPDATE event_ledger l SET seq = h.seq, org_id = h.org_id FROM held h
+                   WHERE l.event_id = h.event_id AND h.held_seq > h.seq)",
+                "raced AS (
+                   SELECT 1 FROM held h
+                   WHERE h.held_seq IS NULL AND NOT EXISTS (SELECT 1 FROM ledger r WHERE r.event_id = h.event_id))",
+                "quarantined AS (
+                   INSERT INTO quarantine (seq, subject, reason, detail, payload, event_id)
+                   SELECT * FROM UNNEST($7::int8[], $8::text[], $9::text[], $10::text[], $11::bytea[], $12::uuid[])
+                   ON CONFLICT (seq) DO NOTHING)"
+            ))
+            .bind(VALIDATOR)
+            .bind(last as i64)
+            .bind(CHECKPOINT_CHANNEL)
+            .bind(&ids)
+            .bind(&seqs)
+            .bind(&orgs)
+            .bind(&q_seq)
+            .bind(&q_subject)
+            .bind(&q_reason)
+            .bind(&q_detail)
+            .bind(&q_payload)
+            .bind(&q_event_id)
+            .bind(done as i64)
+            .fetch_all(pool)
+            .await?;
+            if !moved.is_empty() {
+                break;
+            }
+            // Raced with the gateway's record, or rewound: judged again, a race cannot recur
+            // (every id is now in the ledger for the statement to see).
+            tracing::debug!(last, "validator's statement moved nothing; running it again");
+        }
         if moved.is_empty() {
             return Err(WorkerError::ValidatorRewound { expected: done });
         }
@@ -734,7 +759,7 @@ impl Projector {
         &self,
         batch: &[LogMessage],
         rules: &mut crate::rules::RuleBook,
-    ) -> Result<Vec<Verdict>, WorkerError> {
+    ) -> Result<Vec<Judgement>, WorkerError> {
         let judge_started = std::time::Instant::now();
         let mut decoded: Vec<Result<(StoredEventV1, Envelope), Verdict>> = batch.iter().map(decode_checked).collect();
         // Sealed fields must open with the client's key (or the key was destroyed).
@@ -858,33 +883,52 @@ impl Projector {
         if let Some(start) = batch.first().map(|m| m.sequence) {
             rules.prefetch(start, &touched).await?;
         }
+        // The lowest sequence of each id recorded in this batch: accepted or quarantined, a
+        // message that carries an id takes it (the gateway's early record takes it too).
         let mut seen_here: HashMap<Uuid, u64> = HashMap::new();
         let mut out = Vec::with_capacity(batch.len());
         for (m, d) in batch.iter().zip(decoded) {
+            let earlier = |id: &Uuid, seen_here: &HashMap<Uuid, u64>| {
+                [known.get(id).map(|r| &r.sequence), seen_here.get(id)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .copied()
+                    .filter(|seq| *seq < m.sequence)
+            };
             out.push(match d {
-                Err(v) => v,
+                Err(verdict) => {
+                    let recorded = ledger_entry(m, &verdict).filter(|(id, _)| earlier(id, &seen_here).is_none());
+                    if let Some((id, _)) = &recorded {
+                        seen_here.insert(*id, m.sequence);
+                    }
+                    Judgement { verdict, recorded }
+                }
                 Ok((stored, envelope)) => {
                     // The first copy is the one at the lowest sequence: the ledger may name a
                     // later copy (the gateway records what it stored before this is judged).
-                    let first = [known.get(&stored.id).map(|r| &r.sequence), seen_here.get(&stored.id)]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .copied();
-                    match first {
-                        Some(seq) if seq < m.sequence => Verdict::Quarantine {
-                            reason: "duplicate",
-                            detail: format!("event id {} was first stored at sequence {seq}", stored.id),
+                    match earlier(&stored.id, &seen_here) {
+                        Some(seq) => Judgement {
+                            verdict: Verdict::Quarantine {
+                                reason: "duplicate",
+                                detail: format!("event id {} was first stored at sequence {seq}", stored.id),
+                            },
+                            recorded: None,
                         },
-                        _ => match rules.admit(m.sequence, &envelope).await? {
-                            Ok(()) => {
-                                seen_here.insert(stored.id, m.sequence);
-                                Verdict::Accept { id: stored.id, org: envelope.org.to_string() }
+                        None => {
+                            seen_here.insert(stored.id, m.sequence);
+                            let recorded = Some((stored.id, envelope.org.to_string()));
+                            match rules.admit(m.sequence, &envelope).await? {
+                                Ok(()) => Judgement { verdict: Verdict::Accept, recorded },
+                                Err(v) => Judgement {
+                                    verdict: Verdict::Quarantine {
+                                        reason: "rule",
+                                        detail: format!("{}: {}", v.code, v.detail),
+                                    },
+                                    recorded,
+                                },
                             }
-                            Err(v) => {
-                                Verdict::Quarantine { reason: "rule", detail: format!("{}: {}", v.code, v.detail) }
-                            }
-                        },
+                        }
                     }
                 }
             });
@@ -1062,8 +1106,29 @@ impl ProjectorSettings {
 }
 
 enum Verdict {
-    Accept { id: Uuid, org: String },
+    Accept,
     Quarantine { reason: &'static str, detail: String },
+}
+
+/// A verdict, with the id the message takes in the ledger and its organisation: every message
+/// whose payload names an id takes it at its first copy, accepted or quarantined, as the
+/// gateway's early record does (so a lost early record changes nothing).
+struct Judgement {
+    verdict: Verdict,
+    recorded: Option<(Uuid, String)>,
+}
+
+/// The id a message quarantined before the rules takes in the ledger, with the organisation
+/// of its subject: none for a message that names no id the broker deduplicated it by (no event
+/// subject, undecodable, a message id header naming another id) and for a duplicate.
+fn ledger_entry(m: &LogMessage, verdict: &Verdict) -> Option<(Uuid, String)> {
+    let Verdict::Quarantine { reason, .. } = verdict else { return None };
+    if matches!(*reason, "subject" | "undecodable" | "mismatch" | "duplicate") {
+        return None;
+    }
+    let (org, _) = subjects::parse_event_subject(&m.subject)?;
+    let id = StoredEvent::decode(&m.payload).ok()?.v1().id;
+    Some((id, org.to_string()))
 }
 
 /// Decodes a message and checks everything that needs no database: subject scheme, envelope,
@@ -1073,6 +1138,13 @@ fn decode_checked(m: &LogMessage) -> Result<(StoredEventV1, Envelope), Verdict> 
     let (org, aggregate) = subjects::parse_event_subject(&m.subject)
         .ok_or_else(|| q("subject", "not a relais.ev.<org>.<kind>.<id> subject".into()))?;
     let stored = StoredEvent::decode(&m.payload).map_err(|e| q("undecodable", e.to_string()))?.into_v1();
+    // The broker deduplicates by the message id header, the ledger by the payload's id: they
+    // must agree, or a retry of one id would be judged by another's copy.
+    if let Some(header) = &m.message_id
+        && Uuid::parse_str(header).ok() != Some(stored.id)
+    {
+        return Err(q("mismatch", format!("message id {header:?} is not the event's id {}", stored.id)));
+    }
     let envelope = stored.open(None).map_err(|e| q("invalid", e.to_string()))?;
     // Published straight to the log, past the gateway's checks: held to the same rules.
     envelope.check_admissible().map_err(|e| q("invalid", e.to_string()))?;

@@ -242,6 +242,7 @@ mod tests {
             stored_at: Utc::now(),
             traceparent: None,
             admission: None,
+            message_id: None,
         }
     }
 
