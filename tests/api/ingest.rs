@@ -732,7 +732,7 @@ async fn a_batch_repeating_the_id_of_a_quarantined_direct_event_answers_it_as_a_
     let app = spawn_app().await;
     let token = app.token("apo", Role::Org).await;
     // An organisation's system publishes an event directly, with its id as message id but its
-    // personal fields in the clear: the validator quarantines it, the ledger never learns it.
+    // personal fields in the clear: the validator quarantines it (its id is taken all the same).
     let x = guidance_requested("apo", "case-x", "cl-x");
     let (envelope, _) =
         relais_domain::Envelope::from_cloud_event(x.clone(), chrono::Utc::now(), "own-system").expect("valid");
@@ -794,7 +794,7 @@ async fn an_id_another_organisation_stored_is_refused_never_answered_as_stored()
     assert_id_taken(app.post_batch(&dsr, &batch).await, "/1/id").await;
     assert_eq!(app.stream_messages().await, 1, "nothing of the batch is stored");
 
-    // An id the ledger never learns: apo's own system publishes directly an intervention on a
+    // An id of a quarantined message: apo's own system publishes directly an intervention on a
     // case it never opened, with its id as message id; the validator quarantines it.
     let (envelope, stored) = sealed_stored(&app, intervention("apo", "case-9", "cl-9", "informing")).await;
     let mut headers = async_nats::HeaderMap::new();
@@ -840,6 +840,18 @@ async fn start_projector(app: &TestApp) -> tokio_util::sync::CancellationToken {
     stop
 }
 
+/// Waits until the ledger holds `id` at `sequence` (the gateway records after its answer).
+async fn wait_for_ledger(app: &TestApp, id: uuid::Uuid, sequence: u64) {
+    for _ in 0..500 {
+        let known = relais_projections::ledger::find(&app.pool, &[id]).await.expect("ledger");
+        if known.get(&id).map(|r| r.sequence) == Some(sequence) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the ledger never held {id} at {sequence}");
+}
+
 /// Publishes an organisation's event straight to the log, sealed as its own system would,
 /// without a message id; returns its envelope and sequence.
 async fn publish_directly(app: &TestApp, event: Value) -> (relais_domain::Envelope, u64) {
@@ -857,28 +869,28 @@ async fn a_later_copy_the_gateway_records_while_the_validator_records_the_first_
     assert_eq!(app.post_batch(&token, &open_case("apo", "case-1", "cl-1")).await.status(), 201);
     let e = intervention("apo", "case-1", "cl-1", "informing");
     let (envelope, first) = publish_directly(&app, e.clone()).await;
-    // The validator's record of the first copy waits once, before its insert: long enough for
-    // the gateway to store a second copy and record it, unseen by the validator's statement.
+    // The validator's record of the first copy waits, before its insert, on a lock the test
+    // holds: the gateway stores a second copy and records it meanwhile, unseen by the
+    // validator's statement.
     for sql in [
-        "CREATE TABLE slept (at timestamptz)".to_owned(),
-        "CREATE FUNCTION sleep_once() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-           IF NOT EXISTS (SELECT 1 FROM slept) THEN INSERT INTO slept VALUES (now()); PERFORM pg_sleep(3); END IF;
-           RETURN NEW;
-         END $$"
+        "CREATE FUNCTION wait_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); RETURN NEW; END $$"
             .to_owned(),
         format!(
-            "CREATE TRIGGER sleep_once BEFORE INSERT ON event_ledger FOR EACH ROW WHEN (NEW.seq = {first})
-             EXECUTE FUNCTION sleep_once()"
+            "CREATE TRIGGER wait_for_test BEFORE INSERT ON event_ledger FOR EACH ROW WHEN (NEW.seq = {first})
+             EXECUTE FUNCTION wait_for_test()"
         ),
     ] {
         sqlx::query(&sql).execute(&app.pool).await.expect("set up");
     }
+    let mut lock = app.pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *lock).await.expect("locked");
     let stop = start_projector(&app).await;
-    let sleeping = async {
+    let waiting = async {
         loop {
             let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'PgSleep'",
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
             )
             .fetch_one(&app.pool)
             .await
@@ -889,21 +901,13 @@ async fn a_later_copy_the_gateway_records_while_the_validator_records_the_first_
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(30), sleeping).await.expect("the validator records");
+    tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await.expect("the validator records");
     let r = app.post_event(&token, &e).await;
     assert_eq!(r.status(), 201);
     let answer: Value = r.json().await.expect("json");
     assert_eq!(answer["events"][0]["sequence"], first + 1);
-    // The gateway's record commits while the validator still waits.
-    loop {
-        let known = relais_projections::ledger::find(&app.pool, &[envelope.id]).await.expect("ledger");
-        if known.contains_key(&envelope.id) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let slept: i64 = sqlx::query_scalar("SELECT count(*) FROM slept").fetch_one(&app.pool).await.expect("slept");
-    assert_eq!(slept, 0, "the gateway recorded its copy while the validator waited");
+    wait_for_ledger(&app, envelope.id, first + 1).await;
+    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *lock).await.expect("unlocked");
 
     app.wait_for_projection("caseload").await;
     let quarantined = quarantine_rows(&app.pool).await;
@@ -931,6 +935,7 @@ async fn an_id_first_stored_by_another_organisation_stays_theirs_when_the_gatewa
     assert_eq!(r.status(), 201);
     let answer: Value = r.json().await.expect("json");
     assert_eq!(answer["events"][0]["sequence"], first + 1);
+    wait_for_ledger(&app, envelope.id, first + 1).await;
 
     let stop = start_projector(&app).await;
     app.wait_for_projection("caseload").await;
@@ -966,25 +971,21 @@ async fn an_id_whose_first_copy_was_quarantined_stays_taken_when_the_gateways_re
     assert_eq!(app.post_event(&token, &e).await.status(), 201);
     // The gateway's early record is lost (a crash right after the answer).
     let id = uuid::Uuid::parse_str(e["id"].as_str().expect("id")).expect("uuid");
-    for _ in 0..100 {
-        let deleted = sqlx::query("DELETE FROM event_ledger WHERE event_id = $1")
-            .bind(id)
-            .execute(&app.pool)
-            .await
-            .expect("deleted")
-            .rows_affected();
-        if deleted == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_for_ledger(&app, id, 1).await;
+    let deleted = sqlx::query("DELETE FROM event_ledger WHERE event_id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .expect("deleted")
+        .rows_affected();
+    assert_eq!(deleted, 1);
     let stop = start_projector(&app).await;
     app.wait_for_projection("caseload").await;
     assert_eq!(quarantine_rows(&app.pool).await[0].1, "rule");
     assert_eq!(app.post_batch(&token, &open_case("apo", "case-1", "cl-1")).await.status(), 201);
     // Past the broker's window, the client's outbox retries the event: as in a run where the
     // record was kept, it is the copy already stored, and it is not applied.
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let r = app.post_event(&token, &e).await;
     assert_eq!(r.status(), 200);
     let answer: Value = r.json().await.expect("json");
@@ -1024,15 +1025,19 @@ async fn a_message_whose_message_id_is_not_its_events_id_is_quarantined_and_bloc
     let quarantined = quarantine_rows(&app.pool).await;
     assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (1, "mismatch"), "{quarantined:?}");
     // A batch repeating the header's id, which the broker refuses whole while it is in its
-    // window: answered at once, the id pointing at the quarantined message.
+    // window: answered at once, as an id taken (no event with it is stored), nothing stored.
     let y = guidance_requested("apo", "case-y", "cl-y");
-    let r = tokio::time::timeout(std::time::Duration::from_secs(5), app.post_batch(&token, &[x, y]))
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), app.post_batch(&token, &[x.clone(), y]))
         .await
         .expect("answered without waiting out the broker's window");
-    assert_eq!(r.status(), 201);
-    let answer: Value = r.json().await.expect("json");
-    assert_eq!(answer["events"][0]["sequence"], 1);
-    assert_eq!(answer["events"][1]["duplicate"], false);
-    let case: Value = app.get(&token, "/v1/orgs/apo/cases").await.json().await.expect("json");
-    assert!(!case.to_string().contains("case-z"), "{case}");
+    assert_eq!(r.status(), 409);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["type"], "urn:relais:problem:id-taken", "{problem}");
+    assert_eq!(problem["pointer"], "/0/id", "{problem}");
+    // Alone, the broker acknowledges it as a duplicate of that message: taken too.
+    let r = app.post_event(&token, &x).await;
+    assert_eq!(r.status(), 409);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["type"], "urn:relais:problem:id-taken", "{problem}");
+    assert_eq!(app.stream_messages().await, 1);
 }

@@ -1449,3 +1449,59 @@ async fn the_catalogue_classes_every_field_and_marks_erasure_as_recorded_by_rela
     }
     assert!(openapi["paths"]["/v1/orgs/{org}/cases"]["get"].is_object());
 }
+
+#[tokio::test]
+async fn an_erasure_forged_before_the_real_one_does_not_take_its_place() {
+    let app = spawn_app_with_settings(ServeRole::All, |s| {
+        s.stream.duplicate_window = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(&app, &apo, &[requested("apo", "case-f", "cl-f", "n"), accepted("apo", "case-f", "cl-f", "n")]).await;
+    let key_id: Uuid =
+        sqlx::query_scalar("SELECT key_id FROM client_keys").fetch_one(&app.pool).await.expect("the client's key");
+    // apo's own system publishes, straight to the log, the erasure event Relais would record for
+    // this key (its id derives from the key), before any erasure: quarantined.
+    let erasure_id = relais_projections::erasure::erasure_event_id(key_id);
+    let mut forged =
+        event("apo", "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
+    forged["id"] = json!(erasure_id.to_string());
+    let (envelope, _) = Envelope::from_cloud_event(forged, Utc::now(), "direct").expect("valid envelope");
+    let bytes = StoredEvent::V1(envelope.split_for_storage().0).encode();
+    let id = erasure_id.to_string();
+    app.js
+        .send_publish(
+            format!("relais.ev.apo.clients.{key_id}"),
+            async_nats::jetstream::message::PublishMessage::build().payload(bytes.into()).message_id(id.as_str()),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("acknowledged");
+    app.wait_for_views().await;
+    assert_eq!(
+        quarantine_rows(&app.pool).await.iter().map(|q| q.1.as_str()).collect::<Vec<_>>(),
+        ["erasure-without-key"]
+    );
+    let erasure_seq = || async {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT erasure_seq FROM client_keys WHERE key_id = $1")
+            .bind(key_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("key row")
+    };
+
+    // The real erasure, while the broker still holds the forged message's id: the key is
+    // destroyed, its event is owed (not taken as recorded by the forged message).
+    assert_eq!(app.erase(&apo, "apo", "cl-f").await.status(), 202);
+    assert_eq!(erasure_seq().await, None);
+    // Past the broker's window, the erasure asked again records its event, which the views apply.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(app.erase(&apo, "apo", "cl-f").await.status(), 202);
+    let recorded = erasure_seq().await.expect("the erasure event is recorded");
+    assert!(recorded > 3, "recorded at {recorded}, after the forged message");
+    app.wait_for_views().await;
+    assert_eq!(quarantine_rows(&app.pool).await.len(), 1, "the real erasure is accepted");
+    let case: Value = app.get(&apo, "/v1/orgs/apo/cases/case-f").await.json().await.expect("json");
+    assert_ne!(case["client_ref"], "cl-f", "{case}");
+}

@@ -282,7 +282,7 @@ async fn append_resolving_duplicates(
                 for (o, a) in outgoing.iter().zip(appended) {
                     // Only a single publish is acknowledged as a duplicate, of whichever copy
                     // the broker's window holds: its subject tells whose it is.
-                    if a.duplicate && stored_org(state, a.sequence).await?.as_ref() != Some(org) {
+                    if a.duplicate && stored_owner(state, a.sequence, o.event_id).await?.as_ref() != Some(org) {
                         return Err(id_taken(&o.event_id));
                     }
                     result.insert(o.event_id, a);
@@ -292,8 +292,9 @@ async fn append_resolving_duplicates(
             Err(AppendError::DuplicateInBatch) => {
                 let ids: Vec<Uuid> = outgoing.iter().map(|o| o.event_id).collect();
                 let mut known = ledger::find(state.db.pool(), &ids).await?;
-                // An id the broker holds may be quarantined (published directly, refused by
-                // the validator): the ledger never learns it; the quarantine names it.
+                // An id the broker holds may not be judged yet (wait for the validator), or be
+                // held by a message the ledger does not name: one whose message id is not its
+                // payload's id, quarantined as `mismatch`; the quarantine names it.
                 let unknown: Vec<Uuid> = ids.iter().filter(|id| !known.contains_key(id)).copied().collect();
                 if !unknown.is_empty() {
                     known.extend(relais_projections::quarantine::first_sequences(state.db.pool(), &unknown).await?);
@@ -339,13 +340,18 @@ async fn append_resolving_duplicates(
     Err(ApiError::unavailable("an id of the batch is being stored concurrently; retry with the same ids"))
 }
 
-/// The organisation whose subject holds the message at `sequence` (`None`: no event subject).
-async fn stored_org(state: &AppState, sequence: u64) -> Result<Option<OrgId>, ApiError> {
+/// The organisation whose event `id` is the message at `sequence`: `None` when it is on no
+/// event subject or holds no event with that id (a direct publisher's message id naming
+/// another id than its payload's, which the validator quarantines as `mismatch`).
+async fn stored_owner(state: &AppState, sequence: u64, id: Uuid) -> Result<Option<OrgId>, ApiError> {
     let message = relais_eventlog::reader::message_at(&state.stream, sequence).await.map_err(|e| {
         tracing::error!(error = %e, "event log unavailable");
         ApiError::unavailable("the event log could not be read; retry with the same ids")
     })?;
-    Ok(message.and_then(|m| subjects::parse_event_subject(&m.subject)).map(|(org, _)| org))
+    Ok(message
+        .filter(|m| relais_domain::StoredEvent::decode(&m.payload).is_ok_and(|e| e.v1().id == id))
+        .and_then(|m| subjects::parse_event_subject(&m.subject))
+        .map(|(org, _)| org))
 }
 
 /// The events with an expected version that are already stored on their subject after that

@@ -216,8 +216,19 @@ impl Eraser {
             // The validator records it too; recording now lets a retry find it at once.
             let mut conn = self.pool.acquire().await?;
             ledger::record(&mut conn, &[event_id], &[appended.sequence as i64], &[org.to_string()]).await?;
+            self.mark_recorded(key_id, appended.sequence).await?;
+        } else if ledger::find(&self.pool, &[event_id]).await?.get(&event_id).map(|r| r.sequence)
+            == Some(appended.sequence)
+        {
+            self.mark_recorded(key_id, appended.sequence).await?;
+        } else {
+            // The broker holds a message with this id that the ledger does not: an erasure this
+            // call's earlier attempt stored, not judged yet, or one forged by publishing
+            // straight to the log (the id derives from the key), which the validator
+            // quarantines. Either way the event stays owed: the next erasure call or sweep
+            // finds it in the ledger, or, past the broker's window, appends it.
+            tracing::warn!(sequence = appended.sequence, "erasure event held by an unjudged or quarantined message");
         }
-        self.mark_recorded(key_id, appended.sequence).await?;
         tracing::info!(sequence = appended.sequence, newly = destroyed.newly_erased, "client erased");
         Ok(Erasure {
             key_id,

@@ -37,12 +37,14 @@ pub async fn list_for_org(pool: &PgPool, org: &OrgId, after: i64, limit: i64) ->
     .await
 }
 
-/// The first quarantined copy of each of `ids` that the quarantine holds (ids of messages that
-/// decoded), with the organisation of its subject (empty when the subject is not an event
-/// subject). The broker counts quarantined messages in its duplicate window too.
+/// The first quarantined copy of each of `ids` that the quarantine holds (the id the broker
+/// deduplicated it by: its message id header, else its payload's), with the organisation of
+/// its subject. The organisation is empty when the subject is not an event subject or the
+/// message holds no event with that id (`mismatch`): no organisation's event has the id. The
+/// broker counts quarantined messages in its duplicate window too.
 pub async fn first_sequences(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Recorded>, sqlx::Error> {
-    let rows: Vec<(Uuid, i64, String)> = sqlx::query_as(
-        "SELECT DISTINCT ON (event_id) event_id, seq, subject FROM quarantine
+    let rows: Vec<(Uuid, i64, String, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (event_id) event_id, seq, subject, reason FROM quarantine
          WHERE event_id = ANY($1) ORDER BY event_id, seq",
     )
     .bind(ids)
@@ -50,8 +52,9 @@ pub async fn first_sequences(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, seq, subject)| {
+        .map(|(id, seq, subject, reason)| {
             let org = relais_eventlog::subjects::parse_event_subject(&subject)
+                .filter(|_| reason != "mismatch")
                 .map(|(org, _)| org.to_string())
                 .unwrap_or_default();
             (id, Recorded { sequence: seq as u64, org })

@@ -163,6 +163,10 @@ pub enum WorkerError {
     /// Shut down while waiting.
     #[error("shutting down")]
     Shutdown,
+    /// Ledger rows the validator's statement cannot see run after run: the ledger breaks its
+    /// invariant (an id at a sequence whose message holds another).
+    #[error("{0} ledger ids stay unseen by the validator's statement")]
+    LedgerUnseen(usize),
     /// The checkpoint moved under the worker (a rebuild was swapped in): it restarts from the
     /// new checkpoint.
     #[error("checkpoint moved from {expected} to {found}")]
@@ -332,28 +336,31 @@ macro_rules! unflushed_batch_with_checkpoint {
         )
     };
     // `from`: the checkpoint moves only from there (0: it may be created); elsewhere, or
-    // missing when it should be there, nothing moves and no row is returned.
-    // `unless`: a condition under which nothing moves either.
-    (@from $from:literal $(, @unless $unless:literal)?; $($cte:expr),+) => {
+    // missing when it should be there, nothing moves. `raced`: a CTE of ids; while it holds
+    // any, nothing moves either. The statement returns one row: how many checkpoints moved (0
+    // or 1), and the ids.
+    (@from $from:literal, @raced $raced:literal; $($cte:expr),+) => {
         concat!(
             "WITH flush AS (SELECT set_config('synchronous_commit', 'off', true) AS off), ",
             $($cte, ", ",)+
             "created AS (
-               INSERT INTO projection_checkpoints (projection, seq) SELECT $1, $2 WHERE ", $from, " = 0",
-               $(" AND NOT (", $unless, ")",)? "
+               INSERT INTO projection_checkpoints (projection, seq) SELECT $1, $2 WHERE ", $from, " = 0
+               AND NOT EXISTS (SELECT 1 FROM ", $raced, ")
                ON CONFLICT (projection) DO UPDATE SET seq = EXCLUDED.seq, updated_at = now()
                WHERE projection_checkpoints.seq = 0
                RETURNING projection, seq),
              advanced AS (
                UPDATE projection_checkpoints SET seq = $2, updated_at = now()
-               WHERE projection = $1 AND seq = ", $from, " AND ", $from, " <> 0",
-               $(" AND NOT (", $unless, ")",)? "
+               WHERE projection = $1 AND seq = ", $from, " AND ", $from, " <> 0
+               AND NOT EXISTS (SELECT 1 FROM ", $raced, ")
                RETURNING projection, seq),
-             moved AS (SELECT * FROM created UNION ALL SELECT * FROM advanced)
-             SELECT pg_notify($3, m.projection || ' ' || m.seq), f.off FROM moved m, flush f"
+             moved AS (SELECT * FROM created UNION ALL SELECT * FROM advanced),
+             notified AS (SELECT pg_notify($3, m.projection || ' ' || m.seq), f.off FROM moved m, flush f)
+             SELECT (SELECT count(*) FROM notified) AS moved, ARRAY(SELECT event_id FROM ", $raced, ") AS raced"
         )
     };
 }
+
 pub(crate) use unflushed_batch_with_checkpoint;
 
 /// The PostgreSQL channel on which every checkpoint move is announced, as
@@ -699,10 +706,12 @@ impl Projector {
         // moves, and the validator restarts from it. The rows this statement still writes are
         // the verdicts judging again gives (the rules fold the same history), kept by their
         // `DO NOTHING`.
-        let mut moved = Vec::new();
-        for _ in 0..3 {
-            moved = sqlx::query(unflushed_batch_with_checkpoint!(
-                @from "$13::int8", @unless "EXISTS (SELECT 1 FROM raced)";
+        // A race needs an id the gateway records while this statement runs; run again, the
+        // statement sees every id of the batch (this run left them all in the ledger), so it
+        // cannot race twice on them: the bound only keeps a broken ledger from looping.
+        for attempt in 0.. {
+            let (moved, raced): (i64, Vec<Uuid>) = sqlx::query_as(unflushed_batch_with_checkpoint!(
+                @from "$13::int8", @raced "raced";
                 concat!("ledger AS (", crate::ledger::insert_rows!("$4", "$5", "$6"), " RETURNING event_id)"),
                 "held AS (
                    SELECT u.event_id, u.seq, u.org_id, l.seq AS held_seq
@@ -712,7 +721,7 @@ impl Projector {
                    UPDATE event_ledger l SET seq = h.seq, org_id = h.org_id FROM held h
                    WHERE l.event_id = h.event_id AND h.held_seq > h.seq)",
                 "raced AS (
-                   SELECT 1 FROM held h
+                   SELECT h.event_id FROM held h
                    WHERE h.held_seq IS NULL AND NOT EXISTS (SELECT 1 FROM ledger r WHERE r.event_id = h.event_id))",
                 "quarantined AS (
                    INSERT INTO quarantine (seq, subject, reason, detail, payload, event_id)
@@ -732,17 +741,16 @@ impl Projector {
             .bind(&q_payload)
             .bind(&q_event_id)
             .bind(done as i64)
-            .fetch_all(pool)
+            .fetch_one(pool)
             .await?;
-            if !moved.is_empty() {
-                break;
+            match (moved, raced.len()) {
+                (0, 0) => return Err(WorkerError::ValidatorRewound { expected: done }),
+                (0, n) if attempt < 3 => {
+                    tracing::debug!(last, ids = n, "the gateway recorded ids while the validator did; run again");
+                }
+                (0, n) => return Err(WorkerError::LedgerUnseen(n)),
+                _ => break,
             }
-            // Raced with the gateway's record, or rewound: judged again, a race cannot recur
-            // (every id is now in the ledger for the statement to see).
-            tracing::debug!(last, "validator's statement moved nothing; running it again");
-        }
-        if moved.is_empty() {
-            return Err(WorkerError::ValidatorRewound { expected: done });
         }
         tracing::debug!(
             events = batch.len(),
@@ -916,18 +924,21 @@ impl Projector {
                             recorded: None,
                         },
                         None => {
-                            seen_here.insert(stored.id, m.sequence);
                             let recorded = Some((stored.id, envelope.org.to_string()));
-                            match rules.admit(m.sequence, &envelope).await? {
+                            let judgement = match rules.admit(m.sequence, &envelope).await? {
                                 Ok(()) => Judgement { verdict: Verdict::Accept, recorded },
                                 Err(v) => Judgement {
                                     verdict: Verdict::Quarantine {
                                         reason: "rule",
                                         detail: format!("{}: {}", v.code, v.detail),
                                     },
-                                    recorded,
+                                    recorded: recorded.filter(|_| takes_id_when_quarantined(&envelope.subject)),
                                 },
+                            };
+                            if judgement.recorded.is_some() {
+                                seen_here.insert(stored.id, m.sequence);
                             }
+                            judgement
                         }
                     }
                 }
@@ -1126,9 +1137,19 @@ fn ledger_entry(m: &LogMessage, verdict: &Verdict) -> Option<(Uuid, String)> {
     if matches!(*reason, "subject" | "undecodable" | "mismatch" | "duplicate") {
         return None;
     }
-    let (org, _) = subjects::parse_event_subject(&m.subject)?;
+    let (org, aggregate) = subjects::parse_event_subject(&m.subject)?;
+    if !takes_id_when_quarantined(&aggregate) {
+        return None;
+    }
     let id = StoredEvent::decode(&m.payload).ok()?.v1().id;
     Some((id, org.to_string()))
+}
+
+/// Whether a quarantined message on this aggregate takes its id. An erasure's id derives from
+/// its key by a public formula (`erasure::erasure_event_id`): a forged one, quarantined, must
+/// not take the id from the erasure Relais will record.
+fn takes_id_when_quarantined(aggregate: &relais_domain::AggregateRef) -> bool {
+    aggregate.kind() != relais_domain::AggregateKind::Clients
 }
 
 /// Decodes a message and checks everything that needs no database: subject scheme, envelope,

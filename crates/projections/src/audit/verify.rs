@@ -362,11 +362,11 @@ pub async fn verify(
                         Some(e) if e.v1().id == id => None,
                         Some(e) => Some((
                             FindingKind::Altered,
-                            format!("holds event {} where the projections applied {id}", e.v1().id),
+                            format!("holds event {} where the ledger recorded {id}", e.v1().id),
                         )),
                         None => Some((
                             FindingKind::Missing,
-                            format!("event {id}, applied by the projections, is no longer in the log"),
+                            format!("event {id}, recorded in the ledger, is no longer in the log"),
                         )),
                     };
                     if let Some((kind, detail)) = detail
@@ -409,7 +409,7 @@ pub async fn verify(
         report.find(Finding::at(
             seq as u64,
             FindingKind::Missing,
-            format!("event {id}, applied by the projections, is beyond the end of the log"),
+            format!("event {id}, recorded in the ledger, is beyond the end of the log"),
         ));
     }
     for (&c, _) in heads.range(end.saturating_add(1)..) {
