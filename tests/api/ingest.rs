@@ -1023,7 +1023,7 @@ async fn a_message_whose_message_id_is_not_its_events_id_is_quarantined_and_bloc
         .expect("acknowledged");
     app.wait_for_projection("caseload").await;
     let quarantined = quarantine_rows(&app.pool).await;
-    assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (1, "mismatch"), "{quarantined:?}");
+    assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (1, "message-id-mismatch"), "{quarantined:?}");
     // A batch repeating the header's id, which the broker refuses whole while it is in its
     // window: answered at once, as an id taken (no event with it is stored), nothing stored.
     let y = guidance_requested("apo", "case-y", "cl-y");

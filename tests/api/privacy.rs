@@ -1491,10 +1491,26 @@ async fn an_erasure_forged_before_the_real_one_does_not_take_its_place() {
             .expect("key row")
     };
 
+    // Nor can an event of another type take the erasure's id.
+    let mut squatter = requested("apo", "case-g", "cl-g", "n");
+    squatter["id"] = json!(erasure_id.to_string());
+    let r = app.post_event(&apo, &squatter).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["pointer"], "/id");
+
     // The real erasure, while the broker still holds the forged message's id: the key is
-    // destroyed, its event is owed (not taken as recorded by the forged message).
-    assert_eq!(app.erase(&apo, "apo", "cl-f").await.status(), 202);
+    // destroyed, its event is owed (not taken as recorded by the forged message), and the
+    // answer says so.
+    let r = app.erase(&apo, "apo", "cl-f").await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<Value>().await.expect("json")["type"], "urn:relais:problem:unavailable");
     assert_eq!(erasure_seq().await, None);
+    let destroyed: bool = sqlx::query_scalar("SELECT erased_at IS NOT NULL FROM client_keys WHERE key_id = $1")
+        .bind(key_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("key row");
+    assert!(destroyed);
     // Past the broker's window, the erasure asked again records its event, which the views apply.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(app.erase(&apo, "apo", "cl-f").await.status(), 202);
@@ -1504,4 +1520,15 @@ async fn an_erasure_forged_before_the_real_one_does_not_take_its_place() {
     assert_eq!(quarantine_rows(&app.pool).await.len(), 1, "the real erasure is accepted");
     let case: Value = app.get(&apo, "/v1/orgs/apo/cases/case-f").await.json().await.expect("json");
     assert_ne!(case["client_ref"], "cl-f", "{case}");
+    // An erasure of the destroyed key under another id, published straight to the log, is
+    // refused: an erasure's id is its key's.
+    let other =
+        event("apo", "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
+    let (envelope, _) = Envelope::from_cloud_event(other, Utc::now(), "direct").expect("valid envelope");
+    let bytes = StoredEvent::V1(envelope.split_for_storage().0).encode();
+    app.js.publish(format!("relais.ev.apo.clients.{key_id}"), bytes.into()).await.expect("sent").await.expect("ack");
+    app.wait_for_views().await;
+    let quarantined = quarantine_rows(&app.pool).await;
+    assert_eq!(quarantined.len(), 2, "{quarantined:?}");
+    assert!(quarantined[1].2.contains(&erasure_id.to_string()), "{quarantined:?}");
 }

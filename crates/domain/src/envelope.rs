@@ -250,6 +250,20 @@ impl Envelope {
         Ok(())
     }
 
+    /// Whether a new event may take its id: UUIDs of version 8 are those Relais derives from
+    /// what an event names (an erasure's from its key, so that an erasure call finds its
+    /// event), and only an erasure takes one. The gateway and the validator check it of events
+    /// they admit; reading what was admitted once does not.
+    pub fn check_id(&self) -> Result<(), EnvelopeError> {
+        if self.id.get_version_num() == 8 && !matches!(self.data, crate::events::EventData::ClientErased(_)) {
+            return Err(EnvelopeError::invalid(
+                "/id",
+                "UUIDs of version 8 are reserved for the events Relais derives (erasures)",
+            ));
+        }
+        Ok(())
+    }
+
     /// The stored body with its personal fields taken out (and `sealed` left empty), and those
     /// personal fields, for the caller to seal with the client's key.
     pub fn split_for_storage(&self) -> (StoredEventV1, PersonalFields) {
@@ -280,7 +294,9 @@ impl Envelope {
         recorded_at: DateTime<Utc>,
         default_actor: &str,
     ) -> Result<(Envelope, Option<u64>), EnvelopeError> {
-        Self::parse_cloud_event(event, Some(recorded_at), default_actor)
+        let (envelope, expected_version) = Self::parse_cloud_event(event, Some(recorded_at), default_actor)?;
+        envelope.check_id()?;
+        Ok((envelope, expected_version))
     }
 
     /// Reads a CloudEvent as Relais wrote it (in a replay or an export): `recordedat` and

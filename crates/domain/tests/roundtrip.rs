@@ -246,6 +246,26 @@ fn a_stored_event_with_metadata_the_gateway_refuses_opens_but_is_not_admissible(
 }
 
 #[test]
+fn an_id_of_version_8_is_admissible_only_on_an_erasure() {
+    // Given an id of version 8, the kind Relais derives for an erasure from its key
+    let v8 = Uuid::from_u128(0x0123_4567_89ab_8def_8123_4567_89ab_cdef);
+    assert_eq!(v8.get_version_num(), 8);
+    let erased = CATALOGUE.iter().find(|s| s.name == "relais.client.erased").expect("erasure type");
+    // When a case event or an erasure carries it
+    let case_event = StoredEventV1 { id: v8, ..stored_case_event() };
+    let erasure = example_envelope(erased, v8);
+    // Then only the erasure may take it, and the case event still opens (reading what was
+    // admitted once does not refuse it)
+    let opened = case_event.open(None).expect("opens");
+    match opened.check_id() {
+        Err(relais_domain::envelope::EnvelopeError::Invalid { pointer, .. }) => assert_eq!(pointer, "/id"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(opened.check_admissible(), Ok(()));
+    assert_eq!(erasure.check_id(), Ok(()));
+}
+
+#[test]
 fn a_stored_event_with_a_time_no_cloud_event_can_write_is_not_admissible() {
     use relais_domain::envelope::{EARLIEST_TIME_US, LATEST_TIME_US};
     let good = stored_case_event();

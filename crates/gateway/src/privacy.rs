@@ -105,6 +105,10 @@ pub async fn post_erasure(
             tracing::error!(error = %e, "the event log could not be read");
             ApiError::unavailable("the event log is unavailable; retry")
         }
+        ErasureError::EventPending(_) => ApiError::unavailable(
+            "the client's key is destroyed; the erasure's event is not recorded yet (another message holds its id \
+             in the log for now); retry: the retry completes the erasure",
+        ),
     })?;
     let status = if erasure.newly_erased { StatusCode::ACCEPTED } else { StatusCode::OK };
     let body = json!({

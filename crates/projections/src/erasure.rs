@@ -42,6 +42,12 @@ pub enum ErasureError {
     /// The log could not be read. Retry.
     #[error("event log: {0}")]
     Read(relais_eventlog::reader::ReadError),
+    /// The key is destroyed, but the broker holds a message with the erasure event's id at
+    /// this sequence that is not a recorded erasure: this erasure's own earlier attempt, not
+    /// judged yet, or one forged by publishing straight to the log. The event stays owed.
+    /// Retry: once judged, or past the broker's duplicate window, the retry records it.
+    #[error("the erasure event's id is held at sequence {0} by a message not recorded as the erasure yet")]
+    EventPending(u64),
 }
 
 /// A completed erasure.
@@ -114,7 +120,15 @@ impl Eraser {
                 .and_then(|code| ErasureReason::ALL.iter().copied().find(|r| r.code() == code))
                 .unwrap_or(ErasureReason::ClientRequest);
             let actor = actor.unwrap_or_else(|| "relais:erasure".to_owned());
-            let erasure = self.erase_key(&org, key_id, reason, &actor).await?;
+            let erasure = match self.erase_key(&org, key_id, reason, &actor).await {
+                Ok(erasure) => erasure,
+                // Owed a while longer; the others are not held up.
+                Err(ErasureError::EventPending(sequence)) => {
+                    tracing::warn!(%key_id, sequence, "erasure event still owed");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             // Keys erased before the reason was kept mostly have their event already: found
             // in the ledger, they are only marked, not counted.
             if erasure.newly_erased {
@@ -228,6 +242,7 @@ impl Eraser {
             // quarantines. Either way the event stays owed: the next erasure call or sweep
             // finds it in the ledger, or, past the broker's window, appends it.
             tracing::warn!(sequence = appended.sequence, "erasure event held by an unjudged or quarantined message");
+            return Err(ErasureError::EventPending(appended.sequence));
         }
         tracing::info!(sequence = appended.sequence, newly = destroyed.newly_erased, "client erased");
         Ok(Erasure {
@@ -256,6 +271,10 @@ pub(crate) async fn judge_erasures(
             continue;
         }
         match Uuid::parse_str(e.subject.id()) {
+            // Its id is its key's: an erase call finds the erasure by it (`erase_key`).
+            Ok(key_id) if e.id != erasure_event_id(key_id) => {
+                refused.insert(*i, format!("the erasure of data key {key_id} has id {}", erasure_event_id(key_id)));
+            }
             Ok(key_id) => named.push((*i, key_id, &e.org)),
             Err(_) => {
                 refused.insert(*i, "the subject of an erasure names a data key id (clients/<uuid>)".to_owned());

@@ -40,8 +40,8 @@ pub async fn list_for_org(pool: &PgPool, org: &OrgId, after: i64, limit: i64) ->
 /// The first quarantined copy of each of `ids` that the quarantine holds (the id the broker
 /// deduplicated it by: its message id header, else its payload's), with the organisation of
 /// its subject. The organisation is empty when the subject is not an event subject or the
-/// message holds no event with that id (`mismatch`): no organisation's event has the id. The
-/// broker counts quarantined messages in its duplicate window too.
+/// message holds no event with that id (`message-id-mismatch`): no organisation's event has
+/// the id. The broker counts quarantined messages in its duplicate window too.
 pub async fn first_sequences(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid, Recorded>, sqlx::Error> {
     let rows: Vec<(Uuid, i64, String, String)> = sqlx::query_as(
         "SELECT DISTINCT ON (event_id) event_id, seq, subject, reason FROM quarantine
@@ -54,7 +54,7 @@ pub async fn first_sequences(pool: &PgPool, ids: &[Uuid]) -> Result<HashMap<Uuid
         .into_iter()
         .map(|(id, seq, subject, reason)| {
             let org = relais_eventlog::subjects::parse_event_subject(&subject)
-                .filter(|_| reason != "mismatch")
+                .filter(|_| reason != "message-id-mismatch")
                 .map(|(org, _)| org.to_string())
                 .unwrap_or_default();
             (id, Recorded { sequence: seq as u64, org })

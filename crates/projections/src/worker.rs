@@ -1134,7 +1134,7 @@ struct Judgement {
 /// subject, undecodable, a message id header naming another id) and for a duplicate.
 fn ledger_entry(m: &LogMessage, verdict: &Verdict) -> Option<(Uuid, String)> {
     let Verdict::Quarantine { reason, .. } = verdict else { return None };
-    if matches!(*reason, "subject" | "undecodable" | "mismatch" | "duplicate") {
+    if matches!(*reason, "subject" | "undecodable" | "mismatch" | "message-id-mismatch" | "duplicate") {
         return None;
     }
     let (org, aggregate) = subjects::parse_event_subject(&m.subject)?;
@@ -1142,6 +1142,11 @@ fn ledger_entry(m: &LogMessage, verdict: &Verdict) -> Option<(Uuid, String)> {
         return None;
     }
     let id = StoredEvent::decode(&m.payload).ok()?.v1().id;
+    // Ids of version 8 are those Relais derives (an erasure's, from its key): only the accepted
+    // event takes one.
+    if id.get_version_num() == 8 {
+        return None;
+    }
     Some((id, org.to_string()))
 }
 
@@ -1164,11 +1169,11 @@ fn decode_checked(m: &LogMessage) -> Result<(StoredEventV1, Envelope), Verdict> 
     if let Some(header) = &m.message_id
         && Uuid::parse_str(header).ok() != Some(stored.id)
     {
-        return Err(q("mismatch", format!("message id {header:?} is not the event's id {}", stored.id)));
+        return Err(q("message-id-mismatch", format!("message id {header:?} is not the event's id {}", stored.id)));
     }
     let envelope = stored.open(None).map_err(|e| q("invalid", e.to_string()))?;
     // Published straight to the log, past the gateway's checks: held to the same rules.
-    envelope.check_admissible().map_err(|e| q("invalid", e.to_string()))?;
+    envelope.check_admissible().and_then(|()| envelope.check_id()).map_err(|e| q("invalid", e.to_string()))?;
     if envelope.org != org || envelope.subject != aggregate {
         return Err(q(
             "mismatch",
