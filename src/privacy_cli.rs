@@ -254,6 +254,12 @@ pub async fn retention(command: RetentionCommand) -> anyhow::Result<()> {
                 println!("{} erasure events owed by earlier erasures appended", report.completed.len());
             }
             println!("{} clients erased (retention expired)", report.erased.len());
+            if !report.pending.is_empty() {
+                println!(
+                    "{} more clients' keys destroyed, their erasure events owed (completed by a later sweep)",
+                    report.pending.len()
+                );
+            }
             Ok(())
         }
     }

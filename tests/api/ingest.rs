@@ -1041,3 +1041,29 @@ async fn a_message_whose_message_id_is_not_its_events_id_is_quarantined_and_bloc
     assert_eq!(problem["type"], "urn:relais:problem:id-taken", "{problem}");
     assert_eq!(app.stream_messages().await, 1);
 }
+
+#[tokio::test]
+async fn ids_of_version_8_are_refused_on_new_events_but_a_retry_of_one_stored_before_is_a_duplicate() {
+    let app = spawn_app_with(relais::startup::ServeRole::Gateway).await;
+    let token = app.token("apo", Role::Org).await;
+    let v8 = |n: u128| uuid::Uuid::from_u128(0x0123_4567_89ab_8000_8000_0000_0000_0000 | n);
+    // An id of version 8 the log holds (admitted before they were reserved for erasures).
+    sqlx::query("INSERT INTO event_ledger (event_id, seq, org_id) VALUES ($1, 99, 'apo')")
+        .bind(v8(1))
+        .execute(&app.pool)
+        .await
+        .expect("recorded");
+    let mut stored_before = guidance_requested("apo", "case-1", "cl-1");
+    stored_before["id"] = json!(v8(1).to_string());
+    let r = app.post_event(&token, &stored_before).await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.expect("json");
+    assert_eq!(answer["events"][0]["sequence"], 99);
+    let mut new = guidance_requested("apo", "case-2", "cl-2");
+    new["id"] = json!(v8(2).to_string());
+    let r = app.post_batch(&token, &[guidance_requested("apo", "case-3", "cl-3"), new]).await;
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["pointer"], "/1/id", "{problem}");
+    assert_eq!(app.stream_messages().await, 0);
+}

@@ -1532,3 +1532,79 @@ async fn an_erasure_forged_before_the_real_one_does_not_take_its_place() {
     assert_eq!(quarantined.len(), 2, "{quarantined:?}");
     assert!(quarantined[1].2.contains(&erasure_id.to_string()), "{quarantined:?}");
 }
+
+#[tokio::test]
+async fn two_erasures_of_one_client_at_once_both_succeed_and_record_one_event() {
+    let app = spawn_app().await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(&app, &apo, &[requested("apo", "case-t", "cl-t", "n"), accepted("apo", "case-t", "cl-t", "n")]).await;
+    app.wait_for_views().await;
+    let key_id: Uuid =
+        sqlx::query_scalar("SELECT key_id FROM client_keys").fetch_one(&app.pool).await.expect("the client's key");
+    let erasure_id = relais_projections::erasure::erasure_event_id(key_id);
+    // The first erasure's record of its event waits on a lock the test holds (as does the
+    // validator's): the second erasure's publish is acknowledged as a duplicate meanwhile.
+    for sql in [
+        "CREATE FUNCTION wait_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_advisory_lock(4343); PERFORM pg_advisory_unlock(4343); RETURN NEW; END $$"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER wait_for_test BEFORE INSERT ON event_ledger FOR EACH ROW
+             WHEN (NEW.event_id = '{erasure_id}') EXECUTE FUNCTION wait_for_test()"
+        ),
+    ] {
+        sqlx::query(&sql).execute(&app.pool).await.expect("set up");
+    }
+    let mut lock = app.pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(4343)").execute(&mut *lock).await.expect("locked");
+    let first = tokio::spawn({
+        let (url, token) = (app.address.clone(), apo.clone());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{url}/v1/orgs/apo/clients/cl-t/erasure"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("answered")
+                .status()
+        }
+    });
+    let waiting = async {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .expect("activity");
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await.expect("the first erasure records");
+    let second = async { app.erase(&apo, "apo", "cl-t").await.status() };
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        sqlx::query("SELECT pg_advisory_unlock(4343)").execute(&mut *lock).await.expect("unlocked");
+    };
+    let (second, ()) = tokio::join!(second, release);
+    let first = first.await.expect("first erasure");
+    assert_eq!((first.as_u16(), second.as_u16()), (202, 200));
+    app.wait_for_views().await;
+    let erasures: i64 = sqlx::query_scalar("SELECT count(*) FROM event_ledger WHERE event_id = $1")
+        .bind(erasure_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("ledger");
+    assert_eq!(erasures, 1);
+    assert!(quarantine_rows(&app.pool).await.is_empty());
+    let recorded: Option<i64> = sqlx::query_scalar("SELECT erasure_seq FROM client_keys WHERE key_id = $1")
+        .bind(key_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("key row");
+    assert!(recorded.is_some());
+}

@@ -252,8 +252,9 @@ impl Envelope {
 
     /// Whether a new event may take its id: UUIDs of version 8 are those Relais derives from
     /// what an event names (an erasure's from its key, so that an erasure call finds its
-    /// event), and only an erasure takes one. The gateway and the validator check it of events
-    /// they admit; reading what was admitted once does not.
+    /// event), and only an erasure takes one. The gateway checks it of ids the log does not
+    /// hold yet (a retry of an id stored before is still answered as a duplicate), the
+    /// validator of every message it judges; reading what was admitted once does not.
     pub fn check_id(&self) -> Result<(), EnvelopeError> {
         if self.id.get_version_num() == 8 && !matches!(self.data, crate::events::EventData::ClientErased(_)) {
             return Err(EnvelopeError::invalid(
@@ -294,9 +295,7 @@ impl Envelope {
         recorded_at: DateTime<Utc>,
         default_actor: &str,
     ) -> Result<(Envelope, Option<u64>), EnvelopeError> {
-        let (envelope, expected_version) = Self::parse_cloud_event(event, Some(recorded_at), default_actor)?;
-        envelope.check_id()?;
-        Ok((envelope, expected_version))
+        Self::parse_cloud_event(event, Some(recorded_at), default_actor)
     }
 
     /// Reads a CloudEvent as Relais wrote it (in a replay or an export): `recordedat` and

@@ -178,6 +178,12 @@ pub async fn post_events(
     }
     let fresh: Vec<&(String, Envelope, Option<u64>)> =
         parsed.iter().filter(|(_, e, _)| !known.contains_key(&e.id)).collect();
+    // Ids Relais derives (an erasure's, from its key) are not for new events.
+    for (prefix, e, _) in &fresh {
+        if let Err(relais_domain::EnvelopeError::Invalid { pointer, detail }) = e.check_id() {
+            return Err(ApiError::invalid(format!("{prefix}{pointer}"), detail));
+        }
+    }
     let fresh_refs: Vec<&str> = fresh.iter().filter_map(|(_, e, _)| e.data.client_ref()).collect();
     state.keys.create_missing_keys(org, &fresh_refs, &mut keys).await.map_err(|e| ApiError::internal(&e))?;
     let outgoing = seal_all(&fresh, &keys)?;

@@ -43,8 +43,9 @@ pub enum ErasureError {
     #[error("event log: {0}")]
     Read(relais_eventlog::reader::ReadError),
     /// The key is destroyed, but the broker holds a message with the erasure event's id at
-    /// this sequence that is not a recorded erasure: this erasure's own earlier attempt, not
-    /// judged yet, or one forged by publishing straight to the log. The event stays owed.
+    /// this sequence that the validator did not record as the erasure within a few seconds:
+    /// one forged by publishing straight to the log, or one not judged yet (the projector
+    /// behind or down). The event stays owed.
     /// Retry: once judged, or past the broker's duplicate window, the retry records it.
     #[error("the erasure event's id is held at sequence {0} by a message not recorded as the erasure yet")]
     EventPending(u64),
@@ -141,6 +142,31 @@ impl Eraser {
         Ok(done)
     }
 
+    /// Whether the validator records the message at `sequence`, which holds the erasure's id,
+    /// as the erasure: usually this erasure's own earlier attempt (an acknowledgement lost, a
+    /// concurrent call), judged within milliseconds. False once it is quarantined, or after a
+    /// few seconds without a verdict.
+    async fn judged_as_erasure(&self, event_id: Uuid, sequence: u64) -> Result<bool, sqlx::Error> {
+        for _ in 0..50 {
+            let (held, quarantined): (Option<i64>, bool) = sqlx::query_as(
+                "SELECT (SELECT seq FROM event_ledger WHERE event_id = $1),
+                        EXISTS (SELECT 1 FROM quarantine WHERE seq = $2)",
+            )
+            .bind(event_id)
+            .bind(sequence as i64)
+            .fetch_one(&self.pool)
+            .await?;
+            if held == Some(sequence as i64) {
+                return Ok(true);
+            }
+            if quarantined || held.is_some() {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Ok(false)
+    }
+
     async fn mark_recorded(&self, key_id: Uuid, sequence: u64) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE client_keys SET erasure_seq = $2 WHERE key_id = $1 AND erasure_seq IS NULL")
             .bind(key_id)
@@ -231,16 +257,14 @@ impl Eraser {
             let mut conn = self.pool.acquire().await?;
             ledger::record(&mut conn, &[event_id], &[appended.sequence as i64], &[org.to_string()]).await?;
             self.mark_recorded(key_id, appended.sequence).await?;
-        } else if ledger::find(&self.pool, &[event_id]).await?.get(&event_id).map(|r| r.sequence)
-            == Some(appended.sequence)
-        {
+        } else if self.judged_as_erasure(event_id, appended.sequence).await? {
             self.mark_recorded(key_id, appended.sequence).await?;
         } else {
-            // The broker holds a message with this id that the ledger does not: an erasure this
-            // call's earlier attempt stored, not judged yet, or one forged by publishing
-            // straight to the log (the id derives from the key), which the validator
-            // quarantines. Either way the event stays owed: the next erasure call or sweep
-            // finds it in the ledger, or, past the broker's window, appends it.
+            // The broker holds a message with this id that the validator did not record as the
+            // erasure: one forged by publishing straight to the log (the id derives from the
+            // key), quarantined, or one not judged in time (the projector is behind or down).
+            // The event stays owed: the next erasure call or sweep finds it in the ledger, or,
+            // past the broker's window, appends it.
             tracing::warn!(sequence = appended.sequence, "erasure event held by an unjudged or quarantined message");
             return Err(ErasureError::EventPending(appended.sequence));
         }
@@ -273,7 +297,8 @@ pub(crate) async fn judge_erasures(
         match Uuid::parse_str(e.subject.id()) {
             // Its id is its key's: an erase call finds the erasure by it (`erase_key`).
             Ok(key_id) if e.id != erasure_event_id(key_id) => {
-                refused.insert(*i, format!("the erasure of data key {key_id} has id {}", erasure_event_id(key_id)));
+                let expected = erasure_event_id(key_id);
+                refused.insert(*i, format!("an erasure of data key {key_id} has id {expected}, not {}", e.id));
             }
             Ok(key_id) => named.push((*i, key_id, &e.org)),
             Err(_) => {

@@ -220,6 +220,10 @@ pub struct SweepReport {
     pub erased: Vec<Erasure>,
     /// Erasures done before whose event the log did not take then, now appended.
     pub completed: Vec<Erasure>,
+    /// Clients whose key this sweep destroyed but whose erasure event is still owed (its id
+    /// held by a message not recorded as the erasure yet), with that message's sequence: a
+    /// later sweep completes them.
+    pub pending: Vec<(Uuid, u64)>,
 }
 
 /// Waits (up to `wait`) until the client index has applied the log as it is now; returns the
@@ -287,6 +291,7 @@ pub async fn sweep(
                 // The key is destroyed, its event owed: the next sweep completes it.
                 Err(ErasureError::EventPending(sequence)) => {
                     tracing::warn!(key_id = %client.key_id, sequence, "erasure event owed");
+                    report.pending.push((client.key_id, sequence));
                     progress(i as u64 + 1, total);
                     continue;
                 }
