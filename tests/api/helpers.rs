@@ -576,3 +576,48 @@ pub async fn sealed_stored(
 pub async fn quarantine_rows(pool: &sqlx::PgPool) -> Vec<(i64, String, String)> {
     sqlx::query_as("SELECT seq, reason, detail FROM quarantine ORDER BY seq").fetch_all(pool).await.expect("rows")
 }
+
+/// Makes the ledger's inserts that match `when` (a trigger's `WHEN` condition on `NEW`) wait on
+/// an advisory lock the returned connection holds, until [`release_ledger_inserts`]: a test can
+/// act while a worker or a request is inside its statement.
+pub async fn hold_ledger_inserts(pool: &sqlx::PgPool, when: &str) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+    for sql in [
+        "CREATE FUNCTION wait_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); RETURN NEW; END $$"
+            .to_owned(),
+        format!(
+            "CREATE TRIGGER wait_for_test BEFORE INSERT ON event_ledger FOR EACH ROW WHEN ({when})
+             EXECUTE FUNCTION wait_for_test()"
+        ),
+    ] {
+        sqlx::query(&sql).execute(pool).await.expect("set up");
+    }
+    let mut lock = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *lock).await.expect("locked");
+    lock
+}
+
+/// Waits until an insert [`hold_ledger_inserts`] holds is waiting.
+pub async fn wait_for_a_held_ledger_insert(pool: &sqlx::PgPool) {
+    let waiting = async {
+        loop {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+            )
+            .fetch_one(pool)
+            .await
+            .expect("activity");
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await.expect("a ledger insert waits");
+}
+
+/// Lets the inserts [`hold_ledger_inserts`] held go.
+pub async fn release_ledger_inserts(mut lock: sqlx::pool::PoolConnection<sqlx::Postgres>) {
+    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *lock).await.expect("unlocked");
+}

@@ -872,42 +872,15 @@ async fn a_later_copy_the_gateway_records_while_the_validator_records_the_first_
     // The validator's record of the first copy waits, before its insert, on a lock the test
     // holds: the gateway stores a second copy and records it meanwhile, unseen by the
     // validator's statement.
-    for sql in [
-        "CREATE FUNCTION wait_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); RETURN NEW; END $$"
-            .to_owned(),
-        format!(
-            "CREATE TRIGGER wait_for_test BEFORE INSERT ON event_ledger FOR EACH ROW WHEN (NEW.seq = {first})
-             EXECUTE FUNCTION wait_for_test()"
-        ),
-    ] {
-        sqlx::query(&sql).execute(&app.pool).await.expect("set up");
-    }
-    let mut lock = app.pool.acquire().await.expect("connection");
-    sqlx::query("SELECT pg_advisory_lock(4242)").execute(&mut *lock).await.expect("locked");
+    let lock = hold_ledger_inserts(&app.pool, &format!("NEW.seq = {first}")).await;
     let stop = start_projector(&app).await;
-    let waiting = async {
-        loop {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .expect("activity");
-            if n > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await.expect("the validator records");
+    wait_for_a_held_ledger_insert(&app.pool).await;
     let r = app.post_event(&token, &e).await;
     assert_eq!(r.status(), 201);
     let answer: Value = r.json().await.expect("json");
     assert_eq!(answer["events"][0]["sequence"], first + 1);
     wait_for_ledger(&app, envelope.id, first + 1).await;
-    sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *lock).await.expect("unlocked");
+    release_ledger_inserts(lock).await;
 
     app.wait_for_projection("caseload").await;
     let quarantined = quarantine_rows(&app.pool).await;

@@ -1544,19 +1544,7 @@ async fn two_erasures_of_one_client_at_once_both_succeed_and_record_one_event() 
     let erasure_id = relais_projections::erasure::erasure_event_id(key_id);
     // The first erasure's record of its event waits on a lock the test holds (as does the
     // validator's): the second erasure's publish is acknowledged as a duplicate meanwhile.
-    for sql in [
-        "CREATE FUNCTION wait_for_test() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN PERFORM pg_advisory_lock(4343); PERFORM pg_advisory_unlock(4343); RETURN NEW; END $$"
-            .to_owned(),
-        format!(
-            "CREATE TRIGGER wait_for_test BEFORE INSERT ON event_ledger FOR EACH ROW
-             WHEN (NEW.event_id = '{erasure_id}') EXECUTE FUNCTION wait_for_test()"
-        ),
-    ] {
-        sqlx::query(&sql).execute(&app.pool).await.expect("set up");
-    }
-    let mut lock = app.pool.acquire().await.expect("connection");
-    sqlx::query("SELECT pg_advisory_lock(4343)").execute(&mut *lock).await.expect("locked");
+    let lock = hold_ledger_inserts(&app.pool, &format!("NEW.event_id = '{erasure_id}'")).await;
     let first = tokio::spawn({
         let (url, token) = (app.address.clone(), apo.clone());
         async move {
@@ -1569,26 +1557,11 @@ async fn two_erasures_of_one_client_at_once_both_succeed_and_record_one_event() 
                 .status()
         }
     });
-    let waiting = async {
-        loop {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .expect("activity");
-            if n > 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), waiting).await.expect("the first erasure records");
+    wait_for_a_held_ledger_insert(&app.pool).await;
     let second = async { app.erase(&apo, "apo", "cl-t").await.status() };
     let release = async {
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-        sqlx::query("SELECT pg_advisory_unlock(4343)").execute(&mut *lock).await.expect("unlocked");
+        release_ledger_inserts(lock).await;
     };
     let (second, ()) = tokio::join!(second, release);
     let first = first.await.expect("first erasure");
