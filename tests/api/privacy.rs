@@ -1581,3 +1581,61 @@ async fn two_erasures_of_one_client_at_once_both_succeed_and_record_one_event() 
         .expect("key row");
     assert!(recorded.is_some());
 }
+
+#[tokio::test]
+async fn an_erasure_retried_while_a_later_copy_of_its_event_waits_for_the_validator_is_recorded_at_the_first() {
+    // No projector at first: what the validator will judge piles up.
+    let app = spawn_app_with_settings(ServeRole::Gateway, |s| {
+        s.stream.duplicate_window = std::time::Duration::from_secs(2);
+    })
+    .await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(&app, &apo, &[requested("apo", "case-r", "cl-r", "n")]).await;
+    let key_id: Uuid =
+        sqlx::query_scalar("SELECT key_id FROM client_keys").fetch_one(&app.pool).await.expect("the client's key");
+    let erasure_id = relais_projections::erasure::erasure_event_id(key_id);
+    // Two attempts whose answers were lost, the second past the broker's window: the log holds
+    // two copies of the erasure event, and nothing says so in the database.
+    let forget = || async {
+        sqlx::query("DELETE FROM event_ledger WHERE event_id = $1")
+            .bind(erasure_id)
+            .execute(&app.pool)
+            .await
+            .expect("ledger");
+        sqlx::query("UPDATE client_keys SET erasure_seq = NULL").execute(&app.pool).await.expect("key");
+    };
+    assert_eq!(app.erase(&apo, "apo", "cl-r").await.status(), 202);
+    forget().await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(app.erase(&apo, "apo", "cl-r").await.status(), 202);
+    forget().await;
+    assert_eq!(app.stream_messages().await, 3);
+    // A third attempt, within the window of the second copy, while the validator's record of
+    // the first copy waits: the answer comes once the validator judged it.
+    let lock = hold_ledger_inserts(&app.pool, &format!("NEW.event_id = '{erasure_id}'")).await;
+    let projector = Application::build(&app.settings, ServeRole::Projector).await.expect("projector");
+    let stop = projector.shutdown_token();
+    tokio::spawn(projector.run_until_stopped());
+    wait_for_a_held_ledger_insert(&app.pool).await;
+    let third = async { app.erase(&apo, "apo", "cl-r").await };
+    let release = async {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        release_ledger_inserts(lock).await;
+    };
+    let (third, ()) = tokio::join!(third, release);
+    assert_eq!(third.status(), 200);
+    let answer: Value = third.json().await.expect("json");
+    assert_eq!(answer["sequence"], 2, "{answer}");
+    let recorded: Option<i64> = sqlx::query_scalar("SELECT erasure_seq FROM client_keys WHERE key_id = $1")
+        .bind(key_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("key row");
+    assert_eq!(recorded, Some(2));
+    app.wait_for_views().await;
+    assert_eq!(
+        quarantine_rows(&app.pool).await.iter().map(|q| (q.0, q.1.as_str())).collect::<Vec<_>>(),
+        [(3, "duplicate")]
+    );
+    stop.cancel();
+}

@@ -530,7 +530,7 @@ fn privacy_paths(org_param: &Value) -> Value {
                 "200": body("erased before", "Erasure"),
                 "400": problem("invalid client reference or body"), "401": problem("no or unknown token"),
                 "403": problem("another organisation or role"), "404": problem("the organisation has no such client"),
-                "503": problem("the event log, the key store or the database is unavailable; retry: the retry completes the erasure") } } },
+                "503": problem("the event log, the key store or the database is unavailable, or the key is destroyed and its erasure event pending (another message holds its id for now); retry: the retry completes the erasure") } } },
         "/v1/orgs/{org}/clients/{client}/export": { "get": {
             "summary": "Everything the organisation holds about a client (GDPR Art. 15), or that the client was erased",
             "parameters": params,

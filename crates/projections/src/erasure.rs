@@ -142,12 +142,14 @@ impl Eraser {
         Ok(done)
     }
 
-    /// Whether the validator records the message at `sequence`, which holds the erasure's id,
-    /// as the erasure: usually this erasure's own earlier attempt (an acknowledgement lost, a
-    /// concurrent call), judged within milliseconds. False once it is quarantined, or after a
+    /// Where the validator records the erasure once it judged the message at `sequence`, which
+    /// holds the erasure's id: usually this erasure's own earlier attempt (an acknowledgement
+    /// lost, a concurrent call), judged within milliseconds, at `sequence` or, if that was a
+    /// later copy, at the first. Only an accepted erasure of this key takes the id (version 8
+    /// is reserved). `None` once the message is quarantined with no copy recorded, or after a
     /// few seconds without a verdict.
-    async fn judged_as_erasure(&self, event_id: Uuid, sequence: u64) -> Result<bool, sqlx::Error> {
-        for _ in 0..50 {
+    async fn judged_as_erasure(&self, event_id: Uuid, sequence: u64) -> Result<Option<u64>, sqlx::Error> {
+        for _ in 0..30 {
             let (held, quarantined): (Option<i64>, bool) = sqlx::query_as(
                 "SELECT (SELECT seq FROM event_ledger WHERE event_id = $1),
                         EXISTS (SELECT 1 FROM quarantine WHERE seq = $2)",
@@ -156,15 +158,15 @@ impl Eraser {
             .bind(sequence as i64)
             .fetch_one(&self.pool)
             .await?;
-            if held == Some(sequence as i64) {
-                return Ok(true);
+            if let Some(first) = held {
+                return Ok(Some(first as u64));
             }
-            if quarantined || held.is_some() {
-                return Ok(false);
+            if quarantined {
+                return Ok(None);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        Ok(false)
+        Ok(None)
     }
 
     async fn mark_recorded(&self, key_id: Uuid, sequence: u64) -> Result<(), sqlx::Error> {
@@ -257,8 +259,18 @@ impl Eraser {
             let mut conn = self.pool.acquire().await?;
             ledger::record(&mut conn, &[event_id], &[appended.sequence as i64], &[org.to_string()]).await?;
             self.mark_recorded(key_id, appended.sequence).await?;
-        } else if self.judged_as_erasure(event_id, appended.sequence).await? {
-            self.mark_recorded(key_id, appended.sequence).await?;
+        } else if let Some(first) = self.judged_as_erasure(event_id, appended.sequence).await? {
+            // The erasure is where the ledger puts its first copy (the duplicate named by the
+            // broker may be a later copy, judged a duplicate of it).
+            self.mark_recorded(key_id, first).await?;
+            return Ok(Erasure {
+                key_id,
+                org: org.to_string(),
+                erased_at: destroyed.erased_at,
+                event_id,
+                sequence: first,
+                newly_erased: destroyed.newly_erased,
+            });
         } else {
             // The broker holds a message with this id that the validator did not record as the
             // erasure: one forged by publishing straight to the log (the id derives from the
