@@ -124,14 +124,8 @@ impl SyncCounter {
 /// Reads back every event message of `stream` with a bare ordered consumer; also the longest wait
 /// for one message, in seconds.
 pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<(Vec<StoredMessage>, f64)> {
-    let (last, mut messages) = ordered_from_start(js, stream).await?;
-    let mut out = Vec::with_capacity(last as usize);
-    let (mut previous, mut gap) = (std::time::Instant::now(), 0.0f64);
-    while let Some(m) = messages.next().await {
-        gap = gap.max(previous.elapsed().as_secs_f64());
-        previous = std::time::Instant::now();
-        let m = m?;
-        let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+    let mut out = Vec::new();
+    let gap = read_to_last(js, stream, |m| {
         let mut msg_id = String::new();
         let mut headers = Vec::new();
         for (name, values) in m.headers.iter().flat_map(|h| h.iter()) {
@@ -144,18 +138,31 @@ pub async fn read_stream(js: &jetstream::Context, stream: &str) -> anyhow::Resul
             }
         }
         out.push(StoredMessage { subject: m.subject.to_string(), msg_id, payload: m.payload.clone(), headers });
-        if seq >= last {
-            break;
-        }
-    }
+    })
+    .await?;
     Ok((out, gap))
 }
 
-/// The stream's last sequence, and a bare ordered consumer of its events from the first.
-async fn ordered_from_start(
+/// Reads the stream to its last message with a bare ordered consumer, keeping nothing: the
+/// replay pair's limit side (what an auditor's own client could do with the broker alone).
+/// Returns the messages read, their payload bytes and the longest wait for the next message.
+pub async fn consume_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<(u64, u64, f64)> {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let gap = read_to_last(js, stream, |m| {
+        count += 1;
+        bytes += m.payload.len() as u64;
+    })
+    .await?;
+    Ok((count, bytes, gap))
+}
+
+/// Hands every event message of `stream`, from the first to the last stored when it starts, to
+/// `each`, through a bare ordered consumer; returns the longest wait for a message, in seconds.
+async fn read_to_last(
     js: &jetstream::Context,
     stream: &str,
-) -> anyhow::Result<(u64, jetstream::consumer::pull::Ordered)> {
+    mut each: impl FnMut(&jetstream::Message),
+) -> anyhow::Result<f64> {
     let mut s = js.get_stream(stream).await?;
     let last = s.info().await?.state.last_sequence;
     let consumer = s
@@ -164,28 +171,19 @@ async fn ordered_from_start(
             ..Default::default()
         })
         .await?;
-    Ok((last, consumer.messages().await?))
-}
-
-/// Reads the stream to its last message with a bare ordered consumer, keeping nothing: the
-/// replay pair's limit side (what an auditor's own client could do with the broker alone).
-/// Returns the messages read, their payload bytes and the longest wait for the next message.
-pub async fn consume_stream(js: &jetstream::Context, stream: &str) -> anyhow::Result<(u64, u64, f64)> {
-    let (last, mut messages) = ordered_from_start(js, stream).await?;
-    let (mut count, mut bytes) = (0u64, 0u64);
+    let mut messages = consumer.messages().await?;
     let (mut previous, mut gap) = (std::time::Instant::now(), 0.0f64);
     while let Some(m) = messages.next().await {
         gap = gap.max(previous.elapsed().as_secs_f64());
         previous = std::time::Instant::now();
         let m = m?;
         let seq = m.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
-        count += 1;
-        bytes += m.payload.len() as u64;
+        each(&m);
         if seq >= last {
             break;
         }
     }
-    Ok((count, bytes, gap))
+    Ok(gap)
 }
 
 /// Creates the bare stream: the same settings Relais uses.

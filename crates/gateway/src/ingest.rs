@@ -300,7 +300,7 @@ async fn append_resolving_duplicates(
                 let mut known = ledger::find(state.db.pool(), &ids).await?;
                 // An id the broker holds may not be judged yet (wait for the validator), or be
                 // held by a message the ledger does not name: one whose message id is not its
-                // payload's id, quarantined as `mismatch`; the quarantine names it.
+                // payload's id, quarantined as `message-id-mismatch`; the quarantine names it.
                 let unknown: Vec<Uuid> = ids.iter().filter(|id| !known.contains_key(id)).copied().collect();
                 if !unknown.is_empty() {
                     known.extend(relais_projections::quarantine::first_sequences(state.db.pool(), &unknown).await?);
@@ -348,7 +348,7 @@ async fn append_resolving_duplicates(
 
 /// The organisation whose event `id` is the message at `sequence`: `None` when it is on no
 /// event subject or holds no event with that id (a direct publisher's message id naming
-/// another id than its payload's, which the validator quarantines as `mismatch`).
+/// another id than its payload's, which the validator quarantines as `message-id-mismatch`).
 async fn stored_owner(state: &AppState, sequence: u64, id: Uuid) -> Result<Option<OrgId>, ApiError> {
     let message = relais_eventlog::reader::message_at(&state.stream, sequence).await.map_err(|e| {
         tracing::error!(error = %e, "event log unavailable");

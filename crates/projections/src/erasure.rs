@@ -254,23 +254,15 @@ impl Eraser {
         let Some(appended) = appended.first().copied() else {
             return Err(AppendError::Unavailable("no acknowledgement for the erasure event".into()).into());
         };
-        if !appended.duplicate {
+        let sequence = if !appended.duplicate {
             // The validator records it too; recording now lets a retry find it at once.
             let mut conn = self.pool.acquire().await?;
             ledger::record(&mut conn, &[event_id], &[appended.sequence as i64], &[org.to_string()]).await?;
-            self.mark_recorded(key_id, appended.sequence).await?;
+            appended.sequence
         } else if let Some(first) = self.judged_as_erasure(event_id, appended.sequence).await? {
             // The erasure is where the ledger puts its first copy (the duplicate named by the
             // broker may be a later copy, judged a duplicate of it).
-            self.mark_recorded(key_id, first).await?;
-            return Ok(Erasure {
-                key_id,
-                org: org.to_string(),
-                erased_at: destroyed.erased_at,
-                event_id,
-                sequence: first,
-                newly_erased: destroyed.newly_erased,
-            });
+            first
         } else {
             // The broker holds a message with this id that the validator did not record as the
             // erasure: one forged by publishing straight to the log (the id derives from the
@@ -279,14 +271,15 @@ impl Eraser {
             // past the broker's window, appends it.
             tracing::warn!(sequence = appended.sequence, "erasure event held by an unjudged or quarantined message");
             return Err(ErasureError::EventPending(appended.sequence));
-        }
-        tracing::info!(sequence = appended.sequence, newly = destroyed.newly_erased, "client erased");
+        };
+        self.mark_recorded(key_id, sequence).await?;
+        tracing::info!(sequence, newly = destroyed.newly_erased, "client erased");
         Ok(Erasure {
             key_id,
             org: org.to_string(),
             erased_at: destroyed.erased_at,
             event_id,
-            sequence: appended.sequence,
+            sequence,
             newly_erased: destroyed.newly_erased || !appended.duplicate,
         })
     }
