@@ -15,4 +15,5 @@ mod projector;
 mod rebuild;
 mod statistics;
 mod tokens;
+mod trace;
 mod views;

@@ -44,6 +44,8 @@ pub struct LogMessage {
     pub stored_at: DateTime<Utc>,
     /// The W3C `traceparent` header, if the publisher sent one.
     pub traceparent: Option<String>,
+    /// The W3C `tracestate` header that goes with it, if any.
+    pub tracestate: Option<String>,
     /// The `Relais-Admission` header, if the publisher sent one.
     pub admission: Option<String>,
     /// The `Nats-Msg-Id` header, by which the broker deduplicated the message within its
@@ -170,6 +172,7 @@ fn log_message(m: &jetstream::Message, info: &jetstream::message::Info<'_>) -> L
         payload: m.payload.clone(),
         stored_at: info.published,
         traceparent: header(crate::headers::TRACEPARENT),
+        tracestate: header(crate::headers::TRACESTATE),
         admission: header(crate::headers::ADMISSION),
         message_id: header(crate::headers::MESSAGE_ID),
     }
@@ -530,6 +533,7 @@ fn stream_message(m: async_nats::jetstream::message::StreamMessage) -> LogMessag
         payload: m.payload,
         stored_at: m.time,
         traceparent,
+        tracestate: m.headers.get(crate::headers::TRACESTATE).map(|v| v.as_str().to_owned()),
         admission: m.headers.get(crate::headers::ADMISSION).map(|v| v.as_str().to_owned()),
         message_id: m.headers.get(crate::headers::MESSAGE_ID).map(|v| v.as_str().to_owned()),
     }
@@ -575,6 +579,7 @@ mod tests {
             payload: bytes::Bytes::new(),
             stored_at: chrono::Utc::now(),
             traceparent: None,
+            tracestate: None,
             admission: None,
             message_id: None,
         };

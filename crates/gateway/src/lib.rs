@@ -96,7 +96,20 @@ pub fn router(state: AppState) -> Router {
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_else(|| "unmatched".into());
             // The path template, never the raw path: raw paths hold client and case ids.
-            tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty, token_id = tracing::field::Empty)
+            let span = tracing::info_span!("http.request", method = %req.method(), route = %route, status = tracing::field::Empty, token_id = tracing::field::Empty);
+            continue_callers_trace(&span, req.headers());
+            span
         }))
         .with_state(state)
+}
+
+/// Makes the request's span a child of the caller's span when the request carries W3C trace
+/// context, so that an NGO system's own trace goes on through the gateway, the log and the
+/// projections. Several `tracestate` fields are one list (W3C trace context).
+fn continue_callers_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use relais_eventlog::headers::{TRACEPARENT, TRACESTATE};
+    let Some(traceparent) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) else { return };
+    let tracestate: Vec<&str> = headers.get_all(TRACESTATE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let tracestate = tracestate.join(",");
+    relais_eventlog::trace::set_remote_parent(span, traceparent, Some(&tracestate));
 }

@@ -1017,7 +1017,7 @@ impl Projector {
                     let tp = m.traceparent.as_deref()?;
                     // A root span: its parent is the remote publisher's, not this task's.
                     let span = tracing::info_span!(parent: None, "projection.apply", seq = m.sequence);
-                    relais_eventlog::trace::set_remote_parent(&span, tp);
+                    relais_eventlog::trace::set_remote_parent(&span, tp, m.tracestate.as_deref());
                     Some(span)
                 })
                 .collect();

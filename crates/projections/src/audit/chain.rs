@@ -241,6 +241,7 @@ mod tests {
             payload: Bytes::from(vec![seq as u8]),
             stored_at: Utc::now(),
             traceparent: None,
+            tracestate: None,
             admission: None,
             message_id: None,
         }
