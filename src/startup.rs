@@ -56,6 +56,7 @@ impl Infra {
             .await
             .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
         db.sync_organisations(&settings.organisations).await?;
+        db.check_shared_secrets(&settings.shared_secrets(), false).await?;
         let keys = KeyStore::new(db.pool().clone(), settings.kek.clone());
         let tokens = TokenStore::new(db.pool().clone());
         Ok(Self { db, client, js, stream, keys, tokens, audit_stream })
@@ -90,6 +91,16 @@ impl Infra {
 }
 
 impl Settings {
+    /// The secrets every process of a deployment shares, as (environment variable,
+    /// fingerprint): the validator judges erasures by the admission key's tags, and the key
+    /// store finds a client's key by the pepper.
+    pub fn shared_secrets(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("RELAIS_ADMISSION_KEY", self.audit.admission_key.fingerprint()),
+            ("RELAIS_CLIENT_REF_PEPPER", self.kek.pepper_fingerprint()),
+        ]
+    }
+
     /// The settings of the projection workers.
     pub fn projector_settings(&self) -> ProjectorSettings {
         ProjectorSettings {
@@ -99,6 +110,7 @@ impl Settings {
             clock: self.clock.clone(),
             tick_interval: self.clock_tick,
             monitor: self.monitor.clone(),
+            admission: self.audit.admission_key.clone(),
         }
     }
 }
@@ -116,6 +128,8 @@ impl Application {
     /// (port 0 picks a free port: see [`Application::port`]).
     pub async fn build(settings: &Settings, role: ServeRole) -> anyhow::Result<Self> {
         let infra = Infra::connect(settings, &format!("relais-{role:?}").to_lowercase()).await?;
+        // A serving process records the deployment's secrets on a new database.
+        infra.db.check_shared_secrets(&settings.shared_secrets(), true).await?;
         // The gateway's configuration is the registry its tokens answer to: an organisation
         // taken out of it is retired (the projector, which answers no token, leaves it alone).
         if matches!(role, ServeRole::All | ServeRole::Gateway) {

@@ -238,6 +238,7 @@ async fn an_organisation_publishes_its_own_events_directly_and_reads_back_only_i
         .env("RELAIS_DATABASE_URL", db_url(&b.app.db_name))
         .env("RELAIS_KEK", &b.app.kek_b64.0)
         .env("RELAIS_CLIENT_REF_PEPPER", &b.app.kek_b64.1)
+        .env("RELAIS_ADMISSION_KEY", &b.app.audit_b64.1)
         .output()
         .expect("relais status runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

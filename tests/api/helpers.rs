@@ -270,6 +270,14 @@ impl TestApp {
         relais_projections::worker::checkpoint(&self.pool, projection).await.expect("checkpoint read")
     }
 
+    /// The log's append side as the gateway has it: every message tagged with this
+    /// deployment's admission key.
+    pub fn event_log(&self) -> relais_eventlog::EventLog {
+        let key = self.settings.audit.admission_key.clone();
+        relais_eventlog::EventLog::new(self.js.client())
+            .with_admission(std::sync::Arc::new(move |subject: &str, payload: &[u8]| key.gateway_tag(subject, payload)))
+    }
+
     /// Waits until `projection` has applied everything up to the stream's last sequence.
     pub async fn wait_for_projection(&self, projection: &str) {
         let target = self.stream_last_sequence().await;
@@ -459,6 +467,8 @@ impl TestApp {
         let clean_db = format!("{}_{suffix}", self.db_name);
         let (mut settings, _) = test_settings(&self.settings.nats_url, &clean_db);
         settings.kek = self.settings.kek.clone();
+        // The same deployment: Relais' own erasures carry tags of this admission key.
+        settings.audit = self.settings.audit.clone();
         settings.consumer_prefix = suffix.into();
         // The key store travels with a rebuild into another database (docs/OPERATIONS.md).
         relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("clean database");
@@ -493,6 +503,7 @@ pub fn relais_command(app: &TestApp, db_name: &str, prefix: &str) -> std::proces
         .env("RELAIS_DATABASE_URL", db_url(db_name))
         .env("RELAIS_KEK", &app.kek_b64.0)
         .env("RELAIS_CLIENT_REF_PEPPER", &app.kek_b64.1)
+        .env("RELAIS_ADMISSION_KEY", &app.audit_b64.1)
         .env("RELAIS_CONSUMER_PREFIX", prefix)
         .env("RUST_LOG", "error");
     c
@@ -620,4 +631,14 @@ pub async fn wait_for_a_held_ledger_insert(pool: &sqlx::PgPool) {
 /// Lets the inserts [`hold_ledger_inserts`] held go.
 pub async fn release_ledger_inserts(mut lock: sqlx::pool::PoolConnection<sqlx::Postgres>) {
     sqlx::query("SELECT pg_advisory_unlock(4242)").execute(&mut *lock).await.expect("unlocked");
+}
+
+/// Starts a projector beside a gateway-only app; the returned token stops it.
+pub async fn start_projector(app: &TestApp) -> tokio_util::sync::CancellationToken {
+    let projector = relais::startup::Application::build(&app.settings, relais::startup::ServeRole::Projector)
+        .await
+        .expect("projector");
+    let stop = projector.shutdown_token();
+    tokio::spawn(projector.run_until_stopped());
+    stop
 }

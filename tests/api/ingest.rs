@@ -830,16 +830,6 @@ async fn an_id_another_organisation_stored_is_refused_never_answered_as_stored()
     );
 }
 
-/// Starts a projector beside a gateway-only app; the returned token stops it.
-async fn start_projector(app: &TestApp) -> tokio_util::sync::CancellationToken {
-    let projector = relais::startup::Application::build(&app.settings, relais::startup::ServeRole::Projector)
-        .await
-        .expect("projector");
-    let stop = projector.shutdown_token();
-    tokio::spawn(projector.run_until_stopped());
-    stop
-}
-
 /// Waits until the ledger holds `id` at `sequence` (the gateway records after its answer).
 async fn wait_for_ledger(app: &TestApp, id: uuid::Uuid, sequence: u64) {
     for _ in 0..500 {

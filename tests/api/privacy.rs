@@ -259,6 +259,7 @@ async fn rebuild(app: &TestApp, kek: Kek, name: &str) -> (sqlx::PgPool, String) 
     let db_name = format!("{}_{name}", app.db_name);
     let (mut settings, _) = test_settings(&app.settings.nats_url, &db_name);
     settings.kek = kek;
+    settings.audit = app.settings.audit.clone();
     settings.consumer_prefix = name.into();
     settings.retention.sweep_every = None;
     relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("rebuild database");
@@ -747,6 +748,7 @@ async fn a_damaged_or_missing_key_is_a_typed_outcome_and_stops_no_worker() {
     // An export from a process without the key in memory names every unreadable event.
     let (mut settings, _) = test_settings(&app.settings.nats_url, &app.db_name);
     settings.kek = app.settings.kek.clone();
+    settings.audit = app.settings.audit.clone();
     settings.retention.sweep_every = None;
     let gateway = Application::build(&settings, ServeRole::Gateway).await.expect("gateway");
     let address = format!("http://127.0.0.1:{}", gateway.port().expect("port"));
@@ -917,6 +919,7 @@ async fn a_key_store_restored_from_a_backup_reads_every_event_again_and_no_erasu
     // restore judges the erasures from the log alone.
     sqlx::query("DELETE FROM client_keys").execute(&app.pool).await.expect("lost");
     sqlx::query("DELETE FROM quarantine").execute(&app.pool).await.expect("lost");
+    sqlx::query("DELETE FROM secret_fingerprints").execute(&app.pool).await.expect("lost");
     let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
     let (_, lost) = replay(&app, &keys).await;
     assert!(!Value::Array(lost).to_string().contains("note of a"), "without keys nothing personal reads");
@@ -1098,11 +1101,7 @@ async fn the_retention_sweep_erases_exactly_the_clients_past_their_period() {
     assert!(out.contains("clients due for erasure (retention): 3"), "{out}");
 
     // The sweep erases exactly those.
-    let eraser = relais_projections::erasure::Eraser::new(
-        keys.clone(),
-        relais_eventlog::EventLog::new(app.js.client()),
-        app.pool.clone(),
-    );
+    let eraser = relais_projections::erasure::Eraser::new(keys.clone(), app.event_log(), app.pool.clone());
     let stream = app.js.get_stream("RELAIS").await.expect("stream");
     let report = retention::sweep(&eraser, &app.pool, &stream, &policy, now, |_, _| {}).await.expect("sweep");
     let mut erased: Vec<&str> = report.erased.iter().map(|e| key_of[&e.key_id]).collect();
@@ -1162,11 +1161,7 @@ async fn a_client_who_comes_back_while_a_sweep_runs_is_not_erased() {
     let due: Vec<Uuid> = retention::due(&app.pool, &policy, now).await.expect("due").iter().map(|d| d.key_id).collect();
     assert_eq!(due.len(), 2);
     let keys = KeyStore::new(app.pool.clone(), app.settings.kek.clone());
-    let eraser = relais_projections::erasure::Eraser::new(
-        keys,
-        relais_eventlog::EventLog::new(app.js.client()),
-        app.pool.clone(),
-    );
+    let eraser = relais_projections::erasure::Eraser::new(keys, app.event_log(), app.pool.clone());
     let stream = app.js.get_stream("RELAIS").await.expect("stream");
     let handle = tokio::runtime::Handle::current();
     let report = retention::sweep(&eraser, &app.pool, &stream, &policy, now, |done, _| {
@@ -1192,7 +1187,7 @@ async fn one_retention_sweep_runs_at_a_time() {
     let app = spawn_app_with_settings(ServeRole::All, |s| s.retention.sweep_every = None).await;
     let eraser = relais_projections::erasure::Eraser::new(
         KeyStore::new(app.pool.clone(), app.settings.kek.clone()),
-        relais_eventlog::EventLog::new(app.js.client()),
+        app.event_log(),
         app.pool.clone(),
     );
     let stream = app.js.get_stream("RELAIS").await.expect("stream");
@@ -1250,11 +1245,7 @@ async fn an_erasure_whose_event_the_log_did_not_take_is_completed_by_the_next_sw
     assert!(!shown(all_table_text(&app.pool).await).is_empty());
 
     // The next sweep, with nobody due, appends it with the erasure's own reason and actor.
-    let eraser = relais_projections::erasure::Eraser::new(
-        keys.clone(),
-        relais_eventlog::EventLog::new(app.js.client()),
-        app.pool.clone(),
-    );
+    let eraser = relais_projections::erasure::Eraser::new(keys.clone(), app.event_log(), app.pool.clone());
     let stream = app.js.get_stream("RELAIS").await.expect("stream");
     let policy = RetentionPolicy::default();
     let sweep = || retention::sweep(&eraser, &app.pool, &stream, &policy, Utc::now(), |_, _| {});
@@ -1448,6 +1439,69 @@ async fn the_catalogue_classes_every_field_and_marks_erasure_as_recorded_by_rela
         assert!(op["responses"].is_object(), "{path}");
     }
     assert!(openapi["paths"]["/v1/orgs/{org}/cases"]["get"].is_object());
+}
+
+/// The validator judges erasures by the admission key and finds clients' keys by the pepper:
+/// a process configured with another one would decide differently, so it does not start.
+#[tokio::test]
+async fn a_process_configured_with_another_admission_key_or_pepper_refuses_to_start() {
+    let app = spawn_app().await;
+    let other = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    for variable in ["RELAIS_ADMISSION_KEY", "RELAIS_CLIENT_REF_PEPPER"] {
+        let (ok, _, err) = app.run_relais(&["status"], &[(variable, other.as_str())]).await;
+        assert!(!ok, "{variable}");
+        assert!(err.contains(&format!("{variable} is not the one this database was first used with")), "{err}");
+    }
+    let (ok, _, err) = app.run_relais(&["status"], &[]).await;
+    assert!(ok, "the deployment's own secrets: {err}");
+}
+
+#[tokio::test]
+async fn an_erasure_forged_before_the_real_one_is_refused_even_when_judged_after_it() {
+    // The validator is not running yet: it meets the forged erasure only after the key's
+    // destruction, as a validator that lags or a rebuild of its verdicts would.
+    let app = spawn_app_with(ServeRole::Gateway).await;
+    let apo = app.token("apo", Role::Org).await;
+    post_all(&app, &apo, &[requested("apo", "case-f", "cl-f", "n"), accepted("apo", "case-f", "cl-f", "n")]).await;
+    let key_id: Uuid =
+        sqlx::query_scalar("SELECT key_id FROM client_keys").fetch_one(&app.pool).await.expect("the client's key");
+    // apo's own system publishes, straight to the log and without a message id, the erasure
+    // event Relais would record for this key (its id derives from the key).
+    let erasure_id = relais_projections::erasure::erasure_event_id(key_id);
+    let mut forged =
+        event("apo", "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
+    forged["id"] = json!(erasure_id.to_string());
+    let (envelope, _) = Envelope::from_cloud_event(forged, Utc::now(), "direct").expect("valid envelope");
+    let bytes = StoredEvent::V1(envelope.split_for_storage().0).encode();
+    let forged_at = app
+        .js
+        .publish(format!("relais.ev.apo.clients.{key_id}"), bytes.into())
+        .await
+        .expect("sent")
+        .await
+        .expect("ack");
+    // The real erasure: the key is destroyed and Relais appends its own erasure event.
+    assert_eq!(app.erase(&apo, "apo", "cl-f").await.status(), 202);
+    let recorded: Option<i64> = sqlx::query_scalar("SELECT erasure_seq FROM client_keys WHERE key_id = $1")
+        .bind(key_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("key row");
+    let recorded = recorded.expect("the erasure is recorded");
+    assert!(recorded as u64 > forged_at.sequence);
+
+    let projector = start_projector(&app).await;
+    app.wait_for_views().await;
+    let quarantined = quarantine_rows(&app.pool).await;
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    assert_eq!((quarantined[0].0, quarantined[0].1.as_str()), (forged_at.sequence as i64, "erasure-without-key"));
+    assert!(quarantined[0].2.contains("admission tag"), "{quarantined:?}");
+    // Relais' own erasure holds the id, and the views applied it.
+    let ledger = relais_projections::ledger::find(&app.pool, &[erasure_id]).await.expect("ledger");
+    assert_eq!(ledger.get(&erasure_id).map(|r| r.sequence as i64), Some(recorded));
+    let case: Value = app.get(&apo, "/v1/orgs/apo/cases/case-f").await.json().await.expect("json");
+    assert_ne!(case["client_ref"], "cl-f", "{case}");
+    projector.cancel();
 }
 
 #[tokio::test]

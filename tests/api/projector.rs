@@ -74,6 +74,7 @@ async fn a_projector_killed_mid_run_resumes_to_the_view_of_a_clean_run() {
     let clean_db = format!("{}_clean", app.db_name);
     let (mut settings, _) = test_settings(&app.settings.nats_url, &clean_db);
     settings.kek = app.settings.kek.clone();
+    settings.audit = app.settings.audit.clone();
     settings.consumer_prefix = "clean".into();
     // The key store travels with a rebuild into another database (docs/OPERATIONS.md).
     relais_projections::Database::connect_and_migrate(&settings.database_url).await.expect("clean database");

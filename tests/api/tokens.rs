@@ -16,6 +16,7 @@ fn relais(app: &TestApp) -> Command {
         .env("RELAIS_NATS_URL", &app.settings.nats_url)
         .env("RELAIS_KEK", &app.kek_b64.0)
         .env("RELAIS_CLIENT_REF_PEPPER", &app.kek_b64.1)
+        .env("RELAIS_ADMISSION_KEY", &app.audit_b64.1)
         .env("RUST_LOG", "trace")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .kill_on_drop(true);

@@ -97,6 +97,12 @@ impl AdmissionKey {
         Self { gateway: derive(&master, b"gateway"), master }
     }
 
+    /// A fingerprint of the key (16 hex digits), which reveals nothing of it: processes of one
+    /// deployment compare it to find one configured with another key.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&derive(&self.master, b"fingerprint")[..8])
+    }
+
     /// The key an organisation's direct publisher tags with.
     pub fn org_key(&self, org: &str) -> [u8; 32] {
         let mut label = b"org:".to_vec();

@@ -102,6 +102,7 @@ impl Instance {
             ("RELAIS_LISTEN".into(), format!("127.0.0.1:{port}")),
             ("RELAIS_KEK".into(), secret()),
             ("RELAIS_CLIENT_REF_PEPPER".into(), secret()),
+            ("RELAIS_ADMISSION_KEY".into(), secret()),
             ("RUST_LOG".into(), std::env::var("RELAIS_BENCH_LOG").unwrap_or_else(|_| "error".into())),
             // The deployed environment (docs/DEPLOYMENT.md): the allocator returns freed memory
             // at once, which keeps a gateway serving long replays within its memory bound.

@@ -17,6 +17,20 @@ pub enum DbError {
     /// Migrations failed.
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// This process was configured with another secret than the one the deployment's first
+    /// process recorded.
+    #[error(
+        "{variable} is not the one this database was first used with (fingerprint {recorded}; this process has \
+         {configured}): every Relais process of a deployment needs the same {variable}"
+    )]
+    SecretMismatch {
+        /// The environment variable of the secret.
+        variable: &'static str,
+        /// The fingerprint the database holds.
+        recorded: String,
+        /// The fingerprint of this process's secret.
+        configured: String,
+    },
 }
 
 /// The database of Relais: a pool on a migrated schema.
@@ -69,6 +83,38 @@ impl Database {
     /// True if the database answers.
     pub async fn is_ready(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Checks that this process shares the deployment's secrets, given as (environment
+    /// variable, fingerprint), against the fingerprints the database holds: a process configured
+    /// with another secret (a gateway whose tags the validator would refuse, a pepper that finds
+    /// no client's key) gets [`DbError::SecretMismatch`]. With `record`, a fingerprint the
+    /// database does not hold yet is recorded first: the serving processes record, so that a
+    /// command run with a wrong secret on a new or restored database records nothing.
+    pub async fn check_shared_secrets(&self, secrets: &[(&'static str, String)], record: bool) -> Result<(), DbError> {
+        for (variable, configured) in secrets {
+            if record {
+                sqlx::query(
+                    "INSERT INTO secret_fingerprints (variable, fingerprint) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                )
+                .bind(variable)
+                .bind(configured)
+                .execute(&self.pool)
+                .await?;
+            }
+            // A statement of its own: it sees a row another process inserted meanwhile.
+            let recorded: Option<String> =
+                sqlx::query_scalar("SELECT fingerprint FROM secret_fingerprints WHERE variable = $1")
+                    .bind(variable)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            if let Some(recorded) = recorded
+                && &recorded != configured
+            {
+                return Err(DbError::SecretMismatch { variable, recorded, configured: configured.clone() });
+            }
+        }
+        Ok(())
     }
 
     /// Writes the organisations registry (data, from configuration) into the database.

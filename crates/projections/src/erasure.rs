@@ -285,17 +285,22 @@ impl Eraser {
     }
 }
 
-/// Checks erasure events for the validator: an erasure event is accepted only when the key it
-/// names belongs to its organisation and is destroyed, so that an event published directly
-/// cannot announce an erasure that did not happen. Returns, per index of `events` that fails,
-/// why.
+/// Checks erasure events for the validator: an erasure event is accepted only when Relais
+/// appended it (a valid gateway admission tag under `admission`, as [`erasures_in_log`]
+/// requires), under the id its key gives it, and the key it names belongs to its organisation
+/// and is destroyed. So an event published directly cannot announce an erasure, and the
+/// verdict does not depend on when the validator meets the event: Relais destroys a key before
+/// it appends the key's erasure, so a tagged erasure always finds its key destroyed, while an
+/// untagged one is refused before or after the destruction alike. Returns, per index (the
+/// first of each triple) that fails, why.
 pub(crate) async fn judge_erasures(
     pool: &PgPool,
-    events: &[(usize, &Envelope)],
+    admission: &relais_audit::AdmissionKey,
+    events: &[(usize, &relais_eventlog::reader::LogMessage, &Envelope)],
 ) -> Result<HashMap<usize, String>, sqlx::Error> {
     let mut refused = HashMap::new();
     let mut named: Vec<(usize, Uuid, &OrgId)> = Vec::new();
-    for (i, e) in events {
+    for (i, m, e) in events {
         if !matches!(e.data, EventData::ClientErased(_)) {
             continue;
         }
@@ -304,6 +309,17 @@ pub(crate) async fn judge_erasures(
             Ok(key_id) if e.id != erasure_event_id(key_id) => {
                 let expected = erasure_event_id(key_id);
                 refused.insert(*i, format!("an erasure of data key {key_id} has id {expected}, not {}", e.id));
+            }
+            Ok(key_id)
+                if admission.check(m.admission.as_deref(), &m.subject, &m.payload)
+                    != relais_audit::Admission::Gateway =>
+            {
+                refused.insert(
+                    *i,
+                    format!(
+                        "the erasure of data key {key_id} has no valid admission tag of Relais: erase through Relais"
+                    ),
+                );
             }
             Ok(key_id) => named.push((*i, key_id, &e.org)),
             Err(_) => {

@@ -124,6 +124,15 @@ impl Kek {
         Ok(DataKey::from_bytes(bytes))
     }
 
+    /// A fingerprint of the pepper (16 hex digits), which reveals nothing of it: processes of
+    /// one deployment compare it, since another pepper would find no client's key.
+    pub fn pepper_fingerprint(&self) -> String {
+        // A reference hash always holds a 0 byte after the organisation; this label has none.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).unwrap_or_else(|_| unreachable!());
+        mac.update(b"relais:fingerprint");
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
     fn client_ref_hash(&self, org: &OrgId, client_ref: &str) -> Vec<u8> {
         // HMAC accepts keys of any length: this cannot fail.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.pepper).unwrap_or_else(|_| unreachable!());

@@ -130,19 +130,9 @@ pub struct ProjectorSettings {
     pub tick_interval: Duration,
     /// Thresholds of the continuity monitor.
     pub monitor: crate::monitor::MonitorSettings,
-}
-
-impl Default for ProjectorSettings {
-    fn default() -> Self {
-        Self {
-            batch_size: DEFAULT_BATCH_SIZE,
-            consumer_prefix: "relais".into(),
-            validator_states: crate::rules::DEFAULT_CAPACITY,
-            clock: crate::clock::system(),
-            tick_interval: Duration::from_secs(60),
-            monitor: crate::monitor::MonitorSettings::default(),
-        }
-    }
+    /// The deployment's admission key: the validator accepts an erasure event only with
+    /// Relais' own (gateway) admission tag, as a key store restore does.
+    pub admission: relais_audit::AdmissionKey,
 }
 
 /// Why a batch could not be applied; the worker logs it, waits and resumes from its checkpoint.
@@ -393,18 +383,22 @@ pub(crate) async fn begin_projection(pool: &PgPool) -> Result<sqlx::Transaction<
 
 /// The default views of Relais, with default settings.
 pub fn default_views() -> Vec<Arc<dyn View>> {
-    views(&ProjectorSettings::default())
+    views_monitoring(&crate::monitor::MonitorSettings::default())
 }
 
 /// The views of Relais, configured by `settings`.
 pub fn views(settings: &ProjectorSettings) -> Vec<Arc<dyn View>> {
+    views_monitoring(&settings.monitor)
+}
+
+fn views_monitoring(monitor: &crate::monitor::MonitorSettings) -> Vec<Arc<dyn View>> {
     vec![
         Arc::new(crate::caseload::Caseload),
         Arc::new(crate::client_events::ClientEvents),
         Arc::new(crate::timeline::Timeline),
         Arc::new(crate::referrals::Referrals),
         Arc::new(crate::activities::Activities),
-        Arc::new(crate::monitor::Monitor::new(settings.monitor.clone())),
+        Arc::new(crate::monitor::Monitor::new(monitor.clone())),
         Arc::new(crate::statistics::Statistics),
     ]
 }
@@ -831,10 +825,10 @@ impl Projector {
             }
         }
         tracing::debug!(opened_ms = judge_started.elapsed().as_millis() as u64, "keys looked up and fields opened");
-        // An erasure event must follow the destruction of the key it names (privacy).
-        let erasures: Vec<(usize, &Envelope)> =
-            decoded.iter().enumerate().filter_map(|(i, d)| Some((i, &d.as_ref().ok()?.1))).collect();
-        let refused = crate::erasure::judge_erasures(self.db.pool(), &erasures).await?;
+        // An erasure event is Relais' own, after the destruction of the key it names (privacy).
+        let erasures: Vec<(usize, &LogMessage, &Envelope)> =
+            decoded.iter().enumerate().filter_map(|(i, d)| Some((i, &batch[i], &d.as_ref().ok()?.1))).collect();
+        let refused = crate::erasure::judge_erasures(self.db.pool(), &self.settings.admission, &erasures).await?;
         for (i, detail) in refused {
             decoded[i] = Err(Verdict::Quarantine { reason: "erasure-without-key", detail });
         }
