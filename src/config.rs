@@ -36,6 +36,9 @@ pub enum ConfigError {
 /// Everything Relais is configured with.
 #[derive(Clone)]
 pub struct Settings {
+    /// The variables of the secrets this process generated in `RELAIS_STATE_DIR` because they
+    /// were not set (development only).
+    pub generated_secrets: Vec<&'static str>,
     /// `RELAIS_NATS_URL`.
     pub nats_url: String,
     /// `RELAIS_DATABASE_URL`.
@@ -336,6 +339,15 @@ impl Settings {
             },
             retention,
             audit: AuditSettings::from_env(&state_dir)?,
+            generated_secrets: [
+                "RELAIS_KEK",
+                "RELAIS_CLIENT_REF_PEPPER",
+                "RELAIS_ADMISSION_KEY",
+                "RELAIS_AUDIT_SIGNING_KEY",
+            ]
+            .into_iter()
+            .filter(|v| var(v).is_none())
+            .collect(),
         })
     }
 }

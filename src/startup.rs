@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use relais_eventlog::EventLog;
 use relais_gateway::{AppState, GatewaySettings};
+use relais_projections::db::SharedSecret;
 use relais_projections::{Database, KeyStore, Projector, ProjectorSettings, TokenStore};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -42,9 +43,25 @@ pub struct Infra {
 }
 
 impl Infra {
-    /// Connects to NATS and PostgreSQL and prepares both.
+    /// Connects to NATS and PostgreSQL and prepares both, for a command: the shared secrets
+    /// this process was given are checked against the fingerprints the database holds.
     pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Self> {
+        Self::connect_as(settings, name, false).await
+    }
+
+    /// As [`Infra::connect`], for a serving process, which also records the fingerprints of
+    /// the shared secrets on a new database, and refuses to start without them.
+    pub async fn connect_serving(settings: &Settings, name: &str) -> anyhow::Result<Self> {
+        Self::connect_as(settings, name, true).await
+    }
+
+    async fn connect_as(settings: &Settings, name: &str, serving: bool) -> anyhow::Result<Self> {
         let client = relais_eventlog::connect(&settings.nats_url, name).await?;
+        let db = Database::connect_and_migrate_with(&settings.database_url, settings.db_connections)
+            .await
+            .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
+        // Before anything is created or changed: a process with another secret does nothing.
+        db.check_shared_secrets(&settings.shared_secrets(), serving).await?;
         let js = jetstream::new(client.clone());
         let stream = relais_eventlog::ensure_stream(&js, &settings.stream).await?;
         // Each organisation's own durable consumer, which its NATS account may read (and no
@@ -52,11 +69,7 @@ impl Infra {
         let orgs: Vec<relais_domain::OrgId> = settings.organisations.iter().map(|o| o.id.clone()).collect();
         relais_eventlog::broker::ensure_org_consumers(&stream, &orgs).await?;
         let audit_stream = relais_eventlog::audit::ensure_audit_stream(&js, &settings.audit.stream).await?;
-        let db = Database::connect_and_migrate_with(&settings.database_url, settings.db_connections)
-            .await
-            .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
         db.sync_organisations(&settings.organisations).await?;
-        db.check_shared_secrets(&settings.shared_secrets(), false).await?;
         let keys = KeyStore::new(db.pool().clone(), settings.kek.clone());
         let tokens = TokenStore::new(db.pool().clone());
         Ok(Self { db, client, js, stream, keys, tokens, audit_stream })
@@ -94,11 +107,18 @@ impl Settings {
     /// The secrets every process of a deployment shares, as (environment variable,
     /// fingerprint): the validator judges erasures by the admission key's tags, and the key
     /// store finds a client's key by the pepper.
-    pub fn shared_secrets(&self) -> Vec<(&'static str, String)> {
-        vec![
+    pub fn shared_secrets(&self) -> Vec<SharedSecret> {
+        [
             ("RELAIS_ADMISSION_KEY", self.audit.admission_key.fingerprint()),
             ("RELAIS_CLIENT_REF_PEPPER", self.kek.pepper_fingerprint()),
         ]
+        .into_iter()
+        .map(|(variable, fingerprint)| SharedSecret {
+            variable,
+            fingerprint,
+            generated: self.generated_secrets.contains(&variable),
+        })
+        .collect()
     }
 
     /// The settings of the projection workers.
@@ -127,9 +147,7 @@ impl Application {
     /// Connects, prepares and starts the parts of `role`. The gateway binds `settings.listen`
     /// (port 0 picks a free port: see [`Application::port`]).
     pub async fn build(settings: &Settings, role: ServeRole) -> anyhow::Result<Self> {
-        let infra = Infra::connect(settings, &format!("relais-{role:?}").to_lowercase()).await?;
-        // A serving process records the deployment's secrets on a new database.
-        infra.db.check_shared_secrets(&settings.shared_secrets(), true).await?;
+        let infra = Infra::connect_serving(settings, &format!("relais-{role:?}").to_lowercase()).await?;
         // The gateway's configuration is the registry its tokens answer to: an organisation
         // taken out of it is retired (the projector, which answers no token, leaves it alone).
         if matches!(role, ServeRole::All | ServeRole::Gateway) {

@@ -22,12 +22,20 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// The tracer provider Relais runs with, before an exporter is added. Relais records its own
+/// spans whatever a caller's `traceparent` says of sampling: a caller continues its trace
+/// through Relais, but does not switch Relais' tracing off.
+pub fn tracer_provider(service: &'static str) -> opentelemetry_sdk::trace::TracerProviderBuilder {
+    SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+}
+
 /// Installs the global subscriber: logs to stderr (stdout belongs to command output, such as
 /// a token), filtered by `RUST_LOG` (default `default_filter`), and OpenTelemetry spans.
 pub fn init(service: &'static str, default_filter: &str) -> TelemetryGuard {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let mut builder = SdkTracerProvider::builder()
-        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build());
+    let mut builder = tracer_provider(service);
     if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
         match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
             Ok(exporter) => builder = builder.with_batch_exporter(exporter),

@@ -51,6 +51,7 @@ pub fn test_settings(nats_url: &str, db_name: &str) -> (Settings, (String, Strin
     let (kek, kek_b64) = random_secret();
     let (pepper, pepper_b64) = random_secret();
     let settings = Settings {
+        generated_secrets: Vec::new(),
         nats_url: nats_url.to_owned(),
         database_url: db_url(db_name),
         listen: "127.0.0.1:0".parse().expect("valid address"),

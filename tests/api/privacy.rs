@@ -1454,6 +1454,32 @@ async fn a_process_configured_with_another_admission_key_or_pepper_refuses_to_st
     }
     let (ok, _, err) = app.run_relais(&["status"], &[]).await;
     assert!(ok, "the deployment's own secrets: {err}");
+
+    // Nor does a serving process.
+    let mut settings = app.settings.clone();
+    settings.audit.admission_key = relais_audit::AdmissionKey::from_bytes([9; 32]);
+    let Err(e) = Application::build(&settings, ServeRole::Projector).await else {
+        panic!("a projector with another admission key started")
+    };
+    assert!(format!("{e:#}").contains("RELAIS_ADMISSION_KEY is not the one"), "{e:#}");
+
+    // Without the variable, a command is not checked on that secret; a serving process, which
+    // would generate one for development, says what to set.
+    let state = tempfile::tempdir().expect("dir");
+    let unset = |args: &[&str]| {
+        let mut c = app.relais_command(args);
+        c.env_remove("RELAIS_ADMISSION_KEY").env("RELAIS_STATE_DIR", state.path());
+        c
+    };
+    let out = unset(&["status"]).output().await.expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(60), unset(&["serve", "--role", "projector"]).output())
+            .await
+            .expect("the projector stops at once")
+            .expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("RELAIS_ADMISSION_KEY is not set"), "{err}");
 }
 
 #[tokio::test]

@@ -103,13 +103,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Makes the request's span a child of the caller's span when the request carries W3C trace
-/// context, so that an NGO system's own trace goes on through the gateway, the log and the
-/// projections. Several `tracestate` fields are one list (W3C trace context).
+/// Makes the request's span a child of the caller's span when the request carries a W3C
+/// `traceparent`, so that an NGO system's own trace goes on through the gateway, the log and
+/// the projections. The caller's `tracestate` is not taken: it is free text, and the trace
+/// context is stored with every event, in a log nothing can erase (docs/PRIVACY.md).
 fn continue_callers_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
-    use relais_eventlog::headers::{TRACEPARENT, TRACESTATE};
-    let Some(traceparent) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) else { return };
-    let tracestate: Vec<&str> = headers.get_all(TRACESTATE).iter().filter_map(|v| v.to_str().ok()).collect();
-    let tracestate = tracestate.join(",");
-    relais_eventlog::trace::set_remote_parent(span, traceparent, Some(&tracestate));
+    let Some(traceparent) = headers.get(relais_eventlog::headers::TRACEPARENT).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    relais_eventlog::trace::set_remote_parent(span, traceparent, None);
 }

@@ -567,10 +567,8 @@ fn core_paths(org_param: &Value) -> Value {
         "/v1/events": { "post": {
             "summary": "Publish one event or an all-or-nothing batch",
             "parameters": [
-                { "name": "traceparent", "in": "header", "description": "W3C trace context of the caller's span: the request, the publishing and the projection of its events are traced as its children (a malformed value is ignored)",
-                    "schema": { "type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$" } },
-                { "name": "tracestate", "in": "header", "description": "W3C trace state that goes with traceparent; stored with each event, at most 512 characters (members beyond are dropped from the right)",
-                    "schema": { "type": "string" } } ],
+                { "name": "traceparent", "in": "header", "description": "W3C trace context of the caller's span (on every route): the request, the publishing and the projection of its events are traced as its children, and Relais records its spans whatever the caller's sampling flag. A malformed value is ignored; tracestate is not taken (it would be stored with each event)",
+                    "schema": { "type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$" } } ],
             "requestBody": { "required": true, "content": {
                 "application/cloudevents+json": { "schema": schema_ref("CloudEvent") },
                 "application/cloudevents-batch+json": { "schema": { "type": "array", "maxItems": 1000, "items": schema_ref("CloudEvent") } } } },

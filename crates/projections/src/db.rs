@@ -31,6 +31,28 @@ pub enum DbError {
         /// The fingerprint of this process's secret.
         configured: String,
     },
+    /// A serving process without a shared secret the database holds a fingerprint of.
+    #[error(
+        "{variable} is not set, and this database was first used with one (fingerprint {recorded}): set {variable} \
+         to the deployment's (a secret generated for development would judge and pseudonymise differently)"
+    )]
+    SecretNotSet {
+        /// The environment variable of the secret.
+        variable: &'static str,
+        /// The fingerprint the database holds.
+        recorded: String,
+    },
+}
+
+/// A secret every process of a deployment shares, known to the database by a fingerprint.
+#[derive(Debug, Clone)]
+pub struct SharedSecret {
+    /// Its environment variable.
+    pub variable: &'static str,
+    /// Its fingerprint, which reveals nothing of it.
+    pub fingerprint: String,
+    /// True when its variable was not set and this process generated it (development).
+    pub generated: bool,
 }
 
 /// The database of Relais: a pool on a migrated schema.
@@ -85,34 +107,41 @@ impl Database {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
-    /// Checks that this process shares the deployment's secrets, given as (environment
-    /// variable, fingerprint), against the fingerprints the database holds: a process configured
-    /// with another secret (a gateway whose tags the validator would refuse, a pepper that finds
-    /// no client's key) gets [`DbError::SecretMismatch`]. With `record`, a fingerprint the
-    /// database does not hold yet is recorded first: the serving processes record, so that a
-    /// command run with a wrong secret on a new or restored database records nothing.
-    pub async fn check_shared_secrets(&self, secrets: &[(&'static str, String)], record: bool) -> Result<(), DbError> {
-        for (variable, configured) in secrets {
-            if record {
+    /// Checks that this process shares the deployment's secrets against the fingerprints the
+    /// database holds: a process configured with another secret (a gateway whose tags the
+    /// validator would refuse, a pepper that finds no client's key) gets
+    /// [`DbError::SecretMismatch`]. A `serving` process records the fingerprints of secrets
+    /// it was given on a new database, and refuses to start with a secret it generated for want
+    /// of the variable ([`DbError::SecretNotSet`]) where the database holds another. A command
+    /// records nothing, so one run with a wrong secret on a new or restored database leaves
+    /// no wrong fingerprint, and checks only the secrets it was given.
+    pub async fn check_shared_secrets(&self, secrets: &[SharedSecret], serving: bool) -> Result<(), DbError> {
+        for secret in secrets {
+            if secret.generated && !serving {
+                continue;
+            }
+            if serving && !secret.generated {
                 sqlx::query(
                     "INSERT INTO secret_fingerprints (variable, fingerprint) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 )
-                .bind(variable)
-                .bind(configured)
+                .bind(secret.variable)
+                .bind(&secret.fingerprint)
                 .execute(&self.pool)
                 .await?;
             }
             // A statement of its own: it sees a row another process inserted meanwhile.
             let recorded: Option<String> =
                 sqlx::query_scalar("SELECT fingerprint FROM secret_fingerprints WHERE variable = $1")
-                    .bind(variable)
+                    .bind(secret.variable)
                     .fetch_optional(&self.pool)
                     .await?;
-            if let Some(recorded) = recorded
-                && &recorded != configured
-            {
-                return Err(DbError::SecretMismatch { variable, recorded, configured: configured.clone() });
-            }
+            let Some(recorded) = recorded.filter(|r| *r != secret.fingerprint) else { continue };
+            let variable = secret.variable;
+            return Err(if secret.generated {
+                DbError::SecretNotSet { variable, recorded }
+            } else {
+                DbError::SecretMismatch { variable, recorded, configured: secret.fingerprint.clone() }
+            });
         }
         Ok(())
     }
