@@ -300,7 +300,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     }
     let settings = Settings::from_env()?;
     let keys = if keys.is_empty() { settings.audit.public_keys() } else { keys };
-    let infra = Infra::connect(&settings, "relais-verify").await?;
+    let infra = Infra::connect_needing(&settings, "relais-verify", &[crate::config::ADMISSION_KEY]).await?;
     let options = verify::VerifyOptions { public_keys: keys, admission: Some(settings.audit.admission_key.clone()) };
     let bar = progress_bar(0, "verify");
     let report = verify::verify(infra.db.pool(), &infra.stream, &infra.audit_stream, &options, |pos, end| {

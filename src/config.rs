@@ -33,6 +33,13 @@ pub enum ConfigError {
     },
 }
 
+/// The variable of the admission key, a secret every process of a deployment shares.
+pub const ADMISSION_KEY: &str = "RELAIS_ADMISSION_KEY";
+/// The variable of the client reference pepper, a secret every process of a deployment shares.
+pub const CLIENT_REF_PEPPER: &str = "RELAIS_CLIENT_REF_PEPPER";
+/// The secrets every process of a deployment shares (their variables).
+pub const SHARED_SECRETS: [&str; 2] = [ADMISSION_KEY, CLIENT_REF_PEPPER];
+
 /// Everything Relais is configured with.
 #[derive(Clone)]
 pub struct Settings {
@@ -339,15 +346,10 @@ impl Settings {
             },
             retention,
             audit: AuditSettings::from_env(&state_dir)?,
-            generated_secrets: [
-                "RELAIS_KEK",
-                "RELAIS_CLIENT_REF_PEPPER",
-                "RELAIS_ADMISSION_KEY",
-                "RELAIS_AUDIT_SIGNING_KEY",
-            ]
-            .into_iter()
-            .filter(|v| var(v).is_none())
-            .collect(),
+            generated_secrets: ["RELAIS_KEK", CLIENT_REF_PEPPER, ADMISSION_KEY]
+                .into_iter()
+                .filter(|v| var(v).is_none())
+                .collect(),
         })
     }
 }

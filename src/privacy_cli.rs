@@ -86,7 +86,7 @@ pub async fn erase(args: EraseArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--client: {}", e.detail))?;
     let reason = parse_reason(&args.reason)?;
     let settings = Settings::from_env()?;
-    let infra = Infra::connect(&settings, "relais-erase").await?;
+    let infra = Infra::connect_needing(&settings, "relais-erase", &crate::config::SHARED_SECRETS).await?;
     let eraser = Eraser::new(infra.keys.clone(), infra.event_log(&settings), infra.db.pool().clone());
     let Some(info) = infra.keys.client_info(&org, &args.client).await? else {
         anyhow::bail!("{org} has no such client");
@@ -159,7 +159,8 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let text = std::fs::read(&input).with_context(|| format!("cannot read {}", input.display()))?;
             let backup: KeyBackup = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a key store backup", input.display()))?;
-            let infra = Infra::connect(&settings, "relais-keys-restore").await?;
+            let infra =
+                Infra::connect_needing(&settings, "relais-keys-restore", &[crate::config::ADMISSION_KEY]).await?;
             access::record_operator(
                 infra.db.pool(),
                 "keys.restore",
@@ -228,7 +229,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 /// `relais retention ...`.
 pub async fn retention(command: RetentionCommand) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
-    let infra = Infra::connect(&settings, "relais-retention").await?;
+    let infra = Infra::connect_needing(&settings, "relais-retention", &[crate::config::ADMISSION_KEY]).await?;
     let policy = &settings.retention.policy;
     match command {
         RetentionCommand::Sweep { dry_run: true } => {

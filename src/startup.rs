@@ -2,6 +2,7 @@
 //! tests all call.
 
 use crate::config::Settings;
+use crate::config::{ADMISSION_KEY, CLIENT_REF_PEPPER, SHARED_SECRETS};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use relais_eventlog::EventLog;
@@ -43,25 +44,33 @@ pub struct Infra {
 }
 
 impl Infra {
-    /// Connects to NATS and PostgreSQL and prepares both, for a command: the shared secrets
-    /// this process was given are checked against the fingerprints the database holds.
+    /// Connects to NATS and PostgreSQL and prepares both, for a command that needs none of the
+    /// shared secrets: those it was given are checked against the fingerprints the database
+    /// holds.
     pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Self> {
-        Self::connect_as(settings, name, false).await
+        Self::connect_as(settings, name, &[], false).await
     }
 
-    /// As [`Infra::connect`], for a serving process, which also records the fingerprints of
-    /// the shared secrets on a new database, and refuses to start without them.
+    /// As [`Infra::connect`], for a command that needs the shared secrets `needs` (their
+    /// variables): one it generated for want of the variable is refused where the database
+    /// holds a fingerprint.
+    pub async fn connect_needing(settings: &Settings, name: &str, needs: &[&str]) -> anyhow::Result<Self> {
+        Self::connect_as(settings, name, needs, false).await
+    }
+
+    /// As [`Infra::connect`], for a serving process, which needs every shared secret and
+    /// records the fingerprints of those it was given on a new database.
     pub async fn connect_serving(settings: &Settings, name: &str) -> anyhow::Result<Self> {
-        Self::connect_as(settings, name, true).await
+        Self::connect_as(settings, name, &SHARED_SECRETS, true).await
     }
 
-    async fn connect_as(settings: &Settings, name: &str, serving: bool) -> anyhow::Result<Self> {
+    async fn connect_as(settings: &Settings, name: &str, needs: &[&str], serving: bool) -> anyhow::Result<Self> {
         let client = relais_eventlog::connect(&settings.nats_url, name).await?;
         let db = Database::connect_and_migrate_with(&settings.database_url, settings.db_connections)
             .await
             .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
         // Before anything is created or changed: a process with another secret does nothing.
-        db.check_shared_secrets(&settings.shared_secrets(), serving).await?;
+        db.check_shared_secrets(&settings.shared_secrets(needs), serving).await?;
         let js = jetstream::new(client.clone());
         let stream = relais_eventlog::ensure_stream(&js, &settings.stream).await?;
         // Each organisation's own durable consumer, which its NATS account may read (and no
@@ -104,21 +113,19 @@ impl Infra {
 }
 
 impl Settings {
-    /// The secrets every process of a deployment shares, as (environment variable,
-    /// fingerprint): the validator judges erasures by the admission key's tags, and the key
-    /// store finds a client's key by the pepper.
-    pub fn shared_secrets(&self) -> Vec<SharedSecret> {
-        [
-            ("RELAIS_ADMISSION_KEY", self.audit.admission_key.fingerprint()),
-            ("RELAIS_CLIENT_REF_PEPPER", self.kek.pepper_fingerprint()),
-        ]
-        .into_iter()
-        .map(|(variable, fingerprint)| SharedSecret {
-            variable,
-            fingerprint,
-            generated: self.generated_secrets.contains(&variable),
-        })
-        .collect()
+    /// The secrets every process of a deployment shares, each marked as `needed` when its
+    /// variable is in `needs`: the validator judges erasures by the admission key's tags, and
+    /// the key store finds a client's key by the pepper.
+    pub fn shared_secrets(&self, needs: &[&str]) -> Vec<SharedSecret> {
+        [(ADMISSION_KEY, self.audit.admission_key.fingerprint()), (CLIENT_REF_PEPPER, self.kek.pepper_fingerprint())]
+            .into_iter()
+            .map(|(variable, fingerprint)| SharedSecret {
+                variable,
+                fingerprint,
+                generated: self.generated_secrets.contains(&variable),
+                needed: needs.contains(&variable),
+            })
+            .collect()
     }
 
     /// The settings of the projection workers.

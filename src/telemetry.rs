@@ -22,13 +22,17 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// The tracer provider Relais runs with, before an exporter is added. Relais records its own
-/// spans whatever a caller's `traceparent` says of sampling: a caller continues its trace
-/// through Relais, but does not switch Relais' tracing off.
+/// The tracer provider Relais runs with, before an exporter is added. Unless
+/// `OTEL_TRACES_SAMPLER` chooses a sampler, Relais records its own spans whatever a caller's
+/// `traceparent` says of sampling: a caller continues its trace through Relais, but does not
+/// switch Relais' tracing off.
 pub fn tracer_provider(service: &'static str) -> opentelemetry_sdk::trace::TracerProviderBuilder {
-    SdkTracerProvider::builder()
-        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
-        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build())
+    let builder = SdkTracerProvider::builder()
+        .with_resource(opentelemetry_sdk::Resource::builder().with_service_name(service).build());
+    if std::env::var_os("OTEL_TRACES_SAMPLER").is_some() {
+        return builder;
+    }
+    builder.with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
 }
 
 /// Installs the global subscriber: logs to stderr (stdout belongs to command output, such as

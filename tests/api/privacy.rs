@@ -1463,8 +1463,9 @@ async fn a_process_configured_with_another_admission_key_or_pepper_refuses_to_st
     };
     assert!(format!("{e:#}").contains("RELAIS_ADMISSION_KEY is not the one"), "{e:#}");
 
-    // Without the variable, a command is not checked on that secret; a serving process, which
-    // would generate one for development, says what to set.
+    // Without the variable, a command that does not need the secret is not checked on it; a
+    // command that needs it and a serving process, which would generate one for development,
+    // say what to set.
     let state = tempfile::tempdir().expect("dir");
     let unset = |args: &[&str]| {
         let mut c = app.relais_command(args);
@@ -1473,6 +1474,9 @@ async fn a_process_configured_with_another_admission_key_or_pepper_refuses_to_st
     };
     let out = unset(&["status"]).output().await.expect("runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = unset(&["retention", "sweep", "--dry-run"]).output().await.expect("runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("RELAIS_ADMISSION_KEY is not set"), "{err}");
     let out =
         tokio::time::timeout(std::time::Duration::from_secs(60), unset(&["serve", "--role", "projector"]).output())
             .await

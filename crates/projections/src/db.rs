@@ -53,6 +53,9 @@ pub struct SharedSecret {
     pub fingerprint: String,
     /// True when its variable was not set and this process generated it (development).
     pub generated: bool,
+    /// True when this process uses it: one generated and needed is refused where the
+    /// database holds a fingerprint.
+    pub needed: bool,
 }
 
 /// The database of Relais: a pool on a migrated schema.
@@ -108,40 +111,53 @@ impl Database {
     }
 
     /// Checks that this process shares the deployment's secrets against the fingerprints the
-    /// database holds: a process configured with another secret (a gateway whose tags the
-    /// validator would refuse, a pepper that finds no client's key) gets
-    /// [`DbError::SecretMismatch`]. A `serving` process records the fingerprints of secrets
-    /// it was given on a new database, and refuses to start with a secret it generated for want
-    /// of the variable ([`DbError::SecretNotSet`]) where the database holds another. A command
-    /// records nothing, so one run with a wrong secret on a new or restored database leaves
-    /// no wrong fingerprint, and checks only the secrets it was given.
-    pub async fn check_shared_secrets(&self, secrets: &[SharedSecret], serving: bool) -> Result<(), DbError> {
-        for secret in secrets {
-            if secret.generated && !serving {
-                continue;
-            }
-            if serving && !secret.generated {
-                sqlx::query(
-                    "INSERT INTO secret_fingerprints (variable, fingerprint) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                )
-                .bind(secret.variable)
-                .bind(&secret.fingerprint)
-                .execute(&self.pool)
-                .await?;
-            }
-            // A statement of its own: it sees a row another process inserted meanwhile.
+    /// database holds: a process given another secret (a gateway whose tags the validator
+    /// would refuse, a pepper that finds no client's key) gets [`DbError::SecretMismatch`],
+    /// and one that generated a secret it needs for want of the variable gets
+    /// [`DbError::SecretNotSet`] where the database holds a fingerprint. A secret generated and
+    /// not needed is not checked. With `record` (a serving process), the fingerprints of the
+    /// secrets it was given are recorded where the database holds none, after every check has
+    /// passed; a command records nothing, so one run with a wrong secret on a new or restored
+    /// database leaves no wrong fingerprint.
+    pub async fn check_shared_secrets(&self, secrets: &[SharedSecret], record: bool) -> Result<(), DbError> {
+        self.compare_fingerprints(secrets).await?;
+        if !record {
+            return Ok(());
+        }
+        for secret in secrets.iter().filter(|s| !s.generated) {
+            sqlx::query(
+                "INSERT INTO secret_fingerprints (variable, fingerprint) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(secret.variable)
+            .bind(&secret.fingerprint)
+            .execute(&self.pool)
+            .await?;
+        }
+        // Again: another process may have recorded another secret meanwhile.
+        self.compare_fingerprints(secrets).await
+    }
+
+    async fn compare_fingerprints(&self, secrets: &[SharedSecret]) -> Result<(), DbError> {
+        for secret in secrets.iter().filter(|s| s.needed || !s.generated) {
             let recorded: Option<String> =
                 sqlx::query_scalar("SELECT fingerprint FROM secret_fingerprints WHERE variable = $1")
                     .bind(secret.variable)
                     .fetch_optional(&self.pool)
                     .await?;
-            let Some(recorded) = recorded.filter(|r| *r != secret.fingerprint) else { continue };
             let variable = secret.variable;
-            return Err(if secret.generated {
-                DbError::SecretNotSet { variable, recorded }
-            } else {
-                DbError::SecretMismatch { variable, recorded, configured: secret.fingerprint.clone() }
-            });
+            match recorded {
+                Some(recorded) if recorded != secret.fingerprint => {
+                    return Err(if secret.generated {
+                        DbError::SecretNotSet { variable, recorded }
+                    } else {
+                        DbError::SecretMismatch { variable, recorded, configured: secret.fingerprint.clone() }
+                    });
+                }
+                None if secret.generated => {
+                    tracing::warn!(variable, "not set: this process uses a secret generated for development");
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
