@@ -1441,6 +1441,22 @@ async fn the_catalogue_classes_every_field_and_marks_erasure_as_recorded_by_rela
     assert!(openapi["paths"]["/v1/orgs/{org}/cases"]["get"].is_object());
 }
 
+/// apo with one client (`cl-f`, case `case-f`), and the erasure event Relais would record for
+/// the client's key as apo's own system could forge it to publish straight to the log (its id
+/// derives from the key): apo's token, the key, the erasure's id and the stored bytes.
+async fn a_client_and_a_forged_erasure(app: &TestApp) -> (String, Uuid, Uuid, Vec<u8>) {
+    let apo = app.token("apo", Role::Org).await;
+    post_all(app, &apo, &[requested("apo", "case-f", "cl-f", "n"), accepted("apo", "case-f", "cl-f", "n")]).await;
+    let key_id: Uuid =
+        sqlx::query_scalar("SELECT key_id FROM client_keys").fetch_one(&app.pool).await.expect("the client's key");
+    let erasure_id = relais_projections::erasure::erasure_event_id(key_id);
+    let mut forged =
+        event("apo", "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
+    forged["id"] = json!(erasure_id.to_string());
+    let (envelope, _) = Envelope::from_cloud_event(forged, Utc::now(), "direct").expect("valid envelope");
+    (apo, key_id, erasure_id, StoredEvent::V1(envelope.split_for_storage().0).encode())
+}
+
 /// The validator judges erasures by the admission key and finds clients' keys by the pepper:
 /// a process configured with another one would decide differently, so it does not start.
 #[tokio::test]
@@ -1491,18 +1507,8 @@ async fn an_erasure_forged_before_the_real_one_is_refused_even_when_judged_after
     // The validator is not running yet: it meets the forged erasure only after the key's
     // destruction, as a validator that lags or a rebuild of its verdicts would.
     let app = spawn_app_with(ServeRole::Gateway).await;
-    let apo = app.token("apo", Role::Org).await;
-    post_all(&app, &apo, &[requested("apo", "case-f", "cl-f", "n"), accepted("apo", "case-f", "cl-f", "n")]).await;
-    let key_id: Uuid =
-        sqlx::query_scalar("SELECT key_id FROM client_keys").fetch_one(&app.pool).await.expect("the client's key");
-    // apo's own system publishes, straight to the log and without a message id, the erasure
-    // event Relais would record for this key (its id derives from the key).
-    let erasure_id = relais_projections::erasure::erasure_event_id(key_id);
-    let mut forged =
-        event("apo", "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
-    forged["id"] = json!(erasure_id.to_string());
-    let (envelope, _) = Envelope::from_cloud_event(forged, Utc::now(), "direct").expect("valid envelope");
-    let bytes = StoredEvent::V1(envelope.split_for_storage().0).encode();
+    // apo's own system publishes the erasure Relais would record, without a message id.
+    let (apo, key_id, erasure_id, bytes) = a_client_and_a_forged_erasure(&app).await;
     let forged_at = app
         .js
         .publish(format!("relais.ev.apo.clients.{key_id}"), bytes.into())
@@ -1540,18 +1546,9 @@ async fn an_erasure_forged_before_the_real_one_does_not_take_its_place() {
         s.stream.duplicate_window = std::time::Duration::from_secs(1);
     })
     .await;
-    let apo = app.token("apo", Role::Org).await;
-    post_all(&app, &apo, &[requested("apo", "case-f", "cl-f", "n"), accepted("apo", "case-f", "cl-f", "n")]).await;
-    let key_id: Uuid =
-        sqlx::query_scalar("SELECT key_id FROM client_keys").fetch_one(&app.pool).await.expect("the client's key");
-    // apo's own system publishes, straight to the log, the erasure event Relais would record for
-    // this key (its id derives from the key), before any erasure: quarantined.
-    let erasure_id = relais_projections::erasure::erasure_event_id(key_id);
-    let mut forged =
-        event("apo", "relais.client.erased", &format!("clients/{key_id}"), json!({ "reason": "client_request" }));
-    forged["id"] = json!(erasure_id.to_string());
-    let (envelope, _) = Envelope::from_cloud_event(forged, Utc::now(), "direct").expect("valid envelope");
-    let bytes = StoredEvent::V1(envelope.split_for_storage().0).encode();
+    // apo's own system publishes the erasure Relais would record, before any erasure:
+    // quarantined.
+    let (apo, key_id, erasure_id, bytes) = a_client_and_a_forged_erasure(&app).await;
     let id = erasure_id.to_string();
     app.js
         .send_publish(
