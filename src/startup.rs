@@ -97,9 +97,7 @@ impl Infra {
 
     /// The event log's append side, tagging every message with the gateway's admission tag.
     pub fn event_log(&self, settings: &Settings) -> EventLog {
-        let admission = settings.audit.admission_key.clone();
-        EventLog::new(self.client.clone())
-            .with_admission(Arc::new(move |subject: &str, payload: &[u8]| admission.gateway_tag(subject, payload)))
+        gateway_event_log(self.client.clone(), &settings.audit.admission_key)
     }
 
     /// Connects to PostgreSQL only (for commands that need no NATS, such as tokens).
@@ -110,6 +108,14 @@ impl Infra {
         db.sync_organisations(&settings.organisations).await?;
         Ok(db)
     }
+}
+
+/// The event log's append side over `client`, tagging every message with the gateway's
+/// admission tag under `admission`: how Relais itself appends.
+pub fn gateway_event_log(client: async_nats::Client, admission: &relais_audit::AdmissionKey) -> EventLog {
+    let admission = admission.clone();
+    EventLog::new(client)
+        .with_admission(Arc::new(move |subject: &str, payload: &[u8]| admission.gateway_tag(subject, payload)))
 }
 
 impl Settings {

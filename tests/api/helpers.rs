@@ -274,9 +274,7 @@ impl TestApp {
     /// The log's append side as the gateway has it: every message tagged with this
     /// deployment's admission key.
     pub fn event_log(&self) -> relais_eventlog::EventLog {
-        let key = self.settings.audit.admission_key.clone();
-        relais_eventlog::EventLog::new(self.js.client())
-            .with_admission(std::sync::Arc::new(move |subject: &str, payload: &[u8]| key.gateway_tag(subject, payload)))
+        relais::startup::gateway_event_log(self.js.client(), &self.settings.audit.admission_key)
     }
 
     /// Waits until `projection` has applied everything up to the stream's last sequence.

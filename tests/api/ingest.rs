@@ -644,18 +644,7 @@ async fn a_retried_event_with_an_expected_version_whose_first_attempt_was_stored
     // The first answer was lost, and with it the early ledger record (it is written after the
     // answer): only the broker knows the event.
     let id = uuid::Uuid::parse_str(first["id"].as_str().expect("id")).expect("uuid");
-    for _ in 0..100 {
-        let deleted = sqlx::query("DELETE FROM event_ledger WHERE event_id = $1")
-            .bind(id)
-            .execute(&app.pool)
-            .await
-            .expect("deleted")
-            .rows_affected();
-        if deleted == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    lose_ledger_record(&app, id, 1).await;
     // The retry.
     let r = app.post_event(&token, &first).await;
     assert_eq!(r.status(), 200);
@@ -842,6 +831,19 @@ async fn wait_for_ledger(app: &TestApp, id: uuid::Uuid, sequence: u64) {
     panic!("the ledger never held {id} at {sequence}");
 }
 
+/// Deletes the ledger's record of `id` once it holds it at `sequence`: a crash right after the
+/// gateway's answer lost its early record.
+async fn lose_ledger_record(app: &TestApp, id: uuid::Uuid, sequence: u64) {
+    wait_for_ledger(app, id, sequence).await;
+    let deleted = sqlx::query("DELETE FROM event_ledger WHERE event_id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .expect("deleted")
+        .rows_affected();
+    assert_eq!(deleted, 1);
+}
+
 /// Publishes an organisation's event straight to the log, sealed as its own system would,
 /// without a message id; returns its envelope and sequence.
 async fn publish_directly(app: &TestApp, event: Value) -> (relais_domain::Envelope, u64) {
@@ -934,14 +936,7 @@ async fn an_id_whose_first_copy_was_quarantined_stays_taken_when_the_gateways_re
     assert_eq!(app.post_event(&token, &e).await.status(), 201);
     // The gateway's early record is lost (a crash right after the answer).
     let id = uuid::Uuid::parse_str(e["id"].as_str().expect("id")).expect("uuid");
-    wait_for_ledger(&app, id, 1).await;
-    let deleted = sqlx::query("DELETE FROM event_ledger WHERE event_id = $1")
-        .bind(id)
-        .execute(&app.pool)
-        .await
-        .expect("deleted")
-        .rows_affected();
-    assert_eq!(deleted, 1);
+    lose_ledger_record(&app, id, 1).await;
     let stop = start_projector(&app).await;
     app.wait_for_projection("caseload").await;
     assert_eq!(quarantine_rows(&app.pool).await[0].1, "rule");

@@ -926,7 +926,7 @@ impl Projector {
                                         reason: "rule",
                                         detail: format!("{}: {}", v.code, v.detail),
                                     },
-                                    recorded: recorded.filter(|_| takes_id_when_quarantined(&envelope.subject)),
+                                    recorded: recorded.filter(|(id, _)| takes_id_when_quarantined(*id)),
                                 },
                             };
                             if judgement.recorded.is_some() {
@@ -1131,24 +1131,16 @@ fn ledger_entry(m: &LogMessage, verdict: &Verdict) -> Option<(Uuid, String)> {
     if matches!(*reason, "subject" | "undecodable" | "mismatch" | "message-id-mismatch" | "duplicate") {
         return None;
     }
-    let (org, aggregate) = subjects::parse_event_subject(&m.subject)?;
-    if !takes_id_when_quarantined(&aggregate) {
-        return None;
-    }
+    let (org, _) = subjects::parse_event_subject(&m.subject)?;
     let id = StoredEvent::decode(&m.payload).ok()?.v1().id;
-    // Ids of version 8 are those Relais derives (an erasure's, from its key): only the accepted
-    // event takes one.
-    if id.get_version_num() == 8 {
-        return None;
-    }
-    Some((id, org.to_string()))
+    takes_id_when_quarantined(id).then(|| (id, org.to_string()))
 }
 
-/// Whether a quarantined message on this aggregate takes its id. An erasure's id derives from
-/// its key by a public formula (`erasure::erasure_event_id`): a forged one, quarantined, must
-/// not take the id from the erasure Relais will record.
-fn takes_id_when_quarantined(aggregate: &relais_domain::AggregateRef) -> bool {
-    aggregate.kind() != relais_domain::AggregateKind::Clients
+/// Whether a quarantined message takes its id: not one of version 8, the ids Relais derives
+/// (an erasure's, from its key by a public formula, `erasure::erasure_event_id`): a forged
+/// erasure, quarantined, must not take the id from the erasure Relais will record.
+fn takes_id_when_quarantined(id: Uuid) -> bool {
+    id.get_version_num() != 8
 }
 
 /// Decodes a message and checks everything that needs no database: subject scheme, envelope,
