@@ -372,6 +372,7 @@ fn verify_file(path: &std::path::Path, keys: Vec<VerifyingKey>, contiguous: bool
 /// `relais checkpoint`.
 pub async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
+    settings.require_from_environment(crate::config::AUDIT_SIGNING_KEY, "signing a checkpoint")?;
     let infra = Infra::connect(&settings, "relais-checkpoint").await?;
     let chain = infra.chain_settings(&settings).context("signing a checkpoint needs RELAIS_AUDIT_SIGNING_KEY")?;
     let target = relais_eventlog::reader::last_sequence(&infra.stream).await?;
@@ -396,9 +397,22 @@ pub async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
 /// `relais audit …`.
 pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
+    // These keys are handed to auditors and organisations: one derived from a development
+    // secret, generated because a variable was not set here, would not be the deployment's.
+    let development = |variable: &'static str| {
+        if settings.generated_secrets.contains(&variable) {
+            eprintln!(
+                "warning: {variable} is not set: this key comes from the development secret in RELAIS_STATE_DIR, not the deployment's"
+            );
+        }
+    };
     match command {
-        AuditCommand::PublicKey => println!("{}", settings.audit.public_key.to_base64()),
+        AuditCommand::PublicKey => {
+            development(crate::config::AUDIT_SIGNING_KEY);
+            println!("{}", settings.audit.public_key.to_base64());
+        }
         AuditCommand::AdmissionKey { org } => {
+            development(crate::config::ADMISSION_KEY);
             let org = OrgId::parse(&org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
             let key = settings.audit.admission_key.org_key(org.as_str());
             println!("{}", base64::engine::general_purpose::STANDARD.encode(key));

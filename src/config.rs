@@ -22,6 +22,16 @@ pub enum ConfigError {
         /// What is wrong.
         detail: String,
     },
+    /// A secret a command changes stored data with for good was not set in the environment.
+    #[error(
+        "{name} is not set: {action} needs it from the environment, not the development secret of RELAIS_STATE_DIR"
+    )]
+    NotInEnvironment {
+        /// The variable.
+        name: &'static str,
+        /// What the command would have done with it.
+        action: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -39,6 +49,10 @@ pub const ADMISSION_KEY: &str = "RELAIS_ADMISSION_KEY";
 pub const CLIENT_REF_PEPPER: &str = "RELAIS_CLIENT_REF_PEPPER";
 /// The secrets every process of a deployment shares (their variables).
 pub const SHARED_SECRETS: [&str; 2] = [ADMISSION_KEY, CLIENT_REF_PEPPER];
+/// The variable of the key-encryption key.
+pub const KEK: &str = "RELAIS_KEK";
+/// The variable of the seed of the key that signs audit checkpoints.
+pub const AUDIT_SIGNING_KEY: &str = "RELAIS_AUDIT_SIGNING_KEY";
 
 /// Everything Relais is configured with.
 #[derive(Clone)]
@@ -269,6 +283,18 @@ pub fn organisations_from_env() -> Result<Vec<Organisation>, ConfigError> {
 }
 
 impl Settings {
+    /// Refuses, for `action`, a secret this process took from `RELAIS_STATE_DIR` instead of the
+    /// environment: some commands change stored data for good with the secret they hold (a
+    /// KEK rotation re-wraps every data key, a checkpoint is signed into append-only stores),
+    /// and a development secret there, picked up because a variable was not set in the
+    /// operator's shell, would do lasting harm.
+    pub fn require_from_environment(&self, variable: &'static str, action: &str) -> Result<(), ConfigError> {
+        if self.generated_secrets.contains(&variable) {
+            return Err(ConfigError::NotInEnvironment { name: variable, action: action.to_owned() });
+        }
+        Ok(())
+    }
+
     /// Reads the settings from the environment, with defaults that work on a development
     /// machine.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -346,9 +372,12 @@ impl Settings {
             },
             retention,
             audit: AuditSettings::from_env(&state_dir)?,
-            generated_secrets: ["RELAIS_KEK", CLIENT_REF_PEPPER, ADMISSION_KEY]
+            // The signing key counts as generated only where it was: a process given only the
+            // public key has none.
+            generated_secrets: [KEK, CLIENT_REF_PEPPER, ADMISSION_KEY, AUDIT_SIGNING_KEY]
                 .into_iter()
                 .filter(|v| var(v).is_none())
+                .filter(|v| *v != AUDIT_SIGNING_KEY || var("RELAIS_AUDIT_PUBLIC_KEY").is_none())
                 .collect(),
         })
     }

@@ -118,6 +118,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     match command {
         KeysCommand::Rotate { batch } => {
+            settings.require_from_environment(crate::config::KEK, "re-wrapping every data key")?;
             let db = Infra::database(&settings).await?;
             let keys = relais_projections::KeyStore::new(db.pool().clone(), settings.kek.clone());
             let total = keys.count_to_rotate().await?;

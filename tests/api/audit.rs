@@ -109,8 +109,20 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
     let app = spawn_app().await;
     let org = some_history(&app).await;
     chained(&app).await;
+    // The signing key left out of the operator's shell: a checkpoint signed with the state
+    // directory's development key would stay in the append-only stores, and every later
+    // verification would report its unknown key. Refused, and nothing is signed.
+    let (ok, _, err) = app.run_relais(&["checkpoint"], &[("RELAIS_AUDIT_SIGNING_KEY", "")]).await;
+    assert!(!ok && err.contains("RELAIS_AUDIT_SIGNING_KEY is not set"), "{err}");
+    let (ok, out, err) = app.run_relais(&["audit", "public-key"], &[("RELAIS_AUDIT_SIGNING_KEY", "")]).await;
+    assert!(ok && out.trim() != public_key(&app) && err.contains("development secret"), "{out} {err}");
     let signed = checkpoint_now(&app);
     assert!(signed.starts_with("signed checkpoint at sequence 6, head "), "{signed}");
+    let keys: i64 = sqlx::query_scalar("SELECT count(DISTINCT key_id) FROM audit_checkpoints")
+        .fetch_one(&app.pool)
+        .await
+        .expect("keys");
+    assert_eq!(keys, 1, "every checkpoint is signed with the deployment's key");
 
     // Only auditors replay.
     let r = app.get(&org, "/v1/audit/events").await;

@@ -829,6 +829,21 @@ async fn rotating_the_kek_keeps_every_event_that_was_not_erased_readable() {
     let before = KeyStore::new(app.pool.clone(), only_kek2.clone());
     assert!(matches!(before.lookup_many(&key_ids).await, Err(relais_projections::KeyError::UnknownKek { .. })));
 
+    // RELAIS_KEK left out of the operator's shell: the development KEK of the state directory
+    // would become the only one that opens the keys. Refused, and nothing is re-wrapped.
+    let kek_ids = || async {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT kek_id FROM client_keys ORDER BY key_id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("ids");
+        ids
+    };
+    let wrapped_before = kek_ids().await;
+    let unset = [("RELAIS_KEK", ""), ("RELAIS_KEK_PREVIOUS", app.kek_b64.0.as_str())];
+    let (ok, _, err) = app.run_relais(&["keys", "rotate"], &unset).await;
+    assert!(!ok && err.contains("RELAIS_KEK is not set"), "{err}");
+    assert_eq!(kek_ids().await, wrapped_before);
+
     // Rotate with KEK2 current and KEK1 previous.
     let env = [("RELAIS_KEK", kek2_b64.as_str()), ("RELAIS_KEK_PREVIOUS", app.kek_b64.0.as_str())];
     let (ok, out, err) = app.run_relais(&["keys", "rotate", "--batch", "2"], &env).await;

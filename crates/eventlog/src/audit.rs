@@ -23,11 +23,12 @@ pub async fn ensure_audit_stream(js: &jetstream::Context, name: &str) -> Result<
     let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
     let info = stream.info().await.map_err(|e| err(e.to_string()))?;
     let c = &info.config;
-    if c.max_messages > 0 || c.max_bytes > 0 || !c.max_age.is_zero() || c.max_messages_per_subject > 0 {
-        return Err(err("existing audit stream has a limit that could drop checkpoints".into()));
-    }
+    let mut problems = crate::server::history_problems(c);
     if !c.subjects.iter().any(|s| s == ALL_SUBJECTS) {
-        return Err(err(format!("existing audit stream does not capture {ALL_SUBJECTS}")));
+        problems.push("it does not capture relais.audit.>");
+    }
+    if !problems.is_empty() {
+        return Err(err(format!("existing audit stream is unfit: {}", problems.join(", "))));
     }
     Ok(stream)
 }

@@ -32,6 +32,10 @@ pub const GATEWAY_USER: &str = "relais_gateway";
 /// The backend user of the projection workers: everything in the stream account but publishing
 /// events.
 pub const PROJECTOR_USER: &str = "relais_projector";
+/// The operators' user: every right in the stream account, used by no Relais process. Changing
+/// a stream's settings or removing it is theirs alone: the backend users may not
+/// ([`backend_publish_deny`]).
+pub const ADMIN_USER: &str = "relais_admin";
 /// The JetStream API prefix an organisation's client uses (`ContextBuilder::api_prefix`): the
 /// organisation accounts reach the stream account's API only through imports mapped here.
 pub const ORG_API_PREFIX: &str = "JS.RELAIS.API";
@@ -63,15 +67,27 @@ pub fn password_variable(user: &str) -> String {
     match user {
         GATEWAY_USER => "RELAIS_NATS_PASSWORD_GATEWAY".into(),
         PROJECTOR_USER => "RELAIS_NATS_PASSWORD_PROJECTOR".into(),
+        ADMIN_USER => "RELAIS_NATS_PASSWORD_ADMIN".into(),
         org => format!("RELAIS_NATS_PASSWORD_ORG_{}", env_token(org)),
     }
 }
 
 /// Every user of the rendered configuration, backend users first.
 pub fn users(organisations: &[OrgId]) -> Vec<String> {
-    let mut out = vec![GATEWAY_USER.to_owned(), PROJECTOR_USER.to_owned()];
+    let mut out = vec![GATEWAY_USER.to_owned(), PROJECTOR_USER.to_owned(), ADMIN_USER.to_owned()];
     out.extend(organisations.iter().map(org_user));
     out
+}
+
+/// The JetStream API subjects the backend users may not publish on: removing, purging or
+/// changing a stream, or deleting a message, in any stream of the account. No Relais process
+/// does any of these, so a compromised gateway or projector cannot erase history through the
+/// broker either.
+pub fn backend_publish_deny() -> Vec<String> {
+    ["STREAM.DELETE", "STREAM.PURGE", "STREAM.MSG.DELETE", "STREAM.UPDATE"]
+        .into_iter()
+        .map(|api| format!("$JS.API.{api}.>"))
+        .collect()
 }
 
 /// The subjects an organisation's user may publish on, in its own account.
@@ -106,13 +122,22 @@ pub fn render_accounts(stream: &str, organisations: &[OrgId]) -> String {
     let _ = writeln!(w, "  {STREAM_ACCOUNT} {{");
     let _ = writeln!(w, "    jetstream: enabled");
     let _ = writeln!(w, "    users: [");
-    let _ = writeln!(w, "      {{ user: {GATEWAY_USER:?}, password: ${} }}", password_variable(GATEWAY_USER));
+    let deny = backend_publish_deny();
     let _ = writeln!(
         w,
-        "      {{ user: {PROJECTOR_USER:?}, password: ${}, permissions: {{ publish: {{ deny: [{:?}] }} }} }}",
-        password_variable(PROJECTOR_USER),
-        crate::subjects::all_events()
+        "      {{ user: {GATEWAY_USER:?}, password: ${}, permissions: {{ publish: {{ deny: [{}] }} }} }}",
+        password_variable(GATEWAY_USER),
+        quoted(&deny)
     );
+    let projector_deny: Vec<String> = std::iter::once(crate::subjects::all_events()).chain(deny).collect();
+    let _ = writeln!(
+        w,
+        "      {{ user: {PROJECTOR_USER:?}, password: ${}, permissions: {{ publish: {{ deny: [{}] }} }} }}",
+        password_variable(PROJECTOR_USER),
+        quoted(&projector_deny)
+    );
+    let _ = writeln!(w, "      # the operators' own: no Relais process connects with it");
+    let _ = writeln!(w, "      {{ user: {ADMIN_USER:?}, password: ${} }}", password_variable(ADMIN_USER));
     let _ = writeln!(w, "    ]");
     let _ = writeln!(w, "    exports: [");
     for org in &orgs {
@@ -169,10 +194,14 @@ pub fn render_accounts(stream: &str, organisations: &[OrgId]) -> String {
 
 /// Creates each organisation's durable consumer (`org-<org>`, filtered on its own subjects,
 /// from the first event, explicit acks) if it does not exist. An existing consumer is left as
-/// it is: its position belongs to the organisation.
+/// it is (its position belongs to the organisation), but one that reads more than the
+/// organisation's own subjects is refused: the organisation's account reaches it through its
+/// imports, so such a consumer (recreated by hand with a wider filter, or none) would hand it
+/// every other organisation's events.
 pub async fn ensure_org_consumers(stream: &Stream, organisations: &[OrgId]) -> Result<(), crate::ConnectError> {
     for org in organisations {
         let name = org_consumer_name(org);
+        let own = crate::subjects::org_filter(org);
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("the own events of {org}, for its own systems")),
@@ -181,10 +210,26 @@ pub async fn ensure_org_consumers(stream: &Stream, organisations: &[OrgId]) -> R
             ack_policy: consumer::AckPolicy::Explicit,
             ..Default::default()
         };
-        stream.get_or_create_consumer(&name, config).await.map_err(|e| crate::ConnectError::Stream {
+        let err = |detail: String| crate::ConnectError::Stream {
             stream: stream.cached_info().config.name.clone(),
-            detail: format!("consumer {name}: {e}"),
-        })?;
+            detail: format!("consumer {name}: {detail}"),
+        };
+        let consumer = stream.get_or_create_consumer(&name, config).await.map_err(|e| err(e.to_string()))?;
+        let existing = &consumer.cached_info().config;
+        let filters: Vec<&String> = std::iter::once(&existing.filter_subject)
+            .chain(&existing.filter_subjects)
+            .filter(|f| !f.is_empty())
+            .collect();
+        if filters.is_empty() || filters.iter().any(|f| **f != own) {
+            let reads = if filters.is_empty() {
+                "every subject".to_owned()
+            } else {
+                quoted(&filters.iter().map(|f| (*f).clone()).collect::<Vec<_>>())
+            };
+            return Err(err(format!(
+                "it reads {reads}, not only {own}: {org} would read other organisations' events through it; delete it and Relais recreates it"
+            )));
+        }
     }
     Ok(())
 }

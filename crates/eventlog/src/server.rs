@@ -179,6 +179,39 @@ pub(crate) fn history_stream_config(name: &str, subjects: &str, duplicate_window
     }
 }
 
+/// What makes an existing stream unfit to keep history forever: a limit that drops messages,
+/// or a setting that lets a publisher or an API call remove or expire them. Organisations
+/// publish directly, so a rollup header (with purge allowed), a per-message TTL or a schedule
+/// on their own subjects would reach history that is not theirs, or make their own vanish.
+pub(crate) fn history_problems(c: &stream::Config) -> Vec<&'static str> {
+    let mut problems = Vec::new();
+    if c.storage != stream::StorageType::File {
+        problems.push("storage is not file");
+    }
+    if c.max_messages > 0 || c.max_bytes > 0 || !c.max_age.is_zero() || c.max_messages_per_subject > 0 {
+        problems.push("it has a limit that could drop history");
+    }
+    if !c.deny_delete {
+        problems.push("deny_delete is off: messages can be deleted");
+    }
+    if !c.deny_purge {
+        problems.push("deny_purge is off: it can be purged");
+    }
+    if c.allow_rollup {
+        problems.push("allow_rollup_hdrs is on: a publisher's rollup header removes earlier messages");
+    }
+    if c.allow_message_ttl || c.subject_delete_marker_ttl.is_some() {
+        problems.push("per-message TTLs are allowed: messages can expire");
+    }
+    if c.allow_message_schedules {
+        problems.push("message schedules are allowed: the broker would publish for a publisher later, elsewhere");
+    }
+    if c.allow_message_counter {
+        problems.push("it is a counter stream");
+    }
+    problems
+}
+
 /// Creates the event stream, or checks that the existing one keeps history forever. Never
 /// changes an existing stream: a stream that does not fit is an operator's decision.
 pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<stream::Stream, ConnectError> {
@@ -191,13 +224,7 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
     let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
     let info = stream.info().await.map_err(|e| err(e.to_string()))?;
     let c = &info.config;
-    let mut problems = Vec::new();
-    if c.storage != stream::StorageType::File {
-        problems.push("storage is not file");
-    }
-    if c.max_messages > 0 || c.max_bytes > 0 || !c.max_age.is_zero() || c.max_messages_per_subject > 0 {
-        problems.push("it has a limit that could drop history");
-    }
+    let mut problems = history_problems(c);
     if !c.allow_atomic_publish {
         problems.push("allow_atomic is off");
     }
