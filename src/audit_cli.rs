@@ -134,10 +134,40 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
 }
 
 /// What an operator's access record says of the command line: the system user and the
-/// parameters.
+/// parameters. The user is the account the process runs as (its uid, named from
+/// `/etc/passwd`), not `$USER`: anyone can set that, and services run without it.
 pub(crate) fn operator_detail(extra: Value) -> Value {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_default();
-    json!({ "via": "cli", "user": user, "parameters": extra })
+    let (user, uid) = system_user();
+    json!({ "via": "cli", "user": user, "uid": uid, "parameters": extra })
+}
+
+/// The name and uid of the account this process runs as; the name is `uid:<n>` where the
+/// account database does not name it.
+fn system_user() -> (String, Option<u32>) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self belongs to the process's own (effective) user.
+        let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+            return (String::new(), None);
+        };
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        (account_name(&passwd, uid).unwrap_or_else(|| format!("uid:{uid}")), Some(uid))
+    }
+    #[cfg(not(unix))]
+    {
+        (String::new(), None)
+    }
+}
+
+/// The name of `uid` in a `/etc/passwd` text (`name:password:uid:...` lines).
+fn account_name(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id: u32 = fields.nth(1)?.parse().ok()?;
+        (id == uid && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 /// `relais replay`.
@@ -449,6 +479,14 @@ pub async fn case(command: CaseCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_account_is_named_by_its_uid_in_the_password_file() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# a comment\nbroken\nrelais:x:1001:1001::/srv:/bin/sh\n";
+        assert_eq!(account_name(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(account_name(passwd, 1001).as_deref(), Some("relais"));
+        assert_eq!(account_name(passwd, 7), None);
+    }
 
     #[test]
     fn csv_cells_cannot_be_read_as_formulas() {

@@ -43,7 +43,8 @@ enum Command {
     /// live ones keep serving, then swaps them in atomically. Needs the projector running (its
     /// validator judges the events). See docs/OPERATIONS.md.
     Rebuild {
-        /// The projection: caseload, timeline, referrals, activities, monitor, statistics.
+        /// The projection: caseload, timeline, referrals, activities, monitor, statistics, or the
+        /// client index client_events.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         projection: Option<String>,
         /// Every projection, from one reading of the log (each batch applied to every view).

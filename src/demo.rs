@@ -26,6 +26,9 @@ pub struct DemoArgs {
 
 const DEMO_DATABASE: &str = "relais_demo";
 
+/// How long the projections may make no progress before the demo gives up on them.
+const CATCH_UP_STALL: Duration = Duration::from_secs(120);
+
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut settings = Settings::from_env()?;
@@ -118,10 +121,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let spinner = ProgressBar::new_spinner();
     spinner.set_message("projections catching up");
     spinner.enable_steady_tick(Duration::from_millis(100));
+    // A projector that stopped, or stopped moving, ends the demo with the reason instead of a
+    // spinner that never stops (hidden where stderr is not a terminal).
+    let (mut least_lag, mut moved_at) = (u64::MAX, Instant::now());
     loop {
+        if running.is_finished() {
+            spinner.finish_and_clear();
+            running.await.context("relais stopped")??;
+            bail!("relais stopped before its projections caught up");
+        }
         let status = relais_projections::status::projection_status(&pool, &stream).await?;
         let lag: u64 = status.projections.iter().map(|p| p.lag).max().unwrap_or(0);
         spinner.set_message(format!("projections catching up: lag {lag}"));
+        if lag < least_lag {
+            (least_lag, moved_at) = (lag, Instant::now());
+        } else if moved_at.elapsed() > CATCH_UP_STALL {
+            spinner.finish_and_clear();
+            stop.cancel();
+            bail!(
+                "the projections made no progress for {} s (lag {lag}); see `relais status` and the log (RUST_LOG=info)",
+                CATCH_UP_STALL.as_secs()
+            );
+        }
         if lag == 0 {
             spinner.finish_and_clear();
             eprintln!(

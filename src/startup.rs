@@ -72,12 +72,17 @@ impl Infra {
         // Before anything is created or changed: a process with another secret does nothing.
         db.check_shared_secrets(&settings.shared_secrets(needs), serving).await?;
         let js = jetstream::new(client.clone());
-        let stream = relais_eventlog::ensure_stream(&js, &settings.stream).await?;
+        // A serving process would keep building on a stream whose history is unprotected, and
+        // refuses it; a command (an auditor's `verify` of a tampered log above all) reports it
+        // and goes on.
+        let found = relais_eventlog::open_stream(&js, &settings.stream).await?;
+        let stream = if serving { found.protected(&settings.stream.name)? } else { unprotected_warning(found) };
         // Each organisation's own durable consumer, which its NATS account may read (and no
         // other): docs/DEPLOYMENT.md.
         let orgs: Vec<relais_domain::OrgId> = settings.organisations.iter().map(|o| o.id.clone()).collect();
         relais_eventlog::broker::ensure_org_consumers(&stream, &orgs).await?;
-        let audit_stream = relais_eventlog::audit::ensure_audit_stream(&js, &settings.audit.stream).await?;
+        let found = relais_eventlog::audit::open_audit_stream(&js, &settings.audit.stream).await?;
+        let audit_stream = if serving { found.protected(&settings.audit.stream)? } else { unprotected_warning(found) };
         db.sync_organisations(&settings.organisations).await?;
         let keys = KeyStore::new(db.pool().clone(), settings.kek.clone());
         let tokens = TokenStore::new(db.pool().clone());
@@ -108,6 +113,17 @@ impl Infra {
         db.sync_organisations(&settings.organisations).await?;
         Ok(db)
     }
+}
+
+/// The stream, after a warning on stderr of what leaves its history unprotected, if anything.
+fn unprotected_warning(found: relais_eventlog::FoundStream) -> jetstream::stream::Stream {
+    if !found.unprotected.is_empty() {
+        let name = &found.stream.cached_info().config.name;
+        let problems = found.unprotected.join(", ");
+        tracing::warn!(stream = %name, %problems, "the stream's history is unprotected");
+        eprintln!("warning: stream {name} does not protect its history: {problems}");
+    }
+    found.stream
 }
 
 /// The event log's append side over `client`, tagging every message with the gateway's

@@ -315,6 +315,9 @@ async fn relais_verify_names_a_message_deleted_with_the_jetstream_api() {
     delete_with_admin_rights(&app, 3).await;
     let o = verify_online(&app, None);
     assert!(!o.status.success());
+    // The tampered stream is verified, not refused, and what lets it be altered is named.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning: stream RELAIS does not protect its history: deny_delete is off"), "{err}");
     let out = stdout(&o);
     assert!(
         out.starts_with("the chain breaks at sequence 3: missing at sequence 3: the message chained here is gone"),
@@ -764,7 +767,8 @@ async fn proofs_survive_the_erasure_of_a_client() {
     let file = app.dir().join("after-erasure.ndjson");
     let o = run({
         let mut c = app.relais();
-        c.args(["replay", "--output"]).arg(&file);
+        // The access record names the account the command runs as, not what $USER claims.
+        c.args(["replay", "--output"]).arg(&file).env("USER", "someone-else").env("LOGNAME", "someone-else");
         c
     });
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -775,6 +779,9 @@ async fn proofs_survive_the_erasure_of_a_client() {
             .await
             .expect("the command line's replay is an access record");
     assert_eq!((role.as_str(), detail["via"].as_str()), ("operator", Some("cli")));
+    let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").expect("proc"));
+    assert_eq!(detail["uid"], uid, "{detail}");
+    assert!(detail["user"].as_str().is_some_and(|u| !u.is_empty() && u != "someone-else"), "{detail}");
     let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
     let first = &lines[1];
     assert_eq!(first["sequence"], 1);

@@ -371,10 +371,9 @@ async fn an_organisation_cannot_publish_as_another_nor_read_its_events() {
 }
 
 #[test]
-fn the_production_configuration_is_valid_and_syncs_every_write() {
+fn the_production_configuration_is_valid_and_needs_every_password() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats");
     let conf = std::fs::read_to_string(dir.join("nats.conf")).expect("deploy/nats/nats.conf");
-    assert!(conf.contains("sync_interval: always"));
     assert!(conf.contains("include \"accounts.conf\""));
     let bin = relais::nats_server::binary().expect("nats-server");
     let check = |env: &[(String, String)]| {
@@ -392,6 +391,62 @@ fn the_production_configuration_is_valid_and_syncs_every_write() {
     let out = check(&env[1..]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&env[0].0));
+}
+
+/// Kills the server it holds when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_production_configuration_runs_a_server_that_syncs_every_write() {
+    // The deployed file itself, only its addresses and store moved to this test's own: the
+    // running server must report that it syncs every write (not only the file say so).
+    let deployed = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats");
+    let conf = std::fs::read_to_string(deployed.join("nats.conf")).expect("deploy/nats/nats.conf");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (port, http) =
+        (relais::nats_server::free_port().expect("port"), relais::nats_server::free_port().expect("port"));
+    let moved = [
+        ("listen: 0.0.0.0:4222", format!("listen: 127.0.0.1:{port}")),
+        ("http: 127.0.0.1:8222", format!("http: 127.0.0.1:{http}")),
+        ("store_dir: \"/var/lib/nats\"", format!("store_dir: {:?}", dir.path().join("store"))),
+    ];
+    let conf = moved.iter().fold(conf, |conf, (from, to)| {
+        assert!(conf.contains(from), "deploy/nats/nats.conf no longer holds {from}");
+        conf.replace(from, to)
+    });
+    std::fs::write(dir.path().join("nats.conf"), conf).expect("written");
+    std::fs::copy(deployed.join("accounts.conf"), dir.path().join("accounts.conf")).expect("copied");
+    let (env, _) = password_env();
+    let _server = Running(
+        std::process::Command::new(relais::nats_server::binary().expect("nats-server"))
+            .arg("-c")
+            .arg(dir.path().join("nats.conf"))
+            .envs(env)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server starts"),
+    );
+    let url = format!("http://127.0.0.1:{http}/jsz?config=true");
+    let deadline = tokio::time::Instant::now() + ALLOWED_WITHIN;
+    let jsz: Value = loop {
+        match reqwest::get(&url).await {
+            Ok(r) => break r.json().await.expect("/jsz is JSON"),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the monitoring port never answered: {e}"),
+        }
+    };
+    assert_eq!(jsz["config"]["sync_always"], true, "{jsz}");
 }
 
 #[tokio::test]
@@ -538,11 +593,35 @@ async fn an_existing_stream_that_could_lose_history_is_refused_with_its_reasons(
         let err = relais_eventlog::ensure_stream(&js, &Default::default()).await.expect_err(reason).to_string();
         assert!(err.contains("unfit") && err.contains(reason), "{reason}: {err}");
     }
+
+    // `relais serve` refuses to build on it; a command (`status` here, an auditor's `verify`
+    // of a tampered log above all) names what is wrong and goes on.
+    let name = format!("unfit_{}", uuid::Uuid::new_v4().simple());
+    let relais = |command: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_relais"))
+            .arg(command)
+            .env("RELAIS_NATS_URL", nats.url())
+            .env("RELAIS_DATABASE_URL", db_url(&name))
+            .env("RELAIS_STATE_DIR", dir.path().join("state"))
+            .env("RELAIS_LISTEN", "127.0.0.1:0")
+            .env("RUST_LOG", "error")
+            .kill_on_drop(true)
+            .output()
+    };
+    let serve = tokio::time::timeout(Duration::from_secs(60), relais("serve")).await.expect("ends").expect("runs");
+    let err = String::from_utf8_lossy(&serve.stderr);
+    assert!(!serve.status.success() && err.contains("unfit: per-message TTLs are allowed"), "{err}");
+    let status = tokio::time::timeout(Duration::from_secs(60), relais("status")).await.expect("ends").expect("runs");
+    let err = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{err}");
+    assert!(err.contains("warning: stream RELAIS does not protect its history: per-message TTLs are allowed"), "{err}");
+    drop_database(&name).await;
     let _ = js.delete_stream("RELAIS").await;
     js.create_stream(fit).await.expect("created");
     relais_eventlog::ensure_stream(&js, &Default::default()).await.expect("a fit stream is taken as it is");
 
-    // The audit stream is held to the same.
+    // The audit stream is held to the same (the commands above created a fit one).
+    let _ = js.delete_stream("RELAIS_AUDIT").await;
     js.create_stream(jetstream::stream::Config {
         name: "RELAIS_AUDIT".into(),
         subjects: vec!["relais.audit.>".into()],
@@ -585,4 +664,55 @@ async fn an_organisation_consumer_that_reads_more_than_its_own_subjects_is_refus
     assert_eq!(consumer.info().await.expect("info").config.filter_subject, "relais.ev.dsr.>");
     // An existing consumer of the right filter is left as it is (its position is dsr's).
     broker::ensure_org_consumers(&stream, &[dsr]).await.expect("kept");
+}
+
+/// A stand-in for an older nats-server: it introduces itself as `version` and answers pings,
+/// enough for a client to connect and read what it is.
+async fn server_of_version(version: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bound");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let info = format!(
+                    "INFO {{\"server_id\":\"old\",\"server_name\":\"old\",\"version\":\"{version}\",\"proto\":1,\
+                     \"host\":\"127.0.0.1\",\"port\":{},\"headers\":true,\"max_payload\":1048576,\"jetstream\":true}}\r\n",
+                    address.port()
+                );
+                if write.write_all(info.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.starts_with("PING") && write.write_all(b"PONG\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn relais_refuses_to_start_on_a_server_older_than_2_12_1_and_says_why() {
+    let address = server_of_version("2.11.9").await;
+    let state = tempfile::tempdir().expect("dir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_relais"))
+        .arg("serve")
+        .env("RELAIS_NATS_URL", format!("nats://{address}"))
+        .env("RELAIS_DATABASE_URL", db_url("relais_never_created"))
+        .env("RELAIS_STATE_DIR", state.path())
+        .env("RELAIS_LISTEN", "127.0.0.1:0")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out).await.expect("relais stops").expect("relais runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is version 2.11.9; Relais needs nats-server >= 2.12.1"), "{stderr}");
+    // The pinned server is accepted by the same check.
+    let address = server_of_version(relais::nats_server::PINNED_VERSION).await;
+    relais_eventlog::connect(&format!("nats://{address}"), "test").await.expect("the pinned version is accepted");
 }

@@ -6,6 +6,7 @@ mod audit;
 mod bad_input;
 mod broker;
 mod crash;
+mod demo;
 mod helpers;
 mod ingest;
 mod monitor;

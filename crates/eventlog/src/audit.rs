@@ -2,7 +2,7 @@
 //! event stream (and in PostgreSQL as well), so that whoever rewrites one store cannot silently
 //! rewrite the checkpoints too.
 
-use crate::server::ConnectError;
+use crate::server::{ConnectError, FoundStream};
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use std::time::Duration;
@@ -18,19 +18,27 @@ pub const ALL_SUBJECTS: &str = "relais.audit.>";
 
 /// Creates the audit stream, or checks that an existing one keeps everything.
 pub async fn ensure_audit_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, ConnectError> {
+    open_audit_stream(js, name).await?.protected(name)
+}
+
+/// Creates the audit stream, or opens the existing one if it can hold the checkpoints, and
+/// reports what leaves them unprotected instead of refusing it (as
+/// [`crate::server::open_stream`]).
+pub async fn open_audit_stream(js: &jetstream::Context, name: &str) -> Result<FoundStream, ConnectError> {
     let err = |detail: String| ConnectError::Stream { stream: name.to_owned(), detail };
     let config = crate::server::history_stream_config(name, ALL_SUBJECTS, Duration::from_secs(3600));
     let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
     let info = stream.info().await.map_err(|e| err(e.to_string()))?;
     let c = &info.config;
-    let mut problems = crate::server::history_problems(c);
+    let mut problems = crate::server::unusable(c);
     if !c.subjects.iter().any(|s| s == ALL_SUBJECTS) {
         problems.push("it does not capture relais.audit.>");
     }
     if !problems.is_empty() {
         return Err(err(format!("existing audit stream is unfit: {}", problems.join(", "))));
     }
-    Ok(stream)
+    let unprotected = crate::server::unprotected(c);
+    Ok(FoundStream { stream, unprotected })
 }
 
 /// Publishes a checkpoint (its JSON) with `message_id` as `Nats-Msg-Id`, and waits for the

@@ -179,11 +179,9 @@ pub(crate) fn history_stream_config(name: &str, subjects: &str, duplicate_window
     }
 }
 
-/// What makes an existing stream unfit to keep history forever: a limit that drops messages,
-/// or a setting that lets a publisher or an API call remove or expire them. Organisations
-/// publish directly, so a rollup header (with purge allowed), a per-message TTL or a schedule
-/// on their own subjects would reach history that is not theirs, or make their own vanish.
-pub(crate) fn history_problems(c: &stream::Config) -> Vec<&'static str> {
+/// What makes an existing stream unusable to keep history: file storage missing, or a limit
+/// that drops messages on its own.
+pub(crate) fn unusable(c: &stream::Config) -> Vec<&'static str> {
     let mut problems = Vec::new();
     if c.storage != stream::StorageType::File {
         problems.push("storage is not file");
@@ -191,6 +189,15 @@ pub(crate) fn history_problems(c: &stream::Config) -> Vec<&'static str> {
     if c.max_messages > 0 || c.max_bytes > 0 || !c.max_age.is_zero() || c.max_messages_per_subject > 0 {
         problems.push("it has a limit that could drop history");
     }
+    problems
+}
+
+/// What leaves an existing stream's history unprotected: a setting that lets an API call or a
+/// publisher remove or expire messages. Organisations publish directly, so a rollup header
+/// (with purge allowed), a per-message TTL or a schedule on their own subjects would reach
+/// history that is not theirs, or make their own vanish.
+pub(crate) fn unprotected(c: &stream::Config) -> Vec<&'static str> {
+    let mut problems = Vec::new();
     if !c.deny_delete {
         problems.push("deny_delete is off: messages can be deleted");
     }
@@ -212,9 +219,40 @@ pub(crate) fn history_problems(c: &stream::Config) -> Vec<&'static str> {
     problems
 }
 
+/// A stream as an existing deployment holds it, and what leaves its history unprotected
+/// ([`unprotected`]; empty for a stream Relais created).
+pub struct FoundStream {
+    /// The stream.
+    pub stream: stream::Stream,
+    /// What leaves its history unprotected.
+    pub unprotected: Vec<&'static str>,
+}
+
+impl FoundStream {
+    /// The stream, or the error that names what leaves its history unprotected: what a
+    /// serving process, which would keep building on it, gets.
+    pub fn protected(self, name: &str) -> Result<stream::Stream, ConnectError> {
+        if self.unprotected.is_empty() {
+            return Ok(self.stream);
+        }
+        Err(ConnectError::Stream {
+            stream: name.to_owned(),
+            detail: format!("existing stream is unfit: {}", self.unprotected.join(", ")),
+        })
+    }
+}
+
 /// Creates the event stream, or checks that the existing one keeps history forever. Never
 /// changes an existing stream: a stream that does not fit is an operator's decision.
 pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<stream::Stream, ConnectError> {
+    open_stream(js, settings).await?.protected(&settings.name)
+}
+
+/// Creates the event stream, or opens the existing one if it can hold the log (file storage,
+/// no limit, atomic batches, every event subject), and reports what leaves its history
+/// unprotected instead of refusing it: for commands, such as `relais verify`, that must work
+/// on a log an administrator tampered with.
+pub async fn open_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<FoundStream, ConnectError> {
     let err = |detail: String| ConnectError::Stream { stream: settings.name.clone(), detail };
     let config = stream::Config {
         allow_direct: true,
@@ -224,7 +262,7 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
     let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
     let info = stream.info().await.map_err(|e| err(e.to_string()))?;
     let c = &info.config;
-    let mut problems = history_problems(c);
+    let mut problems = unusable(c);
     if !c.allow_atomic_publish {
         problems.push("allow_atomic is off");
     }
@@ -234,7 +272,8 @@ pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -
     if !problems.is_empty() {
         return Err(err(format!("existing stream is unfit: {}", problems.join(", "))));
     }
-    Ok(stream)
+    let unprotected = unprotected(c);
+    Ok(FoundStream { stream, unprotected })
 }
 
 #[cfg(test)]
