@@ -14,6 +14,17 @@ ensure_nats_server() {
   .venv/bin/nats-server --version >&2
 }
 
+# The one dependency of scripts/verify_replay.py, the auditors' independent check (tested), in
+# the same venv.
+CRYPTOGRAPHY_VERSION=46.0.3
+ensure_replay_verifier() {
+  if .venv/bin/python -c "import cryptography, sys; sys.exit(cryptography.__version__ != '${CRYPTOGRAPHY_VERSION}')" 2>/dev/null; then
+    return
+  fi
+  echo "installing cryptography ${CRYPTOGRAPHY_VERSION} into .venv (scripts/verify_replay.py)" >&2
+  .venv/bin/pip install --quiet --disable-pip-version-check "cryptography==${CRYPTOGRAPHY_VERSION}"
+}
+
 # PostgreSQL on 127.0.0.1:5432 (trust auth, user postgres), started if it is down.
 ensure_postgres() {
   if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

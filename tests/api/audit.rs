@@ -2,6 +2,7 @@
 //! verification, bounded memory, and cases as they stood at a moment.
 
 use crate::helpers::*;
+use base64::Engine as _;
 use relais_projections::Role;
 use serde_json::{Value, json};
 use std::process::Output;
@@ -194,6 +195,34 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
         stdout(&o).lines().next().expect("a line"),
         format!("verified 6 events, head {last_link} at sequence 6, last signed checkpoint at sequence 6")
     );
+    // The independent re-implementation an auditor can read in an hour (docs/AUDIT.md) agrees,
+    // and finds a payload altered in the file.
+    let python = |file: &std::path::Path| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        std::process::Command::new(root.join(".venv/bin/python"))
+            .arg(root.join("scripts/verify_replay.py"))
+            .arg(file)
+            .arg(&key)
+            .output()
+            .expect("scripts/verify_replay.py runs with the project's .venv (scripts/lib.sh installs it)")
+    };
+    let o = python(&file);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).trim(), "6 links verified, head at sequence 6, last signed checkpoint at sequence 6");
+    let payload = events[2]["relaispayload"].as_str().expect("payload");
+    let mut bytes = base64::engine::general_purpose::STANDARD.decode(payload).expect("base64");
+    bytes[0] ^= 1;
+    let forged = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let forged_file = app.dir().join("forged.ndjson");
+    std::fs::write(&forged_file, text.replacen(payload, &forged, 1)).expect("written");
+    let o = python(&forged_file);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("altered at sequence 3"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     let edited = text.replacen("\"mode\":\"informing\"", "\"mode\":\"planning\"", 1);
     assert_ne!(edited, text);
     std::fs::write(&file, &edited).expect("written");
