@@ -188,7 +188,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let filter = relais_gateway::replay_filter(&q).map_err(|e| anyhow::anyhow!("{}", problem_detail(e)))?;
     let settings = Settings::from_env()?;
-    let infra = Infra::connect(&settings, "relais-replay").await?;
+    let infra = Infra::connect_reading(&settings, "relais-replay", &[]).await?;
     access::record_operator(infra.db.pool(), "audit.replay", "audit/events", operator_detail(filter.to_json())).await?;
     let mut replay = replay::open(infra.db.pool(), &infra.keys, &infra.stream, filter).await?;
     let out: Box<dyn Write> = match &args.output {
@@ -330,7 +330,7 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     }
     let settings = Settings::from_env()?;
     let keys = if keys.is_empty() { settings.audit.public_keys() } else { keys };
-    let infra = Infra::connect_needing(&settings, "relais-verify", &[crate::config::ADMISSION_KEY]).await?;
+    let infra = Infra::connect_reading(&settings, "relais-verify", &[crate::config::ADMISSION_KEY]).await?;
     let options = verify::VerifyOptions { public_keys: keys, admission: Some(settings.audit.admission_key.clone()) };
     let bar = progress_bar(0, "verify");
     let report = verify::verify(infra.db.pool(), &infra.stream, &infra.audit_stream, &options, |pos, end| {
@@ -461,7 +461,7 @@ pub async fn case(command: CaseCommand) -> anyhow::Result<()> {
         .with_timezone(&chrono::Utc);
     let basis = AsOfBasis::parse(&basis).context("--basis: recorded or occurred")?;
     let settings = Settings::from_env()?;
-    let infra = Infra::connect(&settings, "relais-case").await?;
+    let infra = Infra::connect_reading(&settings, "relais-case", &[]).await?;
     access::record_operator(
         infra.db.pool(),
         "case.read_as_of",

@@ -251,7 +251,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Status => {
             let settings = Settings::from_env()?;
-            let infra = Infra::connect(&settings, "relais-status").await?;
+            let infra = Infra::connect_reading(&settings, "relais-status", &[]).await?;
             let status = relais_projections::status::projection_status(infra.db.pool(), &infra.stream).await?;
             println!("stream last sequence: {}", status.last_sequence);
             println!("{:<12}  {:>12}  {:>10}", "projection", "checkpoint", "lag");

@@ -64,6 +64,30 @@ impl Infra {
         Self::connect_as(settings, name, &SHARED_SECRETS, true).await
     }
 
+    /// As [`Infra::connect_needing`], for a command that only reads (`status`, `replay`,
+    /// `verify`, `case show`): it creates nothing. A database that does not exist or holds no
+    /// Relais data, or a server without the stream, is an error naming the variable to check,
+    /// where the command would otherwise report an empty history as a sound one.
+    pub async fn connect_reading(settings: &Settings, name: &str, needs: &[&str]) -> anyhow::Result<Self> {
+        let client = relais_eventlog::connect(&settings.nats_url, name).await?;
+        let db = Database::connect_existing(&settings.database_url, settings.db_connections).await?;
+        db.check_shared_secrets(&settings.shared_secrets(needs), false).await?;
+        let js = jetstream::new(client.clone());
+        for stream in [&settings.stream.name, &settings.audit.stream] {
+            if let Err(e) = js.get_stream(stream).await {
+                anyhow::bail!(
+                    "no stream {stream} on the NATS server of RELAIS_NATS_URL ({e}): is it the deployment's? (this command creates nothing)"
+                );
+            }
+        }
+        let stream = unprotected_warning(relais_eventlog::open_stream(&js, &settings.stream).await?);
+        let audit_stream =
+            unprotected_warning(relais_eventlog::audit::open_audit_stream(&js, &settings.audit.stream).await?);
+        let keys = KeyStore::new(db.pool().clone(), settings.kek.clone());
+        let tokens = TokenStore::new(db.pool().clone());
+        Ok(Self { db, client, js, stream, keys, tokens, audit_stream })
+    }
+
     async fn connect_as(settings: &Settings, name: &str, needs: &[&str], serving: bool) -> anyhow::Result<Self> {
         let client = relais_eventlog::connect(&settings.nats_url, name).await?;
         let db = Database::connect_and_migrate_with(&settings.database_url, settings.db_connections)
@@ -73,8 +97,7 @@ impl Infra {
         db.check_shared_secrets(&settings.shared_secrets(needs), serving).await?;
         let js = jetstream::new(client.clone());
         // A serving process would keep building on a stream whose history is unprotected, and
-        // refuses it; a command (an auditor's `verify` of a tampered log above all) reports it
-        // and goes on.
+        // refuses it; a command reports it and goes on.
         let found = relais_eventlog::open_stream(&js, &settings.stream).await?;
         let stream = if serving { found.protected(&settings.stream.name)? } else { unprotected_warning(found) };
         // Each organisation's own durable consumer, which its NATS account may read (and no

@@ -916,3 +916,59 @@ async fn an_auditor_of_a_service_sees_its_own_personal_data_only_and_one_of_the_
     let seen_by_federation = listed(federation_auditor).await;
     assert!(seen_by_federation.iter().any(|r| r["resource"] == "orgs/dsr/cases/case-c"), "{seen_by_federation:?}");
 }
+
+#[tokio::test]
+async fn a_reading_command_pointed_at_the_wrong_database_or_server_says_so_and_creates_nothing() {
+    let app = spawn_app().await;
+    some_history(&app).await;
+    let exists = |name: String| {
+        let pool = app.pool.clone();
+        async move {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            n == 1
+        }
+    };
+    // A mistyped database: not created, not reported as an empty history.
+    let missing = format!("typo_{}", uuid::Uuid::new_v4().simple());
+    for command in [&["verify"][..], &["status"], &["replay", "--output", "/dev/null"]] {
+        let (ok, out, err) = app.run_relais(command, &[("RELAIS_DATABASE_URL", &db_url(&missing))]).await;
+        assert!(!ok, "{command:?}: {out}");
+        assert!(err.contains(&format!("the database \"{missing}\" does not exist")), "{command:?}: {err}");
+    }
+    assert!(!exists(missing).await, "no database was created");
+    // A database that holds no Relais data is not migrated into one.
+    let empty = format!("empty_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {empty}")).execute(&app.pool).await.expect("created");
+    let (ok, _, err) = app.run_relais(&["verify"], &[("RELAIS_DATABASE_URL", &db_url(&empty))]).await;
+    assert!(!ok && err.contains("holds no Relais data"), "{err}");
+    let pool = sqlx::PgPool::connect(&db_url(&empty)).await.expect("empty database");
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(tables, 0);
+    pool.close().await;
+    drop_database(&empty).await;
+    // Another NATS server: no stream is created there.
+    let dir = tempfile::tempdir().expect("dir");
+    let other = relais::nats_server::NatsServer::start(&relais::nats_server::NatsServerOptions {
+        store_dir: dir.path().join("nats"),
+        sync_always: false,
+        extra_config: String::new(),
+        port: None,
+    })
+    .expect("nats-server");
+    let o = verify_online(&app, Some(&other.url()));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("no stream RELAIS on the NATS server of RELAIS_NATS_URL"), "{err}");
+    let client = relais_eventlog::connect(&other.url(), "test").await.expect("connects");
+    let js = async_nats::jetstream::new(client);
+    assert!(js.get_stream("RELAIS").await.is_err(), "no stream was created");
+    // The right ones still verify.
+    let o = verify_online(&app, None);
+    assert!(o.status.success(), "{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+}

@@ -596,6 +596,7 @@ async fn an_existing_stream_that_could_lose_history_is_refused_with_its_reasons(
 
     // `relais serve` refuses to build on it; a command (`status` here, an auditor's `verify`
     // of a tampered log above all) names what is wrong and goes on.
+    relais_eventlog::audit::ensure_audit_stream(&js, "RELAIS_AUDIT").await.expect("the audit stream");
     let name = format!("unfit_{}", uuid::Uuid::new_v4().simple());
     let relais = |command: &str| {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_relais"))
@@ -620,7 +621,7 @@ async fn an_existing_stream_that_could_lose_history_is_refused_with_its_reasons(
     js.create_stream(fit).await.expect("created");
     relais_eventlog::ensure_stream(&js, &Default::default()).await.expect("a fit stream is taken as it is");
 
-    // The audit stream is held to the same (the commands above created a fit one).
+    // The audit stream is held to the same.
     let _ = js.delete_stream("RELAIS_AUDIT").await;
     js.create_stream(jetstream::stream::Config {
         name: "RELAIS_AUDIT".into(),

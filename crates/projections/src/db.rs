@@ -42,6 +42,16 @@ pub enum DbError {
         /// The fingerprint the database holds.
         recorded: String,
     },
+    /// A command that only reads was pointed at a database that does not exist, or holds no
+    /// Relais data: most likely a mistyped URL, where it would otherwise report an empty
+    /// history.
+    #[error("the database {name:?} {why}: is RELAIS_DATABASE_URL the deployment's? (this command creates nothing)")]
+    NotRelais {
+        /// The database's name.
+        name: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
 }
 
 /// A secret every process of a deployment shares, known to the database by a fingerprint.
@@ -75,6 +85,17 @@ impl Database {
     /// Each connection keeps buffers as large as the largest statement it sent (a batch of
     /// rows), so a process that needs few should not hold more.
     pub async fn connect_and_migrate_with(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        Self::open(url, max_connections, true).await
+    }
+
+    /// Like [`Database::connect_and_migrate_with`], for a command that only reads: a database
+    /// that does not exist, or holds no Relais data, is [`DbError::NotRelais`] and is left as
+    /// it is (a mistyped URL creates nothing and is not reported as an empty history).
+    pub async fn connect_existing(url: &str, max_connections: u32) -> Result<Self, DbError> {
+        Self::open(url, max_connections, false).await
+    }
+
+    async fn open(url: &str, max_connections: u32, create: bool) -> Result<Self, DbError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| DbError::InvalidUrl(e.to_string()))?
             .log_statements(tracing::log::LevelFilter::Trace)
@@ -84,7 +105,10 @@ impl Database {
             // page (4, for spinning disks) the planner chose whole-table scans of views of a few
             // thousand rows over index lookups, and a scan grows with the history.
             .options([("random_page_cost", "1.1")]);
-        create_database_if_missing(&options).await?;
+        let name = options.get_database().unwrap_or_default().to_owned();
+        if create {
+            create_database_if_missing(&options).await?;
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -95,7 +119,20 @@ impl Database {
             // publisher retries with the same event ids).
             .test_before_acquire(false)
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if !create && d.code().as_deref() == Some("3D000") => {
+                    DbError::NotRelais { name: name.clone(), why: "does not exist" }
+                }
+                e => DbError::Sqlx(e),
+            })?;
+        if !create {
+            let relais: bool =
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&pool).await?;
+            if !relais {
+                return Err(DbError::NotRelais { name, why: "holds no Relais data" });
+            }
+        }
         sqlx::migrate!("../../migrations").run(&pool).await?;
         Ok(Self { pool })
     }
