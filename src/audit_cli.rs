@@ -149,14 +149,15 @@ fn system_user() -> (String, Option<u32>) {
         use std::os::unix::fs::MetadataExt;
         // /proc/self belongs to the process's own (effective) user.
         let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
-            return (String::new(), None);
+            // No /proc (not Linux): what the environment claims, marked as such.
+            return (format!("$USER={}", std::env::var("USER").unwrap_or_default()), None);
         };
         let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
         (account_name(&passwd, uid).unwrap_or_else(|| format!("uid:{uid}")), Some(uid))
     }
     #[cfg(not(unix))]
     {
-        (String::new(), None)
+        (format!("$USER={}", std::env::var("USER").unwrap_or_default()), None)
     }
 }
 

@@ -255,15 +255,29 @@ fn local_secret(dir: &Path, file: &str) -> Result<[u8; 32], ConfigError> {
     let mut raw = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut raw);
     let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+    // Written whole under a name of its own, then linked into place, which fails if the file
+    // exists: two processes starting at once on a new state directory (tests, a gateway and a
+    // projector) both end with the one secret that won, never with a half-written file.
+    let staged = dir.join(format!(".{file}.{}", uuid::Uuid::new_v4().simple()));
     #[cfg(unix)]
     {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&staged).map_err(io)?;
         f.write_all(encoded.as_bytes()).map_err(io)?;
     }
     #[cfg(not(unix))]
-    std::fs::write(&path, &encoded).map_err(io)?;
+    std::fs::write(&staged, &encoded).map_err(io)?;
+    let linked = std::fs::hard_link(&staged, &path);
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let text = std::fs::read_to_string(&path).map_err(io)?;
+            return secret32("RELAIS_STATE_DIR", &text);
+        }
+        Err(e) => return Err(io(e)),
+    }
     tracing::warn!(path = %path.display(), "generated a local secret; production must set it in the environment");
     Ok(raw)
 }

@@ -73,16 +73,9 @@ impl Infra {
         let db = Database::connect_existing(&settings.database_url, settings.db_connections).await?;
         db.check_shared_secrets(&settings.shared_secrets(needs), false).await?;
         let js = jetstream::new(client.clone());
-        for stream in [&settings.stream.name, &settings.audit.stream] {
-            if let Err(e) = js.get_stream(stream).await {
-                anyhow::bail!(
-                    "no stream {stream} on the NATS server of RELAIS_NATS_URL ({e}): is it the deployment's? (this command creates nothing)"
-                );
-            }
-        }
-        let stream = unprotected_warning(relais_eventlog::open_stream(&js, &settings.stream).await?);
-        let audit_stream =
-            unprotected_warning(relais_eventlog::audit::open_audit_stream(&js, &settings.audit.stream).await?);
+        // Reported, not refused: an auditor's `verify` must read a log someone tampered with.
+        let stream = unfit_warning(relais_eventlog::open_stream(&js, &settings.stream).await?);
+        let audit_stream = unfit_warning(relais_eventlog::audit::open_audit_stream(&js, &settings.audit.stream).await?);
         let keys = KeyStore::new(db.pool().clone(), settings.kek.clone());
         let tokens = TokenStore::new(db.pool().clone());
         Ok(Self { db, client, js, stream, keys, tokens, audit_stream })
@@ -96,16 +89,13 @@ impl Infra {
         // Before anything is created or changed: a process with another secret does nothing.
         db.check_shared_secrets(&settings.shared_secrets(needs), serving).await?;
         let js = jetstream::new(client.clone());
-        // A serving process would keep building on a stream whose history is unprotected, and
-        // refuses it; a command reports it and goes on.
-        let found = relais_eventlog::open_stream(&js, &settings.stream).await?;
-        let stream = if serving { found.protected(&settings.stream.name)? } else { unprotected_warning(found) };
+        // A process that appends or builds on a stream refuses one that could lose history.
+        let stream = relais_eventlog::ensure_stream(&js, &settings.stream).await?;
         // Each organisation's own durable consumer, which its NATS account may read (and no
         // other): docs/DEPLOYMENT.md.
         let orgs: Vec<relais_domain::OrgId> = settings.organisations.iter().map(|o| o.id.clone()).collect();
         relais_eventlog::broker::ensure_org_consumers(&stream, &orgs).await?;
-        let found = relais_eventlog::audit::open_audit_stream(&js, &settings.audit.stream).await?;
-        let audit_stream = if serving { found.protected(&settings.audit.stream)? } else { unprotected_warning(found) };
+        let audit_stream = relais_eventlog::audit::ensure_audit_stream(&js, &settings.audit.stream).await?;
         db.sync_organisations(&settings.organisations).await?;
         let keys = KeyStore::new(db.pool().clone(), settings.kek.clone());
         let tokens = TokenStore::new(db.pool().clone());
@@ -138,12 +128,12 @@ impl Infra {
     }
 }
 
-/// The stream, after a warning on stderr of what leaves its history unprotected, if anything.
-fn unprotected_warning(found: relais_eventlog::FoundStream) -> jetstream::stream::Stream {
-    if !found.unprotected.is_empty() {
+/// The stream, after a warning on stderr of what makes it unfit to keep history, if anything.
+fn unfit_warning(found: relais_eventlog::FoundStream) -> jetstream::stream::Stream {
+    if !found.problems.is_empty() {
         let name = &found.stream.cached_info().config.name;
-        let problems = found.unprotected.join(", ");
-        tracing::warn!(stream = %name, %problems, "the stream's history is unprotected");
+        let problems = found.problems.join(", ");
+        tracing::warn!(stream = %name, %problems, "the stream does not protect its history");
         eprintln!("warning: stream {name} does not protect its history: {problems}");
     }
     found.stream
@@ -200,6 +190,22 @@ impl Application {
     /// (port 0 picks a free port: see [`Application::port`]).
     pub async fn build(settings: &Settings, role: ServeRole) -> anyhow::Result<Self> {
         let infra = Infra::connect_serving(settings, &format!("relais-{role:?}").to_lowercase()).await?;
+        // A chain worker signing with a development key, generated for want of the variable,
+        // would leave checkpoints no verifier trusts in both append-only stores: refused where
+        // the deployment's key has signed before.
+        if matches!(role, ServeRole::All | ServeRole::Projector)
+            && settings.generated_secrets.contains(&crate::config::AUDIT_SIGNING_KEY)
+            && let Some(theirs) = relais_projections::audit::checkpoints::signed_by_another_key(
+                infra.db.pool(),
+                &settings.audit.public_key.key_id(),
+            )
+            .await?
+        {
+            anyhow::bail!(
+                "RELAIS_AUDIT_SIGNING_KEY is not set, and this database's checkpoints are signed by key {theirs}: set it to \
+                 the deployment's (the chain would sign with the development key of RELAIS_STATE_DIR)"
+            );
+        }
         // The gateway's configuration is the registry its tokens answer to: an organisation
         // taken out of it is retired (the projector, which answers no token, leaves it alone).
         if matches!(role, ServeRole::All | ServeRole::Gateway) {

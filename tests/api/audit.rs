@@ -124,6 +124,16 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
         .await
         .expect("keys");
     assert_eq!(keys, 1, "every checkpoint is signed with the deployment's key");
+    // Nor does a projector started without it sign with a development key.
+    let serve = app.run_relais(
+        &["serve", "--role", "projector"],
+        &[("RELAIS_AUDIT_SIGNING_KEY", ""), ("RELAIS_LISTEN", "127.0.0.1:0"), ("RELAIS_CONSUMER_PREFIX", "other")],
+    );
+    let (ok, _, err) = tokio::time::timeout(std::time::Duration::from_secs(60), serve).await.expect("refused at once");
+    assert!(
+        !ok && err.contains("RELAIS_AUDIT_SIGNING_KEY is not set, and this database's checkpoints are signed"),
+        "{err}"
+    );
 
     // Only auditors replay.
     let r = app.get(&org, "/v1/audit/events").await;
@@ -934,7 +944,8 @@ async fn a_reading_command_pointed_at_the_wrong_database_or_server_says_so_and_c
     };
     // A mistyped database: not created, not reported as an empty history.
     let missing = format!("typo_{}", uuid::Uuid::new_v4().simple());
-    for command in [&["verify"][..], &["status"], &["replay", "--output", "/dev/null"]] {
+    let case_show = ["case", "show", "--org", "apo", "--case", "case-a", "--as-of", "2030-01-01T00:00:00Z"];
+    for command in [&["verify"][..], &["status"], &["replay", "--output", "/dev/null"], &case_show] {
         let (ok, out, err) = app.run_relais(command, &[("RELAIS_DATABASE_URL", &db_url(&missing))]).await;
         assert!(!ok, "{command:?}: {out}");
         assert!(err.contains(&format!("the database \"{missing}\" does not exist")), "{command:?}: {err}");
@@ -945,6 +956,27 @@ async fn a_reading_command_pointed_at_the_wrong_database_or_server_says_so_and_c
     sqlx::query(&format!("CREATE DATABASE {empty}")).execute(&app.pool).await.expect("created");
     let (ok, _, err) = app.run_relais(&["verify"], &[("RELAIS_DATABASE_URL", &db_url(&empty))]).await;
     assert!(!ok && err.contains("holds no Relais data"), "{err}");
+    // Nor is a Relais database of another schema version migrated by a command that reads.
+    let last: i64 =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations").fetch_one(&app.pool).await.expect("v");
+    sqlx::query("UPDATE _sqlx_migrations SET success = false WHERE version = $1")
+        .bind(last)
+        .execute(&app.pool)
+        .await
+        .expect("marked");
+    let (ok, _, err) = app.run_relais(&["status"], &[]).await;
+    assert!(!ok && err.contains("is at schema version") && err.contains("does not migrate"), "{err}");
+    let still: bool = sqlx::query_scalar("SELECT success FROM _sqlx_migrations WHERE version = $1")
+        .bind(last)
+        .fetch_one(&app.pool)
+        .await
+        .expect("row");
+    assert!(!still, "status did not migrate");
+    sqlx::query("UPDATE _sqlx_migrations SET success = true WHERE version = $1")
+        .bind(last)
+        .execute(&app.pool)
+        .await
+        .expect("restored");
     let pool = sqlx::PgPool::connect(&db_url(&empty)).await.expect("empty database");
     let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
         .fetch_one(&pool)

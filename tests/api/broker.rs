@@ -581,7 +581,11 @@ async fn an_existing_stream_that_could_lose_history_is_refused_with_its_reasons(
     // Each setting that would let a publisher or an API call remove or expire messages. An
     // organisation publishing on its own subjects with a rollup header would purge the
     // others' history; with a TTL header its own events would expire.
-    let unfit: [(&str, jetstream::stream::Config); 4] = [
+    let unfit: [(&str, jetstream::stream::Config); 5] = [
+        (
+            "its retention is not limits",
+            jetstream::stream::Config { retention: jetstream::stream::RetentionPolicy::Interest, ..fit.clone() },
+        ),
         ("deny_delete is off", jetstream::stream::Config { deny_delete: false, ..fit.clone() }),
         ("deny_purge is off", jetstream::stream::Config { deny_purge: false, ..fit.clone() }),
         ("allow_rollup_hdrs is on", jetstream::stream::Config { allow_rollup: true, deny_purge: false, ..fit.clone() }),

@@ -229,6 +229,8 @@ impl TestApp {
             .env("RELAIS_CLIENT_REF_PEPPER", &self.kek_b64.1)
             .env("RELAIS_CONSUMER_PREFIX", "cli")
             .env("RELAIS_ADMISSION_KEY", &self.audit_b64.1)
+            // Development secrets a test leaves unset are generated here, not in the checkout.
+            .env("RELAIS_STATE_DIR", self._dir.path().join("state"))
             .env("RUST_LOG", "error")
             .kill_on_drop(true);
         c
@@ -504,6 +506,7 @@ pub fn relais_command(app: &TestApp, db_name: &str, prefix: &str) -> std::proces
         .env("RELAIS_CLIENT_REF_PEPPER", &app.kek_b64.1)
         .env("RELAIS_ADMISSION_KEY", &app.audit_b64.1)
         .env("RELAIS_CONSUMER_PREFIX", prefix)
+        .env("RELAIS_STATE_DIR", app.dir().join("state"))
         .env("RUST_LOG", "error");
     c
 }

@@ -16,29 +16,18 @@ pub const CHECKPOINT_SUBJECT: &str = "relais.audit.checkpoint";
 /// Every subject of the audit stream.
 pub const ALL_SUBJECTS: &str = "relais.audit.>";
 
+const AUDIT: crate::server::HistoryShape = crate::server::HistoryShape { subjects: ALL_SUBJECTS, atomic: false };
+
 /// Creates the audit stream, or checks that an existing one keeps everything.
 pub async fn ensure_audit_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, ConnectError> {
-    open_audit_stream(js, name).await?.protected(name)
+    let config = crate::server::history_stream_config(name, ALL_SUBJECTS, Duration::from_secs(3600));
+    crate::server::create_or_open(js, config, AUDIT).await?.fit()
 }
 
-/// Creates the audit stream, or opens the existing one if it can hold the checkpoints, and
-/// reports what leaves them unprotected instead of refusing it (as
-/// [`crate::server::open_stream`]).
+/// Opens the existing audit stream without creating it, and reports what makes it unfit
+/// instead of refusing it (as [`crate::server::open_stream`]).
 pub async fn open_audit_stream(js: &jetstream::Context, name: &str) -> Result<FoundStream, ConnectError> {
-    let err = |detail: String| ConnectError::Stream { stream: name.to_owned(), detail };
-    let config = crate::server::history_stream_config(name, ALL_SUBJECTS, Duration::from_secs(3600));
-    let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
-    let info = stream.info().await.map_err(|e| err(e.to_string()))?;
-    let c = &info.config;
-    let mut problems = crate::server::unusable(c);
-    if !c.subjects.iter().any(|s| s == ALL_SUBJECTS) {
-        problems.push("it does not capture relais.audit.>");
-    }
-    if !problems.is_empty() {
-        return Err(err(format!("existing audit stream is unfit: {}", problems.join(", "))));
-    }
-    let unprotected = crate::server::unprotected(c);
-    Ok(FoundStream { stream, unprotected })
+    crate::server::open_existing(js, name, AUDIT).await
 }
 
 /// Publishes a checkpoint (its JSON) with `message_id` as `Nats-Msg-Id`, and waits for the

@@ -46,6 +46,14 @@ pub enum ConnectError {
         /// What went wrong.
         detail: String,
     },
+    /// A command that creates nothing found no such stream on the server.
+    #[error(
+        "no stream {stream} on the NATS server of RELAIS_NATS_URL: is it the deployment's? (this command creates nothing)"
+    )]
+    NoStream {
+        /// The stream name.
+        stream: String,
+    },
 }
 
 /// Parses `2.15.1`, `v2.12.0-beta.1` into (major, minor, patch).
@@ -179,25 +187,33 @@ pub(crate) fn history_stream_config(name: &str, subjects: &str, duplicate_window
     }
 }
 
-/// What makes an existing stream unusable to keep history: file storage missing, or a limit
-/// that drops messages on its own.
-pub(crate) fn unusable(c: &stream::Config) -> Vec<&'static str> {
+/// What a stream of history must be, besides its settings: the subjects it captures, and
+/// whether it takes atomic batches.
+#[derive(Clone, Copy)]
+pub(crate) struct HistoryShape {
+    pub(crate) subjects: &'static str,
+    pub(crate) atomic: bool,
+}
+
+/// The event stream's shape.
+const EVENTS: HistoryShape = HistoryShape { subjects: "relais.ev.>", atomic: true };
+
+/// What makes a stream unfit to keep history forever: file storage missing, a retention or a
+/// limit that drops messages on its own, or a setting that lets an API call or a publisher
+/// remove or expire them. Organisations publish directly, so a rollup header (with purge
+/// allowed), a per-message TTL or a schedule on their own subjects would reach history that is
+/// not theirs, or make their own vanish.
+pub(crate) fn history_problems(c: &stream::Config, shape: HistoryShape) -> Vec<&'static str> {
     let mut problems = Vec::new();
     if c.storage != stream::StorageType::File {
         problems.push("storage is not file");
     }
+    if c.retention != stream::RetentionPolicy::Limits {
+        problems.push("its retention is not limits: acknowledged messages are removed");
+    }
     if c.max_messages > 0 || c.max_bytes > 0 || !c.max_age.is_zero() || c.max_messages_per_subject > 0 {
         problems.push("it has a limit that could drop history");
     }
-    problems
-}
-
-/// What leaves an existing stream's history unprotected: a setting that lets an API call or a
-/// publisher remove or expire messages. Organisations publish directly, so a rollup header
-/// (with purge allowed), a per-message TTL or a schedule on their own subjects would reach
-/// history that is not theirs, or make their own vanish.
-pub(crate) fn unprotected(c: &stream::Config) -> Vec<&'static str> {
-    let mut problems = Vec::new();
     if !c.deny_delete {
         problems.push("deny_delete is off: messages can be deleted");
     }
@@ -216,64 +232,95 @@ pub(crate) fn unprotected(c: &stream::Config) -> Vec<&'static str> {
     if c.allow_message_counter {
         problems.push("it is a counter stream");
     }
+    if shape.atomic && !c.allow_atomic_publish {
+        problems.push("allow_atomic is off");
+    }
+    if !c.subjects.iter().any(|s| s == shape.subjects) {
+        problems.push(if shape.atomic {
+            "it does not capture relais.ev.>"
+        } else {
+            "it does not capture relais.audit.>"
+        });
+    }
     problems
 }
 
-/// A stream as an existing deployment holds it, and what leaves its history unprotected
-/// ([`unprotected`]; empty for a stream Relais created).
+/// A stream as the server holds it, and what makes it unfit to keep history forever
+/// ([`history_problems`]; none for a stream Relais created).
 pub struct FoundStream {
     /// The stream.
     pub stream: stream::Stream,
-    /// What leaves its history unprotected.
-    pub unprotected: Vec<&'static str>,
+    /// What makes it unfit.
+    pub problems: Vec<&'static str>,
 }
 
 impl FoundStream {
-    /// The stream, or the error that names what leaves its history unprotected: what a
-    /// serving process, which would keep building on it, gets.
-    pub fn protected(self, name: &str) -> Result<stream::Stream, ConnectError> {
-        if self.unprotected.is_empty() {
+    /// The stream, or the error naming what makes it unfit: what a process that appends to it
+    /// or builds on it gets.
+    pub fn fit(self) -> Result<stream::Stream, ConnectError> {
+        if self.problems.is_empty() {
             return Ok(self.stream);
         }
         Err(ConnectError::Stream {
-            stream: name.to_owned(),
-            detail: format!("existing stream is unfit: {}", self.unprotected.join(", ")),
+            stream: self.stream.cached_info().config.name.clone(),
+            detail: format!("existing stream is unfit: {}", self.problems.join(", ")),
         })
     }
+}
+
+/// Creates `config`'s stream, or opens the existing one; with what makes it unfit.
+pub(crate) async fn create_or_open(
+    js: &jetstream::Context,
+    config: stream::Config,
+    shape: HistoryShape,
+) -> Result<FoundStream, ConnectError> {
+    let name = config.name.clone();
+    let err = |detail: String| ConnectError::Stream { stream: name.clone(), detail };
+    let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
+    let info = stream.info().await.map_err(|e| err(e.to_string()))?;
+    let problems = history_problems(&info.config, shape);
+    Ok(FoundStream { stream, problems })
+}
+
+/// Opens the existing stream `name`, creating nothing; with what makes it unfit.
+pub(crate) async fn open_existing(
+    js: &jetstream::Context,
+    name: &str,
+    shape: HistoryShape,
+) -> Result<FoundStream, ConnectError> {
+    use jetstream::context::GetStreamErrorKind;
+    let err = |detail: String| ConnectError::Stream { stream: name.to_owned(), detail };
+    let stream = match js.get_stream(name).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(match e.kind() {
+                GetStreamErrorKind::JetStream(j) if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND => {
+                    ConnectError::NoStream { stream: name.to_owned() }
+                }
+                _ => err(e.to_string()),
+            });
+        }
+    };
+    let problems = history_problems(&stream.cached_info().config, shape);
+    Ok(FoundStream { stream, problems })
 }
 
 /// Creates the event stream, or checks that the existing one keeps history forever. Never
 /// changes an existing stream: a stream that does not fit is an operator's decision.
 pub async fn ensure_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<stream::Stream, ConnectError> {
-    open_stream(js, settings).await?.protected(&settings.name)
-}
-
-/// Creates the event stream, or opens the existing one if it can hold the log (file storage,
-/// no limit, atomic batches, every event subject), and reports what leaves its history
-/// unprotected instead of refusing it: for commands, such as `relais verify`, that must work
-/// on a log an administrator tampered with.
-pub async fn open_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<FoundStream, ConnectError> {
-    let err = |detail: String| ConnectError::Stream { stream: settings.name.clone(), detail };
     let config = stream::Config {
         allow_direct: true,
         allow_atomic_publish: true,
-        ..history_stream_config(&settings.name, &crate::subjects::all_events(), settings.duplicate_window)
+        ..history_stream_config(&settings.name, EVENTS.subjects, settings.duplicate_window)
     };
-    let mut stream = js.get_or_create_stream(config).await.map_err(|e| err(e.to_string()))?;
-    let info = stream.info().await.map_err(|e| err(e.to_string()))?;
-    let c = &info.config;
-    let mut problems = unusable(c);
-    if !c.allow_atomic_publish {
-        problems.push("allow_atomic is off");
-    }
-    if !c.subjects.iter().any(|s| s == &crate::subjects::all_events()) {
-        problems.push("it does not capture relais.ev.>");
-    }
-    if !problems.is_empty() {
-        return Err(err(format!("existing stream is unfit: {}", problems.join(", "))));
-    }
-    let unprotected = unprotected(c);
-    Ok(FoundStream { stream, unprotected })
+    create_or_open(js, config, EVENTS).await?.fit()
+}
+
+/// Opens the existing event stream without creating it, and reports what makes it unfit
+/// instead of refusing it: for commands that only read, such as `relais verify`, which must
+/// work on a log someone tampered with.
+pub async fn open_stream(js: &jetstream::Context, settings: &StreamSettings) -> Result<FoundStream, ConnectError> {
+    open_existing(js, &settings.name, EVENTS).await
 }
 
 #[cfg(test)]

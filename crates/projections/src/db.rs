@@ -52,7 +52,23 @@ pub enum DbError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A command that only reads, and so does not migrate, met a schema of another version.
+    #[error(
+        "the database {name:?} is at schema version {found}, this binary reads version {needed}: a command that only \
+         reads does not migrate; run it with the deployed version of Relais (`relais serve` of this version migrates)"
+    )]
+    SchemaVersion {
+        /// The database's name.
+        name: String,
+        /// The last migration it holds.
+        found: i64,
+        /// The last migration this binary has.
+        needed: i64,
+    },
 }
+
+/// Every migration of this binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 /// A secret every process of a deployment shares, known to the database by a fingerprint.
 #[derive(Debug, Clone)]
@@ -127,13 +143,26 @@ impl Database {
                 e => DbError::Sqlx(e),
             })?;
         if !create {
-            let relais: bool =
-                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&pool).await?;
+            // Relais' own tables, not only sqlx's: any sqlx application has that one.
+            let relais: bool = sqlx::query_scalar(
+                "SELECT to_regclass('_sqlx_migrations') IS NOT NULL AND to_regclass('event_ledger') IS NOT NULL \
+                 AND to_regclass('projection_checkpoints') IS NOT NULL",
+            )
+            .fetch_one(&pool)
+            .await?;
             if !relais {
                 return Err(DbError::NotRelais { name, why: "holds no Relais data" });
             }
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success").fetch_one(&pool).await?;
+            let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+            let found = found.unwrap_or(0);
+            if found != needed {
+                return Err(DbError::SchemaVersion { name, found, needed });
+            }
+            return Ok(Self { pool });
         }
-        sqlx::migrate!("../../migrations").run(&pool).await?;
+        MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }
 

@@ -103,6 +103,14 @@ pub async fn sign_head(pool: &PgPool, settings: &ChainSettings) -> Result<Option
     Ok(Some(checkpoint))
 }
 
+/// The id of a key other than `key_id` that signed a stored checkpoint, if any.
+pub async fn signed_by_another_key(pool: &PgPool, key_id: &str) -> Result<Option<String>, AuditError> {
+    Ok(sqlx::query_scalar("SELECT key_id FROM audit_checkpoints WHERE key_id <> $1 LIMIT 1")
+        .bind(key_id)
+        .fetch_optional(pool)
+        .await?)
+}
+
 /// The latest checkpoint by sequence, if any.
 pub async fn latest(pool: &PgPool) -> Result<Option<StoredCheckpoint>, AuditError> {
     let row: Option<Row> =
