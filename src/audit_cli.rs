@@ -410,10 +410,17 @@ pub async fn checkpoint(args: CheckpointArgs) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait);
     let mut chained =
         relais_projections::worker::checkpoint(infra.db.pool(), relais_projections::audit::chain::CHAIN).await?;
+    let waiting = (chained < target).then(|| crate::privacy_cli::spinner("waiting for the chain"));
     while chained < target && tokio::time::Instant::now() < deadline {
+        if let Some(w) = &waiting {
+            w.set_message(format!("waiting for the chain: at sequence {chained} of {target}"));
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
         chained =
             relais_projections::worker::checkpoint(infra.db.pool(), relais_projections::audit::chain::CHAIN).await?;
+    }
+    if let Some(w) = waiting {
+        w.finish_and_clear();
     }
     if chained < target {
         eprintln!("warning: the chain is at sequence {chained}, the log at {target}: is the projector running?");

@@ -74,6 +74,18 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// A spinner for a wait of unknown length (hidden where stderr is not a terminal).
+pub(crate) fn spinner(what: &str) -> ProgressBar {
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    spinner.set_message(what.to_owned());
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    spinner
+}
+
 fn parse_reason(text: &str) -> anyhow::Result<ErasureReason> {
     serde_json::from_value(serde_json::Value::String(text.to_owned()))
         .with_context(|| format!("--reason must be client_request or retention_expired, not {text:?}"))
@@ -169,7 +181,10 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
                 operator_detail(serde_json::json!({ "input": input.display().to_string(), "keys": backup.keys.len() })),
             )
             .await?;
-            let found = erasure::erasures_in_log(&infra.stream, &settings.audit.admission_key).await?;
+            let scanning = spinner("reading the erasures recorded in the log");
+            let found = erasure::erasures_in_log(&infra.stream, &settings.audit.admission_key).await;
+            scanning.finish_and_clear();
+            let found = found?;
             if found.bad_gateway_tags > 0 {
                 anyhow::bail!(
                     "{} erasure events carry a gateway admission tag that does not verify with this RELAIS_ADMISSION_KEY: \
