@@ -171,7 +171,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { command } => {
             let settings = Settings::from_env()?;
-            let db = Infra::database(&settings).await?;
+            // Creating a token may be the first act on a new deployment's database; listing and
+            // revoking create nothing (a mistyped URL is an error, not a new empty database).
+            let db = match command {
+                TokenCommand::Create { .. } => Infra::database(&settings).await?,
+                TokenCommand::List | TokenCommand::Revoke { .. } => Infra::existing_database(&settings).await?,
+            };
             let tokens = TokenStore::new(db.pool().clone());
             match command {
                 TokenCommand::Create { org, role, label, expires_in_days } => {

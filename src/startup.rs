@@ -118,6 +118,13 @@ impl Infra {
         gateway_event_log(self.client.clone(), &settings.audit.admission_key)
     }
 
+    /// Connects to PostgreSQL only, to a Relais database that exists at this binary's schema
+    /// version, creating and migrating nothing (for commands that need no NATS and create
+    /// nothing, such as listing tokens).
+    pub async fn existing_database(settings: &Settings) -> anyhow::Result<Database> {
+        Ok(Database::connect_existing(&settings.database_url, 4).await?)
+    }
+
     /// Connects to PostgreSQL only (for commands that need no NATS, such as tokens).
     pub async fn database(settings: &Settings) -> anyhow::Result<Database> {
         let db = Database::connect_and_migrate(&settings.database_url)

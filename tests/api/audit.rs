@@ -945,7 +945,10 @@ async fn a_reading_command_pointed_at_the_wrong_database_or_server_says_so_and_c
     // A mistyped database: not created, not reported as an empty history.
     let missing = format!("typo_{}", uuid::Uuid::new_v4().simple());
     let case_show = ["case", "show", "--org", "apo", "--case", "case-a", "--as-of", "2030-01-01T00:00:00Z"];
-    for command in [&["verify"][..], &["status"], &["replay", "--output", "/dev/null"], &case_show] {
+    let revoke = ["token", "revoke", "00000000-0000-4000-8000-000000000000"];
+    for command in
+        [&["verify"][..], &["status"], &["replay", "--output", "/dev/null"], &case_show, &["token", "list"], &revoke]
+    {
         let (ok, out, err) = app.run_relais(command, &[("RELAIS_DATABASE_URL", &db_url(&missing))]).await;
         assert!(!ok, "{command:?}: {out}");
         assert!(err.contains(&format!("the database \"{missing}\" does not exist")), "{command:?}: {err}");
