@@ -17,6 +17,7 @@ use relais_projections::{KeyStore, Role};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -672,13 +673,16 @@ async fn an_organisation_consumer_that_reads_more_than_its_own_subjects_is_refus
 }
 
 /// A stand-in for an older nats-server: it introduces itself as `version` and answers pings,
-/// enough for a client to connect and read what it is.
-async fn server_of_version(version: &'static str) -> std::net::SocketAddr {
+/// enough for a client to connect and read what it is; the lines it received are kept.
+async fn server_of_version(version: &'static str) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bound");
     let address = listener.local_addr().expect("address");
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let kept = received.clone();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
+            let kept = kept.clone();
             tokio::spawn(async move {
                 let (read, mut write) = socket.into_split();
                 let info = format!(
@@ -694,16 +698,17 @@ async fn server_of_version(version: &'static str) -> std::net::SocketAddr {
                     if line.starts_with("PING") && write.write_all(b"PONG\r\n").await.is_err() {
                         return;
                     }
+                    kept.lock().expect("lock").push(line);
                 }
             });
         }
     });
-    address
+    (address, received)
 }
 
 #[tokio::test]
 async fn relais_refuses_to_start_on_a_server_older_than_2_12_1_and_says_why() {
-    let address = server_of_version("2.11.9").await;
+    let (address, _) = server_of_version("2.11.9").await;
     let state = tempfile::tempdir().expect("dir");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_relais"))
         .arg("serve")
@@ -718,6 +723,38 @@ async fn relais_refuses_to_start_on_a_server_older_than_2_12_1_and_says_why() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("is version 2.11.9; Relais needs nats-server >= 2.12.1"), "{stderr}");
     // The pinned server is accepted by the same check.
-    let address = server_of_version(relais::nats_server::PINNED_VERSION).await;
+    let (address, _) = server_of_version(relais::nats_server::PINNED_VERSION).await;
     relais_eventlog::connect(&format!("nats://{address}"), "test").await.expect("the pinned version is accepted");
+}
+
+#[tokio::test]
+async fn a_batch_is_not_sent_to_an_older_server_the_client_reconnected_to() {
+    // The client reconnects on its own; where it lands on an older server (here connected to
+    // one directly, as a reconnection would leave it), a batch would be stored message by
+    // message. Nothing is sent, and the caller gets a refusal that stored nothing.
+    let (address, received) = server_of_version("2.11.9").await;
+    let client = async_nats::connect(format!("nats://{address}")).await.expect("connects");
+    let log = EventLog::new(client.clone());
+    let outgoing: Vec<Outgoing> = (0..3)
+        .map(|i| Outgoing {
+            subject: format!("relais.ev.apo.cases.case-{i}"),
+            event_id: uuid::Uuid::new_v4(),
+            event_type: "relais.case.opened",
+            schema_version: 1,
+            payload: Bytes::from_static(b"x"),
+            expected_last_subject_sequence: None,
+            trace_headers: Vec::new(),
+        })
+        .collect();
+    let err = log.append(&outgoing).await.expect_err("refused").to_string();
+    assert!(err.contains("version 2.11.9, older than 2.12.1") && err.contains("nothing was sent"), "{err}");
+    client.flush().await.expect("flushed");
+    let published: Vec<String> = received
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|l| l.starts_with("PUB") || l.starts_with("HPUB"))
+        .cloned()
+        .collect();
+    assert!(published.is_empty(), "{published:?}");
 }

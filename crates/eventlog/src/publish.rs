@@ -221,6 +221,19 @@ impl EventLog {
         if events.len() > MAX_BATCH {
             return Err(AppendError::TooLarge);
         }
+        // The version is checked at connect, but the client reconnects on its own, possibly to
+        // an older server (a downgrade, another node), which would store each message of the
+        // batch on its own: nothing is sent there.
+        let version = self.client.server_info().version;
+        if !crate::server::meets_minimum(&version) {
+            return Err(AppendError::Busy(format!(
+                "the connected nats-server is version {version}, older than {}.{}.{}, where a batch would not be all \
+                 or nothing: nothing was sent",
+                crate::server::MIN_SERVER_VERSION.0,
+                crate::server::MIN_SERVER_VERSION.1,
+                crate::server::MIN_SERVER_VERSION.2
+            )));
+        }
         // Waiting for a permit and handing the batch's messages to the client are bounded
         // too: while the client reconnects its queue is not drained, and a request must not
         // wait for the broker's return. A batch left without its commit stores nothing (the
