@@ -396,3 +396,25 @@ impl Settings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn processes_generating_a_local_secret_at_once_all_end_with_the_one_written() {
+        // Two processes starting on a new state directory (a gateway and a projector, or
+        // tests) must not end with different secrets, nor read a half-written file.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().expect("dir");
+            let secrets: Vec<[u8; 32]> = std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    (0..8).map(|_| s.spawn(|| super::local_secret(dir.path(), "kek").expect("a secret"))).collect();
+                handles.into_iter().map(|h| h.join().expect("joined")).collect()
+            });
+            assert!(secrets.windows(2).all(|w| w[0] == w[1]), "every process has the secret written");
+            let written = super::local_secret(dir.path(), "kek").expect("read back");
+            assert_eq!(written, secrets[0]);
+            let files: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
+            assert_eq!(files.len(), 1, "no staged file is left");
+        }
+    }
+}

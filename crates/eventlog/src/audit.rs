@@ -16,7 +16,11 @@ pub const CHECKPOINT_SUBJECT: &str = "relais.audit.checkpoint";
 /// Every subject of the audit stream.
 pub const ALL_SUBJECTS: &str = "relais.audit.>";
 
-const AUDIT: crate::server::HistoryShape = crate::server::HistoryShape { subjects: ALL_SUBJECTS, atomic: false };
+const AUDIT: crate::server::HistoryShape = crate::server::HistoryShape {
+    subjects: ALL_SUBJECTS,
+    uncaptured: "it does not capture relais.audit.>",
+    atomic: false,
+};
 
 /// Creates the audit stream, or checks that an existing one keeps everything.
 pub async fn ensure_audit_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, ConnectError> {

@@ -216,16 +216,13 @@ pub async fn ensure_org_consumers(stream: &Stream, organisations: &[OrgId]) -> R
         };
         let consumer = stream.get_or_create_consumer(&name, config).await.map_err(|e| err(e.to_string()))?;
         let existing = &consumer.cached_info().config;
-        let filters: Vec<&String> = std::iter::once(&existing.filter_subject)
+        let filters: Vec<String> = std::iter::once(&existing.filter_subject)
             .chain(&existing.filter_subjects)
             .filter(|f| !f.is_empty())
+            .cloned()
             .collect();
-        if filters.is_empty() || filters.iter().any(|f| **f != own) {
-            let reads = if filters.is_empty() {
-                "every subject".to_owned()
-            } else {
-                quoted(&filters.iter().map(|f| (*f).clone()).collect::<Vec<_>>())
-            };
+        if filters.is_empty() || filters.iter().any(|f| *f != own) {
+            let reads = if filters.is_empty() { "every subject".to_owned() } else { quoted(&filters) };
             return Err(err(format!(
                 "it reads {reads}, not only {own}: {org} would read other organisations' events through it; delete it and Relais recreates it"
             )));

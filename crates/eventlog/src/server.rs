@@ -187,16 +187,18 @@ pub(crate) fn history_stream_config(name: &str, subjects: &str, duplicate_window
     }
 }
 
-/// What a stream of history must be, besides its settings: the subjects it captures, and
-/// whether it takes atomic batches.
+/// What a stream of history must be, besides its settings: the subjects it captures (and the
+/// problem named when it does not), and whether it takes atomic batches.
 #[derive(Clone, Copy)]
 pub(crate) struct HistoryShape {
     pub(crate) subjects: &'static str,
+    pub(crate) uncaptured: &'static str,
     pub(crate) atomic: bool,
 }
 
-/// The event stream's shape.
-const EVENTS: HistoryShape = HistoryShape { subjects: "relais.ev.>", atomic: true };
+/// The event stream's shape (`subjects::all_events()`).
+const EVENTS: HistoryShape =
+    HistoryShape { subjects: "relais.ev.>", uncaptured: "it does not capture relais.ev.>", atomic: true };
 
 /// What makes a stream unfit to keep history forever: file storage missing, a retention or a
 /// limit that drops messages on its own, or a setting that lets an API call or a publisher
@@ -236,11 +238,7 @@ pub(crate) fn history_problems(c: &stream::Config, shape: HistoryShape) -> Vec<&
         problems.push("allow_atomic is off");
     }
     if !c.subjects.iter().any(|s| s == shape.subjects) {
-        problems.push(if shape.atomic {
-            "it does not capture relais.ev.>"
-        } else {
-            "it does not capture relais.audit.>"
-        });
+        problems.push(shape.uncaptured);
     }
     problems
 }
@@ -326,6 +324,12 @@ pub async fn open_stream(js: &jetstream::Context, settings: &StreamSettings) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_stream_captures_every_event_subject() {
+        assert_eq!(EVENTS.subjects, crate::subjects::all_events());
+        assert!(EVENTS.uncaptured.ends_with(EVENTS.subjects));
+    }
 
     #[test]
     fn versions_compare_by_number() {
