@@ -58,7 +58,8 @@ pub struct ReplayArgs {
     /// ndjson or csv.
     #[arg(long, value_enum, default_value = "ndjson")]
     format: ReplayFormat,
-    /// Write to this file instead of stdout.
+    /// Write to this new file instead of stdout (mode 0600: the replay holds opened personal
+    /// fields; an existing file is never overwritten).
     #[arg(long, short)]
     output: Option<PathBuf>,
 }
@@ -83,8 +84,9 @@ pub struct VerifyArgs {
 /// `relais checkpoint`.
 #[derive(Debug, clap::Args)]
 pub struct CheckpointArgs {
-    /// Wait up to this many seconds for the chain to reach the log's last sequence first.
-    #[arg(long, default_value_t = 30)]
+    /// Wait up to this many seconds (at most a day) for the chain to reach the log's last
+    /// sequence first.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     wait: u64,
 }
 
@@ -190,14 +192,19 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let filter = relais_gateway::replay_filter(&q).map_err(|e| anyhow::anyhow!("{}", problem_detail(e)))?;
     let settings = Settings::from_env()?;
     let infra = Infra::connect_reading(&settings, "relais-replay", &[]).await?;
+    let out: Box<dyn Write> =
+        match &args.output {
+            Some(path) => {
+                // Opened personal fields: readable by the operator alone, and never written over
+                // an earlier replay.
+                Box::new(crate::privacy_cli::create_private(path).with_context(|| {
+                    format!("cannot create {} (an existing file is never overwritten)", path.display())
+                })?)
+            }
+            None => Box::new(std::io::stdout().lock()),
+        };
     access::record_operator(infra.db.pool(), "audit.replay", "audit/events", operator_detail(filter.to_json())).await?;
     let mut replay = replay::open(infra.db.pool(), &infra.keys, &infra.stream, filter).await?;
-    let out: Box<dyn Write> = match &args.output {
-        Some(path) => {
-            Box::new(std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?)
-        }
-        None => Box::new(std::io::stdout().lock()),
-    };
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, out);
     let from = replay.from_sequence();
     let bar = progress_bar(replay.upper_sequence().saturating_sub(from) + 1, "replay");

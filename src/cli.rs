@@ -87,11 +87,11 @@ enum TokenCommand {
     /// Creates a token and prints it, and nothing else, on stdout. It is shown only once.
     Create {
         /// The organisation id.
-        #[arg(long)]
-        org: String,
+        #[arg(long, value_parser = parse_org)]
+        org: OrgId,
         /// org, coordinator, auditor or admin.
-        #[arg(long)]
-        role: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
         /// A label to recognise the token by.
         #[arg(long, default_value = "")]
         label: String,
@@ -127,6 +127,16 @@ enum DeployCommand {
 }
 
 /// Entry point of the binary.
+/// `--org`, read before anything connects.
+fn parse_org(text: &str) -> Result<OrgId, String> {
+    OrgId::parse(text).map_err(|e| e.to_string())
+}
+
+/// `--role`, read before anything connects.
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| "one of org, coordinator, auditor, admin".into())
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The projector alone waits on PostgreSQL and NATS far more than it computes: one thread
@@ -180,10 +190,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tokens = TokenStore::new(db.pool().clone());
             match command {
                 TokenCommand::Create { org, role, label, expires_in_days } => {
-                    let org = OrgId::parse(&org).map_err(|e| anyhow::anyhow!("--org: {e}"))?;
-                    let role = Role::parse(&role).with_context(|| {
-                        format!("--role must be one of org, coordinator, auditor, admin, not {role:?}")
-                    })?;
                     // Who may read what changes: recorded before, like any access (never the
                     // secret), so no token exists unrecorded.
                     tokens.check_organisation(&org).await?;

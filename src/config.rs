@@ -53,6 +53,10 @@ pub const SHARED_SECRETS: [&str; 2] = [ADMISSION_KEY, CLIENT_REF_PEPPER];
 pub const KEK: &str = "RELAIS_KEK";
 /// The variable of the seed of the key that signs audit checkpoints.
 pub const AUDIT_SIGNING_KEY: &str = "RELAIS_AUDIT_SIGNING_KEY";
+/// The variable that makes every secret come from the environment: set (`1`), a process whose
+/// environment lacks one stops instead of generating a development secret (deployments set it:
+/// `deploy/systemd/relais.env.example`).
+pub const REQUIRE_SECRETS: &str = "RELAIS_REQUIRE_SECRETS";
 
 /// Everything Relais is configured with.
 #[derive(Clone)]
@@ -94,8 +98,8 @@ pub struct Settings {
     /// `RELAIS_MONITOR_FEEDBACK_DAYS` 14).
     pub monitor: MonitorSettings,
     /// Retention of closed cases (`RELAIS_RETENTION`: `default=<days>,<org>=<days>,...`,
-    /// default five years) and how often the projector sweeps (`RELAIS_RETENTION_SWEEP_SECS`,
-    /// default one day, 0: only on demand).
+    /// default five years) and how often the gateway sweeps (`RELAIS_RETENTION_SWEEP_SECS`,
+    /// default one day, at most a year, 0: only on demand).
     pub retention: RetentionSettings,
     /// The audit chain, its checkpoints and admission tags.
     pub audit: AuditSettings,
@@ -144,16 +148,16 @@ impl AuditSettings {
         std::iter::once(self.public_key).chain(self.retired_public_keys.iter().copied()).collect()
     }
 
-    fn from_env(state_dir: &Path) -> Result<Self, ConfigError> {
+    fn from_env(local: &LocalSecrets) -> Result<Self, ConfigError> {
         let invalid = |name: &'static str, detail: String| ConfigError::Invalid { name, detail };
-        let admission = match var("RELAIS_ADMISSION_KEY") {
-            Some(v) => secret32("RELAIS_ADMISSION_KEY", &v)?,
-            None => local_secret(state_dir, "admission-key")?,
+        let admission = match var(ADMISSION_KEY) {
+            Some(v) => secret32(ADMISSION_KEY, &v)?,
+            None => local.get(ADMISSION_KEY, "admission-key")?,
         };
-        let signing_seed = match (var("RELAIS_AUDIT_SIGNING_KEY"), var("RELAIS_AUDIT_PUBLIC_KEY")) {
-            (Some(v), _) => Some(secret32("RELAIS_AUDIT_SIGNING_KEY", &v)?),
+        let signing_seed = match (var(AUDIT_SIGNING_KEY), var("RELAIS_AUDIT_PUBLIC_KEY")) {
+            (Some(v), _) => Some(secret32(AUDIT_SIGNING_KEY, &v)?),
             (None, Some(_)) => None,
-            (None, None) => Some(local_secret(state_dir, "audit-signing-key")?),
+            (None, None) => Some(local.get(AUDIT_SIGNING_KEY, "audit-signing-key")?),
         };
         let mut settings = Self::new(signing_seed.unwrap_or([0; 32]), admission);
         if signing_seed.is_none() {
@@ -186,11 +190,12 @@ impl AuditSettings {
                 .ok_or_else(|| invalid("RELAIS_CHECKPOINT_EVERY_EVENTS", "a number of events, 1 or more".into()))?;
         }
         if let Some(n) = var("RELAIS_CHECKPOINT_EVERY_SECS") {
-            let secs: u64 = n
-                .parse()
-                .ok()
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| invalid("RELAIS_CHECKPOINT_EVERY_SECS", "a number of seconds, 1 or more".into()))?;
+            // At most a day: a longer period would add nothing an auditor could use, and a
+            // huge one would overflow the chain worker's timer.
+            let secs: u64 =
+                n.parse().ok().filter(|n| (1..=86_400).contains(n)).ok_or_else(|| {
+                    invalid("RELAIS_CHECKPOINT_EVERY_SECS", "a number of seconds from 1 to 86400".into())
+                })?;
             settings.checkpoint_every = Duration::from_secs(secs);
         }
         if let Some(name) = var("RELAIS_AUDIT_STREAM") {
@@ -220,6 +225,9 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/relai
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
+/// Seconds in a (non-leap) year: the bound of the periods read from the environment.
+const YEAR_SECS: u64 = 365 * 24 * 3600;
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -242,6 +250,36 @@ fn secret32(name: &'static str, value: &str) -> Result<[u8; 32], ConfigError> {
         .decode(value.trim())
         .map_err(|e| ConfigError::Invalid { name, detail: format!("not base64: {e}") })?;
     bytes.try_into().map_err(|_| ConfigError::Invalid { name, detail: "must decode to exactly 32 bytes".into() })
+}
+
+/// Where a secret not set in the environment comes from: a file of `RELAIS_STATE_DIR`,
+/// generated on first use (development), or nowhere where `RELAIS_REQUIRE_SECRETS` is set (a
+/// deployment: a variable missing from its environment file stops the process instead of
+/// giving it a secret no other process shares).
+struct LocalSecrets {
+    dir: PathBuf,
+    refused: bool,
+}
+
+impl LocalSecrets {
+    fn get(&self, variable: &'static str, file: &str) -> Result<[u8; 32], ConfigError> {
+        if self.refused {
+            return Err(ConfigError::NotInEnvironment {
+                name: variable,
+                action: format!("a process with {REQUIRE_SECRETS} set"),
+            });
+        }
+        local_secret(&self.dir, file)
+    }
+}
+
+/// Whether a yes-or-no variable is set (`1`, `true`, `yes`; `0`, `false`, `no`; unset: no).
+fn flag(name: &'static str) -> Result<bool, ConfigError> {
+    match var(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("0" | "false" | "no") => Ok(false),
+        Some("1" | "true" | "yes") => Ok(true),
+        Some(_) => Err(ConfigError::Invalid { name, detail: "1, true or yes; 0, false or no".into() }),
+    }
 }
 
 /// Reads or creates a local secret file (development only: production sets the variables).
@@ -317,13 +355,14 @@ impl Settings {
             .parse()
             .map_err(|e| ConfigError::Invalid { name: "RELAIS_LISTEN", detail: format!("{listen_text}: {e}") })?;
         let state_dir = PathBuf::from(var("RELAIS_STATE_DIR").unwrap_or_else(|| ".relais".into()));
-        let kek_key = match var("RELAIS_KEK") {
-            Some(v) => secret32("RELAIS_KEK", &v)?,
-            None => local_secret(&state_dir, "kek")?,
+        let local = LocalSecrets { dir: state_dir, refused: flag(REQUIRE_SECRETS)? };
+        let kek_key = match var(KEK) {
+            Some(v) => secret32(KEK, &v)?,
+            None => local.get(KEK, "kek")?,
         };
-        let pepper = match var("RELAIS_CLIENT_REF_PEPPER") {
-            Some(v) => secret32("RELAIS_CLIENT_REF_PEPPER", &v)?,
-            None => local_secret(&state_dir, "client-ref-pepper")?,
+        let pepper = match var(CLIENT_REF_PEPPER) {
+            Some(v) => secret32(CLIENT_REF_PEPPER, &v)?,
+            None => local.get(CLIENT_REF_PEPPER, "client-ref-pepper")?,
         };
         let previous_keks = match var("RELAIS_KEK_PREVIOUS") {
             Some(v) => v
@@ -339,11 +378,10 @@ impl Settings {
             retention.policy = RetentionPolicy::parse(&text)
                 .map_err(|e| ConfigError::Invalid { name: "RELAIS_RETENTION", detail: e.to_string() })?;
         }
-        if let Some(secs) = var("RELAIS_RETENTION_SWEEP_SECS") {
-            let secs: u64 = secs.parse().map_err(|_| ConfigError::Invalid {
-                name: "RELAIS_RETENTION_SWEEP_SECS",
-                detail: "a number of seconds (0: only on demand)".into(),
-            })?;
+        if var("RELAIS_RETENTION_SWEEP_SECS").is_some() {
+            // At most a year: a longer period would overflow the timer, and a sweep that never
+            // runs is 0.
+            let secs: u64 = number("RELAIS_RETENTION_SWEEP_SECS", 0..=YEAR_SECS, 0)?;
             retention.sweep_every = (secs > 0).then(|| Duration::from_secs(secs));
         }
         let organisations = organisations_from_env()?;
@@ -351,12 +389,10 @@ impl Settings {
         if let Some(name) = var("RELAIS_STREAM") {
             stream.name = name;
         }
-        if let Some(secs) = var("RELAIS_DUPLICATE_WINDOW_SECS") {
-            let secs: u64 = secs.parse().map_err(|_| ConfigError::Invalid {
-                name: "RELAIS_DUPLICATE_WINDOW_SECS",
-                detail: "a number of seconds".into(),
-            })?;
-            stream.duplicate_window = Duration::from_secs(secs);
+        if var("RELAIS_DUPLICATE_WINDOW_SECS").is_some() {
+            // The broker keeps the window in nanoseconds of an i64: beyond a year would be no
+            // use, and beyond 292 years would wrap to a short window without a word.
+            stream.duplicate_window = Duration::from_secs(number("RELAIS_DUPLICATE_WINDOW_SECS", 1..=YEAR_SECS, 3600)?);
         }
         let projection_batch = match var("RELAIS_PROJECTION_BATCH") {
             Some(v) => v.parse().ok().filter(|n| (1..=10_000).contains(n)).ok_or(ConfigError::Invalid {
@@ -385,7 +421,7 @@ impl Settings {
                 feedback_days: number("RELAIS_MONITOR_FEEDBACK_DAYS", 0..=365, 14)?,
             },
             retention,
-            audit: AuditSettings::from_env(&state_dir)?,
+            audit: AuditSettings::from_env(&local)?,
             // The signing key counts as generated only where it was: a process given only the
             // public key has none.
             generated_secrets: [KEK, CLIENT_REF_PEPPER, ADMISSION_KEY, AUDIT_SIGNING_KEY]

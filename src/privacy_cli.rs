@@ -131,7 +131,9 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Rotate { batch } => {
             settings.require_from_environment(crate::config::KEK, "re-wrapping every data key")?;
-            let db = Infra::database(&settings).await?;
+            // Never a new database: a rotation of none would report that no key depends on
+            // the previous KEK any more.
+            let db = Infra::existing_database(&settings).await?;
             let keys = relais_projections::KeyStore::new(db.pool().clone(), settings.kek.clone());
             let total = keys.count_to_rotate().await?;
             let progress = bar(total, "re-wrapping data keys");
@@ -151,7 +153,8 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         KeysCommand::Backup { output } => {
-            let db = Infra::database(&settings).await?;
+            // Never a new database: a backup of none would look like a backup.
+            let db = Infra::existing_database(&settings).await?;
             access::record_operator(
                 db.pool(),
                 "keys.backup",
@@ -173,7 +176,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             let backup: KeyBackup = serde_json::from_slice(&text)
                 .with_context(|| format!("{} is not a key store backup", input.display()))?;
             let infra =
-                Infra::connect_needing(&settings, "relais-keys-restore", &[crate::config::ADMISSION_KEY]).await?;
+                Infra::connect_creating(&settings, "relais-keys-restore", &[crate::config::ADMISSION_KEY]).await?;
             access::record_operator(
                 infra.db.pool(),
                 "keys.restore",
@@ -228,8 +231,9 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<()> {
     }
 }
 
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
+/// Creates a file only its owner may read (mode 0600), never over an existing one: what Relais
+/// writes to files (key backups, replays with opened personal fields) is secret.
+pub(crate) fn create_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -237,7 +241,12 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path)?;
+    options.open(path)
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = create_private(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -44,24 +44,34 @@ pub struct Infra {
 }
 
 impl Infra {
-    /// Connects to NATS and PostgreSQL and prepares both, for a command that needs none of the
-    /// shared secrets: those it was given are checked against the fingerprints the database
-    /// holds.
+    /// Connects to NATS and PostgreSQL and prepares the streams, for a command that needs none
+    /// of the shared secrets: those it was given are checked against the fingerprints the
+    /// database holds. The database must be a Relais database at this binary's schema version:
+    /// a command run with a mistyped `RELAIS_DATABASE_URL` creates nothing and stops, where it
+    /// would otherwise report on an empty database as if it were the deployment's (`relais
+    /// serve` creates and migrates).
     pub async fn connect(settings: &Settings, name: &str) -> anyhow::Result<Self> {
-        Self::connect_as(settings, name, &[], false).await
+        Self::connect_as(settings, name, &[], DatabaseUse::Existing).await
     }
 
     /// As [`Infra::connect`], for a command that needs the shared secrets `needs` (their
     /// variables): one it generated for want of the variable is refused where the database
     /// holds a fingerprint.
     pub async fn connect_needing(settings: &Settings, name: &str, needs: &[&str]) -> anyhow::Result<Self> {
-        Self::connect_as(settings, name, needs, false).await
+        Self::connect_as(settings, name, needs, DatabaseUse::Existing).await
     }
 
-    /// As [`Infra::connect`], for a serving process, which needs every shared secret and
-    /// records the fingerprints of those it was given on a new database.
+    /// As [`Infra::connect_needing`], for a command that may be the first on a new database
+    /// (`keys restore` after the loss of the database): it creates and migrates it.
+    pub async fn connect_creating(settings: &Settings, name: &str, needs: &[&str]) -> anyhow::Result<Self> {
+        Self::connect_as(settings, name, needs, DatabaseUse::Create).await
+    }
+
+    /// As [`Infra::connect`], for a serving process, which needs every shared secret, creates
+    /// and migrates the database, and records the fingerprints of the secrets it was given on
+    /// a new database.
     pub async fn connect_serving(settings: &Settings, name: &str) -> anyhow::Result<Self> {
-        Self::connect_as(settings, name, &SHARED_SECRETS, true).await
+        Self::connect_as(settings, name, &SHARED_SECRETS, DatabaseUse::Serve).await
     }
 
     /// As [`Infra::connect_needing`], for a command that only reads (`status`, `replay`,
@@ -81,11 +91,19 @@ impl Infra {
         Ok(Self { db, client, js, stream, keys, tokens, audit_stream })
     }
 
-    async fn connect_as(settings: &Settings, name: &str, needs: &[&str], serving: bool) -> anyhow::Result<Self> {
+    async fn connect_as(settings: &Settings, name: &str, needs: &[&str], using: DatabaseUse) -> anyhow::Result<Self> {
+        let serving = using == DatabaseUse::Serve;
         let client = relais_eventlog::connect(&settings.nats_url, name).await?;
-        let db = Database::connect_and_migrate_with(&settings.database_url, settings.db_connections)
-            .await
-            .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?;
+        let db = match using {
+            DatabaseUse::Existing => {
+                Database::connect_existing(&settings.database_url, settings.db_connections).await?
+            }
+            DatabaseUse::Create | DatabaseUse::Serve => {
+                Database::connect_and_migrate_with(&settings.database_url, settings.db_connections)
+                    .await
+                    .context("cannot use the PostgreSQL database (RELAIS_DATABASE_URL)")?
+            }
+        };
         // Before anything is created or changed: a process with another secret does nothing.
         db.check_shared_secrets(&settings.shared_secrets(needs), serving).await?;
         let js = jetstream::new(client.clone());
@@ -125,7 +143,8 @@ impl Infra {
         Ok(Database::connect_existing(&settings.database_url, 4).await?)
     }
 
-    /// Connects to PostgreSQL only (for commands that need no NATS, such as tokens).
+    /// Connects to PostgreSQL only, creating and migrating the database (for `token create`,
+    /// which may be the first act on a new deployment's database).
     pub async fn database(settings: &Settings) -> anyhow::Result<Database> {
         let db = Database::connect_and_migrate(&settings.database_url)
             .await
@@ -133,6 +152,17 @@ impl Infra {
         db.sync_organisations(&settings.organisations).await?;
         Ok(db)
     }
+}
+
+/// What a process may do to the database it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DatabaseUse {
+    /// Use a Relais database at this binary's schema version; create and migrate nothing.
+    Existing,
+    /// Create and migrate it if needed.
+    Create,
+    /// Create and migrate it if needed, and record the secrets' fingerprints on a new one.
+    Serve,
 }
 
 /// The stream, after a warning on stderr of what makes it unfit to keep history, if anything.

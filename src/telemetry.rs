@@ -54,7 +54,14 @@ pub fn init(service: &'static str, default_filter: &str) -> TelemetryGuard {
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service))
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
+    // Colours only on a terminal (and never with NO_COLOR): journald and log files get
+    // plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_target(false)
+        .with_filter(filter);
     // A second init (tests) keeps the first subscriber.
     let _ = Registry::default().with(fmt).with(otel).try_init();
     TelemetryGuard { provider }

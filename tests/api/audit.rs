@@ -174,6 +174,12 @@ async fn a_replay_streams_decoded_events_with_their_chain_and_checkpoints_and_ve
     assert_eq!(r.status(), 400);
     let problem: Value = r.json().await.expect("json");
     assert_eq!(problem["pointer"], "?from");
+    // A sequence past i64 would wrap to a negative bound in PostgreSQL (and list every
+    // checkpoint for a replay of nothing).
+    let r = app.get(&auditor, "/v1/audit/events?from_seq=9223372036854775808").await;
+    assert_eq!(r.status(), 400);
+    let problem: Value = r.json().await.expect("json");
+    assert_eq!(problem["pointer"], "?from_seq");
 
     // Every replay is an access record, which auditors can list.
     let records: Value = app.get(&auditor, "/v1/audit/access?resource=audit/events").await.json().await.expect("json");
@@ -812,6 +818,18 @@ async fn proofs_survive_the_erasure_of_a_client() {
     });
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(&file).expect("replay file");
+    // The file holds opened personal fields: its owner's alone, and never written over.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&file).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "replay file mode {mode:o}");
+    let again = run({
+        let mut c = app.relais();
+        c.args(["replay", "--output"]).arg(&file);
+        c
+    });
+    assert!(!again.status.success(), "a second replay over the file is refused");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwritten"));
+    assert_eq!(std::fs::read_to_string(&file).expect("replay file"), text, "the first replay is intact");
     let (role, detail): (String, Value) =
         sqlx::query_as("SELECT role, detail FROM access_log WHERE action = 'audit.replay' ORDER BY id DESC LIMIT 1")
             .fetch_one(&app.pool)
@@ -928,7 +946,7 @@ async fn an_auditor_of_a_service_sees_its_own_personal_data_only_and_one_of_the_
 }
 
 #[tokio::test]
-async fn a_reading_command_pointed_at_the_wrong_database_or_server_says_so_and_creates_nothing() {
+async fn a_command_pointed_at_the_wrong_database_or_server_says_so_and_creates_nothing() {
     let app = spawn_app().await;
     some_history(&app).await;
     let exists = |name: String| {
@@ -946,10 +964,28 @@ async fn a_reading_command_pointed_at_the_wrong_database_or_server_says_so_and_c
     let missing = format!("typo_{}", uuid::Uuid::new_v4().simple());
     let case_show = ["case", "show", "--org", "apo", "--case", "case-a", "--as-of", "2030-01-01T00:00:00Z"];
     let revoke = ["token", "revoke", "00000000-0000-4000-8000-000000000000"];
-    for command in
-        [&["verify"][..], &["status"], &["replay", "--output", "/dev/null"], &case_show, &["token", "list"], &revoke]
-    {
-        let (ok, out, err) = app.run_relais(command, &[("RELAIS_DATABASE_URL", &db_url(&missing))]).await;
+    let backup = app.dir().join("typo-backup.json");
+    let backup = backup.to_str().expect("a path");
+    // Nor by the commands that append or build: a rotation, a backup, a sweep or a checkpoint
+    // of an empty new database would each report success.
+    let erase = ["erase", "--org", "apo", "--client", "cl-1"];
+    for command in [
+        &["verify"][..],
+        &["status"],
+        &["replay", "--output", "/dev/null"],
+        &case_show,
+        &["token", "list"],
+        &revoke,
+        &["keys", "rotate"],
+        &["keys", "backup", "--output", backup],
+        &["checkpoint", "--wait", "0"],
+        &["rebuild", "--all"],
+        &erase,
+        &["retention", "sweep", "--dry-run"],
+    ] {
+        let env = [("RELAIS_DATABASE_URL", db_url(&missing)), ("RELAIS_AUDIT_SIGNING_KEY", app.audit_b64.0.clone())];
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (ok, out, err) = app.run_relais(command, &env).await;
         assert!(!ok, "{command:?}: {out}");
         assert!(err.contains(&format!("the database \"{missing}\" does not exist")), "{command:?}: {err}");
     }

@@ -32,12 +32,12 @@ fn organisations() -> Vec<OrgId> {
     relais_domain::reference::default_organisations().into_iter().map(|o| o.id).collect()
 }
 
-fn deployed_accounts() -> std::path::PathBuf {
+pub(crate) fn deployed_accounts() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/accounts.conf")
 }
 
 /// A password for every user of the deployed accounts, as nats-server's environment.
-fn password_env() -> (Vec<(String, String)>, HashMap<String, String>) {
+pub(crate) fn password_env() -> (Vec<(String, String)>, HashMap<String, String>) {
     let mut env = Vec::new();
     let mut by_user = HashMap::new();
     for user in broker::users(&organisations()) {

@@ -7,6 +7,7 @@ mod bad_input;
 mod broker;
 mod crash;
 mod demo;
+mod deploy;
 mod helpers;
 mod ingest;
 mod monitor;

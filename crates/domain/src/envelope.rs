@@ -169,9 +169,10 @@ impl StoredEvent {
     }
 }
 
-/// Earliest moment an event may carry: 0000-01-01T00:00:00Z, the first an RFC 3339 timestamp
-/// can write.
-pub const EARLIEST_TIME_US: i64 = -62_167_219_200_000_000;
+/// Earliest moment an event may carry: 0001-01-01T00:00:00Z. RFC 3339 can write year 0, but
+/// PostgreSQL writes it in JSON as `0001-... BC`, which no reader parses: a view reading such
+/// a moment back would fail on it batch after batch.
+pub const EARLIEST_TIME_US: i64 = -62_135_596_800_000_000;
 /// Latest moment an event may carry: 9999-12-31T23:59:59.999999Z, the last an RFC 3339
 /// timestamp can write.
 pub const LATEST_TIME_US: i64 = 253_402_300_799_999_999;
@@ -222,7 +223,7 @@ impl StoredEventV1 {
 impl Envelope {
     /// Whether the envelope's metadata and times are what the gateway admits: `actor`,
     /// `correlationid` and `causationid` of 1 to [`MAX_META_LEN`] printable characters, times
-    /// within the years 0000 to 9999 in UTC. The validator holds events published straight to
+    /// within the years 0001 to 9999 in UTC. The validator holds events published straight to
     /// the log to the same rules (a NUL cannot be stored in the views). Reading stored bytes
     /// ([`StoredEventV1::open`]) does not check them: what was admitted once stays readable.
     pub fn check_admissible(&self) -> Result<(), EnvelopeError> {
@@ -243,7 +244,7 @@ impl Envelope {
             if !(EARLIEST_TIME_US..=LATEST_TIME_US).contains(&at.timestamp_micros()) {
                 return Err(EnvelopeError::invalid(
                     &format!("/{name}"),
-                    "must be within the years 0000 to 9999 in UTC",
+                    "must be within the years 0001 to 9999 in UTC",
                 ));
             }
         }

@@ -306,3 +306,99 @@ fn the_brussels_date_of_the_last_representable_moment_does_not_panic() {
     let last = DateTime::<Utc>::MAX_UTC;
     assert_eq!(relais_domain::aggregates::brussels_date(last), last.date_naive());
 }
+
+/// Every spec whose example is accepted as a CloudEvent, with its example's `data` edited by
+/// `edit` (given each top-level field and its example value): the edits `edit` made, each with
+/// what became of it.
+fn judged_edits(
+    edit: impl Fn(&str, &serde_json::Value) -> Option<serde_json::Value>,
+) -> Vec<(String, String, Result<(), String>)> {
+    let now = DateTime::from_timestamp_micros(1_740_000_000_000_000).unwrap();
+    let event = |spec: &relais_domain::EventTypeSpec, data: serde_json::Value| {
+        serde_json::json!({
+            "specversion": "1.0", "id": Uuid::from_u128(11).to_string(), "source": "/orgs/apo",
+            "type": spec.name, "subject": format!("{}/x-1", spec.aggregate.as_str()),
+            "time": "2025-03-01T10:00:00Z", "data": data,
+        })
+    };
+    let mut judged = Vec::new();
+    for spec in CATALOGUE.iter() {
+        let example = spec.example_data();
+        if Envelope::from_cloud_event(event(spec, example.clone()), now, "token:t").is_err() {
+            continue;
+        }
+        let Some(fields) = example.as_object() else { continue };
+        for (field, value) in fields {
+            let Some(edited) = edit(field, value) else { continue };
+            let mut data = example.clone();
+            data[field.as_str()] = edited;
+            let result = match Envelope::from_cloud_event(event(spec, data), now, "token:t") {
+                Ok(_) => Ok(()),
+                Err(relais_domain::envelope::EnvelopeError::Invalid { pointer, .. }) => Err(pointer),
+                Err(other) => Err(other.to_string()),
+            };
+            judged.push((spec.name.to_string(), field.clone(), result));
+        }
+    }
+    judged
+}
+
+fn is_day(value: &serde_json::Value) -> bool {
+    value.as_str().is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok())
+}
+
+#[test]
+fn a_day_outside_the_years_1_to_9999_is_refused_at_its_field() {
+    // PostgreSQL stores no day before 4714 BC: such a day, accepted, would stop every view
+    // that stores it, batch after batch.
+    for (day, accepted) in [
+        ("-5000-01-01", false),
+        ("-0001-12-31", false),
+        ("10000-01-01", false),
+        ("0000-01-01", true),
+        ("9999-12-31", true),
+    ] {
+        let judged = judged_edits(|_, v| is_day(v).then(|| serde_json::json!(day)));
+        assert!(judged.len() >= 10, "every event type with a day is covered: {judged:?}");
+        for (name, field, result) in judged {
+            match accepted {
+                true => assert_eq!(result, Ok(()), "{name} {field} {day}"),
+                false => assert_eq!(result, Err(format!("/data/{field}")), "{name} {field} {day}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_list_of_codes_holds_each_entry_once_and_at_most_64() {
+    let first = |v: &serde_json::Value| v.as_array().and_then(|a| a.first()).cloned();
+    let twice = judged_edits(|_, v| first(v).map(|e| serde_json::json!([e.clone(), e])));
+    assert!(twice.len() >= 10, "every event type with a list is covered: {twice:?}");
+    for (name, field, result) in twice {
+        assert_eq!(result, Err(format!("/data/{field}/1")), "{name} {field}: an entry listed twice");
+    }
+    let many = judged_edits(|_, v| first(v).map(|e| serde_json::Value::Array(vec![e; 65])));
+    for (name, field, result) in many {
+        assert_eq!(result, Err(format!("/data/{field}")), "{name} {field}: 65 entries");
+    }
+}
+
+#[test]
+fn a_cloud_event_of_a_time_before_the_year_1_is_refused_at_time() {
+    // PostgreSQL writes year 0 in JSON as `0001-... BC`, which no view could read back.
+    let spec = CATALOGUE.iter().find(|s| s.personal_fields.is_empty()).unwrap();
+    let event = |time: &str| {
+        serde_json::json!({
+            "specversion": "1.0", "id": Uuid::from_u128(9).to_string(), "source": "/orgs/apo",
+            "type": spec.name, "subject": format!("{}/x-1", spec.aggregate.as_str()),
+            "time": time, "data": spec.example_data(),
+        })
+    };
+    let now = DateTime::from_timestamp_micros(1_740_000_000_000_000).unwrap();
+    assert!(Envelope::from_cloud_event(event("0001-01-01T00:00:00Z"), now, "token:t").is_ok());
+    let refused = Envelope::from_cloud_event(event("0000-12-31T23:59:59Z"), now, "token:t");
+    assert!(
+        matches!(&refused, Err(relais_domain::envelope::EnvelopeError::Invalid { pointer, .. }) if pointer == "/time"),
+        "{refused:?}"
+    );
+}

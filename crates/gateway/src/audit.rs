@@ -53,10 +53,11 @@ fn time_param(q: &HashMap<String, String>, name: &str) -> Result<Option<DateTime
 fn seq_param(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     q.get(name)
         .map(|t| {
+            // PostgreSQL keeps sequences as i64: a larger one would wrap to a negative bound.
             t.parse::<u64>()
                 .ok()
-                .filter(|s| *s >= 1)
-                .ok_or_else(|| ApiError::invalid_parameter(name, "a sequence number, 1 or more"))
+                .filter(|s| (1..=i64::MAX as u64).contains(s))
+                .ok_or_else(|| ApiError::invalid_parameter(name, format!("a sequence number from 1 to {}", i64::MAX)))
         })
         .transpose()
 }

@@ -902,6 +902,11 @@ fn earliest(times: impl IntoIterator<Item = Option<DateTime<Utc>>>) -> Option<Da
     times.into_iter().flatten().min()
 }
 
+/// The earliest moment an event may carry (`relais_domain::envelope::EARLIEST_TIME_US`).
+fn earliest_moment() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(relais_domain::envelope::EARLIEST_TIME_US).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 /// The alerts of a set of persons at `now`: a pure function of the facts.
 fn compute_alerts(
     settings: &MonitorSettings,
@@ -923,6 +928,10 @@ fn compute_alerts(
                     opened: DateTime<Utc>,
                     closed: Option<DateTime<Utc>>,
                     detail: Value| {
+        // A deadline counted back from a day early in year 1 would fall before it: PostgreSQL
+        // writes such a moment in JSON as `... BC`, which the next read of the alerts could not
+        // parse, batch after batch.
+        let opened = opened.max(earliest_moment());
         // An alert exists once its condition came true, unless it was resolved by then.
         if opened > now || closed.is_some_and(|c| c <= opened) {
             return;
@@ -1334,6 +1343,19 @@ mod tests {
         let mut k: Vec<(String, bool)> = alerts.values().map(|a| (a.kind.clone(), a.closed_at.is_none())).collect();
         k.sort();
         k
+    }
+
+    #[test]
+    fn an_alert_due_before_the_year_1_opens_at_its_start() {
+        // Fourteen days before 5 January of year 1 is in 1 BC, which PostgreSQL writes in
+        // JSON as `... BC`: the next read of the alerts would fail on it, batch after batch.
+        let s = MonitorSettings::default();
+        let mut m = member("apo", "c1", "lk");
+        m.release_on = NaiveDate::from_ymd_opt(1, 1, 5);
+        let open = compute_alerts(&s, t(2026, 3, 5), &[m], &[], &[], &[]);
+        let opened: Vec<DateTime<Utc>> = open.values().map(|a| a.opened_at).collect();
+        assert_eq!(opened, vec![earliest_moment()]);
+        assert_eq!(earliest_moment().to_rfc3339(), "0001-01-01T00:00:00+00:00");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! the same organisation with the same reference. Sessions record counts, never names or
 //! references in a list.
 
-use super::{DataError, EventPayload, check_client_ref, check_distinct, check_free_text};
+use super::{DataError, EventPayload, check_client_ref, check_date, check_distinct, check_free_text};
 use crate::ids::OrgId;
 use crate::reference::{ActivityKind, Language, Prison, TargetGroup, code_list};
 use chrono::NaiveDate;
@@ -146,6 +146,7 @@ impl EventPayload for ActivityPlanned {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("starts_on", Some(&self.starts_on))?;
         let title = self.title.trim();
         if title.is_empty() || self.title.chars().count() > MAX_TITLE_CHARS {
             return Err(DataError::at("title", format!("1 to {MAX_TITLE_CHARS} characters")));
@@ -260,6 +261,7 @@ impl EventPayload for SessionHeld {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("held_on", Some(&self.held_on))?;
         if self.session_number == 0 {
             return Err(DataError::at("session_number", "sessions are numbered from 1"));
         }

@@ -5,7 +5,7 @@
 //! client's recorded, revocable consent: a referral to another service is refused without an
 //! active consent to share with that service.
 
-use super::{DataError, EventPayload, check_client_ref};
+use super::{DataError, EventPayload, check_client_ref, check_date};
 use crate::ids::OrgId;
 use crate::reference::code_list;
 use chrono::NaiveDate;
@@ -156,6 +156,7 @@ impl EventPayload for ConsentGiven {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("expires_on", self.expires_on.as_ref())?;
         check_client_ref("client_ref", &self.client_ref)?;
         match (&self.scope, &self.linkage_key) {
             (ConsentScope::ContinuityMonitor, None) => {

@@ -1,7 +1,7 @@
 //! Guidance of one client: request, acceptance, intake, plan, interventions, urgent help,
 //! closure and after-care. Subject `cases/<case id>`.
 
-use super::{DataError, EventPayload, check_client_ref, check_distinct, check_free_text};
+use super::{DataError, EventPayload, check_client_ref, check_date, check_distinct, check_free_text};
 use crate::reference::{InterventionMode, Language, LegalStatus, LifeDomain, code_list};
 use chrono::NaiveDate;
 use schemars::JsonSchema;
@@ -257,6 +257,7 @@ impl EventPayload for PlanSet {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("review_on", self.review_on.as_ref())?;
         check_client_ref("client_ref", &self.client_ref)?;
         check_distinct("life_domains", &self.life_domains, 1)?;
         check_free_text("goals", self.goals.as_deref())
@@ -292,6 +293,7 @@ impl EventPayload for PlanAdjusted {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("review_on", self.review_on.as_ref())?;
         check_client_ref("client_ref", &self.client_ref)?;
         check_distinct("life_domains", &self.life_domains, 1)?;
         check_free_text("goals", self.goals.as_deref())
@@ -337,9 +339,8 @@ impl EventPayload for InterventionRecorded {
     }
     fn validate(&self) -> Result<(), DataError> {
         check_client_ref("client_ref", &self.client_ref)?;
-        if self.life_domains.is_empty() {
-            return Err(DataError::at("life_domains", "at least one life domain"));
-        }
+        // Each life domain once: statistics count the intervention once per domain listed.
+        check_distinct("life_domains", &self.life_domains, 1)?;
         if self.duration_minutes == 0 || self.duration_minutes > 24 * 60 {
             return Err(DataError::at("duration_minutes", "between 1 and 1440 minutes"));
         }

@@ -286,10 +286,43 @@ pub fn check_client_ref(field: &str, client_ref: &str) -> Result<(), DataError> 
     }
 }
 
-/// Checks a list of codes: at least `min` entries and no entry twice.
+/// The earliest day an event may name: 1 January of year 1, as for an event's `time`.
+pub const EARLIEST_DATE: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(1, 1, 1) {
+    Some(d) => d,
+    None => chrono::NaiveDate::MIN,
+};
+/// The latest day an event may name: 31 December 9999, as for an event's `time`.
+pub const LATEST_DATE: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(d) => d,
+    None => chrono::NaiveDate::MAX,
+};
+
+/// Checks a day an event names: within years 1 to 9999. The JSON reader takes any signed
+/// year, but PostgreSQL stores no day before 4714 BC and writes days before year 1 in JSON as
+/// `... BC`, which no reader parses, so a day outside these years would stop every view that
+/// stores it.
+pub fn check_date(field: &str, day: Option<&chrono::NaiveDate>) -> Result<(), DataError> {
+    match day {
+        Some(d) if !(EARLIEST_DATE..=LATEST_DATE).contains(d) => {
+            Err(DataError::at(field, "a day from 0001-01-01 to 9999-12-31"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The most entries a list of codes holds: more than any code list has (or than the
+/// organisations of the registry), and few enough that finding an entry listed twice costs
+/// nothing (a body of 4 MiB could otherwise hold a list of hundreds of thousands).
+pub const MAX_LIST_ENTRIES: usize = 64;
+
+/// Checks a list of codes: at least `min` entries, at most [`MAX_LIST_ENTRIES`], and no entry
+/// twice.
 pub fn check_distinct<T: PartialEq>(field: &str, items: &[T], min: usize) -> Result<(), DataError> {
     if items.len() < min {
         return Err(DataError::at(field, format!("at least {min} entries")));
+    }
+    if items.len() > MAX_LIST_ENTRIES {
+        return Err(DataError::at(field, format!("at most {MAX_LIST_ENTRIES} entries")));
     }
     for (i, item) in items.iter().enumerate() {
         if items[..i].contains(item) {

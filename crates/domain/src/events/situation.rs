@@ -4,7 +4,7 @@
 //! Dates are calendar dates (`YYYY-MM-DD`): the day a detention started or a release takes
 //! place may differ from the moment the service records it.
 
-use super::{DataError, EventPayload, check_client_ref, check_free_text};
+use super::{DataError, EventPayload, check_client_ref, check_date, check_free_text};
 use crate::reference::{LegalStatus, Prison, ReleaseKind, code_list};
 use chrono::NaiveDate;
 use schemars::JsonSchema;
@@ -62,6 +62,7 @@ impl EventPayload for DetentionStarted {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("started_on", Some(&self.started_on))?;
         check_client_ref("client_ref", &self.client_ref)
     }
     fn client_ref(&self) -> Option<&str> {
@@ -90,6 +91,7 @@ impl EventPayload for DetaineeTransferred {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("transferred_on", Some(&self.transferred_on))?;
         check_client_ref("client_ref", &self.client_ref)
     }
     fn client_ref(&self) -> Option<&str> {
@@ -140,6 +142,7 @@ impl EventPayload for ReleaseScheduled {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("release_on", Some(&self.release_on))?;
         check_client_ref("client_ref", &self.client_ref)
     }
     fn client_ref(&self) -> Option<&str> {
@@ -168,6 +171,7 @@ impl EventPayload for DetaineeReleased {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("released_on", Some(&self.released_on))?;
         check_client_ref("client_ref", &self.client_ref)
     }
     fn client_ref(&self) -> Option<&str> {
@@ -200,6 +204,7 @@ impl EventPayload for LeavePrepared {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("leave_on", Some(&self.leave_on))?;
         check_client_ref("client_ref", &self.client_ref)?;
         check_free_text("note", self.note.as_deref())
     }
@@ -229,6 +234,7 @@ impl EventPayload for OutingEscorted {
         }
     }
     fn validate(&self) -> Result<(), DataError> {
+        check_date("outing_on", Some(&self.outing_on))?;
         check_client_ref("client_ref", &self.client_ref)
     }
     fn client_ref(&self) -> Option<&str> {
