@@ -123,13 +123,19 @@ pub enum CaseCommand {
     },
 }
 
+/// A progress bar's rate in whole units a second (indicatif's own shows four decimals).
+pub(crate) fn whole_rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = write!(w, "{:.0}/s", state.per_sec());
+}
+
 fn progress_bar(len: u64, what: &str) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
     bar.set_style(
-        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} sequences ({{per_sec}}, {{eta}})"))
+        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} sequences ({{rate}}, {{eta}})"))
+            .map(|s| s.with_key("rate", whole_rate))
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
@@ -307,12 +313,12 @@ fn write_csv(out: &mut impl Write, lines: &[Map<String, Value>]) -> anyhow::Resu
 
 fn public_key_arg(text: &str) -> anyhow::Result<VerifyingKey> {
     let path = std::path::Path::new(text);
-    let text = if path.is_file() {
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
-    } else {
-        text.to_owned()
-    };
-    VerifyingKey::from_base64(&text).map_err(|e| anyhow::anyhow!("--public-key: {e}"))
+    if path.is_file() {
+        let key = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        return VerifyingKey::from_base64(&key).map_err(|e| anyhow::anyhow!("--public-key: {}: {e}", path.display()));
+    }
+    VerifyingKey::from_base64(text)
+        .map_err(|e| anyhow::anyhow!("--public-key: {text:?} is neither a file nor a base64 ed25519 public key ({e})"))
 }
 
 fn print_findings(findings: &[relais_audit::Finding], more: u64) {

@@ -138,6 +138,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 pub fn main() -> ExitCode {
+    quiet_on_a_closed_pipe();
     let cli = Cli::parse();
     // The projector alone waits on PostgreSQL and NATS far more than it computes: one thread
     // serves it, and one allocator arena keeps its memory flat (each thread that allocates
@@ -163,10 +164,46 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `relais status | head -1`: a reader that stops early closes stdout, and Rust's printing
+/// panics on the closed pipe. Ends the command as a closed pipe ends other tools (status 141,
+/// 128 + SIGPIPE), without a panic's message and backtrace; any other panic is reported as
+/// before.
+fn quiet_on_a_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
+}
+
+/// An error and its causes on one line, each cause once: many errors repeat their source in
+/// their own message, which `{:#}` would print again.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -307,26 +344,35 @@ async fn rebuild(projection: Option<String>, all: bool) -> anyhow::Result<()> {
     let names: Vec<&str> = views.iter().map(|v| v.name()).collect();
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({rate}, eta {eta}) {msg}")
+            .map(|s| s.with_key("rate", crate::audit_cli::whole_rate))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_prefix(if names.len() == 1 { names[0].to_owned() } else { format!("{} views", names.len()) });
+    // The clock moves while the rebuild waits (for the validator, for PostgreSQL).
+    bar.enable_steady_tick(std::time::Duration::from_secs(1));
     let progress = {
         let bar = bar.clone();
         move |p: RebuildProgress| {
             bar.set_length(p.target);
             bar.set_position(p.at);
-            bar.set_message(format!("{} events", p.events));
+            match p.waiting_for_validator {
+                Some(validated) => bar.set_message(format!(
+                    "{} events; waiting for the validator, at sequence {validated} (the projector judges)",
+                    p.events
+                )),
+                None => bar.set_message(format!("{} events", p.events)),
+            }
         }
     };
     // One read of the log for every view named.
     let reports =
         relais_projections::rebuild::rebuild_many(&infra.db, &infra.keys, &infra.stream, &projector, views, &progress)
             .await
-            .with_context(|| format!("rebuilding {}", names.join(", ")))?;
-    bar.finish();
+            .with_context(|| format!("rebuilding {}", names.join(", ")));
+    // Cleared, so that neither the summary below nor an error starts on the bar's line.
+    bar.finish_and_clear();
+    let reports = reports?;
     for report in reports {
         println!(
             "{}: {} events in {:.1} s ({:.0} events/s); swapped in at sequence {}",

@@ -269,7 +269,16 @@ impl LocalSecrets {
                 action: format!("a process with {REQUIRE_SECRETS} set"),
             });
         }
-        local_secret(&self.dir, file)
+        local_secret(&self.dir, file).map_err(|e| match e {
+            ConfigError::Io { path, source } => ConfigError::Invalid {
+                name: variable,
+                detail: format!(
+                    "not set, and its development secret cannot be kept in RELAIS_STATE_DIR ({}: {source})",
+                    path.display()
+                ),
+            },
+            other => other,
+        })
     }
 }
 
@@ -325,8 +334,10 @@ fn local_secret(dir: &Path, file: &str) -> Result<[u8; 32], ConfigError> {
 pub fn organisations_from_env() -> Result<Vec<Organisation>, ConfigError> {
     match var("RELAIS_ORGANISATIONS") {
         Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Io { path: PathBuf::from(&path), source })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Invalid {
+                name: "RELAIS_ORGANISATIONS",
+                detail: format!("cannot read {path}: {source}"),
+            })?;
             serde_json::from_str(&text)
                 .map_err(|e| ConfigError::Invalid { name: "RELAIS_ORGANISATIONS", detail: e.to_string() })
         }

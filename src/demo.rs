@@ -80,8 +80,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let bar = ProgressBar::new(history.len() as u64);
     bar.set_style(
         ProgressStyle::with_template(
-            "{spinner} loading history [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec})",
+            "{spinner} loading history [{elapsed_precise}] {wide_bar} {pos}/{len} events ({rate})",
         )
+        .map(|s| s.with_key("rate", crate::audit_cli::whole_rate))
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let http = reqwest::Client::new();
@@ -110,7 +111,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             bar.inc(n);
         }
     }
-    bar.finish();
+    // Cleared: the summary line says the same, on a line of its own.
+    bar.finish_and_clear();
     let load_secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{} events published in {load_secs:.1} s ({:.0} events/s)",

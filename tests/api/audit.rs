@@ -990,6 +990,16 @@ async fn a_command_pointed_at_the_wrong_database_or_server_says_so_and_creates_n
         assert!(err.contains(&format!("the database \"{missing}\" does not exist")), "{command:?}: {err}");
     }
     assert!(!exists(missing).await, "no database was created");
+    // A server that is not there: said at once, with its cause, once.
+    let started = std::time::Instant::now();
+    let nowhere = "postgres://postgres@127.0.0.1:1/relais";
+    let (ok, _, err) = app.run_relais(&["status"], &[("RELAIS_DATABASE_URL", nowhere)]).await;
+    assert!(!ok && err.contains("cannot connect to PostgreSQL at 127.0.0.1:1/relais (RELAIS_DATABASE_URL)"), "{err}");
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "not the pool's 10 s timeout");
+    // A registry file that is not there names its variable.
+    let (ok, _, err) = app.run_relais(&["status"], &[("RELAIS_ORGANISATIONS", "/nonexistent/registry.json")]).await;
+    assert!(!ok && err.contains("RELAIS_ORGANISATIONS: cannot read /nonexistent/registry.json"), "{err}");
     // A database that holds no Relais data is not migrated into one.
     let empty = format!("empty_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {empty}")).execute(&app.pool).await.expect("created");

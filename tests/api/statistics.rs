@@ -172,6 +172,9 @@ async fn statistics_count_people_per_cell_suppress_small_cells_and_do_not_change
     assert_eq!(app.get_json(&coordinator, "/v1/statistics?period=week", 400).await["pointer"], "?period");
     assert_eq!(app.get(&coordinator, "/v1/statistics?from=2026-05-01&to=2026-04-01").await.status(), 400);
     assert_eq!(app.get(&coordinator, "/v1/statistics?measure=nothing").await.status(), 400);
+    // A day PostgreSQL cannot keep is the caller's error, not the server's.
+    let far = "/v1/statistics?from=-5000-01-01&to=-5000-12-31&period=year";
+    assert_eq!(app.get_json(&coordinator, far, 400).await["pointer"], "?from");
     // Whole periods only: windows that differ by a day inside a cell would single out whoever
     // was guided that day by their difference.
     for (query, pointer) in [

@@ -313,3 +313,28 @@ async fn a_token_given_a_lifetime_is_refused_once_it_expires() {
     let (_, listed, _) = run(&app, &["token", "list"]).await;
     assert!(listed.lines().any(|l| l.contains("expired")), "{listed}");
 }
+
+#[tokio::test]
+async fn a_listing_read_by_a_reader_that_stops_early_ends_quietly() {
+    // `relais token list | head -1`: the reader has gone before the list is printed.
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        create(&app, "apo", "org").await;
+    }
+    let mut child = relais(&app)
+        .args(["token", "list"])
+        .env("RUST_LOG", "error")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("relais runs");
+    drop(child.stdout.take());
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("relais ends")
+        .expect("waited");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "as a closed pipe ends other tools: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

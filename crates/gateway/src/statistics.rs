@@ -48,6 +48,12 @@ fn parse(p: &StatsParams, today: NaiveDate) -> Result<(Period, NaiveDate, NaiveD
     };
     let from = p.from.unwrap_or_else(|| NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today));
     let to = p.to.unwrap_or_else(|| period.end_of(today));
+    // The days events may name: PostgreSQL keeps no day before 4714 BC.
+    for (name, day) in [("from", from), ("to", to)] {
+        if !(relais_domain::events::EARLIEST_DATE..=relais_domain::events::LATEST_DATE).contains(&day) {
+            return Err(ApiError::invalid_parameter(name, "a day from 0001-01-01 to 9999-12-31"));
+        }
+    }
     // Whole periods only: two answers whose windows differ by a day inside a cell would tell,
     // by their difference, what one person did that day (each cell passes the threshold).
     if from != period.start_of(from) {

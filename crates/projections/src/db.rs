@@ -1,7 +1,7 @@
 //! The connection pool and the migrations.
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool};
+use sqlx::{ConnectOptions, Connection as _, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -14,6 +14,15 @@ pub enum DbError {
     /// The server could not be reached, or a query failed.
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
+    /// The server could not be reached or refused the connection (its cause named: the pool
+    /// alone would retry until its timeout and report only that).
+    #[error("cannot connect to PostgreSQL at {target} (RELAIS_DATABASE_URL): {why}")]
+    Unreachable {
+        /// Host, port and database (never the password).
+        target: String,
+        /// The cause.
+        why: String,
+    },
     /// Migrations failed.
     #[error("database migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -90,6 +99,18 @@ pub struct Database {
     pool: PgPool,
 }
 
+/// How long the first connection to PostgreSQL may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The innermost cause of an error, once (sqlx repeats its source in its own message).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
 impl Database {
     /// Connects, creating the database if it does not exist, and applies the migrations (a
     /// pool of at most 16 connections).
@@ -124,6 +145,21 @@ impl Database {
         let name = options.get_database().unwrap_or_default().to_owned();
         if create {
             create_database_if_missing(&options).await?;
+        }
+        // One connection first, to name the cause at once: the pool retries a refused
+        // connection until its acquire timeout and then reports the timeout alone.
+        let target = format!("{}:{}/{name}", options.get_host(), options.get_port());
+        match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+            Err(_) => {
+                return Err(DbError::Unreachable { target, why: format!("no answer within {CONNECT_TIMEOUT:?}") });
+            }
+            Ok(Err(sqlx::Error::Database(d))) if !create && d.code().as_deref() == Some("3D000") => {
+                return Err(DbError::NotRelais { name, why: "does not exist" });
+            }
+            Ok(Err(e)) => return Err(DbError::Unreachable { target, why: root_cause(&e) }),
+            Ok(Ok(c)) => {
+                let _ = c.close().await;
+            }
         }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)

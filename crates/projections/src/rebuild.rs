@@ -118,6 +118,9 @@ pub struct RebuildProgress {
     pub target: u64,
     /// Events applied so far.
     pub events: u64,
+    /// While the rebuild waits for the validator to judge what it read: the validator's
+    /// sequence (the projector judges; without it running, the rebuild stops after a while).
+    pub waiting_for_validator: Option<u64>,
 }
 
 /// Events per transaction of a rebuild: larger than a live batch, since nobody waits for
@@ -241,16 +244,16 @@ pub async fn rebuild_many(
     let messages = reader::ordered_messages(stream, &subjects::all_events(), 1).await?;
     let mut reader = Reader { messages: Box::pin(messages), done: 0 };
     let target = reader::last_sequence(stream).await?;
-    progress(RebuildProgress { at: 0, target, events: 0 });
+    progress(RebuildProgress { at: 0, target, events: 0, waiting_for_validator: None });
     // A pipeline: the log is read, judged and opened ahead while the views apply, and each
     // view applies at its own pace (a few batches may wait for the slowest), so that neither
     // the read nor the slowest view's statements leave PostgreSQL idle.
     let applied_by: Vec<Arc<AppliedSoFar>> = views.iter().map(|_| Arc::default()).collect();
     let (senders, receivers): (Vec<_>, Vec<_>) =
         views.iter().map(|_| tokio::sync::mpsc::channel::<JudgedBatch>(BATCHES_AHEAD)).unzip();
-    let report = |target: u64| {
+    let report = |target: u64, waiting_for_validator: Option<u64>| {
         let (at, events) = applied_by.iter().map(|a| a.get()).min().unwrap_or_default();
-        progress(RebuildProgress { at, target, events });
+        progress(RebuildProgress { at, target, events, waiting_for_validator });
     };
     let read = async move {
         let mut target = target;
@@ -263,7 +266,7 @@ pub async fn rebuild_many(
                 else {
                     continue;
                 };
-                wait_for_validator(pool, last).await?;
+                wait_for_validator(pool, last, |validated| report(target, Some(validated))).await?;
                 let judged = JudgedBatch { events: Arc::new(judged(pool, keys, &batch, first, last).await?), last };
                 for sender in &senders {
                     // A view that stopped gives its error from its own side of the join.
@@ -271,7 +274,7 @@ pub async fn rebuild_many(
                         return Ok(reader.done);
                     }
                 }
-                report(target);
+                report(target, None);
             }
             target = reader::last_sequence(stream).await?;
         }
@@ -322,7 +325,7 @@ pub async fn rebuild_many(
         tracing::info!(projection = name, events, checkpoint, "projection rebuilt and swapped in");
         reports.push(RebuildReport { projection: name, events, checkpoint, elapsed: started.elapsed() });
     }
-    progress(RebuildProgress { at: rebuilt_at, target: rebuilt_at, events });
+    progress(RebuildProgress { at: rebuilt_at, target: rebuilt_at, events, waiting_for_validator: None });
     Ok(reports)
 }
 
@@ -399,10 +402,11 @@ async fn set_search_path(tx: &mut PgConnection, schema: &str, live: &str) -> Res
 }
 
 /// Waits until the validator has judged `last`.
-async fn wait_for_validator(pool: &PgPool, last: u64) -> Result<(), RebuildError> {
+async fn wait_for_validator(pool: &PgPool, last: u64, waiting: impl Fn(u64)) -> Result<(), RebuildError> {
     let mut seen = worker::checkpoint(pool, VALIDATOR).await?;
     let mut since = Instant::now();
     while seen < last {
+        waiting(seen);
         if since.elapsed() > VALIDATOR_PATIENCE {
             return Err(RebuildError::ValidatorStalled { validated: seen, target: last });
         }
