@@ -267,6 +267,16 @@ pub async fn retention(command: RetentionCommand) -> anyhow::Result<()> {
             Ok(())
         }
         RetentionCommand::Sweep { dry_run: false } => {
+            // Who swept, recorded before any key is destroyed, as `relais erase` records its
+            // erasure (the erasures themselves name `relais:retention` in the log).
+            let due = retention::due(infra.db.pool(), policy, Utc::now()).await?;
+            access::record_operator(
+                infra.db.pool(),
+                "retention.sweep",
+                "clients",
+                operator_detail(serde_json::json!({ "due": due.len() })),
+            )
+            .await?;
             let eraser = Eraser::new(infra.keys.clone(), infra.event_log(&settings), infra.db.pool().clone());
             let progress = bar(0, "erasing clients past retention");
             let report =

@@ -1218,6 +1218,18 @@ async fn one_retention_sweep_runs_at_a_time() {
         .expect("unlocked");
     sqlx::Connection::close(other).await.expect("closed");
     retention::sweep(&eraser, &app.pool, &stream, &policy, Utc::now(), |_, _| {}).await.expect("the sweep runs");
+    // An operator's sweep is an access record, made before it erases, as `relais erase` is.
+    let (ok, out, err) = app.run_relais(&["retention", "sweep"], &[]).await;
+    assert!(ok && out.contains("0 clients erased"), "{out} {err}");
+    let recorded: Vec<(String, Value)> =
+        sqlx::query_as("SELECT resource, detail FROM access_log WHERE action = 'retention.sweep'")
+            .fetch_all(&app.pool)
+            .await
+            .expect("records");
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0].0, "clients");
+    assert_eq!(recorded[0].1["parameters"]["due"], 0);
+    assert_eq!(recorded[0].1["via"], "cli");
 }
 
 #[tokio::test]
