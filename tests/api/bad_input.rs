@@ -507,3 +507,33 @@ async fn a_body_malformed_on_the_way_is_a_400_not_a_413_and_stores_nothing() {
     assert!(text.contains("could not be read to its end"), "{text}");
     assert_eq!(snapshot(&app).await, before, "nothing changed");
 }
+
+#[tokio::test]
+async fn a_message_on_a_subject_postgresql_cannot_store_is_quarantined_and_judging_goes_on() {
+    // nats-server checks subjects only for clients that ask it to: an organisation's own
+    // system may publish on a subject of its own holding a NUL, or thousands of characters.
+    let app = spawn_app().await;
+    let token = app.token("apo", Role::Org).await;
+    let long =
+        format!("relais.ev.apo.cases.{}", (0..100).map(|_| Uuid::new_v4().simple().to_string()).collect::<String>());
+    for subject in ["relais.ev.apo.cases.x\0y".to_owned(), long] {
+        app.js
+            .publish(subject, Bytes::from_static(b"not an event"))
+            .await
+            .expect("published")
+            .await
+            .expect("stored by the broker");
+    }
+    assert_eq!(app.post_event(&token, &guidance_requested("apo", "case-after", "cl-after")).await.status(), 201);
+    wait_for_checkpoint(&app.pool, "caseload", 3).await;
+    let rows: Vec<(i64, String, String)> = sqlx::query_as("SELECT seq, subject, reason FROM quarantine ORDER BY seq")
+        .fetch_all(&app.pool)
+        .await
+        .expect("q");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].1, "relais.ev.apo.cases.x\\0y");
+    assert!(rows[1].1.len() < 300 && rows[1].1.ends_with('…'), "{}", rows[1].1);
+    assert!(rows.iter().all(|r| r.2 == "subject"), "{rows:?}");
+    let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM caseload").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(cases, 1);
+}

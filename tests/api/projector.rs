@@ -324,3 +324,70 @@ async fn a_second_projector_on_the_same_database_waits_for_the_first_to_stop_the
     stop_second.cancel();
     second.await.expect("joined").expect("the second stops cleanly");
 }
+
+/// A view that refuses the events of cases named `poison-…` as PostgreSQL refuses a value it
+/// cannot store (a data exception: here a division by zero, SQLSTATE 22012).
+struct Refusing;
+
+impl relais_projections::worker::View for Refusing {
+    fn name(&self) -> &'static str {
+        "refusing_probe"
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut sqlx::PgConnection,
+        events: &'a [relais_projections::worker::Applied],
+    ) -> futures::future::BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            if events.iter().any(|e| e.envelope.subject.to_string().contains("poison-")) {
+                sqlx::query("SELECT 1 / 0").execute(&mut *tx).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn an_event_a_view_cannot_store_is_quarantined_with_the_reason_and_every_view_goes_on() {
+    let app = spawn_app_with(ServeRole::Gateway).await;
+    let token = app.token("apo", Role::Org).await;
+    let db = relais_projections::Database::connect_and_migrate(&app.settings.database_url).await.expect("database");
+    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
+    let stream = app.js.get_stream("RELAIS").await.expect("stream");
+    let mut views = relais_projections::worker::default_views();
+    views.push(std::sync::Arc::new(Refusing));
+    let projector =
+        relais_projections::Projector::new(db, keys, stream, app.settings.projector_settings()).with_views(views);
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(projector.run(stop.clone()));
+
+    // One batch: the event at fault between two that are not.
+    let batch = vec![
+        guidance_requested("apo", "case-ok-1", "cl-ok-1"),
+        guidance_requested("apo", "poison-1", "cl-poison-1"),
+        guidance_requested("apo", "case-ok-2", "cl-ok-2"),
+    ];
+    assert_eq!(app.post_batch(&token, &batch).await.status(), 201);
+    for view in ["caseload", "timeline", "refusing_probe"] {
+        wait_for_checkpoint(&app.pool, view, 3).await;
+    }
+    let quarantined: Vec<(i64, String, String)> =
+        sqlx::query_as("SELECT seq, reason, detail FROM quarantine").fetch_all(&app.pool).await.expect("rows");
+    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
+    let (seq, reason, detail) = &quarantined[0];
+    assert_eq!((*seq, reason.as_str()), (2, "unprojectable"));
+    assert!(detail.contains("refusing_probe") && detail.contains("division by zero"), "{detail}");
+    // Every view leaves the event out, and has the others.
+    let cases: Vec<String> =
+        sqlx::query_scalar("SELECT case_id FROM caseload ORDER BY case_id").fetch_all(&app.pool).await.expect("cases");
+    assert_eq!(cases, ["case-ok-1", "case-ok-2"]);
+    // The organisation sees why, and the views go on with what comes next.
+    let listed = app.get_json(&token, "/v1/orgs/apo/quarantine", 200).await;
+    assert!(listed.to_string().contains("unprojectable"), "{listed}");
+    assert_eq!(app.post_event(&token, &guidance_requested("apo", "case-ok-3", "cl-ok-3")).await.status(), 201);
+    wait_for_checkpoint(&app.pool, "caseload", 4).await;
+    let cases: i64 = sqlx::query_scalar("SELECT count(*) FROM caseload").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(cases, 3);
+    stop.cancel();
+}

@@ -229,7 +229,7 @@ fn view_schemas() -> Map<String, Value> {
     s.insert("QuarantinedEvent".into(), object("A message of the log that no view applies (its bytes stay in the log)", &[], json!({
         "seq": described(integer(), "stream sequence"),
         "subject": described(string(), "the NATS subject"),
-        "reason": described(string(), "subject, undecodable, message-id-mismatch, invalid, mismatch, personal-data-in-clear, undecryptable, erasure-without-key, client-erased, duplicate, rule"),
+        "reason": described(string(), "subject, undecodable, message-id-mismatch, invalid, mismatch, personal-data-in-clear, undecryptable, erasure-without-key, client-erased, duplicate, rule, unprojectable (a value a view cannot store: PostgreSQL's words in the detail)"),
         "detail": described(string(), "what is wrong"),
         "quarantined_at": date_time() })));
     s.insert("QuarantinePage".into(), object("Quarantined events, oldest first", &[], json!({

@@ -141,6 +141,15 @@ pub enum WorkerError {
     /// PostgreSQL failed.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// A view's statements failed.
+    #[error("view {view}: {source}")]
+    View {
+        /// The view.
+        view: &'static str,
+        /// What PostgreSQL answered.
+        #[source]
+        source: sqlx::Error,
+    },
     /// The key store failed.
     #[error("key store: {0}")]
     Keys(#[from] crate::keys::KeyError),
@@ -183,6 +192,79 @@ pub enum WorkerError {
         /// Where the validator left it.
         expected: u64,
     },
+}
+
+/// The longest subject a quarantine row keeps of a message whose subject is not Relais' own.
+const MAX_STORED_SUBJECT: usize = 256;
+
+/// A message's subject as the quarantine can store it. nats-server checks subjects only for
+/// clients that ask it to, so an organisation may publish on a subject of its own holding a
+/// NUL (which PostgreSQL's text refuses) or thousands of characters (beyond what a B-tree
+/// index entry holds): stored as it came, it would fail the validator's statement batch after
+/// batch. A subject that is not an event subject is kept escaped (`\0`) and cut, with `…`;
+/// neither can appear in an event subject, so no reader takes it for a case's.
+pub(crate) fn storable_subject(subject: &str) -> String {
+    if subjects::parse_event_subject(subject).is_some() {
+        return subject.to_owned();
+    }
+    let mut escaped: String = subject.escape_debug().collect();
+    if escaped.len() > MAX_STORED_SUBJECT {
+        let mut cut = MAX_STORED_SUBJECT;
+        while !escaped.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        escaped.truncate(cut);
+        escaped.push('…');
+    }
+    escaped
+}
+
+/// The quarantine reason of an event the views cannot store.
+pub const UNPROJECTABLE: &str = "unprojectable";
+
+/// The view and PostgreSQL's words when `e` is a view refusing a value itself (a data
+/// exception such as a day or number out of range, a value too large for an index, a NULL or
+/// a check the schema forbids): what the event carries, not a passing failure nor a broken
+/// invariant (a duplicate key stays an error, restarting the worker).
+fn unprojectable(e: &WorkerError) -> Option<(&'static str, String)> {
+    let WorkerError::View { view, source: sqlx::Error::Database(d) } = e else { return None };
+    let code = d.code()?;
+    let data = code.starts_with("22") || code.starts_with("54") || code == "23502" || code == "23514";
+    data.then(|| (*view, format!("{} (SQLSTATE {code})", d.message())))
+}
+
+/// Quarantines the message `m` that `view` cannot store, with the reason, and moves every
+/// view's checkpoint past it: the views go on, and every one of them (a rebuild too) leaves
+/// the event out.
+async fn quarantine_unprojectable(
+    pool: &PgPool,
+    names: &[&'static str],
+    done: &[u64],
+    m: &LogMessage,
+    view: &str,
+    why: &str,
+) -> Result<Vec<u64>, WorkerError> {
+    let event_id = StoredEvent::decode(&m.payload).ok().map(|e| e.into_v1().id);
+    let detail = format!("the view {view} cannot store it: {why}");
+    tracing::error!(seq = m.sequence, subject = %m.subject, %detail, "event quarantined: the views cannot store it");
+    let mut tx = begin_projection(pool).await?;
+    claim_judged_checkpoints(&mut tx, names, done, m.sequence).await?;
+    sqlx::query(
+        "INSERT INTO quarantine (seq, subject, reason, detail, payload, event_id) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (seq) DO NOTHING",
+    )
+    .bind(m.sequence as i64)
+    .bind(storable_subject(&m.subject))
+    .bind(UNPROJECTABLE)
+    .bind(&detail)
+    .bind(m.payload.as_ref())
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?;
+    let moved: Vec<u64> = done.iter().map(|d| (*d).max(m.sequence)).collect();
+    set_checkpoints(&mut tx, names, &moved).await?;
+    tx.commit().await?;
+    Ok(moved)
 }
 
 /// What the validator of this process has judged, as the views' worker waits for it.
@@ -420,6 +502,13 @@ impl Projector {
     pub fn new(db: Database, keys: KeyStore, stream: Stream, settings: ProjectorSettings) -> Self {
         let views = views(&settings);
         Self { db, keys, stream, settings, views, chain: None }
+    }
+
+    /// The same workers with `views` instead of the default views (tests, and a deployment
+    /// that projects a subset).
+    pub fn with_views(mut self, views: Vec<Arc<dyn View>>) -> Self {
+        self.views = views;
+        self
     }
 
     /// Also runs the audit chain worker ([`crate::audit::chain`]) with these settings.
@@ -671,7 +760,7 @@ impl Projector {
             if let Verdict::Quarantine { reason, detail } = verdict {
                 tracing::warn!(seq = m.sequence, subject = %m.subject, reason, %detail, "event quarantined");
                 q_seq.push(m.sequence as i64);
-                q_subject.push(m.subject.clone());
+                q_subject.push(storable_subject(&m.subject));
                 q_reason.push(reason.to_owned());
                 q_detail.push(detail);
                 // Personal fields in the clear are not copied out of the log (privacy).
@@ -994,61 +1083,106 @@ impl Projector {
                 _ = shutdown.cancelled() => return Err(WorkerError::Shutdown),
                 r = validated.wait_for(|v| v.upto >= last) => { r.map_err(|_| WorkerError::Shutdown)?; }
             }
-            let mut tx = begin_projection(pool).await?;
-            claim_judged_checkpoints(&mut tx, &names, &done, last).await?;
-            // Read after the claim: the verdicts it sees are those whose commit the claim saw.
-            let quarantined = if validated.borrow().none_quarantined_from(first) {
-                HashSet::new()
-            } else {
-                quarantined_between(&mut *tx, first, last).await?
+            let clean = validated.borrow().none_quarantined_from(first);
+            let batch: Vec<&LogMessage> = batch.iter().collect();
+            let moved = match self.apply_to_views(&names, &done, &batch, opened, last, clean, started).await {
+                Ok(moved) => moved,
+                Err(e) if unprojectable(&e).is_some() => {
+                    // One event the views cannot store (a value PostgreSQL refuses) would stop
+                    // every view, batch after batch: the batch is applied one event at a time,
+                    // and the event at fault is quarantined with the reason, as the validator
+                    // quarantines what it refuses.
+                    tracing::warn!(error = %e, first, last, "the views cannot apply this batch: one event at a time");
+                    let mut at = done.clone();
+                    for m in &batch {
+                        let one = open_events(&self.keys, &[*m]).await?;
+                        match self.apply_to_views(&names, &at, &[*m], one, m.sequence, false, started).await {
+                            Ok(moved) => at = moved,
+                            Err(e) => match unprojectable(&e) {
+                                Some((view, why)) => {
+                                    at = quarantine_unprojectable(pool, &names, &at, m, view, &why).await?;
+                                }
+                                None => return Err(e),
+                            },
+                        }
+                    }
+                    at
+                }
+                Err(e) => return Err(e),
             };
-            let batch: Vec<&LogMessage> =
-                batch.iter().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
-            let applied: Vec<Applied> = opened.into_iter().filter(|a| !quarantined.contains(&(a.seq as i64))).collect();
-            let spans: Vec<tracing::Span> = batch
-                .iter()
-                .filter_map(|m| {
-                    let tp = m.traceparent.as_deref()?;
-                    // A root span: its parent is the remote publisher's, not this task's.
-                    let span = tracing::info_span!(parent: None, "projection.apply", seq = m.sequence);
-                    relais_eventlog::trace::set_remote_parent(&span, tp, m.tracestate.as_deref());
-                    Some(span)
-                })
-                .collect();
-            let judged = started.elapsed();
-            // Where a batch's time goes, per view, for the debug log (tuning).
-            let mut spent = String::new();
-            for (view, at) in views.iter().zip(&done) {
-                let view_started = std::time::Instant::now();
-                // Applied events are in sequence order: what this view still needs is a tail.
-                let tail = &applied[applied.partition_point(|a| a.seq <= *at)..];
-                if !tail.is_empty() {
-                    view.apply(&mut tx, tail).await?;
-                }
-                if view.uses_clock() {
-                    view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::AfterBatch).await?;
-                }
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    spent.push_str(&format!(" {}={:.1}", view.name(), view_started.elapsed().as_secs_f64() * 1e3));
-                }
-            }
-            let moved: Vec<u64> = done.iter().map(|d| (*d).max(last)).collect();
-            let committing = std::time::Instant::now();
-            set_checkpoints(&mut tx, &names, &moved).await?;
-            tx.commit().await?;
-            drop(spans);
-            tracing::debug!(
-                events = applied.len(),
-                last_seq = last,
-                ms = started.elapsed().as_millis() as u64,
-                judged_ms = format!("{:.1}", judged.as_secs_f64() * 1e3),
-                commit_ms = format!("{:.1}", committing.elapsed().as_secs_f64() * 1e3),
-                views = spent.trim(),
-                "batch applied to the views"
-            );
             consumer.ack_delivered().await?;
             done = moved;
         }
+    }
+
+    /// Applies the messages of `batch` (up to `last`, opened as `opened`) to every view in one
+    /// transaction with their checkpoints, each view what lies beyond its own (`done`);
+    /// returns the checkpoints moved to `last`. `clean`: this process's validator judged the
+    /// batch and quarantined none of it (no lookup of the quarantine).
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_to_views(
+        &self,
+        names: &[&'static str],
+        done: &[u64],
+        batch: &[&LogMessage],
+        opened: Vec<Applied>,
+        last: u64,
+        clean: bool,
+        started: std::time::Instant,
+    ) -> Result<Vec<u64>, WorkerError> {
+        let pool = self.db.pool();
+        let views = &self.views;
+        let first = batch.first().map(|m| m.sequence).unwrap_or(last);
+        let mut tx = begin_projection(pool).await?;
+        claim_judged_checkpoints(&mut tx, names, done, last).await?;
+        // Read after the claim: the verdicts it sees are those whose commit the claim saw.
+        let quarantined = if clean { HashSet::new() } else { quarantined_between(&mut *tx, first, last).await? };
+        let batch: Vec<&LogMessage> =
+            batch.iter().copied().filter(|m| !quarantined.contains(&(m.sequence as i64))).collect();
+        let applied: Vec<Applied> = opened.into_iter().filter(|a| !quarantined.contains(&(a.seq as i64))).collect();
+        let spans: Vec<tracing::Span> = batch
+            .iter()
+            .filter_map(|m| {
+                let tp = m.traceparent.as_deref()?;
+                // A root span: its parent is the remote publisher's, not this task's.
+                let span = tracing::info_span!(parent: None, "projection.apply", seq = m.sequence);
+                relais_eventlog::trace::set_remote_parent(&span, tp, m.tracestate.as_deref());
+                Some(span)
+            })
+            .collect();
+        let judged = started.elapsed();
+        // Where a batch's time goes, per view, for the debug log (tuning).
+        let mut spent = String::new();
+        for (view, at) in views.iter().zip(done) {
+            let view_started = std::time::Instant::now();
+            // Applied events are in sequence order: what this view still needs is a tail.
+            let tail = &applied[applied.partition_point(|a| a.seq <= *at)..];
+            let failed = |source| WorkerError::View { view: view.name(), source };
+            if !tail.is_empty() {
+                view.apply(&mut tx, tail).await.map_err(failed)?;
+            }
+            if view.uses_clock() {
+                view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::AfterBatch).await.map_err(failed)?;
+            }
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                spent.push_str(&format!(" {}={:.1}", view.name(), view_started.elapsed().as_secs_f64() * 1e3));
+            }
+        }
+        let moved: Vec<u64> = done.iter().map(|d| (*d).max(last)).collect();
+        let committing = std::time::Instant::now();
+        set_checkpoints(&mut tx, names, &moved).await?;
+        tx.commit().await?;
+        drop(spans);
+        tracing::debug!(
+            events = applied.len(),
+            last_seq = last,
+            ms = started.elapsed().as_millis() as u64,
+            judged_ms = format!("{:.1}", judged.as_secs_f64() * 1e3),
+            commit_ms = format!("{:.1}", committing.elapsed().as_secs_f64() * 1e3),
+            views = spent.trim(),
+            "batch applied to the views"
+        );
+        Ok(moved)
     }
 
     /// Brings the views that depend on the clock up to now, without a new event.
@@ -1175,7 +1309,17 @@ fn decode_checked(m: &LogMessage) -> Result<(StoredEventV1, Envelope), Verdict> 
 
 #[cfg(test)]
 mod tests {
-    use super::Judged;
+    use super::{Judged, MAX_STORED_SUBJECT, storable_subject};
+
+    #[test]
+    fn a_subject_that_is_not_an_event_subject_is_stored_escaped_and_cut() {
+        assert_eq!(storable_subject("relais.ev.apo.cases.c-1"), "relais.ev.apo.cases.c-1");
+        assert_eq!(storable_subject("relais.ev.apo.cases.x\0y"), "relais.ev.apo.cases.x\\0y");
+        let long = format!("relais.ev.apo.cases.{}", "é".repeat(3000));
+        let stored = storable_subject(&long);
+        assert!(stored.len() <= MAX_STORED_SUBJECT + '…'.len_utf8() && stored.ends_with('…'), "{stored}");
+        assert!(!stored.contains('\0'));
+    }
 
     #[test]
     fn the_views_skip_the_quarantine_lookup_only_for_what_this_validator_run_judged_clean() {

@@ -88,6 +88,7 @@ pub struct State {
     enrolled: u16,
     sessions: BTreeSet<u16>,
     surveys: u32,
+    evaluations: u32,
     ended: bool,
 }
 
@@ -231,7 +232,21 @@ pub enum DomainError {
     /// that does not run it.
     #[error("only the organiser or a partner records this")]
     NotRunByOrganisation,
+    /// An activity holds at most [`MAX_RECORDS`] needs surveys and as many evaluations (the
+    /// activities view keeps each list with the activity).
+    #[error("an activity holds at most {max} {what}")]
+    TooManyRecords {
+        /// Needs surveys or evaluations.
+        what: &'static str,
+        /// The bound.
+        max: u32,
+    },
 }
+
+/// The most needs surveys, and the most evaluations, one activity records: far more than a
+/// group activity gathers, and few enough that the activities view, which keeps them with the
+/// activity, never grows a row past what PostgreSQL stores.
+pub const MAX_RECORDS: u32 = 1_000;
 
 impl DomainError {
     /// A stable code for the refusal, for programs.
@@ -248,6 +263,7 @@ impl DomainError {
             Self::AlreadyEnrolled => "already_enrolled",
             Self::CapacityReached { .. } => "capacity_reached",
             Self::SessionAlreadyHeld { .. } => "session_already_held",
+            Self::TooManyRecords { .. } => "too_many_records",
             Self::SessionBeforeStart { .. } => "session_before_start",
             Self::AttendanceExceedsEnrolment { .. } => "attendance_exceeds_enrolment",
             Self::NotEnrolled => "not_enrolled",
@@ -347,6 +363,11 @@ impl DomainError {
                 "Seul l'organisateur ou un partenaire de l'activité enregistre ceci.",
                 "Only the activity's organiser or a partner records this.",
             ),
+            Self::TooManyRecords { .. } => Labels::new(
+                "De activiteit heeft al het hoogste aantal behoeftepeilingen of evaluaties (1000).",
+                "L'activité a déjà le nombre maximal d'enquêtes de besoins ou d'évaluations (1000).",
+                "The activity already holds the most needs surveys or evaluations (1000).",
+            ),
         }
     }
 }
@@ -365,7 +386,12 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
     match &event.data {
         // Before planning, a survey is anyone's groundwork; once planned, the activity is its
         // organiser's and partners' to record on.
-        EventData::NeedsSurveyRecorded(_) => run_by_sender(state, event),
+        EventData::NeedsSurveyRecorded(_) => {
+            if state.surveys >= MAX_RECORDS {
+                return Err(DomainError::TooManyRecords { what: "needs surveys", max: MAX_RECORDS });
+            }
+            run_by_sender(state, event)
+        }
         EventData::ActivityPlanned(_) => {
             if state.plan.is_some() {
                 Err(DomainError::AlreadyPlanned)
@@ -434,6 +460,9 @@ pub fn check(state: &State, event: &Envelope) -> Result<(), DomainError> {
         EventData::ActivityEvaluated(_) => {
             running(state)?;
             run_by_sender(state, event)?;
+            if state.evaluations >= MAX_RECORDS {
+                return Err(DomainError::TooManyRecords { what: "evaluations", max: MAX_RECORDS });
+            }
             if state.sessions.is_empty() { Err(DomainError::NoSessionHeld) } else { Ok(()) }
         }
         other => Err(DomainError::NotAnActivityEvent { event_type: other.event_type().to_owned() }),
@@ -504,8 +533,11 @@ pub fn evolve(mut state: State, event: &Envelope) -> State {
         EventData::SessionHeld(d) => {
             state.sessions.insert(d.session_number);
         }
-        EventData::ActivityEvaluated(d) if d.outcome == EvaluationOutcome::Stop => {
-            state.ended = true;
+        EventData::ActivityEvaluated(d) => {
+            state.evaluations = state.evaluations.saturating_add(1);
+            if d.outcome == EvaluationOutcome::Stop {
+                state.ended = true;
+            }
         }
         _ => {}
     }
@@ -704,6 +736,26 @@ mod tests {
         given::<Activity>([planned_with(2)])
             .when(&on("coordination", (9, 1)), Command::Plan(ActivityPlanned::example()))
             .then_error(DomainError::AlreadyPlanned);
+    }
+
+    #[test]
+    fn an_activity_holds_at_most_a_thousand_surveys_and_a_thousand_evaluations() {
+        let surveys = (0..MAX_RECORDS).map(|_| ev("coordination", (6, 1), NeedsSurveyRecorded::example()));
+        given::<Activity>(surveys)
+            .when(&on("coordination", (6, 2)), Command::RecordNeedsSurvey(NeedsSurveyRecorded::example()))
+            .then_error(DomainError::TooManyRecords { what: "needs surveys", max: MAX_RECORDS });
+        let evaluated = |n: u32| {
+            let mut history = vec![planned_with(3), ev("coordination", (9, 15), session(1, 0, 0))];
+            history.extend((0..n).map(|_| ev("coordination", (12, 1), ActivityEvaluated::example())));
+            given::<Activity>(history)
+        };
+        // The thousandth is taken, the thousand-and-first refused.
+        evaluated(MAX_RECORDS - 1)
+            .when(&on("coordination", (12, 2)), Command::Evaluate(ActivityEvaluated::example()))
+            .then(vec![ActivityEvaluated::example().into()]);
+        evaluated(MAX_RECORDS)
+            .when(&on("coordination", (12, 2)), Command::Evaluate(ActivityEvaluated::example()))
+            .then_error(DomainError::TooManyRecords { what: "evaluations", max: MAX_RECORDS });
     }
 
     #[test]
