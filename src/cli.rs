@@ -126,7 +126,6 @@ enum DeployCommand {
     },
 }
 
-/// Entry point of the binary.
 /// `--org`, read before anything connects.
 fn parse_org(text: &str) -> Result<OrgId, String> {
     OrgId::parse(text).map_err(|e| e.to_string())
@@ -137,6 +136,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
     Role::parse(text).ok_or_else(|| "one of org, coordinator, auditor, admin".into())
 }
 
+/// Entry point of the binary.
 pub fn main() -> ExitCode {
     quiet_on_a_closed_pipe();
     let cli = Cli::parse();

@@ -310,7 +310,12 @@ impl Database {
 async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), DbError> {
     let Some(name) = options.get_database().map(str::to_owned) else { return Ok(()) };
     let admin = options.clone().database("postgres");
-    let mut conn = admin.connect().await?;
+    let target = format!("{}:{}/postgres", admin.get_host(), admin.get_port());
+    let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, admin.connect()).await {
+        Err(_) => return Err(DbError::Unreachable { target, why: format!("no answer within {CONNECT_TIMEOUT:?}") }),
+        Ok(Err(e)) => return Err(DbError::Unreachable { target, why: root_cause(&e) }),
+        Ok(Ok(conn)) => conn,
+    };
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(&name)
         .fetch_one(&mut conn)

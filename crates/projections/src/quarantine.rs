@@ -14,12 +14,13 @@ pub struct Quarantined {
     pub seq: i64,
     /// Subject.
     pub subject: String,
-    /// Reason code: subject, undecodable, invalid, mismatch, personal-data-in-clear,
-    /// undecryptable, duplicate, rule.
+    /// Reason code: subject, undecodable, message-id-mismatch, invalid, mismatch,
+    /// personal-data-in-clear, undecryptable, erasure-without-key, client-erased, duplicate,
+    /// rule (the validator's); unprojectable (accepted, but a view cannot store it).
     pub reason: String,
     /// What is wrong.
     pub detail: String,
-    /// When the validator judged it.
+    /// When it was quarantined.
     pub quarantined_at: chrono::DateTime<chrono::Utc>,
 }
 

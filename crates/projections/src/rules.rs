@@ -269,9 +269,12 @@ impl RuleBook {
         let mut state = key.initial();
         if !history.is_empty() {
             let seqs: Vec<i64> = history.iter().map(|m| m.sequence as i64).collect();
+            // The validator's own refusals: an event it accepted that a view could not store
+            // (`unprojectable`) stays in the history it judges by, as in a warm state.
             let quarantined: HashSet<i64> =
-                sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq = ANY($1)")
+                sqlx::query_scalar::<_, i64>("SELECT seq FROM quarantine WHERE seq = ANY($1) AND reason <> $2")
                     .bind(&seqs)
+                    .bind(crate::worker::UNPROJECTABLE)
                     .fetch_all(&self.pool)
                     .await?
                     .into_iter()

@@ -230,7 +230,16 @@ fn unprojectable(e: &WorkerError) -> Option<(&'static str, String)> {
     let WorkerError::View { view, source: sqlx::Error::Database(d) } = e else { return None };
     let code = d.code()?;
     let data = code.starts_with("22") || code.starts_with("54") || code == "23502" || code == "23514";
-    data.then(|| (*view, format!("{} (SQLSTATE {code})", d.message())))
+    // The code, table and constraint, never PostgreSQL's message: it quotes the value it
+    // refused, which may be an opened personal field, and the quarantine is never erased.
+    let mut why = format!("SQLSTATE {code}");
+    if let Some(table) = d.table() {
+        why.push_str(&format!(", table {table}"));
+    }
+    if let Some(constraint) = d.constraint() {
+        why.push_str(&format!(", constraint {constraint}"));
+    }
+    data.then_some((*view, why))
 }
 
 /// Quarantines the message `m` that `view` cannot store, with the reason, and moves every
@@ -1096,13 +1105,19 @@ impl Projector {
                     let mut at = done.clone();
                     for m in &batch {
                         let one = open_events(&self.keys, &[*m]).await?;
+                        let erasure = one
+                            .iter()
+                            .any(|a| matches!(a.envelope.data, relais_domain::events::EventData::ClientErased(_)));
                         match self.apply_to_views(&names, &at, &[*m], one, m.sequence, false, started).await {
                             Ok(moved) => at = moved,
+                            // Only an event no view has applied yet, and never an erasure
+                            // (the views must forget what it erases): otherwise the views
+                            // would differ from a rebuild, and the worker stops as before.
                             Err(e) => match unprojectable(&e) {
-                                Some((view, why)) => {
+                                Some((view, why)) if at.iter().all(|a| *a < m.sequence) && !erasure => {
                                     at = quarantine_unprojectable(pool, &names, &at, m, view, &why).await?;
                                 }
-                                None => return Err(e),
+                                _ => return Err(e),
                             },
                         }
                     }
@@ -1162,7 +1177,9 @@ impl Projector {
                 view.apply(&mut tx, tail).await.map_err(failed)?;
             }
             if view.uses_clock() {
-                view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::AfterBatch).await.map_err(failed)?;
+                // Not the batch's fault: what depends on the clock reads what earlier events
+                // stored too, so a failure there restarts the worker, never quarantines.
+                view.on_clock(&mut tx, self.settings.clock.now(), ClockCall::AfterBatch).await?;
             }
             if tracing::enabled!(tracing::Level::DEBUG) {
                 spent.push_str(&format!(" {}={:.1}", view.name(), view_started.elapsed().as_secs_f64() * 1e3));
