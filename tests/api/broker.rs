@@ -36,6 +36,26 @@ pub(crate) fn deployed_accounts() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/accounts.conf")
 }
 
+/// nats-server with the deployed accounts (`deploy/nats/accounts.conf`) and a fresh password
+/// for every user, its store in `dir`; the passwords by user.
+pub(crate) fn deployed_nats(dir: &Path) -> (NatsServer, HashMap<String, String>) {
+    let store = dir.join("nats");
+    std::fs::create_dir_all(&store).expect("store dir");
+    std::fs::copy(deployed_accounts(), store.join("accounts.conf")).expect("accounts copied");
+    let (env, passwords) = password_env();
+    let nats = NatsServer::start_with_env(
+        &NatsServerOptions {
+            store_dir: store,
+            sync_always: true,
+            extra_config: "include \"accounts.conf\"\n".into(),
+            port: None,
+        },
+        &env,
+    )
+    .expect("nats-server starts with the deployed accounts");
+    (nats, passwords)
+}
+
 /// A password for every user of the deployed accounts, as nats-server's environment.
 pub(crate) fn password_env() -> (Vec<(String, String)>, HashMap<String, String>) {
     let mut env = Vec::new();
@@ -108,20 +128,7 @@ async fn start_broker() -> Broker {
 /// Like [`start_broker`], with both processes' settings changed by `edit` first.
 async fn start_broker_with(edit: impl FnOnce(&mut relais::config::Settings)) -> Broker {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = dir.path().join("nats");
-    std::fs::create_dir_all(&store).expect("store dir");
-    std::fs::copy(deployed_accounts(), store.join("accounts.conf")).expect("accounts copied");
-    let (env, passwords) = password_env();
-    let nats = NatsServer::start_with_env(
-        &NatsServerOptions {
-            store_dir: store,
-            sync_always: true,
-            extra_config: "include \"accounts.conf\"\n".into(),
-            port: None,
-        },
-        &env,
-    )
-    .expect("nats-server starts with the deployed accounts");
+    let (nats, passwords) = deployed_nats(dir.path());
     let port = nats.port();
     let gateway_url = format!("nats://{GATEWAY_USER}:{}@127.0.0.1:{port}", passwords[GATEWAY_USER]);
     let app = spawn_app_on_with(dir, nats, &gateway_url, ServeRole::Gateway, edit).await;

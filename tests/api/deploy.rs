@@ -3,10 +3,9 @@
 //! examples beside them (every `<...>` replaced, nothing else), in an otherwise empty
 //! environment, against nats-server with the deployed accounts and a new database.
 
-use crate::broker::{deployed_accounts, password_env};
+use crate::broker::deployed_nats;
 use crate::helpers::*;
 use base64::Engine as _;
-use relais::nats_server::{NatsServer, NatsServerOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -178,20 +177,7 @@ fn the_units_are_valid_for_systemd() {
 #[tokio::test]
 async fn the_units_run_relais_with_the_environment_files_of_the_examples() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = dir.path().join("nats");
-    std::fs::create_dir_all(&store).expect("store");
-    std::fs::copy(deployed_accounts(), store.join("accounts.conf")).expect("accounts");
-    let (nats_env, passwords) = password_env();
-    let nats = NatsServer::start_with_env(
-        &NatsServerOptions {
-            store_dir: store,
-            sync_always: true,
-            extra_config: "include \"accounts.conf\"\n".into(),
-            port: None,
-        },
-        &nats_env,
-    )
-    .expect("nats-server with the deployed accounts");
+    let (nats, passwords) = deployed_nats(dir.path());
     let seed: [u8; 32] = rand::random();
     let b64 = |raw: [u8; 32]| base64::engine::general_purpose::STANDARD.encode(raw);
     let deployment = Deployment {

@@ -348,10 +348,8 @@ impl relais_projections::worker::View for Refusing {
     }
 }
 
-#[tokio::test]
-async fn an_event_a_view_cannot_store_is_quarantined_with_the_reason_and_every_view_goes_on() {
-    let app = spawn_app_with(ServeRole::Gateway).await;
-    let token = app.token("apo", Role::Org).await;
+/// A projector of the default views and [`Refusing`], started afresh (a cold validator).
+async fn start_refusing_projector(app: &TestApp) -> tokio_util::sync::CancellationToken {
     let db = relais_projections::Database::connect_and_migrate(&app.settings.database_url).await.expect("database");
     let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
     let stream = app.js.get_stream("RELAIS").await.expect("stream");
@@ -361,6 +359,14 @@ async fn an_event_a_view_cannot_store_is_quarantined_with_the_reason_and_every_v
         relais_projections::Projector::new(db, keys, stream, app.settings.projector_settings()).with_views(views);
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(projector.run(stop.clone()));
+    stop
+}
+
+#[tokio::test]
+async fn an_event_a_view_cannot_store_is_quarantined_with_the_reason_and_every_view_goes_on() {
+    let app = spawn_app_with(ServeRole::Gateway).await;
+    let token = app.token("apo", Role::Org).await;
+    let stop = start_refusing_projector(&app).await;
 
     // One batch: the event at fault between two that are not.
     let batch = vec![
@@ -395,15 +401,7 @@ async fn an_event_a_view_cannot_store_is_quarantined_with_the_reason_and_every_v
     // included, as the one that judged it did: the case was requested, so its acceptance is
     // not refused (the probe view refuses it in turn).
     stop.cancel();
-    let db = relais_projections::Database::connect_and_migrate(&app.settings.database_url).await.expect("database");
-    let keys = relais_projections::KeyStore::new(app.pool.clone(), app.settings.kek.clone());
-    let stream = app.js.get_stream("RELAIS").await.expect("stream");
-    let mut views = relais_projections::worker::default_views();
-    views.push(std::sync::Arc::new(Refusing));
-    let restarted =
-        relais_projections::Projector::new(db, keys, stream, app.settings.projector_settings()).with_views(views);
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(restarted.run(stop.clone()));
+    let stop = start_refusing_projector(&app).await;
     assert_eq!(app.post_event(&token, &guidance_accepted("apo", "poison-1", "cl-poison-1")).await.status(), 201);
     wait_for_checkpoint(&app.pool, "caseload", 5).await;
     let reason: String = sqlx::query_scalar("SELECT reason FROM quarantine WHERE seq = 5")
