@@ -9,9 +9,20 @@ use relais_domain::OrgId;
 use relais_projections::{Role, TokenStore};
 use std::process::ExitCode;
 
+/// What every command reads from its environment (README.md, "Running Relais", has them all).
+const ENVIRONMENT: &str = "\
+Environment (read once at start; README.md lists every variable):
+  RELAIS_DATABASE_URL     PostgreSQL (default postgres://postgres@127.0.0.1:5432/relais)
+  RELAIS_NATS_URL         nats-server >= 2.12.1 (default nats://127.0.0.1:4222)
+  RELAIS_KEK, RELAIS_CLIENT_REF_PEPPER, RELAIS_ADMISSION_KEY, RELAIS_AUDIT_SIGNING_KEY
+                          secrets, base64 of 32 bytes; unset: a development secret in
+                          RELAIS_STATE_DIR (.relais), refused where RELAIS_REQUIRE_SECRETS=1
+  RELAIS_ORGANISATIONS    the registry (a JSON file; default the seven services)
+  RUST_LOG                log filter (info for serve, warn for commands)";
+
 /// Relais: event-sourced coordination backend of the Brussels justice-welfare services.
 #[derive(Debug, Parser)]
-#[command(name = "relais", version, about)]
+#[command(name = "relais", version, about, after_help = ENVIRONMENT)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
