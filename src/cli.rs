@@ -259,7 +259,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 TokenCommand::List => {
                     println!(
                         "{:<36}  {:<12}  {:<11}  {:<20}  {:<8}  {:<20}  label",
-                        "id", "org", "role", "created", "state", "expires"
+                        "id", "org", "role", "created (UTC)", "state", "expires (UTC)"
                     );
                     let now = chrono::Utc::now();
                     for t in tokens.list().await? {
@@ -313,9 +313,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let infra = Infra::connect_reading(&settings, "relais-status", &[]).await?;
             let status = relais_projections::status::projection_status(infra.db.pool(), &infra.stream).await?;
             println!("stream last sequence: {}", status.last_sequence);
-            println!("{:<12}  {:>12}  {:>10}", "projection", "checkpoint", "lag");
+            let width = status.projections.iter().map(|p| p.name.len()).chain(["projection".len()]).max().unwrap_or(10);
+            println!("{:<width$}  {:>12}  {:>10}", "projection", "checkpoint", "lag");
             for p in &status.projections {
-                println!("{:<12}  {:>12}  {:>10}", p.name, p.checkpoint, p.lag);
+                println!("{:<width$}  {:>12}  {:>10}", p.name, p.checkpoint, p.lag);
             }
             println!("quarantined events: {}", status.quarantined);
             crate::privacy_cli::print_retention_status(&settings, &infra).await?;

@@ -98,6 +98,9 @@ pub async fn erase(args: EraseArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("--client: {}", e.detail))?;
     let reason = parse_reason(&args.reason)?;
     let settings = Settings::from_env()?;
+    if !settings.organisations.iter().any(|o| o.id == org) {
+        anyhow::bail!("--org: no organisation {org} in the registry (RELAIS_ORGANISATIONS)");
+    }
     let infra = Infra::connect_needing(&settings, "relais-erase", &crate::config::SHARED_SECRETS).await?;
     let eraser = Eraser::new(infra.keys.clone(), infra.event_log(&settings), infra.db.pool().clone());
     let Some(info) = infra.keys.client_info(&org, &args.client).await? else {

@@ -448,6 +448,9 @@ async fn erasure_is_idempotent_refused_to_others_and_nothing_new_is_recorded_abo
     assert_eq!(admitted, relais_audit::Admission::Gateway, "the CLI's erasure is admitted");
     let (ok, _, err) = app.run_relais(&["erase", "--org", "apo", "--client", "cl-nobody"], &[]).await;
     assert!(!ok && err.contains("no such client"), "{err}");
+    // An organisation the registry does not hold is named as such, not as a missing client.
+    let (ok, _, err) = app.run_relais(&["erase", "--org", "nosuchorg", "--client", "cl-1"], &[]).await;
+    assert!(!ok && err.contains("no organisation nosuchorg in the registry"), "{err}");
     assert_eq!(app.stream_messages().await, 4);
     // Every erasure asked for is recorded, over HTTP and on the command line, against the
     // client's key.

@@ -96,12 +96,12 @@ pub fn replay_filter(q: &HashMap<String, String>) -> Result<ReplayFilter, ApiErr
     if let (Some(f), Some(t)) = (filter.from, filter.to)
         && t < f
     {
-        return Err(ApiError::invalid_parameter("to", "after from"));
+        return Err(ApiError::invalid_parameter("to", "after `from`"));
     }
     if let (Some(f), Some(t)) = (filter.from_seq, filter.to_seq)
         && t < f
     {
-        return Err(ApiError::invalid_parameter("to_seq", "at least from_seq"));
+        return Err(ApiError::invalid_parameter("to_seq", "at least `from_seq`"));
     }
     Ok(filter)
 }
