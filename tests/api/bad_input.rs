@@ -4,6 +4,7 @@
 //! (tests/api/ingest.rs covers the first cases of the spine; these are the others.)
 
 use crate::helpers::*;
+use base64::Engine as _;
 use bytes::Bytes;
 use relais_projections::{Role, TokenStore};
 use serde_json::{Value, json};
@@ -387,6 +388,10 @@ async fn every_query_parameter_unknown_of_the_wrong_type_or_with_a_nul_is_a_prob
     let apo = app.token("apo", Role::Org).await;
     let coordinator = app.token("coordination", Role::Coordinator).await;
     let auditor = app.token("coordination", Role::Auditor).await;
+    let cursor = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let cases_far_back = format!("/v1/orgs/apo/cases?cursor={}", cursor("-9000000000000000000|case-1"));
+    let referrals_far_back = format!("/v1/orgs/apo/referrals?cursor={}", cursor(r#"["-5000-01-01T00:00:00Z","r-1"]"#));
+    let referrals_nul = format!("/v1/orgs/apo/referrals?cursor={}", cursor(r#"["2026-01-01T00:00:00Z","r\u0000"]"#));
     let requests: &[(&str, &str, &str)] = &[
         (&apo, "/v1/orgs/apo/cases/case-1/timeline?limit=ten", "?limit"),
         (&apo, "/v1/orgs/apo/referrals?open=maybe", "?open"),
@@ -409,6 +414,10 @@ async fn every_query_parameter_unknown_of_the_wrong_type_or_with_a_nul_is_a_prob
         (&auditor, "/v1/audit/access?org=NOPE", "?org"),
         // A NUL cannot be stored in PostgreSQL text: refused before any handler, not a 500.
         (&apo, "/v1/orgs/apo/cases?cursor=a%00b", "?cursor"),
+        // Crafted cursors holding what PostgreSQL refuses: a moment before year 1, a NUL.
+        (&apo, &cases_far_back, "?cursor"),
+        (&apo, &referrals_far_back, "?cursor"),
+        (&apo, &referrals_nul, "?cursor"),
         (&apo, "/v1/orgs/apo/cases/case%00-1", "?case"),
         (&apo, "/v1/orgs/apo/cases/case%FF", "?case"),
         (&apo, "/v1/orgs/apo/clients/cl%00/export", "?client"),

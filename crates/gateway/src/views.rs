@@ -59,7 +59,13 @@ fn decode_cursor(c: &str) -> Option<(DateTime<Utc>, String)> {
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (micros, id) = text.split_once('|')?;
-    Some((DateTime::from_timestamp_micros(micros.parse().ok()?)?, id.to_owned()))
+    let micros: i64 = micros.parse().ok()?;
+    // What PostgreSQL can take: a moment within the years 1 to 9999, an id without NUL.
+    let admissible = relais_domain::envelope::EARLIEST_TIME_US..=relais_domain::envelope::LATEST_TIME_US;
+    if !admissible.contains(&micros) || id.contains('\0') {
+        return None;
+    }
+    Some((DateTime::from_timestamp_micros(micros)?, id.to_owned()))
 }
 
 /// `GET /v1/orgs/{org}/cases`: the organisation's caseload, most recently active first.
