@@ -189,15 +189,9 @@ impl AuditSettings {
                 .filter(|n| *n >= 1)
                 .ok_or_else(|| invalid("RELAIS_CHECKPOINT_EVERY_EVENTS", "a number of events, 1 or more".into()))?;
         }
-        if let Some(n) = var("RELAIS_CHECKPOINT_EVERY_SECS") {
-            // At most a day: a longer period would add nothing an auditor could use, and a
-            // huge one would overflow the chain worker's timer.
-            let secs: u64 =
-                n.parse().ok().filter(|n| (1..=86_400).contains(n)).ok_or_else(|| {
-                    invalid("RELAIS_CHECKPOINT_EVERY_SECS", "a number of seconds from 1 to 86400".into())
-                })?;
-            settings.checkpoint_every = Duration::from_secs(secs);
-        }
+        // At most a day: a longer period would add nothing an auditor could use, and a huge
+        // one would overflow the chain worker's timer.
+        settings.checkpoint_every = Duration::from_secs(number("RELAIS_CHECKPOINT_EVERY_SECS", 1..=86_400, 60)?);
         if let Some(name) = var("RELAIS_AUDIT_STREAM") {
             settings.stream = name;
         }

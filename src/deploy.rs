@@ -45,12 +45,7 @@ pub fn write_nats_config(
 
 fn write_new_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
+    let mut file = crate::privacy_cli::create_private(path)
         .with_context(|| format!("cannot create {} (an existing file is never overwritten)", path.display()))?;
     file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())

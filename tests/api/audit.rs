@@ -997,6 +997,16 @@ async fn a_command_pointed_at_the_wrong_database_or_server_says_so_and_creates_n
     assert!(!ok && err.contains("cannot connect to PostgreSQL at 127.0.0.1:1/relais (RELAIS_DATABASE_URL)"), "{err}");
     assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(8), "not the pool's 10 s timeout");
+    // Periods that would overflow a timer, or wrap the broker's duplicate window to a fraction
+    // of a second, are refused by name.
+    for (variable, value) in [
+        ("RELAIS_DUPLICATE_WINDOW_SECS", "18446744074"),
+        ("RELAIS_CHECKPOINT_EVERY_SECS", "18446744073709551615"),
+        ("RELAIS_RETENTION_SWEEP_SECS", "18446744073709551615"),
+    ] {
+        let (ok, _, err) = app.run_relais(&["status"], &[(variable, value)]).await;
+        assert!(!ok && err.contains(&format!("{variable}: a number from")), "{variable}: {err}");
+    }
     // A registry file that is not there names its variable.
     let (ok, _, err) = app.run_relais(&["status"], &[("RELAIS_ORGANISATIONS", "/nonexistent/registry.json")]).await;
     assert!(!ok && err.contains("RELAIS_ORGANISATIONS: cannot read /nonexistent/registry.json"), "{err}");

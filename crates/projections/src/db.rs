@@ -102,6 +102,22 @@ pub struct Database {
 /// How long the first connection to PostgreSQL may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// One connection, within [`CONNECT_TIMEOUT`], failing with its cause named: a database that
+/// does not exist as such ([`DbError::NotRelais`]), anything else as [`DbError::Unreachable`]
+/// (host, port and database; never the password).
+async fn connect_once(options: &PgConnectOptions) -> Result<sqlx::PgConnection, DbError> {
+    let name = options.get_database().unwrap_or_default().to_owned();
+    let target = format!("{}:{}/{name}", options.get_host(), options.get_port());
+    match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
+        Err(_) => Err(DbError::Unreachable { target, why: format!("no answer within {CONNECT_TIMEOUT:?}") }),
+        Ok(Err(sqlx::Error::Database(d))) if d.code().as_deref() == Some("3D000") => {
+            Err(DbError::NotRelais { name, why: "does not exist" })
+        }
+        Ok(Err(e)) => Err(DbError::Unreachable { target, why: root_cause(&e) }),
+        Ok(Ok(conn)) => Ok(conn),
+    }
+}
+
 /// The innermost cause of an error, once (sqlx repeats its source in its own message).
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = e;
@@ -148,19 +164,7 @@ impl Database {
         }
         // One connection first, to name the cause at once: the pool retries a refused
         // connection until its acquire timeout and then reports the timeout alone.
-        let target = format!("{}:{}/{name}", options.get_host(), options.get_port());
-        match tokio::time::timeout(CONNECT_TIMEOUT, options.connect()).await {
-            Err(_) => {
-                return Err(DbError::Unreachable { target, why: format!("no answer within {CONNECT_TIMEOUT:?}") });
-            }
-            Ok(Err(sqlx::Error::Database(d))) if !create && d.code().as_deref() == Some("3D000") => {
-                return Err(DbError::NotRelais { name, why: "does not exist" });
-            }
-            Ok(Err(e)) => return Err(DbError::Unreachable { target, why: root_cause(&e) }),
-            Ok(Ok(c)) => {
-                let _ = c.close().await;
-            }
-        }
+        let _ = connect_once(&options).await?.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
@@ -171,13 +175,7 @@ impl Database {
             // publisher retries with the same event ids).
             .test_before_acquire(false)
             .connect_with(options)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(d) if !create && d.code().as_deref() == Some("3D000") => {
-                    DbError::NotRelais { name: name.clone(), why: "does not exist" }
-                }
-                e => DbError::Sqlx(e),
-            })?;
+            .await?;
         if !create {
             // Relais' own tables, not only sqlx's: any sqlx application has that one.
             let relais: bool = sqlx::query_scalar(
@@ -309,13 +307,7 @@ impl Database {
 
 async fn create_database_if_missing(options: &PgConnectOptions) -> Result<(), DbError> {
     let Some(name) = options.get_database().map(str::to_owned) else { return Ok(()) };
-    let admin = options.clone().database("postgres");
-    let target = format!("{}:{}/postgres", admin.get_host(), admin.get_port());
-    let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, admin.connect()).await {
-        Err(_) => return Err(DbError::Unreachable { target, why: format!("no answer within {CONNECT_TIMEOUT:?}") }),
-        Ok(Err(e)) => return Err(DbError::Unreachable { target, why: root_cause(&e) }),
-        Ok(Ok(conn)) => conn,
-    };
+    let mut conn = connect_once(&options.clone().database("postgres")).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
         .bind(&name)
         .fetch_one(&mut conn)

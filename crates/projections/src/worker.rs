@@ -222,14 +222,16 @@ pub(crate) fn storable_subject(subject: &str) -> String {
 /// The quarantine reason of an event the views cannot store.
 pub const UNPROJECTABLE: &str = "unprojectable";
 
-/// The view and PostgreSQL's words when `e` is a view refusing a value itself (a data
+/// The view and PostgreSQL's code when `e` is a view refusing a value itself (a data
 /// exception such as a day or number out of range, a value too large for an index, a NULL or
 /// a check the schema forbids): what the event carries, not a passing failure nor a broken
 /// invariant (a duplicate key stays an error, restarting the worker).
 fn unprojectable(e: &WorkerError) -> Option<(&'static str, String)> {
     let WorkerError::View { view, source: sqlx::Error::Database(d) } = e else { return None };
     let code = d.code()?;
-    let data = code.starts_with("22") || code.starts_with("54") || code == "23502" || code == "23514";
+    if !(code.starts_with("22") || code.starts_with("54") || code == "23502" || code == "23514") {
+        return None;
+    }
     // The code, table and constraint, never PostgreSQL's message: it quotes the value it
     // refused, which may be an opened personal field, and the quarantine is never erased.
     let mut why = format!("SQLSTATE {code}");
@@ -239,7 +241,7 @@ fn unprojectable(e: &WorkerError) -> Option<(&'static str, String)> {
     if let Some(constraint) = d.constraint() {
         why.push_str(&format!(", constraint {constraint}"));
     }
-    data.then_some((*view, why))
+    Some((*view, why))
 }
 
 /// Quarantines the message `m` that `view` cannot store, with the reason, and moves every
